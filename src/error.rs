@@ -156,6 +156,7 @@ impl Error {
         Error::new(ErrorKind::InvalidConfig, format!("{field}: {why}"))
     }
 
+    #[allow(dead_code)] // used by the bridge's confirmed sends
     pub(crate) fn timeout(what: impl fmt::Display, after: std::time::Duration) -> Self {
         Error::new(
             ErrorKind::Timeout,
@@ -225,7 +226,10 @@ mod tests {
 
     #[test]
     fn message_starts_with_the_kind_phrase() {
-        let err = Error::new(ErrorKind::NetworkNotConnected, "call connect_to_network first");
+        let err = Error::new(
+            ErrorKind::NetworkNotConnected,
+            "call connect_to_network first",
+        );
         assert_eq!(
             err.to_string(),
             "Network not connected: call connect_to_network first"

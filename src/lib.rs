@@ -8,8 +8,11 @@
 //! optional direct TCP fallback.
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod actor;
+pub mod components;
 pub mod error;
 pub mod message;
+pub mod network;
 pub mod subject;
 
 pub use error::{Error, ErrorKind, Result};

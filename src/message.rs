@@ -104,7 +104,9 @@ impl Message {
                 None => Message::Float(n.as_f64().unwrap_or(f64::NAN)),
             },
             Value::String(s) => Message::String(s.into()),
-            Value::Array(items) => Message::Array(items.into_iter().map(Message::from_json).collect()),
+            Value::Array(items) => {
+                Message::Array(items.into_iter().map(Message::from_json).collect())
+            }
             object @ Value::Object(_) => Message::Object(object),
         }
     }
@@ -117,7 +119,9 @@ impl Message {
             Message::Flow => Value::Null,
             Message::Boolean(b) => Value::Bool(*b),
             Message::Integer(i) => Value::from(*i),
-            Message::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            Message::Float(f) => {
+                serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number)
+            }
             Message::String(s) => Value::String(s.to_string()),
             Message::Bytes(b) => Value::Array(b.iter().map(|x| Value::from(*x)).collect()),
             Message::Object(v) => v.clone(),
@@ -332,9 +336,8 @@ impl Envelope {
     pub fn decode(bytes: &[u8]) -> Result<Self> {
         let envelope: Envelope = match bytes.first() {
             Some(&COMPRESSED_MARKER) => {
-                let plain = lz4_flex::decompress_size_prepended(&bytes[1..]).map_err(|e| {
-                    Error::encoding(format!("compressed envelope is corrupt: {e}"))
-                })?;
+                let plain = lz4_flex::decompress_size_prepended(&bytes[1..])
+                    .map_err(|e| Error::encoding(format!("compressed envelope is corrupt: {e}")))?;
                 rmp_serde::from_slice(&plain)?
             }
             Some(_) => rmp_serde::from_slice(bytes)?,
@@ -456,7 +459,10 @@ mod tests {
         let mut env = Envelope::new("n", "i", 1, Message::Flow);
         env.version = WIRE_VERSION + 1;
         let err = Envelope::decode(&rmp_serde::to_vec_named(&env).unwrap()).unwrap_err();
-        assert!(err.to_string().contains(&format!("version {}", WIRE_VERSION + 1)));
+        assert!(
+            err.to_string()
+                .contains(&format!("version {}", WIRE_VERSION + 1))
+        );
     }
 
     #[test]

@@ -1,1 +1,3 @@
+//! `reflow-bridge`: the command-line tool. Its subcommands arrive with the CLI.
+
 fn main() {}

@@ -1,0 +1,542 @@
+//! The local network: a graph of actors in one process.
+//!
+//! A [`Network`] knows its components (actor templates registered by name), its nodes
+//! (instances of components, each with an id and metadata), and the connections between
+//! their ports. Each node runs as its own tokio task with a bounded inbox of
+//! [`NetworkConfig::inbox_capacity`] messages; a full inbox makes its producers wait.
+//!
+//! This module knows nothing of NATS: the distributed layer builds on it, never the other
+//! way round.
+//!
+//! ```
+//! use reflow_network::actor::{FnActor, ProbeActor};
+//! use reflow_network::network::{Connector, InitialPacket, Network, NetworkConfig};
+//! use reflow_network::Message;
+//!
+//! # #[tokio::main] async fn main() -> reflow_network::Result<()> {
+//! let mut net = Network::new(NetworkConfig::default());
+//! net.register_actor("double", FnActor::map("in", "out", |m| {
+//!     Message::Integer(m.as_integer().unwrap_or(0) * 2)
+//! }))?;
+//! let (probe, mut seen) = ProbeActor::channel(16);
+//! net.register_actor("probe", probe)?;
+//! net.add_node("d", "double", None)?;
+//! net.add_node("p", "probe", None)?;
+//! net.add_connection(Connector::new("d", "out", "p", "in"))?;
+//! net.add_initial(InitialPacket::new("d", "in", Message::Integer(21)))?;
+//! net.start()?;
+//! assert_eq!(seen.recv().await.unwrap().message, Message::Integer(42));
+//! net.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod graph;
+mod node;
+mod routing;
+
+pub use graph::{ConnectionPoint, Connector, InitialPacket};
+pub use routing::{Inlet, Outlet};
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::actor::{Actor, ActorContext, Metadata};
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::Message;
+use crate::subject::validate_name;
+use routing::{Delivery, NodeEntry, Shared, Target, unknown_node, unknown_port};
+
+/// Settings of the local network, and of how the bridge buffers and encodes its traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NetworkConfig {
+    /// Bytes of outbound traffic the bridge may hold for a peer it cannot reach right now
+    /// (for example while switching between the broker and a direct link). Past this, a
+    /// sender waits, then fails; nothing is dropped silently.
+    pub max_buffer_size: usize,
+    /// Compress envelopes larger than [`NetworkConfig::compression_threshold`] with LZ4.
+    pub enable_compression: bool,
+    /// Envelopes above this many bytes are compressed when compression is on.
+    pub compression_threshold: usize,
+    /// Messages each node's inbox holds before its producers wait.
+    pub inbox_capacity: usize,
+    /// How long a graceful shutdown waits for in-flight messages before stopping anyway.
+    pub drain_timeout_ms: u64,
+    /// How long a confirmed send or a control request waits for its answer.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            max_buffer_size: 8 * 1024 * 1024,
+            enable_compression: false,
+            compression_threshold: 1024,
+            inbox_capacity: 1024,
+            drain_timeout_ms: 5_000,
+            request_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// Checks the values, naming the first bad one.
+    pub fn validate(&self) -> Result<()> {
+        if self.inbox_capacity == 0 {
+            return Err(Error::invalid_config(
+                "local_network_config.inbox_capacity",
+                "must be at least 1",
+            ));
+        }
+        if self.max_buffer_size == 0 {
+            return Err(Error::invalid_config(
+                "local_network_config.max_buffer_size",
+                "must be at least 1 byte",
+            ));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(Error::invalid_config(
+                "local_network_config.request_timeout_ms",
+                "must be at least 1 ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a network knows of one of its nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// The node's id.
+    pub id: String,
+    /// The component it was made from.
+    pub component: String,
+    /// Its in-ports.
+    pub inports: Vec<String>,
+    /// Its out-ports.
+    pub outports: Vec<String>,
+    /// The actor's own description.
+    pub description: String,
+    /// The metadata it was added with.
+    pub metadata: Metadata,
+}
+
+type Factory = Arc<dyn Fn() -> Box<dyn Actor> + Send + Sync>;
+
+/// A node added but not started yet: its actor and the receiving end of its inbox.
+struct Pending {
+    actor: Box<dyn Actor>,
+    inbox: mpsc::Receiver<Delivery>,
+}
+
+/// A graph of actors in one process.
+pub struct Network {
+    config: NetworkConfig,
+    components: HashMap<String, Factory>,
+    infos: HashMap<String, NodeInfo>,
+    pending: HashMap<String, Pending>,
+    connections: Vec<Connector>,
+    initials: Vec<InitialPacket>,
+    shared: Arc<Shared>,
+    running: bool,
+}
+
+impl Network {
+    /// An empty network.
+    pub fn new(config: NetworkConfig) -> Self {
+        Network {
+            config,
+            components: HashMap::new(),
+            infos: HashMap::new(),
+            pending: HashMap::new(),
+            connections: Vec::new(),
+            initials: Vec::new(),
+            shared: Arc::new(Shared::new()),
+            running: false,
+        }
+    }
+
+    /// The network's configuration.
+    pub fn config(&self) -> &NetworkConfig {
+        &self.config
+    }
+
+    /// Registers `actor` as the template of component `name`; each node made from it gets
+    /// a clone.
+    pub fn register_actor<A: Actor + Clone>(&mut self, name: &str, actor: A) -> Result<()> {
+        // Actors need only be Send; the mutex makes the template shareable.
+        let template = parking_lot::Mutex::new(actor);
+        self.register_factory(name, move || Box::new(template.lock().clone()))
+    }
+
+    /// Registers a component whose nodes are made by `factory`.
+    pub fn register_factory<F>(&mut self, name: &str, factory: F) -> Result<()>
+    where
+        F: Fn() -> Box<dyn Actor> + Send + Sync + 'static,
+    {
+        if name.trim().is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidName,
+                format!("component name {name:?} is empty"),
+            ));
+        }
+        self.components.insert(name.to_string(), Arc::new(factory));
+        Ok(())
+    }
+
+    /// Whether a component of that name is registered.
+    pub fn has_component(&self, name: &str) -> bool {
+        self.components.contains_key(name)
+    }
+
+    /// The names of the registered components, sorted.
+    pub fn components(&self) -> Vec<String> {
+        let mut names: Vec<_> = self.components.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Adds node `id`, made from `component`. If the network runs, the node starts at once.
+    pub fn add_node(
+        &mut self,
+        id: &str,
+        component: &str,
+        metadata: Option<Metadata>,
+    ) -> Result<()> {
+        validate_name("actor", id)?;
+        if self.infos.contains_key(id) {
+            return Err(Error::new(
+                ErrorKind::NameConflict,
+                format!("a node {id:?} already exists in this network"),
+            ));
+        }
+        let factory = self.components.get(component).ok_or_else(|| {
+            Error::new(
+                ErrorKind::ActorNotFound,
+                format!(
+                    "no component {component:?} is registered (known: {:?})",
+                    self.components()
+                ),
+            )
+        })?;
+        let actor = factory();
+        let info = NodeInfo {
+            id: id.to_string(),
+            component: component.to_string(),
+            inports: actor.inports(),
+            outports: actor.outports(),
+            description: actor.description(),
+            metadata: metadata.unwrap_or_default(),
+        };
+        let (sender, inbox) = mpsc::channel(self.config.inbox_capacity.max(1));
+        self.shared.nodes.write().insert(
+            id.to_string(),
+            NodeEntry {
+                inports: info.inports.clone(),
+                outports: info.outports.clone(),
+                inbox: sender,
+                routes: HashMap::new(),
+                halt: self.shared.halt.child_token(),
+            },
+        );
+        self.infos.insert(id.to_string(), info);
+        self.pending
+            .insert(id.to_string(), Pending { actor, inbox });
+        if self.running {
+            self.spawn_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Removes node `id` and every connection to or from it; its task stops.
+    pub fn remove_node(&mut self, id: &str) -> Result<()> {
+        self.infos.remove(id).ok_or_else(|| unknown_node(id))?;
+        self.pending.remove(id);
+        self.connections
+            .retain(|c| c.from.actor != id && c.to.actor != id);
+        let mut nodes = self.shared.nodes.write();
+        if let Some(entry) = nodes.remove(id) {
+            entry.halt.cancel();
+        }
+        for entry in nodes.values_mut() {
+            for targets in entry.routes.values_mut() {
+                if targets.iter().any(|t| &*t.node == id) {
+                    *targets = targets.iter().filter(|t| &*t.node != id).cloned().collect();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Connects an out-port to an in-port. One out-port may feed many in-ports (each gets
+    /// a copy) and one in-port may be fed by many out-ports.
+    pub fn add_connection(&mut self, connector: Connector) -> Result<()> {
+        let (from, to) = (&connector.from, &connector.to);
+        let from_info = self
+            .infos
+            .get(&from.actor)
+            .ok_or_else(|| unknown_node(&from.actor))?;
+        if !from_info.outports.contains(&from.port) {
+            return Err(unknown_port(
+                &from.actor,
+                "out-port",
+                &from.port,
+                &from_info.outports,
+            ));
+        }
+        let to_info = self
+            .infos
+            .get(&to.actor)
+            .ok_or_else(|| unknown_node(&to.actor))?;
+        if !to_info.inports.contains(&to.port) {
+            return Err(unknown_port(
+                &to.actor,
+                "in-port",
+                &to.port,
+                &to_info.inports,
+            ));
+        }
+        let mut nodes = self.shared.nodes.write();
+        let inbox = nodes[&to.actor].inbox.clone();
+        let target = Target {
+            node: Arc::from(to.actor.as_str()),
+            port: Arc::from(to.port.as_str()),
+            inbox,
+        };
+        let entry = nodes
+            .get_mut(&from.actor)
+            .expect("routing table matches node infos");
+        let targets = entry
+            .routes
+            .entry(from.port.clone())
+            .or_insert_with(|| Arc::from([]));
+        *targets = targets.iter().cloned().chain([target]).collect();
+        drop(nodes);
+        self.connections.push(connector);
+        Ok(())
+    }
+
+    /// Removes a connection added before; unknown connections are an error.
+    pub fn remove_connection(&mut self, connector: &Connector) -> Result<()> {
+        let (from, to) = (&connector.from, &connector.to);
+        let before = self.connections.len();
+        self.connections.retain(|c| {
+            !(c.from.actor == from.actor
+                && c.from.port == from.port
+                && c.to.actor == to.actor
+                && c.to.port == to.port)
+        });
+        if self.connections.len() == before {
+            return Err(Error::new(
+                ErrorKind::ActorNotFound,
+                format!(
+                    "no connection {}.{} -> {}.{}",
+                    from.actor, from.port, to.actor, to.port
+                ),
+            ));
+        }
+        let mut nodes = self.shared.nodes.write();
+        if let Some(targets) = nodes
+            .get_mut(&from.actor)
+            .and_then(|e| e.routes.get_mut(&from.port))
+        {
+            *targets = targets
+                .iter()
+                .filter(|t| !(*t.node == *to.actor && *t.port == *to.port))
+                .cloned()
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// Delivers a message to a node's in-port when the network starts, or at once if it
+    /// already runs.
+    pub fn add_initial(&mut self, packet: InitialPacket) -> Result<()> {
+        let inlet = self.inlet(&packet.to.actor, &packet.to.port)?;
+        if self.running {
+            let message = packet.to.initial_data.unwrap_or(Message::Flow);
+            let sent = inlet.clone();
+            self.shared.tracker.spawn(async move {
+                if let Err(err) = sent.send(message).await {
+                    tracing::warn!(node = %inlet.node_id(), error = %err, "initial packet not delivered");
+                }
+            });
+        } else {
+            self.initials.push(packet);
+        }
+        Ok(())
+    }
+
+    /// Starts every node. Must be called inside a tokio runtime.
+    pub fn start(&mut self) -> Result<()> {
+        if self.running {
+            return Ok(());
+        }
+        if self.shared.halt.is_cancelled() {
+            return Err(Error::new(
+                ErrorKind::Shutdown,
+                "this network was shut down; make a new one",
+            ));
+        }
+        tokio::runtime::Handle::try_current().map_err(|_| {
+            Error::new(
+                ErrorKind::Shutdown,
+                "Network::start must be called inside a tokio runtime",
+            )
+        })?;
+        self.running = true;
+        self.spawn_pending()?;
+        for packet in std::mem::take(&mut self.initials) {
+            self.add_initial(packet)?;
+        }
+        Ok(())
+    }
+
+    fn spawn_pending(&mut self) -> Result<()> {
+        for (id, pending) in self.pending.drain() {
+            let info = &self.infos[&id];
+            let node: Arc<str> = Arc::from(id.as_str());
+            let halt = self.shared.nodes.read()[&id].halt.clone();
+            let ctx = ActorContext::new(
+                node.clone(),
+                Arc::new(info.metadata.clone()),
+                Outlet::new(self.shared.clone(), node),
+                self.shared.stopping.clone(),
+            );
+            self.shared.tracker.spawn(node::run(
+                pending.actor,
+                ctx,
+                pending.inbox,
+                halt,
+                self.shared.clone(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether [`Network::start`] has run and shutdown has not.
+    pub fn is_running(&self) -> bool {
+        self.running && !self.shared.halt.is_cancelled()
+    }
+
+    /// Whether a node of that id exists.
+    pub fn has_actor(&self, id: &str) -> bool {
+        self.infos.contains_key(id)
+    }
+
+    /// The ids of every node, sorted.
+    pub fn actors(&self) -> Vec<String> {
+        let mut ids: Vec<_> = self.infos.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// What the network knows of every node, sorted by id.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let mut nodes: Vec<_> = self.infos.values().cloned().collect();
+        nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        nodes
+    }
+
+    /// What the network knows of one node.
+    pub fn node(&self, id: &str) -> Option<&NodeInfo> {
+        self.infos.get(id)
+    }
+
+    /// Every connection, in the order added.
+    pub fn connections(&self) -> &[Connector] {
+        &self.connections
+    }
+
+    /// A handle that sends into `node`'s `port` from outside the graph.
+    pub fn inlet(&self, node: &str, port: &str) -> Result<Inlet> {
+        Inlet::new(self.shared.clone(), node, port)
+    }
+
+    /// A handle that emits on `node`'s out-ports from outside the node.
+    pub fn outlet(&self, node: &str) -> Result<Outlet> {
+        if !self.infos.contains_key(node) {
+            return Err(unknown_node(node));
+        }
+        Ok(Outlet::new(self.shared.clone(), Arc::from(node)))
+    }
+
+    /// Sends `message` into `node`'s `port`, waiting while its inbox is full.
+    ///
+    /// The returned future does not borrow the network, so a caller holding the network
+    /// behind a lock can release the lock before awaiting:
+    /// `let sent = net.read().send_to_actor("a", "in", m); sent.await?;`
+    pub fn send_to_actor(
+        &self,
+        node: &str,
+        port: &str,
+        message: Message,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let inlet = self.inlet(node, port);
+        async move { inlet?.send(message).await }
+    }
+
+    /// Messages delivered to an inbox and not yet handled, across the graph.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight()
+    }
+
+    /// How many times a handler returned an error.
+    pub fn handler_errors(&self) -> usize {
+        self.shared.handler_errors.load(Ordering::Relaxed)
+    }
+
+    /// How many node tasks are alive.
+    pub fn running_tasks(&self) -> usize {
+        self.shared.tracker.len()
+    }
+
+    /// Shuts the network down gracefully: refuses new outside sends, asks sources to stop,
+    /// waits until every message in flight has been handled (at most
+    /// [`NetworkConfig::drain_timeout_ms`]), then stops every node task and waits for them.
+    ///
+    /// The returned future does not borrow the network (see [`Network::send_to_actor`]).
+    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+        let shared = self.shared.clone();
+        let drain = Duration::from_millis(self.config.drain_timeout_ms);
+        async move {
+            shared.accepting.store(false, Ordering::Release);
+            shared.stopping.cancel();
+            if tokio::time::timeout(drain, shared.wait_idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    in_flight = shared.in_flight(),
+                    "shutdown: messages still in flight after {drain:?}; stopping anyway"
+                );
+            }
+            shared.halt.cancel();
+            shared.tracker.close();
+            shared.tracker.wait().await;
+        }
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        // Tasks must not outlive the network that owns them.
+        self.shared.halt.cancel();
+    }
+}
+
+impl std::fmt::Debug for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Network")
+            .field("nodes", &self.actors())
+            .field("components", &self.components())
+            .field("running", &self.is_running())
+            .finish()
+    }
+}

@@ -1,0 +1,64 @@
+//! The task that runs one node: start, handle each message from the inbox, stop.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::routing::{Delivery, Shared};
+use crate::actor::{Actor, ActorContext};
+
+/// Runs a node until its halt token fires or its inbox closes.
+///
+/// The handler runs inside the same `select!` as the halt token, so a handler blocked on
+/// a full downstream inbox still stops when the network halts.
+pub(crate) async fn run(
+    mut actor: Box<dyn Actor>,
+    mut ctx: ActorContext,
+    mut inbox: mpsc::Receiver<Delivery>,
+    halt: CancellationToken,
+    shared: Arc<Shared>,
+) {
+    let node = ctx.node_id().to_string();
+    tokio::select! {
+        biased;
+        _ = halt.cancelled() => return,
+        result = actor.start(&mut ctx) => {
+            if let Err(err) = result {
+                shared.handler_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %node, error = %err, "actor start failed");
+            }
+        }
+    }
+    loop {
+        let delivery = tokio::select! {
+            biased;
+            _ = halt.cancelled() => break,
+            delivery = inbox.recv() => match delivery {
+                Some(delivery) => delivery,
+                None => break,
+            },
+        };
+        let result = tokio::select! {
+            biased;
+            _ = halt.cancelled() => None,
+            result = actor.handle(&mut ctx, &delivery.port, delivery.message) => Some(result),
+        };
+        shared.handled_one();
+        let Some(result) = result else { break };
+        if let Err(err) = result {
+            shared.handler_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(node = %node, port = %delivery.port, error = %err, "actor failed to handle a message");
+        }
+    }
+    // Messages still queued will never be handled; release their count so that nothing
+    // waits on them.
+    inbox.close();
+    while inbox.try_recv().is_ok() {
+        shared.handled_one();
+    }
+    if let Err(err) = actor.stop(&mut ctx).await {
+        tracing::warn!(node = %node, error = %err, "actor stop failed");
+    }
+}
