@@ -9,11 +9,17 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod actor;
+mod bridge;
 pub mod components;
+pub mod discovery;
+pub mod distributed_network;
 pub mod error;
+pub mod events;
+pub mod local_server;
 pub mod message;
 pub mod network;
 pub mod subject;
+pub mod transport;
 
 pub use error::{Error, ErrorKind, Result};
 pub use message::Message;

@@ -19,6 +19,10 @@ pub struct ActorContext {
     metadata: Arc<Metadata>,
     outlet: Outlet,
     stopping: CancellationToken,
+    /// Where the message being handled came from, when a remote proxy sent it: outputs
+    /// emitted while handling it carry this along, so they find their way back to that
+    /// proxy and no other.
+    origin: Option<Arc<str>>,
 }
 
 impl ActorContext {
@@ -33,7 +37,16 @@ impl ActorContext {
             metadata,
             outlet,
             stopping,
+            origin: None,
         }
+    }
+
+    pub(crate) fn set_origin(&mut self, origin: Option<Arc<str>>) {
+        self.origin = origin;
+    }
+
+    pub(crate) fn origin(&self) -> Option<&Arc<str>> {
+        self.origin.as_ref()
     }
 
     /// The id of the node this actor runs as.
@@ -62,7 +75,9 @@ impl ActorContext {
     /// Not cancel safe: if cancelled while waiting, the message may have reached some of
     /// the port's connections and not others.
     pub async fn emit(&self, port: &str, message: Message) -> Result<()> {
-        self.outlet.emit(port, message).await
+        self.outlet
+            .emit_from(port, message, self.origin.clone())
+            .await
     }
 
     /// Completes when the network asks its sources to stop (the start of shutdown).

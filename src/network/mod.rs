@@ -37,7 +37,7 @@ mod routing;
 pub use graph::{ConnectionPoint, Connector, InitialPacket};
 pub use routing::{Inlet, Outlet};
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -131,7 +131,8 @@ type Factory = Arc<dyn Fn() -> Box<dyn Actor> + Send + Sync>;
 
 /// A node added but not started yet: its actor and the receiving end of its inbox.
 struct Pending {
-    actor: Box<dyn Actor>,
+    // Actors need only be Send; the mutex makes the network shareable across threads.
+    actor: parking_lot::Mutex<Box<dyn Actor>>,
     inbox: mpsc::Receiver<Delivery>,
 }
 
@@ -143,6 +144,8 @@ pub struct Network {
     pending: HashMap<String, Pending>,
     connections: Vec<Connector>,
     initials: Vec<InitialPacket>,
+    /// Nodes the bridge added for its own plumbing; listings leave them out.
+    hidden: HashSet<String>,
     shared: Arc<Shared>,
     running: bool,
 }
@@ -157,6 +160,7 @@ impl Network {
             pending: HashMap::new(),
             connections: Vec::new(),
             initials: Vec::new(),
+            hidden: HashSet::new(),
             shared: Arc::new(Shared::new()),
             running: false,
         }
@@ -210,12 +214,6 @@ impl Network {
         metadata: Option<Metadata>,
     ) -> Result<()> {
         validate_name("actor", id)?;
-        if self.infos.contains_key(id) {
-            return Err(Error::new(
-                ErrorKind::NameConflict,
-                format!("a node {id:?} already exists in this network"),
-            ));
-        }
         let factory = self.components.get(component).ok_or_else(|| {
             Error::new(
                 ErrorKind::ActorNotFound,
@@ -226,13 +224,49 @@ impl Network {
             )
         })?;
         let actor = factory();
+        self.insert_node(id, component, actor, metadata.unwrap_or_default(), false)
+    }
+
+    /// Adds a node the bridge makes itself: a remote-actor proxy (whose id, `actor@network`,
+    /// may hold the dots of a network id) or a hidden node that no listing shows.
+    pub(crate) fn add_bridge_node(
+        &mut self,
+        id: &str,
+        component: &str,
+        actor: Box<dyn Actor>,
+        metadata: Metadata,
+        hidden: bool,
+    ) -> Result<()> {
+        if id.is_empty() || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Error::new(
+                ErrorKind::InvalidName,
+                format!("node id {id:?} is empty or holds whitespace"),
+            ));
+        }
+        self.insert_node(id, component, actor, metadata, hidden)
+    }
+
+    fn insert_node(
+        &mut self,
+        id: &str,
+        component: &str,
+        actor: Box<dyn Actor>,
+        metadata: Metadata,
+        hidden: bool,
+    ) -> Result<()> {
+        if self.infos.contains_key(id) {
+            return Err(Error::new(
+                ErrorKind::NameConflict,
+                format!("a node {id:?} already exists in this network"),
+            ));
+        }
         let info = NodeInfo {
             id: id.to_string(),
             component: component.to_string(),
             inports: actor.inports(),
             outports: actor.outports(),
             description: actor.description(),
-            metadata: metadata.unwrap_or_default(),
+            metadata,
         };
         let (sender, inbox) = mpsc::channel(self.config.inbox_capacity.max(1));
         self.shared.nodes.write().insert(
@@ -245,9 +279,17 @@ impl Network {
                 halt: self.shared.halt.child_token(),
             },
         );
+        if hidden {
+            self.hidden.insert(id.to_string());
+        }
         self.infos.insert(id.to_string(), info);
-        self.pending
-            .insert(id.to_string(), Pending { actor, inbox });
+        self.pending.insert(
+            id.to_string(),
+            Pending {
+                actor: parking_lot::Mutex::new(actor),
+                inbox,
+            },
+        );
         if self.running {
             self.spawn_pending()?;
         }
@@ -258,6 +300,7 @@ impl Network {
     pub fn remove_node(&mut self, id: &str) -> Result<()> {
         self.infos.remove(id).ok_or_else(|| unknown_node(id))?;
         self.pending.remove(id);
+        self.hidden.remove(id);
         self.connections
             .retain(|c| c.from.actor != id && c.to.actor != id);
         let mut nodes = self.shared.nodes.write();
@@ -410,7 +453,7 @@ impl Network {
                 self.shared.stopping.clone(),
             );
             self.shared.tracker.spawn(node::run(
-                pending.actor,
+                pending.actor.into_inner(),
                 ctx,
                 pending.inbox,
                 halt,
@@ -427,19 +470,29 @@ impl Network {
 
     /// Whether a node of that id exists.
     pub fn has_actor(&self, id: &str) -> bool {
-        self.infos.contains_key(id)
+        self.infos.contains_key(id) && !self.hidden.contains(id)
     }
 
     /// The ids of every node, sorted.
     pub fn actors(&self) -> Vec<String> {
-        let mut ids: Vec<_> = self.infos.keys().cloned().collect();
+        let mut ids: Vec<_> = self
+            .infos
+            .keys()
+            .filter(|id| !self.hidden.contains(*id))
+            .cloned()
+            .collect();
         ids.sort();
         ids
     }
 
     /// What the network knows of every node, sorted by id.
     pub fn nodes(&self) -> Vec<NodeInfo> {
-        let mut nodes: Vec<_> = self.infos.values().cloned().collect();
+        let mut nodes: Vec<_> = self
+            .infos
+            .values()
+            .filter(|info| !self.hidden.contains(&info.id))
+            .cloned()
+            .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
         nodes
     }

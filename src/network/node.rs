@@ -40,6 +40,7 @@ pub(crate) async fn run(
                 None => break,
             },
         };
+        ctx.set_origin(delivery.origin);
         let result = tokio::select! {
             biased;
             _ = halt.cancelled() => None,

@@ -26,6 +26,8 @@ use crate::message::Message;
 pub(crate) struct Delivery {
     pub(crate) port: Arc<str>,
     pub(crate) message: Message,
+    /// The return subject of the remote proxy whose message caused this one, if any.
+    pub(crate) origin: Option<Arc<str>>,
 }
 
 /// The far end of a connection.
@@ -80,7 +82,12 @@ impl Shared {
     }
 
     /// Puts one message into a target's inbox, waiting while it is full.
-    pub(crate) async fn deliver(&self, target: &Target, message: Message) -> Result<()> {
+    pub(crate) async fn deliver(
+        &self,
+        target: &Target,
+        message: Message,
+        origin: Option<Arc<str>>,
+    ) -> Result<()> {
         // Reserve first, count second: a send cancelled while waiting for room leaves
         // neither a message nor a count behind.
         let permit = target.inbox.reserve().await.map_err(|_| {
@@ -93,6 +100,7 @@ impl Shared {
         permit.send(Delivery {
             port: target.port.clone(),
             message,
+            origin,
         });
         Ok(())
     }
@@ -179,14 +187,25 @@ impl Outlet {
     /// Sends `message` along every connection leaving `port`; see
     /// [`crate::actor::ActorContext::emit`].
     pub async fn emit(&self, port: &str, message: Message) -> Result<()> {
+        self.emit_from(port, message, None).await
+    }
+
+    pub(crate) async fn emit_from(
+        &self,
+        port: &str,
+        message: Message,
+        origin: Option<Arc<str>>,
+    ) -> Result<()> {
         let Some(targets) = self.shared.routes_from(&self.node, port)? else {
             return Ok(());
         };
         if let Some((last, rest)) = targets.split_last() {
             for target in rest {
-                self.shared.deliver(target, message.clone()).await?;
+                self.shared
+                    .deliver(target, message.clone(), origin.clone())
+                    .await?;
             }
-            self.shared.deliver(last, message).await?;
+            self.shared.deliver(last, message, origin).await?;
         }
         Ok(())
     }
@@ -236,6 +255,11 @@ impl Inlet {
     ///
     /// Cancel safe: if cancelled while waiting, the message was not delivered.
     pub async fn send(&self, message: Message) -> Result<()> {
+        self.send_from(message, None).await
+    }
+
+    /// Sends one message that a remote proxy sent, remembering where its outputs go back.
+    pub(crate) async fn send_from(&self, message: Message, origin: Option<Arc<str>>) -> Result<()> {
         if !self.shared.accepting.load(Ordering::Acquire) {
             return Err(Error::new(
                 ErrorKind::Shutdown,
@@ -245,6 +269,6 @@ impl Inlet {
                 ),
             ));
         }
-        self.shared.deliver(&self.target, message).await
+        self.shared.deliver(&self.target, message, origin).await
     }
 }

@@ -1,0 +1,306 @@
+//! Answers to other networks' control requests: ping, actor listing, attach and detach,
+//! and both halves of the connect handshake.
+//!
+//! Requests that one instance can answer for the whole network (`ping`, `actors`,
+//! `attach`) are queue-subscribed in group `{network}`; the ones every instance must hear
+//! (`connect`, `disconnect`, `detach`) are plain subscriptions.
+
+use std::sync::Weak;
+
+use futures::StreamExt;
+use futures::stream::SelectAll;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use super::Bridge;
+use crate::discovery::{
+    ActorInfo, AttachRequest, ConnectAccept, ConnectRequest, PingReply, proof, reply_bytes,
+    verify_proof,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::{Direction, NetworkEvent, TransportKind};
+use crate::subject::control_subject;
+
+const QUEUED: &[&str] = &["ping", "actors", "attach"];
+const BROADCAST: &[&str] = &["connect", "disconnect", "detach"];
+
+pub(crate) async fn subscribe(bridge: &Bridge) -> Result<SelectAll<async_nats::Subscriber>> {
+    let mut all = SelectAll::new();
+    for (verbs, queued) in [(QUEUED, true), (BROADCAST, false)] {
+        for verb in verbs {
+            let subject = control_subject(&bridge.network_id, verb);
+            let subscribed = if queued {
+                bridge
+                    .client
+                    .queue_subscribe(subject.clone(), bridge.network_id.to_string())
+                    .await
+            } else {
+                bridge.client.subscribe(subject.clone()).await
+            };
+            all.push(subscribed.map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Broker,
+                    format!("cannot subscribe to {subject}"),
+                    e,
+                )
+            })?);
+        }
+    }
+    Ok(all)
+}
+
+pub(crate) async fn run(
+    bridge: Weak<Bridge>,
+    mut subscribers: SelectAll<async_nats::Subscriber>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let message = tokio::select! {
+            message = subscribers.next() => message,
+            _ = cancel.cancelled() => break,
+        };
+        let Some(message) = message else { break };
+        let Some(bridge) = bridge.upgrade() else {
+            break;
+        };
+        let prefix = control_subject(&bridge.network_id, "");
+        let verb = message.subject.strip_prefix(prefix.as_str()).unwrap_or("");
+        let answer = match verb {
+            "ping" => Some(bridge.answer_ping(&message.payload)),
+            "actors" => Some(reply_bytes(Ok(bridge.actor_infos()))),
+            "attach" => Some(reply_bytes(bridge.answer_attach(&message.payload))),
+            "connect" => Some(reply_bytes(bridge.answer_connect(&message.payload))),
+            "disconnect" => {
+                bridge.answer_disconnect(&message.payload);
+                None
+            }
+            "detach" => {
+                if let Ok(req) = serde_json::from_slice::<AttachRequest>(&message.payload) {
+                    bridge.detach(&req.actor, &req.reply_to);
+                }
+                None
+            }
+            other => {
+                tracing::debug!(verb = other, "unknown control verb");
+                None
+            }
+        };
+        if let (Some(reply), Some(body)) = (message.reply, answer)
+            && let Err(err) = bridge.client.publish(reply, body).await
+        {
+            tracing::warn!(error = %err, "could not answer a control request");
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PingRequest {
+    actor: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DisconnectNotice {
+    network: String,
+}
+
+fn parse<T: serde::de::DeserializeOwned>(what: &str, payload: &[u8]) -> Result<T> {
+    serde_json::from_slice(payload).map_err(|e| {
+        Error::new(
+            ErrorKind::Protocol,
+            format!("malformed {what} request: {e}"),
+        )
+    })
+}
+
+impl Bridge {
+    fn answer_ping(&self, payload: &[u8]) -> bytes::Bytes {
+        let actor = serde_json::from_slice::<PingRequest>(payload)
+            .ok()
+            .and_then(|p| p.actor);
+        if let Some(actor) = &actor
+            && !self.local.read().has_actor(actor)
+        {
+            return reply_bytes::<()>(Err(Error::new(
+                ErrorKind::ActorNotFound,
+                format!("no actor {actor:?} on network {:?}", &*self.network_id),
+            )));
+        }
+        reply_bytes(Ok(PingReply {
+            network: self.network_id.to_string(),
+            instance: self.instance_id.to_string(),
+            actor,
+        }))
+    }
+
+    /// What this instance hosts, proxies left out.
+    pub(crate) fn actor_infos(&self) -> Vec<ActorInfo> {
+        let registry = self.registry.lock();
+        self.local
+            .read()
+            .nodes()
+            .into_iter()
+            .filter(|node| !registry.contains(&node.id))
+            .map(|node| {
+                let description = node
+                    .metadata
+                    .get("description")
+                    .and_then(|d| d.as_str())
+                    .map(str::to_string)
+                    .unwrap_or(node.description);
+                let capabilities = node
+                    .metadata
+                    .get("capabilities")
+                    .and_then(|c| c.as_array())
+                    .map(|list| {
+                        list.iter()
+                            .filter_map(|c| c.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                ActorInfo {
+                    id: node.id,
+                    component: node.component,
+                    inports: node.inports,
+                    outports: node.outports,
+                    description,
+                    capabilities,
+                    metadata: node.metadata,
+                }
+            })
+            .collect()
+    }
+
+    fn answer_attach(&self, payload: &[u8]) -> Result<ActorInfo> {
+        let request: AttachRequest = parse("attach", payload)?;
+        if !self.local.read().has_actor(&request.actor) || request.actor.starts_with('_') {
+            return Err(Error::new(
+                ErrorKind::ActorNotFound,
+                format!(
+                    "no actor {:?} on network {:?}",
+                    request.actor, &*self.network_id
+                ),
+            ));
+        }
+        self.attach(&request.actor, &request.network, &request.reply_to)?;
+        self.actor_infos()
+            .into_iter()
+            .find(|a| a.id == request.actor)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::ActorNotFound,
+                    format!(
+                        "no actor {:?} on network {:?}",
+                        request.actor, &*self.network_id
+                    ),
+                )
+            })
+    }
+
+    fn answer_connect(&self, payload: &[u8]) -> Result<ConnectAccept> {
+        let request: ConnectRequest = parse("connect", payload)?;
+        let refuse = |err: Error| {
+            tracing::warn!(peer = %request.network, reason = %err, "connect refused");
+            self.events.send(NetworkEvent::PeerRefused {
+                peer: request.network.clone(),
+                reason: err.to_string(),
+            });
+            Err(err)
+        };
+        if !self.accepting.load(std::sync::atomic::Ordering::Acquire) {
+            return refuse(Error::new(
+                ErrorKind::Shutdown,
+                format!(
+                    "network {:?} is not accepting connections",
+                    &*self.network_id
+                ),
+            ));
+        }
+        if let Some(token) = &self.config.auth_token {
+            let parts = [
+                "reflow-connect",
+                &request.network,
+                &self.network_id,
+                &request.nonce,
+            ];
+            let proven = request
+                .proof
+                .as_deref()
+                .is_some_and(|p| verify_proof(token, &parts, p));
+            if !proven {
+                return refuse(Error::new(
+                    ErrorKind::AuthenticationFailed,
+                    format!(
+                        "network {:?} did not prove the auth token of network {:?} \
+                         (check that both use the same auth_token)",
+                        request.network, &*self.network_id
+                    ),
+                ));
+            }
+        }
+        let mut peers = self.peers.lock();
+        let max = self.config.max_connections;
+        if !peers.has_inbound(&request.network) && peers.inbound_count() >= max {
+            drop(peers);
+            return refuse(Error::new(
+                ErrorKind::MaxConnections,
+                format!(
+                    "network {:?} already has {max} connections (max_connections = {max})",
+                    &*self.network_id
+                ),
+            ));
+        }
+        let fresh = !peers.has_inbound(&request.network);
+        peers.add(
+            Direction::Inbound,
+            &request.network,
+            &request.instance,
+            request.endpoint.clone(),
+            TransportKind::Nats,
+        );
+        drop(peers);
+        if fresh {
+            tracing::info!(peer = %request.network, "peer connected");
+            self.events.send(NetworkEvent::PeerConnected {
+                network: request.network.clone(),
+                instance: request.instance.clone(),
+                direction: Direction::Inbound,
+                transport: TransportKind::Nats,
+            });
+        }
+        let accept_proof = self.config.auth_token.as_deref().map(|token| {
+            proof(
+                token,
+                &[
+                    "reflow-accept",
+                    &self.network_id,
+                    &request.network,
+                    &request.nonce,
+                ],
+            )
+        });
+        Ok(ConnectAccept {
+            network: self.network_id.to_string(),
+            instance: self.instance_id.to_string(),
+            endpoint: None,
+            proof: accept_proof,
+        })
+    }
+
+    fn answer_disconnect(&self, payload: &[u8]) {
+        let Ok(notice) = serde_json::from_slice::<DisconnectNotice>(payload) else {
+            return;
+        };
+        self.detach_network(&notice.network);
+        if self
+            .peers
+            .lock()
+            .remove(Direction::Inbound, &notice.network)
+            .is_some()
+        {
+            self.events.send(NetworkEvent::PeerDisconnected {
+                network: notice.network.clone(),
+                reason: format!("network {:?} disconnected", notice.network),
+            });
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! The dispatchers that take traffic off the broker and into the local graph.
+//!
+//! Data for this network's actors arrives on `{network}.*.*` (queue group `{network}`);
+//! outputs of remote actors come back on this instance's return subject. Each dispatcher
+//! is one task that handles its messages in order, so order is kept per sender and target,
+//! and waits while a target's inbox is full, so a slow actor slows its senders (the
+//! client's subscription buffer absorbs bursts; what it drops is counted and reported).
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::Bridge;
+use super::proxy::{Egress, Subscriber};
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::Envelope;
+use crate::network::{Connector, Inlet, Outlet};
+use crate::subject::parse_data_subject;
+
+/// The subject prefix of this instance's return traffic.
+pub(crate) fn return_prefix(network: &str, instance: &str) -> String {
+    format!("_reflow.{network}.{instance}.ret")
+}
+
+pub(crate) async fn subscribe_data(bridge: &Bridge) -> Result<async_nats::Subscriber> {
+    let subject = crate::subject::network_wildcard(&bridge.network_id);
+    bridge
+        .client
+        .queue_subscribe(subject.clone(), bridge.network_id.to_string())
+        .await
+        .map_err(|e| {
+            Error::with_source(
+                ErrorKind::Broker,
+                format!("cannot subscribe to {subject}"),
+                e,
+            )
+        })
+}
+
+pub(crate) async fn subscribe_returns(bridge: &Bridge) -> Result<async_nats::Subscriber> {
+    let subject = format!(
+        "{}.*.*",
+        return_prefix(&bridge.network_id, &bridge.instance_id)
+    );
+    bridge.client.subscribe(subject.clone()).await.map_err(|e| {
+        Error::with_source(
+            ErrorKind::Broker,
+            format!("cannot subscribe to {subject}"),
+            e,
+        )
+    })
+}
+
+/// Delivers data until asked to drain; then delivers what the client still buffers.
+pub(crate) async fn run_data(
+    bridge: Weak<Bridge>,
+    mut subscriber: async_nats::Subscriber,
+    drain: CancellationToken,
+) {
+    let mut inlets: HashMap<(String, String), Inlet> = HashMap::new();
+    let mut draining = false;
+    loop {
+        let message = if draining {
+            subscriber.next().await
+        } else {
+            tokio::select! {
+                message = subscriber.next() => message,
+                _ = drain.cancelled() => {
+                    draining = true;
+                    if let Err(err) = subscriber.drain().await {
+                        tracing::debug!(error = %err, "draining the data subscription");
+                        break;
+                    }
+                    continue;
+                }
+            }
+        };
+        let Some(message) = message else { break };
+        let Some(bridge) = bridge.upgrade() else {
+            break;
+        };
+        let result = bridge.deliver_data(&message, &mut inlets).await;
+        match (&message.reply, result) {
+            (Some(reply), result) => {
+                // A confirmed send: the empty reply means accepted.
+                let body = match result {
+                    Ok(()) => bytes::Bytes::new(),
+                    Err(err) => crate::discovery::reply_bytes::<()>(Err(err)),
+                };
+                if let Err(err) = bridge.client.publish(reply.clone(), body).await {
+                    tracing::warn!(error = %err, "could not answer a confirmed send");
+                }
+            }
+            (None, Err(err)) => {
+                tracing::warn!(subject = %message.subject, error = %err, "inbound message refused");
+            }
+            (None, Ok(())) => {}
+        }
+    }
+}
+
+/// Emits returned outputs on the proxies' out-ports until cancelled.
+pub(crate) async fn run_returns(
+    bridge: Weak<Bridge>,
+    mut subscriber: async_nats::Subscriber,
+    cancel: CancellationToken,
+) {
+    let mut outlets: HashMap<String, Outlet> = HashMap::new();
+    loop {
+        let message = tokio::select! {
+            message = subscriber.next() => message,
+            _ = cancel.cancelled() => break,
+        };
+        let Some(message) = message else { break };
+        let Some(bridge) = bridge.upgrade() else {
+            break;
+        };
+        if let Err(err) = bridge.deliver_return(&message, &mut outlets).await {
+            tracing::warn!(subject = %message.subject, error = %err, "returned output refused");
+        }
+    }
+}
+
+impl Bridge {
+    fn reject(&self, err: Error) -> Error {
+        self.counters.rejected_in.fetch_add(1, Ordering::Relaxed);
+        err
+    }
+
+    async fn deliver_data(
+        &self,
+        message: &async_nats::Message,
+        inlets: &mut HashMap<(String, String), Inlet>,
+    ) -> Result<()> {
+        let Some((actor, port)) = parse_data_subject(&self.network_id, &message.subject) else {
+            return Err(self.reject(Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "{:?} is not a data subject of this network",
+                    message.subject.as_str()
+                ),
+            )));
+        };
+        let envelope = Envelope::decode(&message.payload).map_err(|e| self.reject(e))?;
+        if actor.starts_with('_') || self.registry.lock().contains(actor) {
+            return Err(self.reject(self.no_actor(actor)));
+        }
+        let origin = match &envelope.reply_to {
+            Some(reply_to) => Some(
+                self.attach(actor, &envelope.network, reply_to)
+                    .map_err(|e| self.reject(e))?,
+            ),
+            None => None,
+        };
+        let key = (actor.to_string(), port.to_string());
+        let inlet = match inlets.get(&key) {
+            Some(inlet) => inlet.clone(),
+            None => {
+                let inlet = self.local.read().inlet(actor, port).map_err(|e| {
+                    self.reject(match e.kind() {
+                        ErrorKind::ActorNotFound => self.no_actor(actor),
+                        _ => e,
+                    })
+                })?;
+                inlets.insert(key.clone(), inlet.clone());
+                inlet
+            }
+        };
+        match inlet.send_from(envelope.message, origin).await {
+            Ok(()) => {
+                self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(err) => {
+                // The node may have been removed; look it up afresh next time.
+                inlets.remove(&key);
+                Err(self.reject(err))
+            }
+        }
+    }
+
+    fn no_actor(&self, actor: &str) -> Error {
+        Error::new(
+            ErrorKind::ActorNotFound,
+            format!("no actor {actor:?} on network {:?}", &*self.network_id),
+        )
+    }
+
+    /// Makes `actor`'s outputs go back to `reply_to` (a proxy on `network`), and returns
+    /// the shared copy of `reply_to` that messages from that proxy carry as their origin.
+    pub(crate) fn attach(&self, actor: &str, network: &str, reply_to: &str) -> Result<Arc<str>> {
+        if let Some(subscribers) = self.egress.read().get(actor)
+            && let Some(known) = subscribers.read().iter().find(|s| &*s.reply_to == reply_to)
+        {
+            return Ok(known.reply_to.clone());
+        }
+        let subscriber = Subscriber {
+            network: network.to_string(),
+            reply_to: reply_to.into(),
+        };
+        let shared = subscriber.reply_to.clone();
+        let mut egress = self.egress.write();
+        if let Some(subscribers) = egress.get(actor) {
+            let mut list = subscribers.write();
+            match list.iter().find(|s| s.reply_to == shared) {
+                Some(known) => return Ok(known.reply_to.clone()),
+                None => list.push(subscriber),
+            }
+            return Ok(shared);
+        }
+        let mut local = self.local.write();
+        let outports = local
+            .node(actor)
+            .filter(|_| local.has_actor(actor))
+            .map(|info| info.outports.clone())
+            .ok_or_else(|| self.no_actor(actor))?;
+        let subscribers = Arc::new(parking_lot::RwLock::new(vec![subscriber]));
+        let node_id = format!("_egress:{actor}");
+        let actor_impl = Egress {
+            bridge: self.weak_self(),
+            actor: actor.into(),
+            outports: outports.clone(),
+            subscribers: subscribers.clone(),
+            seq: Default::default(),
+        };
+        local.add_bridge_node(
+            &node_id,
+            "egress",
+            Box::new(actor_impl),
+            Default::default(),
+            true,
+        )?;
+        for port in &outports {
+            local.add_connection(Connector::new(actor, port, &node_id, port))?;
+        }
+        egress.insert(actor.to_string(), subscribers);
+        Ok(shared)
+    }
+
+    /// Stops returning `actor`'s outputs to `reply_to`.
+    pub(crate) fn detach(&self, actor: &str, reply_to: &str) {
+        if let Some(subscribers) = self.egress.read().get(actor) {
+            subscribers.write().retain(|s| &*s.reply_to != reply_to);
+        }
+    }
+
+    /// Stops returning outputs to any proxy on `network`.
+    pub(crate) fn detach_network(&self, network: &str) {
+        for subscribers in self.egress.read().values() {
+            subscribers.write().retain(|s| s.network != network);
+        }
+    }
+
+    async fn deliver_return(
+        &self,
+        message: &async_nats::Message,
+        outlets: &mut HashMap<String, Outlet>,
+    ) -> Result<()> {
+        let prefix = super::inbound::return_prefix(&self.network_id, &self.instance_id);
+        let rest = message
+            .subject
+            .strip_prefix(prefix.as_str())
+            .and_then(|r| r.strip_prefix('.'))
+            .and_then(|r| r.split_once('.'))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Protocol,
+                    format!("{:?} is not a return subject", message.subject.as_str()),
+                )
+            })?;
+        let (token, port) = rest;
+        let envelope = Envelope::decode(&message.payload)?;
+        let outlet = match outlets.get(token) {
+            Some(outlet) => outlet.clone(),
+            None => {
+                let alias = self
+                    .registry
+                    .lock()
+                    .alias_of_token(token)
+                    .map(str::to_string)
+                    .ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::ActorNotFound,
+                            format!("no proxy for return token {token:?} (unregistered?)"),
+                        )
+                    })?;
+                let outlet = self.local.read().outlet(&alias)?;
+                outlets.insert(token.to_string(), outlet.clone());
+                outlet
+            }
+        };
+        match outlet.emit(port, envelope.message).await {
+            Ok(()) => {
+                self.counters.returns_in.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(err) => {
+                outlets.remove(token);
+                Err(err)
+            }
+        }
+    }
+}

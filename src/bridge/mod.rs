@@ -1,0 +1,335 @@
+//! The bridge: routing between the local graph and the broker.
+//!
+//! Data flows one way out and the same way back in:
+//!
+//! * out: a [`proxy::RemoteProxy`] node (or a confirmed send) encodes an envelope and
+//!   publishes it on `{network}.{actor}.{port}`;
+//! * in: every instance subscribes to `{network}.*.*` in queue group `{network}`; the
+//!   [`inbound`] dispatcher decodes each envelope and puts the message into the actor's
+//!   in-port, waiting while its bounded inbox is full;
+//! * back: an actor used through proxies gets an [`proxy::Egress`] node that publishes its
+//!   outputs to `_reflow.{caller}.{instance}.ret.{token}.{port}`, where the caller's
+//!   dispatcher emits them on the proxy's out-port.
+//!
+//! Control requests (ping, actor listing, connect, attach) are answered by [`control`].
+
+mod control;
+mod inbound;
+mod peers;
+pub(crate) mod proxy;
+pub(crate) mod registry;
+mod remote;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use async_nats::Client;
+use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub(crate) use peers::Peers;
+use proxy::Subscribers;
+use registry::Registry;
+
+use crate::distributed_network::DistributedConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::EventSender;
+use crate::message::{Envelope, Message};
+use crate::network::Network;
+use crate::subject::control_subject;
+use crate::transport::nats::{BrokerState, publish_error};
+
+/// Counters of the bridge's traffic, for monitoring.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BridgeStats {
+    /// Envelopes published towards other networks (streamed and confirmed).
+    pub messages_out: u64,
+    /// Envelopes delivered into local actors from other networks.
+    pub messages_in: u64,
+    /// Outputs returned to proxies of other networks.
+    pub returns_out: u64,
+    /// Outputs of remote actors that came back to local proxies.
+    pub returns_in: u64,
+    /// Inbound envelopes refused: undecodable, or for an unknown actor or port.
+    pub rejected_in: u64,
+    /// Messages the NATS client dropped because a subscription's buffer was full.
+    pub slow_consumer_drops: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    messages_out: AtomicU64,
+    messages_in: AtomicU64,
+    returns_out: AtomicU64,
+    returns_in: AtomicU64,
+    rejected_in: AtomicU64,
+}
+
+/// The running core of a distributed network.
+pub(crate) struct Bridge {
+    me: Weak<Bridge>,
+    pub(crate) network_id: Arc<str>,
+    pub(crate) instance_id: Arc<str>,
+    pub(crate) config: DistributedConfig,
+    pub(crate) local: Arc<RwLock<Network>>,
+    pub(crate) client: Client,
+    pub(crate) broker: Arc<BrokerState>,
+    pub(crate) events: EventSender,
+    pub(crate) registry: Mutex<Registry>,
+    pub(crate) peers: Mutex<Peers>,
+    /// Local actor id to the proxies attached to it.
+    pub(crate) egress: RwLock<HashMap<String, Subscribers>>,
+    pub(crate) accepting: AtomicBool,
+    pub(crate) compress_above: Option<usize>,
+    pub(crate) request_timeout: Duration,
+    counters: Counters,
+    confirmed_seq: AtomicU64,
+    tracker: TaskTracker,
+    /// Stops the control and return tasks.
+    cancel: CancellationToken,
+    /// Asks the data dispatcher to drain its subscription and finish.
+    drain: CancellationToken,
+    data_done: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Bridge {
+    /// Subscribes to this network's subjects and starts the dispatchers.
+    pub(crate) async fn start(
+        config: DistributedConfig,
+        local: Arc<RwLock<Network>>,
+        client: Client,
+        broker: Arc<BrokerState>,
+        events: EventSender,
+    ) -> Result<Arc<Self>> {
+        let net = config.local_network_config.clone();
+        let bridge = Arc::new_cyclic(|me| Bridge {
+            me: me.clone(),
+            network_id: config.network_id.as_str().into(),
+            instance_id: config.instance_id.as_str().into(),
+            compress_above: net.enable_compression.then_some(net.compression_threshold),
+            request_timeout: Duration::from_millis(net.request_timeout_ms),
+            config,
+            local,
+            client,
+            broker,
+            events,
+            registry: Mutex::new(Registry::default()),
+            peers: Mutex::new(Peers::default()),
+            egress: RwLock::new(HashMap::new()),
+            accepting: AtomicBool::new(true),
+            counters: Counters::default(),
+            confirmed_seq: AtomicU64::new(0),
+            tracker: TaskTracker::new(),
+            cancel: CancellationToken::new(),
+            drain: CancellationToken::new(),
+            data_done: Mutex::new(None),
+        });
+        let data = inbound::subscribe_data(&bridge).await?;
+        let returns = inbound::subscribe_returns(&bridge).await?;
+        let control = control::subscribe(&bridge).await?;
+        bridge.client.flush().await.map_err(|e| {
+            Error::with_source(ErrorKind::Broker, "could not register subscriptions", e)
+        })?;
+        let handle = tokio::spawn(inbound::run_data(
+            Arc::downgrade(&bridge),
+            data,
+            bridge.drain.clone(),
+        ));
+        *bridge.data_done.lock() = Some(handle);
+        bridge.tracker.spawn(inbound::run_returns(
+            Arc::downgrade(&bridge),
+            returns,
+            bridge.cancel.clone(),
+        ));
+        bridge.tracker.spawn(control::run(
+            Arc::downgrade(&bridge),
+            control,
+            bridge.cancel.clone(),
+        ));
+        Ok(bridge)
+    }
+
+    pub(crate) fn weak_self(&self) -> Weak<Bridge> {
+        self.me.clone()
+    }
+
+    /// A new envelope from this instance.
+    pub(crate) fn envelope(&self, seq: u64, message: Message) -> Envelope {
+        Envelope::new(&self.network_id, &self.instance_id, seq, message)
+    }
+
+    /// Streams an envelope to `subject` on `network`; waits while the client's outbound
+    /// buffer is full.
+    pub(crate) async fn publish_envelope(
+        &self,
+        network: &str,
+        subject: String,
+        envelope: &Envelope,
+    ) -> Result<()> {
+        let payload = envelope.encode(self.compress_above)?;
+        self.publish(network, subject, payload).await?;
+        self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Returns an output, already encoded, to a proxy on `network`.
+    pub(crate) async fn publish_return(
+        &self,
+        network: &str,
+        subject: String,
+        payload: Bytes,
+    ) -> Result<()> {
+        self.publish(network, subject, payload).await?;
+        self.counters.returns_out.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn publish(&self, _network: &str, subject: String, payload: Bytes) -> Result<()> {
+        // A Subject clone is a reference count, kept only to name the subject on failure.
+        let subject = async_nats::Subject::from(subject);
+        self.client
+            .publish(subject.clone(), payload)
+            .await
+            .map_err(|e| publish_error(&subject, e))
+    }
+
+    /// Sends a request and waits for its reply, mapping no-responders and timeouts to
+    /// the promised error phrases.
+    pub(crate) async fn request(
+        &self,
+        network: &str,
+        subject: String,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<async_nats::Message> {
+        let request = async_nats::Request::new()
+            .payload(payload)
+            .timeout(Some(timeout));
+        self.client
+            .send_request(subject.clone(), request)
+            .await
+            .map_err(|e| request_error(network, &subject, timeout, e))
+    }
+
+    /// A control request to `network` whose JSON reply is decoded.
+    pub(crate) async fn control_request<T: serde::de::DeserializeOwned>(
+        &self,
+        network: &str,
+        verb: &str,
+        body: &impl Serialize,
+    ) -> Result<T> {
+        let payload = serde_json::to_vec(body)?;
+        let reply = self
+            .request(
+                network,
+                control_subject(network, verb),
+                payload.into(),
+                self.request_timeout,
+            )
+            .await?;
+        crate::discovery::parse_reply(&format!("network {network:?}"), &reply.payload)
+    }
+
+    /// Measures a round trip to `network` (and `actor` on it, if given).
+    pub(crate) async fn ping(&self, network: &str, actor: Option<&str>) -> Result<Duration> {
+        let started = Instant::now();
+        let body = serde_json::json!({ "actor": actor });
+        let _: crate::discovery::PingReply = self.control_request(network, "ping", &body).await?;
+        Ok(started.elapsed())
+    }
+
+    fn count_out(&self) {
+        self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stats(&self) -> BridgeStats {
+        let c = &self.counters;
+        BridgeStats {
+            messages_out: c.messages_out.load(Ordering::Relaxed),
+            messages_in: c.messages_in.load(Ordering::Relaxed),
+            returns_out: c.returns_out.load(Ordering::Relaxed),
+            returns_in: c.returns_in.load(Ordering::Relaxed),
+            rejected_in: c.rejected_in.load(Ordering::Relaxed),
+            slow_consumer_drops: self.broker.slow_consumer_drops.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops taking new inbound work: drains the data subscription (what the client has
+    /// buffered is still delivered), then waits for the dispatcher to finish.
+    pub(crate) async fn drain_inbound(&self) {
+        self.drain.cancel();
+        let handle = self.data_done.lock().take();
+        if let Some(handle) = handle
+            && let Err(err) = handle.await
+        {
+            tracing::warn!(error = %err, "data dispatcher ended abnormally");
+        }
+    }
+
+    /// Stops every task of the bridge and flushes what the client still holds.
+    pub(crate) async fn stop(&self) {
+        if let Err(err) = self.client.flush().await {
+            tracing::warn!(error = %err, "flush at shutdown failed");
+        }
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        if let Err(err) = self.client.drain().await {
+            tracing::debug!(error = %err, "closing the broker connection");
+        }
+    }
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.drain.cancel();
+    }
+}
+
+fn request_error(
+    network: &str,
+    subject: &str,
+    timeout: Duration,
+    err: async_nats::RequestError,
+) -> Error {
+    use async_nats::RequestErrorKind as K;
+    match err.kind() {
+        K::NoResponders => Error::new(
+            ErrorKind::NetworkDisconnected,
+            format!(
+                "no instance of network {network:?} answers on {subject} \
+                 (is it running, on the same NATS server or cluster?)"
+            ),
+        ),
+        K::TimedOut => Error::timeout(
+            format!("request to network {network:?} on {subject}"),
+            timeout,
+        ),
+        K::MaxPayloadExceeded => Error::new(
+            ErrorKind::PayloadTooLarge,
+            format!("request to {subject}: {err} (the server's max_payload)"),
+        ),
+        K::InvalidSubject => Error::new(ErrorKind::InvalidName, format!("{subject:?}: {err}")),
+        K::Other => {
+            let text = err.to_string();
+            if text.contains("Payload size limit") {
+                Error::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!("request to {subject}: {text}"),
+                )
+            } else {
+                Error::with_source(
+                    ErrorKind::Broker,
+                    format!("request to {subject} failed: {text}"),
+                    err,
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The calling side: connecting to peers, registering their actors behind proxies, and
+//! confirmed sends.
+
+use std::sync::atomic::Ordering;
+
+use serde_json::json;
+
+use super::Bridge;
+use super::inbound::return_prefix;
+use super::proxy::RemoteProxy;
+use super::registry::{ConflictResolutionStrategy, RemoteActorInfo};
+use crate::discovery::{
+    ActorInfo, AttachRequest, ConnectAccept, ConnectRequest, nonce, proof, verify_proof,
+};
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::{Direction, NetworkEvent, TransportKind};
+use crate::message::Message;
+use crate::subject::{control_subject, data_subject, validate_name, validate_network_id};
+
+impl Bridge {
+    fn not_connected(&self, network: &str) -> Error {
+        Error::new(
+            ErrorKind::NetworkNotConnected,
+            format!(
+                "network {network:?} is not connected to {:?}; call connect_to_network({network:?}) first",
+                &*self.network_id
+            ),
+        )
+    }
+
+    pub(crate) fn require_connected(&self, network: &str) -> Result<()> {
+        if self.peers.lock().is_connected(network) {
+            Ok(())
+        } else {
+            Err(self.not_connected(network))
+        }
+    }
+
+    /// The connect handshake with `network` through the broker.
+    pub(crate) async fn connect_peer(&self, network: &str) -> Result<()> {
+        validate_network_id(network)?;
+        if network == &*self.network_id {
+            return Err(Error::new(
+                ErrorKind::InvalidName,
+                format!("network {network:?} cannot connect to itself"),
+            ));
+        }
+        if self.peers.lock().is_connected(network) {
+            return Ok(());
+        }
+        let nonce = nonce();
+        let token = self.config.auth_token.as_deref();
+        let request = ConnectRequest {
+            network: self.network_id.to_string(),
+            instance: self.instance_id.to_string(),
+            proof: token.map(|t| proof(t, &["reflow-connect", &self.network_id, network, &nonce])),
+            nonce: nonce.clone(),
+            endpoint: None,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let accepted: ConnectAccept = match self.control_request(network, "connect", &request).await
+        {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                self.events.send(NetworkEvent::PeerRefused {
+                    peer: network.to_string(),
+                    reason: err.to_string(),
+                });
+                return Err(err);
+            }
+        };
+        if let Some(token) = token {
+            let parts = ["reflow-accept", network, &self.network_id, &nonce];
+            if !accepted
+                .proof
+                .as_deref()
+                .is_some_and(|p| verify_proof(token, &parts, p))
+            {
+                return Err(Error::new(
+                    ErrorKind::AuthenticationFailed,
+                    format!("network {network:?} could not prove it knows the auth token"),
+                ));
+            }
+        }
+        self.peers.lock().add(
+            Direction::Outbound,
+            network,
+            &accepted.instance,
+            accepted.endpoint.clone(),
+            TransportKind::Nats,
+        );
+        tracing::info!(peer = network, "connected");
+        self.events.send(NetworkEvent::PeerConnected {
+            network: network.to_string(),
+            instance: accepted.instance,
+            direction: Direction::Outbound,
+            transport: TransportKind::Nats,
+        });
+        Ok(())
+    }
+
+    /// Ends the connection to `network`, telling it so.
+    pub(crate) async fn disconnect_peer(&self, network: &str, reason: &str) -> Result<()> {
+        if self
+            .peers
+            .lock()
+            .remove(Direction::Outbound, network)
+            .is_none()
+        {
+            return Err(self.not_connected(network));
+        }
+        let notice = json!({ "network": &*self.network_id, "instance": &*self.instance_id });
+        self.client
+            .publish(
+                control_subject(network, "disconnect"),
+                serde_json::to_vec(&notice)?.into(),
+            )
+            .await
+            .map_err(|e| Error::with_source(ErrorKind::Broker, "could not send disconnect", e))?;
+        self.events.send(NetworkEvent::PeerDisconnected {
+            network: network.to_string(),
+            reason: reason.to_string(),
+        });
+        Ok(())
+    }
+
+    /// Says goodbye to every peer, in both directions (graceful shutdown).
+    pub(crate) async fn disconnect_all(&self) {
+        let networks = self.peers.lock().every_network();
+        let notice = json!({ "network": &*self.network_id, "instance": &*self.instance_id });
+        let Ok(body) = serde_json::to_vec(&notice) else {
+            return;
+        };
+        for network in networks {
+            let _ = self
+                .client
+                .publish(control_subject(&network, "disconnect"), body.clone().into())
+                .await;
+        }
+    }
+
+    /// Puts a proxy for `actor` on `network` into the local graph.
+    pub(crate) async fn register_remote(
+        &self,
+        actor: &str,
+        network: &str,
+        strategy: ConflictResolutionStrategy,
+    ) -> Result<String> {
+        validate_name("actor", actor)?;
+        validate_network_id(network)?;
+        self.require_connected(network)?;
+        let alias = {
+            let registry = self.registry.lock();
+            let local = self.local.read();
+            strategy.resolve(actor, network, |name| {
+                registry.contains(name) || local.node(name).is_some()
+            })?
+        };
+        let token = self.registry.lock().token_for(&alias);
+        let reply_to = format!(
+            "{}.{token}",
+            return_prefix(&self.network_id, &self.instance_id)
+        );
+        let request = AttachRequest {
+            network: self.network_id.to_string(),
+            actor: actor.to_string(),
+            reply_to: reply_to.clone(),
+        };
+        let remote: ActorInfo = self.control_request(network, "attach", &request).await?;
+        let proxy = RemoteProxy::new(
+            self.weak_self(),
+            network,
+            actor,
+            remote.inports.clone(),
+            remote.outports.clone(),
+            reply_to,
+        );
+        let metadata = [
+            ("remote_network".to_string(), json!(network)),
+            ("remote_actor".to_string(), json!(actor)),
+        ]
+        .into_iter()
+        .collect();
+        // Registry first: the moment the node exists, returns for it may arrive.
+        let info = RemoteActorInfo {
+            alias: alias.clone(),
+            network: network.to_string(),
+            actor: actor.to_string(),
+            inports: remote.inports,
+            outports: remote.outports,
+            token,
+        };
+        {
+            let mut registry = self.registry.lock();
+            if registry.contains(&alias) {
+                return Err(Error::new(
+                    ErrorKind::NameConflict,
+                    format!("{alias:?} was registered meanwhile by another call"),
+                ));
+            }
+            registry.insert(info);
+        }
+        let added =
+            self.local
+                .write()
+                .add_bridge_node(&alias, "remote", Box::new(proxy), metadata, false);
+        if let Err(err) = added {
+            self.registry.lock().remove(&alias);
+            return Err(err);
+        }
+        tracing::info!(alias = %alias, actor, network, "remote actor registered");
+        Ok(alias)
+    }
+
+    /// Removes the proxy `alias` and tells its network to stop returning outputs to it.
+    pub(crate) async fn unregister_remote(&self, alias: &str) -> Result<RemoteActorInfo> {
+        let info = self.registry.lock().remove(alias).ok_or_else(|| {
+            Error::new(
+                ErrorKind::ActorNotFound,
+                format!("no remote actor is registered as {alias:?}"),
+            )
+        })?;
+        if let Err(err) = self.local.write().remove_node(alias) {
+            tracing::debug!(error = %err, "proxy node already gone");
+        }
+        let notice = AttachRequest {
+            network: self.network_id.to_string(),
+            actor: info.actor.clone(),
+            reply_to: format!(
+                "{}.{}",
+                return_prefix(&self.network_id, &self.instance_id),
+                info.token
+            ),
+        };
+        if let Ok(body) = serde_json::to_vec(&notice) {
+            let _ = self
+                .client
+                .publish(control_subject(&info.network, "detach"), body.into())
+                .await;
+        }
+        Ok(info)
+    }
+
+    /// Sends one message and waits until the remote network has put it into the actor's
+    /// in-port.
+    pub(crate) async fn send_confirmed(
+        &self,
+        network: &str,
+        actor: &str,
+        port: &str,
+        message: Message,
+    ) -> Result<()> {
+        validate_network_id(network)?;
+        validate_name("actor", actor)?;
+        validate_name("port", port)?;
+        self.require_connected(network)?;
+        let seq = self.confirmed_seq.fetch_add(1, Ordering::Relaxed);
+        let payload = self.envelope(seq, message).encode(self.compress_above)?;
+        let reply = self
+            .request(
+                network,
+                data_subject(network, actor, port),
+                payload,
+                self.request_timeout,
+            )
+            .await?;
+        if reply.payload.is_empty() {
+            self.count_out();
+            return Ok(());
+        }
+        crate::discovery::parse_reply::<()>(&format!("network {network:?}"), &reply.payload)
+    }
+}

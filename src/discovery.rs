@@ -1,0 +1,265 @@
+//! Request/reply between networks: the control payloads, the connect handshake's proof,
+//! and the calls that ask another network something (ping, its actors, attach).
+//!
+//! Control traffic lives under `_reflow.` and is JSON, so that standard NATS tooling
+//! (`nats req _reflow.math.actors ''`) shows it readably; `docs/wire.md` documents it.
+//! Every reply is either `{"ok": ...}` or `{"error": {"kind": ..., "message": ...}}`.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hmac::{KeyInit, Mac};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::actor::Metadata;
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::{Direction, TransportKind};
+
+/// What one actor of a network looks like from outside.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorInfo {
+    /// The actor's id (its node id) in its network.
+    pub id: String,
+    /// The component it was made from.
+    pub component: String,
+    /// Its in-ports.
+    pub inports: Vec<String>,
+    /// Its out-ports.
+    pub outports: Vec<String>,
+    /// A description: node metadata `description`, else the actor's own.
+    pub description: String,
+    /// Capabilities from node metadata `capabilities` (a list of strings).
+    pub capabilities: Vec<String>,
+    /// The node's metadata as given.
+    pub metadata: Metadata,
+}
+
+/// One live connection between this network and a peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectionInfo {
+    /// The peer's network id.
+    pub network: String,
+    /// The peer instance that took part in the handshake.
+    pub instance: String,
+    /// Which side opened it.
+    pub direction: Direction,
+    /// The road its traffic takes now.
+    pub transport: TransportKind,
+    /// The peer's direct-link endpoint, if it has one.
+    pub endpoint: Option<String>,
+    /// When the handshake completed, in milliseconds since the Unix epoch.
+    pub connected_at_ms: u64,
+}
+
+/// An error carried in a control reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlError {
+    /// The [`ErrorKind`], by its variant name.
+    pub kind: String,
+    /// The full message, phrase first.
+    pub message: String,
+}
+
+/// Every control reply: a value or an error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlReply<T> {
+    /// It worked.
+    Ok(T),
+    /// It did not; why.
+    Error(ControlError),
+}
+
+impl From<&Error> for ControlError {
+    fn from(err: &Error) -> Self {
+        ControlError {
+            kind: format!("{:?}", err.kind()),
+            message: err.detail().to_string(),
+        }
+    }
+}
+
+impl From<ControlError> for Error {
+    fn from(err: ControlError) -> Self {
+        let kind = match err.kind.as_str() {
+            "ActorNotFound" => ErrorKind::ActorNotFound,
+            "ActorNotAvailable" => ErrorKind::ActorNotAvailable,
+            "PortNotFound" => ErrorKind::PortNotFound,
+            "AuthenticationFailed" => ErrorKind::AuthenticationFailed,
+            "MaxConnections" => ErrorKind::MaxConnections,
+            "Shutdown" => ErrorKind::Shutdown,
+            "InvalidName" => ErrorKind::InvalidName,
+            "NetworkNotConnected" => ErrorKind::NetworkNotConnected,
+            "PayloadTooLarge" => ErrorKind::PayloadTooLarge,
+            "Encoding" => ErrorKind::Encoding,
+            _ => ErrorKind::Protocol,
+        };
+        Error::new(kind, err.message)
+    }
+}
+
+/// Encodes a control reply.
+pub(crate) fn reply_bytes<T: Serialize>(result: Result<T>) -> bytes::Bytes {
+    let reply = match result {
+        Ok(value) => ControlReply::Ok(value),
+        Err(err) => ControlReply::Error(ControlError::from(&err)),
+    };
+    serde_json::to_vec(&reply)
+        .expect("control replies are plain data")
+        .into()
+}
+
+/// Decodes a control reply from `who`.
+pub(crate) fn parse_reply<T: DeserializeOwned>(who: &str, payload: &[u8]) -> Result<T> {
+    let reply: ControlReply<T> = serde_json::from_slice(payload).map_err(|e| {
+        Error::new(
+            ErrorKind::Protocol,
+            format!("{who} sent a reply this version cannot read: {e}"),
+        )
+    })?;
+    match reply {
+        ControlReply::Ok(value) => Ok(value),
+        ControlReply::Error(err) => Err(err.into()),
+    }
+}
+
+/// The first message of the connect handshake, sent to `_reflow.{peer}.connect`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectRequest {
+    /// The connecting network.
+    pub network: String,
+    /// The connecting instance.
+    pub instance: String,
+    /// A fresh random value, hex.
+    pub nonce: String,
+    /// `HMAC-SHA256(token, "reflow-connect|{network}|{peer}|{nonce}")`, hex; absent without a token.
+    pub proof: Option<String>,
+    /// The connecting instance's direct-link endpoint, if any.
+    pub endpoint: Option<String>,
+    /// The connecting library's version.
+    pub version: String,
+}
+
+/// The peer's answer to a [`ConnectRequest`]: accepted, or an error saying why not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConnectAccept {
+    /// The accepting network.
+    pub network: String,
+    /// The accepting instance.
+    pub instance: String,
+    /// Its direct-link endpoint, if any.
+    pub endpoint: Option<String>,
+    /// `HMAC-SHA256(token, "reflow-accept|{peer}|{network}|{nonce}")`, hex: the peer
+    /// proves it knows the token too. Absent without a token.
+    pub proof: Option<String>,
+}
+
+/// Asks a network to send an actor's outputs to this instance (and learns its ports).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttachRequest {
+    /// The asking network.
+    pub network: String,
+    /// The actor whose outputs are wanted.
+    pub actor: String,
+    /// The subject prefix outputs go to; the out-port name is appended.
+    pub reply_to: String,
+}
+
+/// The answer to a ping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PingReply {
+    /// The answering network.
+    pub network: String,
+    /// The answering instance.
+    pub instance: String,
+    /// The actor pinged, if one was.
+    pub actor: Option<String>,
+}
+
+/// Signs `parts` with the shared token.
+pub(crate) fn proof(token: &str, parts: &[&str]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(token.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(parts.join("|").as_bytes());
+    hex(&mac.finalize().into_bytes())
+}
+
+/// Checks a proof in constant time.
+pub(crate) fn verify_proof(token: &str, parts: &[&str], proof_hex: &str) -> bool {
+    let Some(given) = unhex(proof_hex) else {
+        return false;
+    };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(token.as_bytes())
+        .expect("HMAC takes keys of any length");
+    mac.update(parts.join("|").as_bytes());
+    mac.verify_slice(&given).is_ok()
+}
+
+/// A fresh random nonce, hex.
+pub(crate) fn nonce() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proofs_verify_only_with_the_same_token_and_parts() {
+        let p = proof("secret", &["reflow-connect", "a", "b", "n1"]);
+        assert!(verify_proof(
+            "secret",
+            &["reflow-connect", "a", "b", "n1"],
+            &p
+        ));
+        assert!(!verify_proof(
+            "other",
+            &["reflow-connect", "a", "b", "n1"],
+            &p
+        ));
+        assert!(!verify_proof(
+            "secret",
+            &["reflow-connect", "a", "b", "n2"],
+            &p
+        ));
+        assert!(!verify_proof(
+            "secret",
+            &["reflow-connect", "a", "b", "n1"],
+            "zz"
+        ));
+    }
+
+    #[test]
+    fn control_errors_keep_kind_and_phrase() {
+        let err = Error::new(ErrorKind::ActorNotFound, "no actor \"x\" on network \"m\"");
+        let bytes = reply_bytes::<()>(Err(err));
+        let back = parse_reply::<()>("m", &bytes).unwrap_err();
+        assert_eq!(back.kind(), ErrorKind::ActorNotFound);
+        assert_eq!(
+            back.to_string(),
+            "Actor not found: no actor \"x\" on network \"m\""
+        );
+    }
+}

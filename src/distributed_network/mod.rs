@@ -1,0 +1,395 @@
+//! [`DistributedNetwork`]: the facade users touch. It owns a local [`Network`] and, once
+//! started, the bridge that joins it to every other network on the same NATS server.
+//!
+//! ```no_run
+//! use reflow_network::actor::FnActor;
+//! use reflow_network::distributed_network::{DistributedConfig, DistributedNetwork};
+//! use reflow_network::Message;
+//!
+//! # #[tokio::main] async fn main() -> reflow_network::Result<()> {
+//! // A network that hosts an actor...
+//! let mut math = DistributedNetwork::new(DistributedConfig {
+//!     network_id: "math".into(),
+//!     instance_id: "m1".into(),
+//!     ..Default::default()
+//! })
+//! .await?;
+//! math.register_local_actor("double", FnActor::map("in", "out", |m| {
+//!     Message::Integer(m.as_integer().unwrap_or(0) * 2)
+//! }), None)?;
+//! math.start().await?;
+//!
+//! // ...and one that uses it.
+//! let mut app = DistributedNetwork::new(DistributedConfig {
+//!     network_id: "app".into(),
+//!     instance_id: "a1".into(),
+//!     ..Default::default()
+//! })
+//! .await?;
+//! app.start().await?;
+//! app.connect_to_network("math").await?;
+//! let alias = app.register_remote_actor("double", "math").await?;
+//! assert_eq!(alias, "double@math");
+//! app.send_to_remote_actor("math", "double", "in", Message::Integer(21)).await?;
+//! # Ok(()) }
+//! ```
+
+mod config;
+
+pub use crate::bridge::BridgeStats;
+pub use crate::bridge::registry::{ConflictResolutionStrategy, RemoteActorInfo};
+pub use config::{DEFAULT_NATS_URL, DistributedConfig, NATS_SCHEMES};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use crate::actor::{Actor, Metadata};
+use crate::bridge::Bridge;
+use crate::discovery::{ActorInfo, ConnectionInfo};
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::{EventSender, EventStream};
+use crate::message::Message;
+use crate::network::Network;
+use crate::transport::nats::{self, BrokerState};
+
+/// Where a network is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Created,
+    Running,
+    ShutDown,
+}
+
+/// A local actor network joined to every other network on the same NATS server (or
+/// cluster).
+pub struct DistributedNetwork {
+    config: DistributedConfig,
+    local: Arc<RwLock<Network>>,
+    events: EventSender,
+    bridge: Option<Arc<Bridge>>,
+    phase: Phase,
+}
+
+impl std::fmt::Debug for DistributedNetwork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DistributedNetwork")
+            .field("network_id", &self.config.network_id)
+            .field("instance_id", &self.config.instance_id)
+            .field("phase", &self.phase)
+            .finish()
+    }
+}
+
+impl DistributedNetwork {
+    /// Checks `config` and builds the (not yet started) network.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidConfig`] or [`ErrorKind::InvalidName`], naming the bad value.
+    pub async fn new(config: DistributedConfig) -> Result<Self> {
+        config.validate()?;
+        let local = Network::new(config.local_network_config.clone());
+        Ok(DistributedNetwork {
+            config,
+            local: Arc::new(RwLock::new(local)),
+            events: EventSender::new(),
+            bridge: None,
+            phase: Phase::Created,
+        })
+    }
+
+    /// Connects to the broker, subscribes to this network's subjects and starts the local
+    /// graph. Calling it again while running does nothing.
+    ///
+    /// # Errors
+    ///
+    /// The broker cannot be reached (`Broker error`, naming the URLs), refuses the token
+    /// (`Authentication failed`), or is older than 2.11 (`NATS server too old`).
+    pub async fn start(&mut self) -> Result<()> {
+        match self.phase {
+            Phase::Running => return Ok(()),
+            Phase::ShutDown => {
+                return Err(Error::new(
+                    ErrorKind::Shutdown,
+                    format!(
+                        "network {:?} was shut down; make a new DistributedNetwork",
+                        self.config.network_id
+                    ),
+                ));
+            }
+            Phase::Created => {}
+        }
+        let broker = BrokerState::new();
+        let client = nats::connect(&self.config, broker.clone(), self.events.clone(), true).await?;
+        nats::check_server_version(&client)?;
+        let bridge = Bridge::start(
+            self.config.clone(),
+            self.local.clone(),
+            client,
+            broker,
+            self.events.clone(),
+        )
+        .await?;
+        self.local.write().start()?;
+        self.bridge = Some(bridge);
+        self.phase = Phase::Running;
+        tracing::info!(network = %self.config.network_id, instance = %self.config.instance_id, "network started");
+        Ok(())
+    }
+
+    /// Shuts down gracefully: stops accepting connections, says goodbye to peers, lets the
+    /// messages already received and in flight finish (bounded by
+    /// `local_network_config.drain_timeout_ms`), then stops every task and closes the
+    /// broker connection.
+    pub async fn shutdown(&mut self) -> Result<()> {
+        if self.phase == Phase::ShutDown {
+            return Ok(());
+        }
+        self.phase = Phase::ShutDown;
+        let Some(bridge) = self.bridge.take() else {
+            let drained = self.local.read().shutdown();
+            drained.await;
+            return Ok(());
+        };
+        bridge
+            .accepting
+            .store(false, std::sync::atomic::Ordering::Release);
+        bridge.disconnect_all().await;
+        bridge.drain_inbound().await;
+        let drained = self.local.read().shutdown();
+        drained.await;
+        bridge.stop().await;
+        tracing::info!(network = %self.config.network_id, "network shut down");
+        Ok(())
+    }
+
+    /// Refuses new peer connections from now on; existing ones keep working.
+    pub async fn stop_accepting_connections(&self) -> Result<()> {
+        if let Some(bridge) = &self.bridge {
+            bridge
+                .accepting
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// The configuration this network was made with.
+    pub fn get_config(&self) -> &DistributedConfig {
+        &self.config
+    }
+
+    /// The local graph, to add nodes and connections to.
+    pub fn get_local_network(&self) -> Arc<RwLock<Network>> {
+        self.local.clone()
+    }
+
+    /// Adds a local actor as node `id` (its component is also named `id`).
+    pub fn register_local_actor<A: Actor + Clone>(
+        &self,
+        id: &str,
+        actor: A,
+        metadata: Option<Metadata>,
+    ) -> Result<()> {
+        let mut local = self.local.write();
+        if local.node(id).is_some() {
+            return Err(Error::new(
+                ErrorKind::NameConflict,
+                format!(
+                    "{id:?} is already a node of network {:?}",
+                    self.config.network_id
+                ),
+            ));
+        }
+        local.register_actor(id, actor)?;
+        local.add_node(id, id, metadata)
+    }
+
+    /// A stream of what happens: peers connecting and leaving, the broker lost and
+    /// regained, slow-consumer drops, networks up and down.
+    pub fn events(&self) -> EventStream {
+        self.events.subscribe()
+    }
+
+    fn bridge(&self) -> Result<&Arc<Bridge>> {
+        self.bridge.as_ref().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Shutdown,
+                format!(
+                    "network {:?} is not running; call start() first",
+                    self.config.network_id
+                ),
+            )
+        })
+    }
+
+    /// Connects to another network: `endpoint` is its network id, reached through the
+    /// broker. The peer checks the auth token proof and its `max_connections`.
+    ///
+    /// # Errors
+    ///
+    /// `Network disconnected` when no instance of it answers, `Authentication failed`,
+    /// `Refused: max connections reached`, or `Timeout`.
+    pub async fn connect_to_network(&self, endpoint: &str) -> Result<()> {
+        self.bridge()?.connect_peer(endpoint).await
+    }
+
+    /// Ends the connection to `network_id`.
+    pub async fn disconnect_from_network(&self, network_id: &str) -> Result<()> {
+        self.bridge()?
+            .disconnect_peer(network_id, "disconnected by this network")
+            .await
+    }
+
+    /// Whether this network has connected to `network_id`.
+    pub async fn is_network_connected(&self, network_id: &str) -> bool {
+        self.bridge
+            .as_ref()
+            .is_some_and(|b| b.peers.lock().is_connected(network_id))
+    }
+
+    /// The networks this network has connected to.
+    pub async fn get_connected_networks(&self) -> Vec<String> {
+        self.bridge
+            .as_ref()
+            .map(|b| b.peers.lock().connected_networks())
+            .unwrap_or_default()
+    }
+
+    /// Every live connection, both those this network opened and those peers opened.
+    pub async fn get_active_connections(&self) -> Result<Vec<ConnectionInfo>> {
+        Ok(self.bridge()?.peers.lock().all())
+    }
+
+    /// Measures a round trip to `network_id`. A network nobody answers for fails at once
+    /// with `Network disconnected`.
+    pub async fn ping_network(&self, network_id: &str) -> Result<Duration> {
+        crate::subject::validate_network_id(network_id)?;
+        self.bridge()?.ping(network_id, None).await
+    }
+
+    /// Measures a round trip to the host of `actor` on `network_id`; `Actor not found`
+    /// if it is not there.
+    pub async fn ping_remote_actor(&self, network_id: &str, actor: &str) -> Result<Duration> {
+        crate::subject::validate_network_id(network_id)?;
+        crate::subject::validate_name("actor", actor)?;
+        self.bridge()?.ping(network_id, Some(actor)).await
+    }
+
+    /// Lists the actors `network_id` hosts, with their ports.
+    pub async fn discover_actors_on_network(&self, network_id: &str) -> Result<Vec<ActorInfo>> {
+        crate::subject::validate_network_id(network_id)?;
+        self.bridge()?
+            .control_request(network_id, "actors", &serde_json::json!({}))
+            .await
+    }
+
+    /// The same as [`DistributedNetwork::discover_actors_on_network`].
+    pub async fn discover_remote_actors(&self, network_id: &str) -> Result<Vec<ActorInfo>> {
+        self.discover_actors_on_network(network_id).await
+    }
+
+    /// Puts `actor` of `network_id` into the local graph as node `actor@network_id` and
+    /// returns that alias. The network must be connected.
+    ///
+    /// Connect to the proxy's in-ports to stream to the remote actor; connect from its
+    /// out-ports to receive what the remote actor emits.
+    pub async fn register_remote_actor(&self, actor: &str, network_id: &str) -> Result<String> {
+        self.register_remote_actor_with_strategy(
+            actor,
+            network_id,
+            ConflictResolutionStrategy::Fail,
+        )
+        .await
+    }
+
+    /// As [`DistributedNetwork::register_remote_actor`], with the proxy named `alias`.
+    pub async fn register_remote_actor_with_alias(
+        &self,
+        alias: &str,
+        actor: &str,
+        network_id: &str,
+    ) -> Result<String> {
+        self.register_remote_actor_with_strategy(
+            actor,
+            network_id,
+            ConflictResolutionStrategy::ManualAlias(alias.to_string()),
+        )
+        .await
+    }
+
+    /// As [`DistributedNetwork::register_remote_actor`], resolving a taken alias with
+    /// `strategy`.
+    pub async fn register_remote_actor_with_strategy(
+        &self,
+        actor: &str,
+        network_id: &str,
+        strategy: ConflictResolutionStrategy,
+    ) -> Result<String> {
+        self.bridge()?
+            .register_remote(actor, network_id, strategy)
+            .await
+    }
+
+    /// Removes the proxy `alias` from the local graph.
+    pub async fn unregister_remote_actor(&self, alias: &str) -> Result<()> {
+        self.bridge()?.unregister_remote(alias).await.map(|_| ())
+    }
+
+    /// Removes every proxy for actors of `network_id`; returns how many.
+    pub async fn unregister_all_from_network(&self, network_id: &str) -> Result<usize> {
+        let bridge = self.bridge()?;
+        let aliases = bridge.registry.lock().aliases_on(network_id);
+        for alias in &aliases {
+            bridge.unregister_remote(alias).await?;
+        }
+        Ok(aliases.len())
+    }
+
+    /// Every remote actor registered here.
+    pub async fn list_registered_remote_actors(&self) -> Vec<RemoteActorInfo> {
+        self.bridge
+            .as_ref()
+            .map(|b| b.registry.lock().list())
+            .unwrap_or_default()
+    }
+
+    /// Sends `message` into `actor`'s `port` on `network_id` and waits until that network
+    /// has accepted it into the actor's in-port.
+    ///
+    /// # Errors
+    ///
+    /// `Network not connected` before [`DistributedNetwork::connect_to_network`],
+    /// `Network disconnected` when no instance answers, `Actor not found`, `Port not
+    /// found`, `Timeout`, or `Payload too large` naming both sizes.
+    pub async fn send_to_remote_actor(
+        &self,
+        network_id: &str,
+        actor: &str,
+        port: &str,
+        message: Message,
+    ) -> Result<()> {
+        self.bridge()?
+            .send_confirmed(network_id, actor, port, message)
+            .await
+    }
+
+    /// Counters of the bridge's traffic.
+    pub fn stats(&self) -> BridgeStats {
+        self.bridge.as_ref().map(|b| b.stats()).unwrap_or_default()
+    }
+
+    /// Whether the broker connection is up.
+    pub fn is_broker_connected(&self) -> bool {
+        self.bridge.as_ref().is_some_and(|b| b.broker.is_up())
+    }
+}
+
+impl Drop for DistributedNetwork {
+    fn drop(&mut self) {
+        if self.phase == Phase::Running {
+            tracing::debug!(network = %self.config.network_id, "dropped without shutdown(); stopping abruptly");
+        }
+    }
+}

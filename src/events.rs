@@ -1,0 +1,178 @@
+//! What happens to a distributed network, as a stream of events.
+//!
+//! The bridge, the liveness watcher and the transports all report here. Events go out on
+//! a bounded broadcast channel: a subscriber that falls far behind loses the oldest events
+//! and receives one [`NetworkEvent::Lagged`] saying how many, rather than holding memory
+//! without limit or slowing the bridge down.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+/// Events each subscriber may fall behind by before it starts losing the oldest.
+pub(crate) const EVENT_CAPACITY: usize = 4096;
+
+/// Why a network instance went down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DownReason {
+    /// It shut down gracefully and deleted its liveness entry.
+    Left,
+    /// Its liveness entry expired: it stopped refreshing it (crashed, hung or cut off).
+    Expired,
+}
+
+/// Which road traffic to a peer takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransportKind {
+    /// Through the NATS broker.
+    Nats,
+    /// Over a direct TCP link.
+    Direct,
+}
+
+/// Who opened a peer connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Direction {
+    /// This network connected to the peer.
+    Outbound,
+    /// The peer connected to this network.
+    Inbound,
+}
+
+/// Something that happened to this network or one it knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum NetworkEvent {
+    /// A network instance appeared in the liveness bucket.
+    NetworkUp {
+        /// Its network id.
+        network: String,
+        /// Its instance id.
+        instance: String,
+    },
+    /// A network instance went away.
+    NetworkDown {
+        /// Its network id.
+        network: String,
+        /// Its instance id.
+        instance: String,
+        /// Whether it left or its entry expired.
+        reason: DownReason,
+    },
+    /// A connect handshake with a peer network succeeded.
+    PeerConnected {
+        /// The peer's network id.
+        network: String,
+        /// The peer instance that answered.
+        instance: String,
+        /// Which side opened it.
+        direction: Direction,
+        /// The road its traffic takes.
+        transport: TransportKind,
+    },
+    /// A peer network disconnected, or was disconnected.
+    PeerDisconnected {
+        /// The peer's network id.
+        network: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// A peer refused our connect handshake, or we refused theirs.
+    PeerRefused {
+        /// The peer's network id or address.
+        peer: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// Traffic to a peer moved from one road to another.
+    TransportSwitched {
+        /// The peer's network id.
+        network: String,
+        /// The road it left.
+        from: TransportKind,
+        /// The road it takes now.
+        to: TransportKind,
+    },
+    /// The connection to the NATS broker was lost; the client keeps reconnecting.
+    BrokerLost,
+    /// The connection to the NATS broker is back.
+    BrokerRegained,
+    /// The NATS client dropped inbound messages because a subscription's buffer was full.
+    SlowConsumer {
+        /// Drops counted so far by this network.
+        total_dropped: u64,
+    },
+    /// This subscriber fell behind and missed this many events.
+    Lagged {
+        /// How many events were lost to this subscriber.
+        missed: u64,
+    },
+}
+
+/// A stream of [`NetworkEvent`]s, from [`crate::distributed_network::DistributedNetwork::events`].
+///
+/// Use it as a [`Stream`], or call [`EventStream::recv`]. It ends when the network is
+/// dropped.
+pub struct EventStream {
+    inner: Pin<Box<dyn Stream<Item = NetworkEvent> + Send>>,
+}
+
+impl EventStream {
+    pub(crate) fn new(receiver: broadcast::Receiver<NetworkEvent>) -> Self {
+        let inner = futures::stream::unfold(receiver, |mut receiver| async move {
+            let event = match receiver.recv().await {
+                Ok(event) => event,
+                Err(broadcast::error::RecvError::Lagged(missed)) => NetworkEvent::Lagged { missed },
+                Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            Some((event, receiver))
+        });
+        EventStream {
+            inner: Box::pin(inner),
+        }
+    }
+
+    /// The next event, or `None` once the network is gone.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an event is never lost by dropping this future.
+    pub async fn recv(&mut self) -> Option<NetworkEvent> {
+        futures::StreamExt::next(&mut self.inner).await
+    }
+}
+
+impl Stream for EventStream {
+    type Item = NetworkEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<NetworkEvent>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// The sending side, shared by everything that reports events.
+#[derive(Clone)]
+pub(crate) struct EventSender {
+    sender: broadcast::Sender<NetworkEvent>,
+}
+
+impl EventSender {
+    pub(crate) fn new() -> Self {
+        EventSender {
+            sender: broadcast::channel(EVENT_CAPACITY).0,
+        }
+    }
+
+    pub(crate) fn send(&self, event: NetworkEvent) {
+        tracing::debug!(?event, "network event");
+        // No subscriber is not an error: events are for whoever listens.
+        let _ = self.sender.send(event);
+    }
+
+    pub(crate) fn subscribe(&self) -> EventStream {
+        EventStream::new(self.sender.subscribe())
+    }
+}

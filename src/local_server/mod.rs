@@ -1,0 +1,70 @@
+//! Interim stub (replaced by the harness branch).
+#![allow(missing_docs)]
+use crate::error::{Error, ErrorKind, Result};
+use std::process::Stdio;
+pub struct NatsServer {
+    child: tokio::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+#[derive(Default, Clone, Debug)]
+pub struct ServerOptions {
+    pub token: Option<String>,
+}
+impl NatsServer {
+    pub async fn start() -> Result<Self> {
+        Self::start_with(ServerOptions::default()).await
+    }
+    pub async fn start_with(o: ServerOptions) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let bin = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/target/nats-server/2.15.1/bin/nats-server"
+        );
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-js",
+            "-sd",
+            dir.path().to_str().unwrap(),
+        ]);
+        if let Some(t) = &o.token {
+            cmd.args(["--auth", t]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                return Ok(NatsServer {
+                    child,
+                    port,
+                    _dir: dir,
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Err(Error::new(ErrorKind::LocalServer, "no start"))
+    }
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    pub fn kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}

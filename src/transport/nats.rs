@@ -1,0 +1,233 @@
+//! The connection to the NATS broker: options from the configuration, the server version
+//! check, and the broker's own events turned into [`NetworkEvent`]s.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::{Client, ConnectOptions, ServerAddr};
+use tokio::sync::watch;
+
+use crate::distributed_network::DistributedConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::events::{EventSender, NetworkEvent};
+
+/// The oldest nats-server with per-message TTLs in key-value buckets (ADR-43).
+pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 11, 0);
+
+/// How long the first connection attempt may take before `start()` gives up on it.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the bridge learns from the broker connection while it runs.
+#[derive(Debug)]
+pub(crate) struct BrokerState {
+    /// Whether the client is connected now.
+    pub(crate) up: watch::Sender<bool>,
+    /// Messages the client dropped because a subscription's buffer was full.
+    pub(crate) slow_consumer_drops: AtomicU64,
+    lost: AtomicBool,
+}
+
+impl BrokerState {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(BrokerState {
+            up: watch::channel(false).0,
+            slow_consumer_drops: AtomicU64::new(0),
+            lost: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether the broker connection is up.
+    pub(crate) fn is_up(&self) -> bool {
+        *self.up.borrow()
+    }
+
+    fn on_event(&self, event: async_nats::Event, events: &EventSender) {
+        match event {
+            async_nats::Event::Connected => {
+                self.up.send_replace(true);
+                if self.lost.swap(false, Ordering::AcqRel) {
+                    tracing::info!("broker connection regained");
+                    events.send(NetworkEvent::BrokerRegained);
+                }
+            }
+            async_nats::Event::Disconnected => {
+                self.up.send_replace(false);
+                if !self.lost.swap(true, Ordering::AcqRel) {
+                    tracing::warn!("broker connection lost; reconnecting");
+                    events.send(NetworkEvent::BrokerLost);
+                }
+            }
+            async_nats::Event::SlowConsumer(sid) => {
+                let total = self.slow_consumer_drops.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(
+                    sid,
+                    total,
+                    "slow consumer: the NATS client dropped a message"
+                );
+                events.send(NetworkEvent::SlowConsumer {
+                    total_dropped: total,
+                });
+            }
+            other => tracing::info!(event = %other, "broker event"),
+        }
+    }
+}
+
+/// Parses the configured URLs, naming any that is not a server address.
+pub(crate) fn server_addrs(config: &DistributedConfig) -> Result<Vec<ServerAddr>> {
+    config
+        .nats_urls()
+        .iter()
+        .map(|url| {
+            url.parse::<ServerAddr>().map_err(|e| {
+                Error::invalid_config("discovery_endpoints", format!("{url:?} is not usable: {e}"))
+            })
+        })
+        .collect()
+}
+
+/// Connects to the broker named by `config`.
+///
+/// With `wait` the first attempt must succeed within [`CONNECT_TIMEOUT`]; without it the
+/// client is returned at once and keeps trying in the background (the direct-link mode,
+/// where a missing broker must not block startup).
+pub(crate) async fn connect(
+    config: &DistributedConfig,
+    state: Arc<BrokerState>,
+    events: EventSender,
+    wait: bool,
+) -> Result<Client> {
+    let addrs = server_addrs(config)?;
+    let callback_state = state.clone();
+    let mut options = ConnectOptions::new()
+        .name(format!(
+            "reflow:{}:{}",
+            config.network_id, config.instance_id
+        ))
+        .connection_timeout(CONNECT_TIMEOUT)
+        .max_reconnects(None)
+        .reconnect_delay_callback(|attempts| {
+            // Quick first retries so a restarted broker is found within a second; capped so
+            // a long outage costs little.
+            Duration::from_millis((50u64 << attempts.min(5)).min(1_000))
+        })
+        .subscription_capacity(64 * 1024)
+        .event_callback(move |event| {
+            let state = callback_state.clone();
+            let events = events.clone();
+            async move { state.on_event(event, &events) }
+        });
+    if let Some(token) = &config.auth_token {
+        options = options.token(token.clone());
+    }
+    if !wait {
+        options = options.retry_on_initial_connect();
+    }
+    let urls = config.nats_urls().join(", ");
+    let client = async_nats::connect_with_options(addrs, options)
+        .await
+        .map_err(|e| connect_error(&urls, config.auth_token.is_some(), e))?;
+    if client.connection_state() == async_nats::connection::State::Connected {
+        state.up.send_replace(true);
+    }
+    Ok(client)
+}
+
+fn connect_error(urls: &str, has_token: bool, err: async_nats::ConnectError) -> Error {
+    use async_nats::ConnectErrorKind as K;
+    let text = err.to_string();
+    match err.kind() {
+        K::AuthorizationViolation | K::Authentication => Error::with_source(
+            ErrorKind::AuthenticationFailed,
+            if has_token {
+                format!("the NATS server at {urls} refused the auth_token")
+            } else {
+                format!("the NATS server at {urls} wants credentials; set auth_token")
+            },
+            err,
+        ),
+        K::TimedOut => Error::with_source(
+            ErrorKind::Timeout,
+            format!(
+                "no NATS server answered at {urls} within {CONNECT_TIMEOUT:?}; \
+                 start one with `reflow-bridge up`"
+            ),
+            err,
+        ),
+        _ => Error::with_source(
+            ErrorKind::Broker,
+            format!(
+                "cannot reach a NATS server at {urls} ({text}); start one with \
+                 `reflow-bridge up`, or set discovery_endpoints / NATS_URL"
+            ),
+            err,
+        ),
+    }
+}
+
+/// Parses `2.15.1`, `v2.11.0-RC.1` and the like into numbers.
+pub fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
+    let text = text.trim().trim_start_matches('v');
+    let core = text.split(['-', '+', ' ']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    Some((
+        parts.next()??,
+        parts.next()??,
+        parts.next().flatten().unwrap_or(0),
+    ))
+}
+
+/// Fails with [`ErrorKind::ServerVersion`] when the connected server is older than
+/// [`MIN_SERVER_VERSION`], naming the version found.
+pub(crate) fn check_server_version(client: &Client) -> Result<()> {
+    let info = client.server_info();
+    if info.version.is_empty() {
+        // Not connected yet (direct-link mode): checked once the broker appears.
+        return Ok(());
+    }
+    let (major, minor, patch) = MIN_SERVER_VERSION;
+    match parse_version(&info.version) {
+        Some(found) if found >= MIN_SERVER_VERSION => Ok(()),
+        _ => Err(Error::new(
+            ErrorKind::ServerVersion,
+            format!(
+                "nats-server {} at {} is too old; reflow_network needs {major}.{minor}.{patch} \
+                 or newer for per-message TTLs in its liveness bucket",
+                info.version, info.host
+            ),
+        )),
+    }
+}
+
+/// Maps a publish failure to an error naming the subject (and both sizes, if too large).
+pub(crate) fn publish_error(subject: &str, err: async_nats::PublishError) -> Error {
+    let text = err.to_string();
+    if text.contains("Payload size limit") {
+        Error::new(
+            ErrorKind::PayloadTooLarge,
+            format!("message for {subject}: {text} (the server's max_payload)"),
+        )
+    } else {
+        Error::with_source(
+            ErrorKind::Broker,
+            format!("publish to {subject} failed: {text}"),
+            err,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_compare() {
+        assert_eq!(parse_version("2.15.1"), Some((2, 15, 1)));
+        assert_eq!(parse_version("v2.11.0-RC.1"), Some((2, 11, 0)));
+        assert_eq!(parse_version("2.9"), Some((2, 9, 0)));
+        assert!(parse_version("2.9.25").unwrap() < MIN_SERVER_VERSION);
+        assert!(parse_version("2.11.0").unwrap() >= MIN_SERVER_VERSION);
+        assert_eq!(parse_version("garbage"), None);
+    }
+}

@@ -1,0 +1,617 @@
+//! The NATS bridge against a real nats-server: remote actors used like local ones.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use reflow_network::actor::{FnActor, ProbeActor, ProbeMessage};
+use reflow_network::components::Passthrough;
+use reflow_network::distributed_network::{
+    ConflictResolutionStrategy, DistributedConfig, DistributedNetwork,
+};
+use reflow_network::events::{Direction, NetworkEvent};
+use reflow_network::local_server::NatsServer;
+use reflow_network::network::{Connector, NetworkConfig};
+use reflow_network::{ErrorKind, Message};
+use tokio::sync::mpsc;
+
+fn config(url: &str, network: &str, instance: &str) -> DistributedConfig {
+    DistributedConfig {
+        network_id: network.into(),
+        instance_id: instance.into(),
+        discovery_endpoints: vec![url.into()],
+        heartbeat_interval_ms: 1_000,
+        ..DistributedConfig::default()
+    }
+}
+
+async fn started(config: DistributedConfig) -> DistributedNetwork {
+    let mut network = DistributedNetwork::new(config).await.unwrap();
+    network.start().await.unwrap();
+    network
+}
+
+fn doubler() -> FnActor {
+    FnActor::map("in", "out", |m| {
+        Message::Integer(m.as_integer().unwrap_or(-1) * 2)
+    })
+}
+
+/// Adds a probe node `id` to `network` and returns what it receives.
+fn probe(network: &DistributedNetwork, id: &str) -> mpsc::Receiver<ProbeMessage> {
+    let (probe, seen) = ProbeActor::channel(20_000);
+    network.register_local_actor(id, probe, None).unwrap();
+    seen
+}
+
+async fn recv_n(seen: &mut mpsc::Receiver<ProbeMessage>, n: usize, what: &str) -> Vec<Message> {
+    let mut out = Vec::with_capacity(n);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, seen.recv()).await {
+            Ok(Some(m)) => out.push(m.message),
+            _ => panic!("{what}: got {} of {n} messages", out.len()),
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_network_pipeline_carries_10k_messages_in_order() {
+    let server = NatsServer::start().await.unwrap();
+    let mut b = DistributedNetwork::new(config(&server.url(), "B", "b1"))
+        .await
+        .unwrap();
+    b.register_local_actor("double", doubler(), None).unwrap();
+    b.start().await.unwrap();
+
+    let mut a = DistributedNetwork::new(config(&server.url(), "A", "a1"))
+        .await
+        .unwrap();
+    a.register_local_actor("source", Passthrough, None).unwrap();
+    let mut seen = probe(&a, "sink");
+    a.start().await.unwrap();
+    a.connect_to_network("B").await.unwrap();
+    let alias = a.register_remote_actor("double", "B").await.unwrap();
+    assert_eq!(alias, "double@B");
+    let input = {
+        let local = a.get_local_network();
+        let mut local = local.write();
+        local
+            .add_connection(Connector::new("source", "out", &alias, "in"))
+            .unwrap();
+        local
+            .add_connection(Connector::new(&alias, "out", "sink", "in"))
+            .unwrap();
+        local.inlet("source", "in").unwrap()
+    };
+    let feeder = tokio::spawn(async move {
+        for i in 0..10_000i64 {
+            input.send(Message::Integer(i)).await.unwrap();
+        }
+    });
+    let got = recv_n(&mut seen, 10_000, "pipeline").await;
+    feeder.await.unwrap();
+    let expected: Vec<Message> = (0..10_000i64).map(|i| Message::Integer(i * 2)).collect();
+    assert!(got == expected, "outputs out of order or altered");
+    assert_eq!(b.stats().messages_in, 10_000);
+    assert_eq!(b.stats().returns_out, 10_000);
+    assert_eq!(a.stats().returns_in, 10_000);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_subscriber_sees_traffic_on_network_actor_port_subject() {
+    let server = NatsServer::start().await.unwrap();
+    let raw = async_nats::connect(server.url()).await.unwrap();
+    let mut tap = raw.subscribe("B.double.in").await.unwrap();
+    raw.flush().await.unwrap();
+
+    let mut b = DistributedNetwork::new(config(&server.url(), "B", "b1"))
+        .await
+        .unwrap();
+    b.register_local_actor("double", doubler(), None).unwrap();
+    b.start().await.unwrap();
+    let a = started(config(&server.url(), "A", "a1")).await;
+    a.connect_to_network("B").await.unwrap();
+    for i in 0..5i64 {
+        a.send_to_remote_actor("B", "double", "in", Message::Integer(i))
+            .await
+            .unwrap();
+    }
+    for i in 0..5i64 {
+        let msg = tokio::time::timeout(Duration::from_secs(5), tap.next())
+            .await
+            .expect("raw subscriber saw nothing")
+            .unwrap();
+        assert_eq!(msg.subject.as_str(), "B.double.in");
+        let envelope = reflow_network::message::Envelope::decode(&msg.payload).unwrap();
+        assert_eq!(envelope.network, "A");
+        assert_eq!(envelope.message, Message::Integer(i));
+    }
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn star_topology_each_spoke_uses_the_hub_actor_and_gets_its_own_results() {
+    let server = NatsServer::start().await.unwrap();
+    let mut hub = DistributedNetwork::new(config(&server.url(), "central_hub", "hub1"))
+        .await
+        .unwrap();
+    hub.register_local_actor("double", doubler(), None).unwrap();
+    hub.start().await.unwrap();
+
+    let mut spokes = Vec::new();
+    for (n, name) in ["data_processor", "ml_trainer", "analytics"]
+        .into_iter()
+        .enumerate()
+    {
+        let spoke = DistributedNetwork::new(config(&server.url(), name, "s1"))
+            .await
+            .unwrap();
+        let seen = probe(&spoke, "results");
+        let mut spoke = spoke;
+        spoke.start().await.unwrap();
+        spoke.connect_to_network("central_hub").await.unwrap();
+        let alias = spoke
+            .register_remote_actor("double", "central_hub")
+            .await
+            .unwrap();
+        let inlet = {
+            let local = spoke.get_local_network();
+            let mut local = local.write();
+            local
+                .add_connection(Connector::new(&alias, "out", "results", "in"))
+                .unwrap();
+            local.inlet(&alias, "in").unwrap()
+        };
+        spokes.push((spoke, seen, inlet, (n as i64 + 1) * 1_000));
+    }
+    for (_, _, inlet, base) in &spokes {
+        for i in 0..100 {
+            inlet.send(Message::Integer(base + i)).await.unwrap();
+        }
+    }
+    for (spoke, seen, _, base) in &mut spokes {
+        let got = recv_n(seen, 100, "spoke results").await;
+        let expected: Vec<Message> = (0..100)
+            .map(|i| Message::Integer((*base + i) * 2))
+            .collect();
+        assert_eq!(
+            got,
+            expected,
+            "spoke {} got another spoke's results",
+            spoke.get_config().network_id
+        );
+        assert!(
+            seen.try_recv().is_err(),
+            "spoke received more than its own results"
+        );
+    }
+    let inbound = hub.get_active_connections().await.unwrap();
+    assert_eq!(
+        inbound
+            .iter()
+            .filter(|c| c.direction == Direction::Inbound)
+            .count(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dotted_network_ids_never_receive_each_others_traffic() {
+    let server = NatsServer::start().await.unwrap();
+    let ml = DistributedNetwork::new(config(&server.url(), "prod.ml", "i1"))
+        .await
+        .unwrap();
+    let mut ml_seen = probe(&ml, "sink");
+    let training = DistributedNetwork::new(config(&server.url(), "prod.ml.training", "i1"))
+        .await
+        .unwrap();
+    let mut training_seen = probe(&training, "sink");
+    let (mut ml, mut training) = (ml, training);
+    ml.start().await.unwrap();
+    training.start().await.unwrap();
+    let client = started(config(&server.url(), "client", "c1")).await;
+    client.connect_to_network("prod.ml").await.unwrap();
+    client.connect_to_network("prod.ml.training").await.unwrap();
+    for i in 0..50i64 {
+        client
+            .send_to_remote_actor("prod.ml", "sink", "in", Message::Integer(i))
+            .await
+            .unwrap();
+        client
+            .send_to_remote_actor(
+                "prod.ml.training",
+                "sink",
+                "in",
+                Message::Integer(1_000 + i),
+            )
+            .await
+            .unwrap();
+    }
+    let ml_got = recv_n(&mut ml_seen, 50, "prod.ml").await;
+    let training_got = recv_n(&mut training_seen, 50, "prod.ml.training").await;
+    assert_eq!(ml_got, (0..50).map(Message::Integer).collect::<Vec<_>>());
+    assert_eq!(
+        training_got,
+        (1_000..1_050).map(Message::Integer).collect::<Vec<_>>()
+    );
+    // Confirmed sends were accepted before returning, so nothing else can be on its way.
+    assert!(ml_seen.try_recv().is_err() && training_seen.try_recv().is_err());
+    assert_eq!(ml.stats().rejected_in + training.stats().rejected_in, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_of_one_network_share_the_load_without_duplicates_or_losses() {
+    let server = NatsServer::start().await.unwrap();
+    let (tx, mut all) = mpsc::channel::<(usize, i64)>(4_000);
+    let mut workers = Vec::new();
+    for n in 0..3 {
+        let tx = tx.clone();
+        let worker = DistributedNetwork::new(config(&server.url(), "workers", &format!("w{n}")))
+            .await
+            .unwrap();
+        let actor = FnActor::new(["in"], Vec::<String>::new(), move |_port, m| {
+            tx.try_send((n, m.as_integer().unwrap()))
+                .expect("room for every message");
+            Ok(vec![])
+        });
+        worker.register_local_actor("work", actor, None).unwrap();
+        let mut worker = worker;
+        worker.start().await.unwrap();
+        workers.push(worker);
+    }
+    drop(tx);
+    let client = started(config(&server.url(), "client", "c1")).await;
+    client.connect_to_network("workers").await.unwrap();
+    let alias = client
+        .register_remote_actor("work", "workers")
+        .await
+        .unwrap();
+    let inlet = client
+        .get_local_network()
+        .read()
+        .inlet(&alias, "in")
+        .unwrap();
+    for i in 0..3_000i64 {
+        inlet.send(Message::Integer(i)).await.unwrap();
+    }
+    let mut per_instance: HashMap<usize, usize> = HashMap::new();
+    let mut values = BTreeSet::new();
+    let mut duplicates = 0;
+    while values.len() < 3_000 {
+        let (n, v) = tokio::time::timeout(Duration::from_secs(20), all.recv())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of 3000 arrived", values.len()))
+            .unwrap();
+        *per_instance.entry(n).or_default() += 1;
+        if !values.insert(v) {
+            duplicates += 1;
+        }
+    }
+    assert_eq!(duplicates, 0);
+    assert_eq!(values, (0..3_000).collect::<BTreeSet<_>>());
+    assert_eq!(
+        per_instance.len(),
+        3,
+        "every instance takes a share: {per_instance:?}"
+    );
+    for worker in &mut workers {
+        worker.shutdown().await.unwrap();
+    }
+    assert!(all.try_recv().is_err(), "a message arrived twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_is_refused_with_authentication_failed() {
+    let server = NatsServer::start().await.unwrap();
+    let b = started(DistributedConfig {
+        auth_token: Some("right".into()),
+        ..config(&server.url(), "B", "b1")
+    })
+    .await;
+    let mut b_events = b.events();
+    let a = started(DistributedConfig {
+        auth_token: Some("wrong".into()),
+        ..config(&server.url(), "A", "a1")
+    })
+    .await;
+    let err = a.connect_to_network("B").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AuthenticationFailed, "{err}");
+    assert!(err.to_string().contains("Authentication failed"), "{err}");
+    assert!(!a.is_network_connected("B").await);
+    let refused = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(event) = b_events.next().await {
+            if let NetworkEvent::PeerRefused { peer, reason } = event {
+                return (peer, reason);
+            }
+        }
+        panic!("event stream ended");
+    })
+    .await
+    .expect("B reported no refusal");
+    assert_eq!(refused.0, "A");
+    assert!(refused.1.contains("Authentication failed"));
+
+    let mut good = started(DistributedConfig {
+        auth_token: Some("right".into()),
+        ..config(&server.url(), "C", "c1")
+    })
+    .await;
+    good.connect_to_network("B").await.unwrap();
+    assert!(good.is_network_connected("B").await);
+    good.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_past_max_connections_is_refused_saying_so() {
+    let server = NatsServer::start().await.unwrap();
+    let _b = started(DistributedConfig {
+        max_connections: 1,
+        ..config(&server.url(), "B", "b1")
+    })
+    .await;
+    let first = started(config(&server.url(), "A1", "i")).await;
+    first.connect_to_network("B").await.unwrap();
+    let second = started(config(&server.url(), "A2", "i")).await;
+    let err = second.connect_to_network("B").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::MaxConnections, "{err}");
+    assert!(err.to_string().contains("max connections"), "{err}");
+    assert!(err.to_string().contains("max_connections = 1"), "{err}");
+    // Reconnecting the one already counted is not a new connection.
+    first.disconnect_from_network("B").await.unwrap();
+    common::wait_for("B to release A1's slot", Duration::from_secs(5), || async {
+        second.connect_to_network("B").await.is_ok()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflict_strategies_do_what_their_names_say() {
+    use ConflictResolutionStrategy as S;
+    let server = NatsServer::start().await.unwrap();
+    let mut b = DistributedNetwork::new(config(&server.url(), "B", "b1"))
+        .await
+        .unwrap();
+    b.register_local_actor("echo", Passthrough, None).unwrap();
+    b.start().await.unwrap();
+    let a = started(config(&server.url(), "A", "a1")).await;
+    a.connect_to_network("B").await.unwrap();
+
+    assert_eq!(
+        a.register_remote_actor("echo", "B").await.unwrap(),
+        "echo@B"
+    );
+    let err = a.register_remote_actor("echo", "B").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NameConflict);
+    assert!(
+        err.to_string().contains("Name conflict") && err.to_string().contains("echo@B"),
+        "{err}"
+    );
+    let err = a
+        .register_remote_actor_with_strategy("echo", "B", S::Fail)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NameConflict);
+
+    assert_eq!(
+        a.register_remote_actor_with_strategy("echo", "B", S::AutoAlias)
+            .await
+            .unwrap(),
+        "echo@B-2"
+    );
+    assert_eq!(
+        a.register_remote_actor_with_strategy("echo", "B", S::AutoAlias)
+            .await
+            .unwrap(),
+        "echo@B-3"
+    );
+    assert_eq!(
+        a.register_remote_actor_with_strategy("echo", "B", S::NetworkPrefix)
+            .await
+            .unwrap(),
+        "B_echo"
+    );
+    assert_eq!(
+        a.register_remote_actor_with_strategy("echo", "B", S::FullyQualified)
+            .await
+            .unwrap(),
+        "B::echo"
+    );
+    assert_eq!(
+        a.register_remote_actor_with_alias("mine", "echo", "B")
+            .await
+            .unwrap(),
+        "mine"
+    );
+    let err = a
+        .register_remote_actor_with_strategy("echo", "B", S::ManualAlias("mine".into()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NameConflict);
+
+    // A local node's name is taken too.
+    a.register_local_actor("local_echo", Passthrough, None)
+        .unwrap();
+    let err = a
+        .register_remote_actor_with_alias("local_echo", "echo", "B")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NameConflict);
+
+    let mut listed: Vec<String> = a
+        .list_registered_remote_actors()
+        .await
+        .into_iter()
+        .map(|r| r.alias)
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            "B::echo", "B_echo", "echo@B", "echo@B-2", "echo@B-3", "mine"
+        ]
+    );
+    for alias in &listed {
+        assert!(
+            a.get_local_network().read().has_actor(alias),
+            "{alias} is a node"
+        );
+    }
+    a.unregister_remote_actor("mine").await.unwrap();
+    assert!(!a.get_local_network().read().has_actor("mine"));
+    assert_eq!(a.unregister_all_from_network("B").await.unwrap(), 5);
+    assert!(a.list_registered_remote_actors().await.is_empty());
+    let err = a.register_remote_actor("nope", "B").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ActorNotFound, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_sends_fail_with_the_promised_phrases() {
+    let server = NatsServer::start().await.unwrap();
+    let blocked = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let stuck = Stuck(blocked.clone());
+    let mut b = DistributedNetwork::new(DistributedConfig {
+        local_network_config: NetworkConfig {
+            inbox_capacity: 1,
+            ..NetworkConfig::default()
+        },
+        ..config(&server.url(), "B", "b1")
+    })
+    .await
+    .unwrap();
+    b.register_local_actor("stuck", stuck, None).unwrap();
+    b.start().await.unwrap();
+    let a = started(DistributedConfig {
+        local_network_config: NetworkConfig {
+            request_timeout_ms: 300,
+            ..NetworkConfig::default()
+        },
+        ..config(&server.url(), "A", "a1")
+    })
+    .await;
+
+    let err = a
+        .send_to_remote_actor("B", "stuck", "in", Message::Flow)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Network not connected"), "{err}");
+
+    let started_at = Instant::now();
+    let err = a.connect_to_network("ghost").await.unwrap_err();
+    assert!(err.to_string().contains("Network disconnected"), "{err}");
+    let err = a.ping_network("ghost").await.unwrap_err();
+    assert!(err.to_string().contains("Network disconnected"), "{err}");
+    assert!(
+        started_at.elapsed() < Duration::from_secs(2),
+        "no-responders must answer quickly"
+    );
+
+    a.connect_to_network("B").await.unwrap();
+    assert!(a.ping_network("B").await.unwrap() < Duration::from_secs(2));
+    let err = a
+        .send_to_remote_actor("B", "nobody", "in", Message::Flow)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Actor not found"), "{err}");
+    assert!(err.to_string().contains("nobody"), "{err}");
+    let err = a
+        .send_to_remote_actor("B", "stuck", "nope", Message::Flow)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PortNotFound, "{err}");
+
+    // The actor holds one message, its inbox one more; the third cannot be accepted.
+    a.send_to_remote_actor("B", "stuck", "in", Message::Integer(1))
+        .await
+        .unwrap();
+    a.send_to_remote_actor("B", "stuck", "in", Message::Integer(2))
+        .await
+        .unwrap();
+    let err = a
+        .send_to_remote_actor("B", "stuck", "in", Message::Integer(3))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("Timeout"), "{err}");
+    blocked.add_permits(10);
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_see_connect_and_disconnect_events_and_listings() {
+    let server = NatsServer::start().await.unwrap();
+    let b = started(config(&server.url(), "B", "b1")).await;
+    let mut b_events = b.events();
+    let a = started(config(&server.url(), "A", "a1")).await;
+    let mut a_events = a.events();
+    a.connect_to_network("B").await.unwrap();
+    assert_eq!(a.get_connected_networks().await, ["B"]);
+    assert!(a.is_network_connected("B").await);
+    let connections = b.get_active_connections().await.unwrap();
+    assert_eq!(connections.len(), 1);
+    assert_eq!(
+        (connections[0].network.as_str(), connections[0].direction),
+        ("A", Direction::Inbound)
+    );
+    assert!(matches!(
+        next(&mut a_events).await,
+        NetworkEvent::PeerConnected {
+            direction: Direction::Outbound,
+            ..
+        }
+    ));
+    assert!(matches!(
+        next(&mut b_events).await,
+        NetworkEvent::PeerConnected {
+            direction: Direction::Inbound,
+            ..
+        }
+    ));
+    a.disconnect_from_network("B").await.unwrap();
+    assert!(matches!(
+        next(&mut a_events).await,
+        NetworkEvent::PeerDisconnected { .. }
+    ));
+    assert!(matches!(
+        next(&mut b_events).await,
+        NetworkEvent::PeerDisconnected { .. }
+    ));
+    assert!(!a.is_network_connected("B").await);
+    let err = a.disconnect_from_network("B").await.unwrap_err();
+    assert!(err.to_string().contains("Network not connected"), "{err}");
+}
+
+async fn next(events: &mut reflow_network::events::EventStream) -> NetworkEvent {
+    tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("no event within 5 s")
+        .expect("event stream ended")
+}
+
+/// An actor that holds each message until the test lets it go.
+#[derive(Clone)]
+struct Stuck(std::sync::Arc<tokio::sync::Semaphore>);
+
+#[async_trait::async_trait]
+impl reflow_network::actor::Actor for Stuck {
+    fn inports(&self) -> Vec<String> {
+        vec!["in".into()]
+    }
+    fn outports(&self) -> Vec<String> {
+        vec![]
+    }
+    async fn handle(
+        &mut self,
+        _ctx: &mut reflow_network::actor::ActorContext,
+        _port: &str,
+        _message: Message,
+    ) -> reflow_network::Result<()> {
+        let _permit = self.0.acquire().await;
+        Ok(())
+    }
+}
