@@ -615,3 +615,183 @@ impl reflow_network::actor::Actor for Stuck {
         Ok(())
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_shrinks_large_envelopes_on_the_wire_and_round_trips() {
+    let server = NatsServer::start().await.unwrap();
+    let raw = async_nats::connect(server.url()).await.unwrap();
+    let mut tap = raw.subscribe("B.sink.in").await.unwrap();
+    raw.flush().await.unwrap();
+    let b = DistributedNetwork::new(config(&server.url(), "B", "b1"))
+        .await
+        .unwrap();
+    let mut seen = probe(&b, "sink");
+    let mut b = b;
+    b.start().await.unwrap();
+    let a = started(DistributedConfig {
+        local_network_config: NetworkConfig {
+            enable_compression: true,
+            compression_threshold: 256,
+            ..NetworkConfig::default()
+        },
+        ..config(&server.url(), "A", "a1")
+    })
+    .await;
+    a.connect_to_network("B").await.unwrap();
+    let text = "reflow ".repeat(2_000);
+    a.send_to_remote_actor("B", "sink", "in", Message::from(text.as_str()))
+        .await
+        .unwrap();
+    a.send_to_remote_actor("B", "sink", "in", Message::from("tiny"))
+        .await
+        .unwrap();
+    let got = recv_n(&mut seen, 2, "compressed messages").await;
+    assert_eq!(got, [Message::from(text.as_str()), Message::from("tiny")]);
+    let big = tap.next().await.unwrap();
+    assert_eq!(big.payload[0], reflow_network::message::COMPRESSED_MARKER);
+    assert!(
+        big.payload.len() < text.len() / 4,
+        "{} bytes on the wire",
+        big.payload.len()
+    );
+    let small = tap.next().await.unwrap();
+    assert_ne!(small.payload[0], reflow_network::message::COMPRESSED_MARKER);
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_max_payload_is_refused_naming_both_sizes() {
+    let server = NatsServer::start().await.unwrap();
+    let b = DistributedNetwork::new(config(&server.url(), "B", "b1"))
+        .await
+        .unwrap();
+    let _seen = probe(&b, "sink");
+    let mut b = b;
+    b.start().await.unwrap();
+    let a = started(config(&server.url(), "A", "a1")).await;
+    a.connect_to_network("B").await.unwrap();
+    let huge = Message::Bytes(vec![7u8; 2 * 1024 * 1024].into());
+    let err = a
+        .send_to_remote_actor("B", "sink", "in", huge)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PayloadTooLarge, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("1048576"), "names the server's limit: {text}");
+    assert!(text.contains("2097"), "names the message size: {text}");
+    // The network keeps serving.
+    a.send_to_remote_actor("B", "sink", "in", Message::Flow)
+        .await
+        .unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_mid_run_reconnects_and_no_confirmed_send_lies() {
+    let mut server = NatsServer::start().await.unwrap();
+    let b = DistributedNetwork::new(config(&server.url(), "B", "b1"))
+        .await
+        .unwrap();
+    let mut seen = probe(&b, "sink");
+    let mut b = b;
+    b.start().await.unwrap();
+    let a = std::sync::Arc::new(
+        started(DistributedConfig {
+            local_network_config: NetworkConfig {
+                request_timeout_ms: 500,
+                ..NetworkConfig::default()
+            },
+            ..config(&server.url(), "A", "a1")
+        })
+        .await,
+    );
+    let mut a_events = a.events();
+    let mut b_events = b.events();
+    a.connect_to_network("B").await.unwrap();
+    a.send_to_remote_actor("B", "sink", "in", Message::Integer(-1))
+        .await
+        .unwrap();
+
+    // Confirmed sends keep going while the broker dies and comes back.
+    let sender = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let mut confirmed = Vec::new();
+            let mut failed = 0;
+            for i in 0..400i64 {
+                match a
+                    .send_to_remote_actor("B", "sink", "in", Message::Integer(i))
+                    .await
+                {
+                    Ok(()) => confirmed.push(i),
+                    Err(err) => {
+                        assert!(
+                            matches!(
+                                err.kind(),
+                                ErrorKind::Timeout
+                                    | ErrorKind::NetworkDisconnected
+                                    | ErrorKind::Broker
+                            ),
+                            "unexpected error: {err}"
+                        );
+                        failed += 1;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            (confirmed, failed)
+        })
+    };
+    common::wait_for(
+        "some sends before the kill",
+        Duration::from_secs(10),
+        || async { b.stats().messages_in > 50 },
+    )
+    .await;
+    server.kill().unwrap();
+    wait_event(&mut a_events, |e| matches!(e, NetworkEvent::BrokerLost)).await;
+    wait_event(&mut b_events, |e| matches!(e, NetworkEvent::BrokerLost)).await;
+    server.restart().await.unwrap();
+    wait_event(&mut a_events, |e| matches!(e, NetworkEvent::BrokerRegained)).await;
+    wait_event(&mut b_events, |e| matches!(e, NetworkEvent::BrokerRegained)).await;
+
+    let (confirmed, failed) = sender.await.unwrap();
+    println!(
+        "{} confirmed, {failed} failed across the restart",
+        confirmed.len()
+    );
+    // Traffic resumes: a send after the restart is confirmed.
+    common::wait_for(
+        "a confirmed send after the restart",
+        Duration::from_secs(10),
+        || async {
+            a.send_to_remote_actor("B", "sink", "in", Message::Integer(10_000))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    let mut received = BTreeSet::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), seen.recv()).await {
+        received.insert(m.message.as_integer().unwrap());
+    }
+    assert!(received.contains(&10_000));
+    let lied: Vec<_> = confirmed.iter().filter(|i| !received.contains(i)).collect();
+    assert!(lied.is_empty(), "confirmed but never delivered: {lied:?}");
+    b.shutdown().await.unwrap();
+}
+
+async fn wait_event(
+    events: &mut reflow_network::events::EventStream,
+    want: fn(&NetworkEvent) -> bool,
+) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(event) = events.recv().await {
+            if want(&event) {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("event did not arrive")
+}

@@ -15,10 +15,35 @@ use tokio_util::sync::CancellationToken;
 
 use super::Bridge;
 use super::proxy::{Egress, Subscriber};
+use super::sequence::SeenWindow;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Envelope;
 use crate::network::{Connector, Inlet, Outlet};
 use crate::subject::parse_data_subject;
+
+/// What one dispatcher remembers between messages.
+#[derive(Default)]
+pub(crate) struct DispatchState {
+    inlets: HashMap<(String, String), Inlet>,
+    seen: Senders,
+}
+
+/// The sequence windows of every sender this dispatcher has heard from.
+#[derive(Default)]
+pub(crate) struct Senders {
+    windows: HashMap<(String, String), SeenWindow>,
+}
+
+impl Senders {
+    fn first_time(&mut self, envelope: &Envelope) -> bool {
+        // Look up by borrowed keys first; allocate only for a new sender.
+        let key = (envelope.network.clone(), envelope.instance.clone());
+        self.windows
+            .entry(key)
+            .or_default()
+            .first_time(envelope.seq)
+    }
+}
 
 /// The subject prefix of this instance's return traffic.
 pub(crate) fn return_prefix(network: &str, instance: &str) -> String {
@@ -60,7 +85,7 @@ pub(crate) async fn run_data(
     mut subscriber: async_nats::Subscriber,
     drain: CancellationToken,
 ) {
-    let mut inlets: HashMap<(String, String), Inlet> = HashMap::new();
+    let mut state = DispatchState::default();
     let mut draining = false;
     loop {
         let message = if draining {
@@ -82,7 +107,14 @@ pub(crate) async fn run_data(
         let Some(bridge) = bridge.upgrade() else {
             break;
         };
-        let result = bridge.deliver_data(&message, &mut inlets).await;
+        let result = bridge
+            .deliver_data(
+                &message.subject,
+                &message.payload,
+                message.reply.is_some(),
+                &mut state,
+            )
+            .await;
         match (&message.reply, result) {
             (Some(reply), result) => {
                 // A confirmed send: the empty reply means accepted.
@@ -109,6 +141,7 @@ pub(crate) async fn run_returns(
     cancel: CancellationToken,
 ) {
     let mut outlets: HashMap<String, Outlet> = HashMap::new();
+    let mut seen = Senders::default();
     loop {
         let message = tokio::select! {
             message = subscriber.next() => message,
@@ -118,7 +151,10 @@ pub(crate) async fn run_returns(
         let Some(bridge) = bridge.upgrade() else {
             break;
         };
-        if let Err(err) = bridge.deliver_return(&message, &mut outlets).await {
+        if let Err(err) = bridge
+            .deliver_return(&message, &mut outlets, &mut seen)
+            .await
+        {
             tracing::warn!(subject = %message.subject, error = %err, "returned output refused");
         }
     }
@@ -130,21 +166,28 @@ impl Bridge {
         err
     }
 
-    async fn deliver_data(
+    /// Puts one inbound envelope into its actor's in-port. Streamed envelopes (those
+    /// without a reply) are checked against the sender's sequence, so one sent again
+    /// after a switch of road is delivered once.
+    pub(crate) async fn deliver_data(
         &self,
-        message: &async_nats::Message,
-        inlets: &mut HashMap<(String, String), Inlet>,
+        subject: &str,
+        payload: &[u8],
+        confirmed: bool,
+        state: &mut DispatchState,
     ) -> Result<()> {
-        let Some((actor, port)) = parse_data_subject(&self.network_id, &message.subject) else {
+        let Some((actor, port)) = parse_data_subject(&self.network_id, subject) else {
             return Err(self.reject(Error::new(
                 ErrorKind::Protocol,
-                format!(
-                    "{:?} is not a data subject of this network",
-                    message.subject.as_str()
-                ),
+                format!("{subject:?} is not a data subject of this network"),
             )));
         };
-        let envelope = Envelope::decode(&message.payload).map_err(|e| self.reject(e))?;
+        let envelope = Envelope::decode(payload).map_err(|e| self.reject(e))?;
+        if !confirmed && !state.seen.first_time(&envelope) {
+            self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let inlets = &mut state.inlets;
         if actor.starts_with('_') || self.registry.lock().contains(actor) {
             return Err(self.reject(self.no_actor(actor)));
         }
@@ -224,7 +267,6 @@ impl Bridge {
             actor: actor.into(),
             outports: outports.clone(),
             subscribers: subscribers.clone(),
-            seq: Default::default(),
         };
         local.add_bridge_node(
             &node_id,
@@ -258,6 +300,7 @@ impl Bridge {
         &self,
         message: &async_nats::Message,
         outlets: &mut HashMap<String, Outlet>,
+        seen: &mut Senders,
     ) -> Result<()> {
         let prefix = super::inbound::return_prefix(&self.network_id, &self.instance_id);
         let rest = message
@@ -273,6 +316,10 @@ impl Bridge {
             })?;
         let (token, port) = rest;
         let envelope = Envelope::decode(&message.payload)?;
+        if !seen.first_time(&envelope) {
+            self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         let outlet = match outlets.get(token) {
             Some(outlet) => outlet.clone(),
             None => {

@@ -19,6 +19,7 @@ mod peers;
 pub(crate) mod proxy;
 pub(crate) mod registry;
 mod remote;
+mod sequence;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +36,7 @@ use tokio_util::task::TaskTracker;
 pub(crate) use peers::Peers;
 use proxy::Subscribers;
 use registry::Registry;
+use sequence::Outbox;
 
 use crate::distributed_network::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -42,7 +44,8 @@ use crate::events::EventSender;
 use crate::message::{Envelope, Message};
 use crate::network::Network;
 use crate::subject::control_subject;
-use crate::transport::nats::{BrokerState, publish_error};
+use crate::transport::Transport;
+use crate::transport::nats::{BrokerState, NatsTransport};
 
 /// Counters of the bridge's traffic, for monitoring.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -57,6 +60,8 @@ pub struct BridgeStats {
     pub returns_in: u64,
     /// Inbound envelopes refused: undecodable, or for an unknown actor or port.
     pub rejected_in: u64,
+    /// Inbound envelopes dropped as repeats (sent again after a switch of road).
+    pub duplicates_in: u64,
     /// Messages the NATS client dropped because a subscription's buffer was full.
     pub slow_consumer_drops: u64,
 }
@@ -68,6 +73,7 @@ struct Counters {
     returns_out: AtomicU64,
     returns_in: AtomicU64,
     rejected_in: AtomicU64,
+    duplicates_in: AtomicU64,
 }
 
 /// The running core of a distributed network.
@@ -78,6 +84,7 @@ pub(crate) struct Bridge {
     pub(crate) config: DistributedConfig,
     pub(crate) local: Arc<RwLock<Network>>,
     pub(crate) client: Client,
+    pub(crate) nats: NatsTransport,
     pub(crate) broker: Arc<BrokerState>,
     pub(crate) events: EventSender,
     pub(crate) registry: Mutex<Registry>,
@@ -89,6 +96,10 @@ pub(crate) struct Bridge {
     pub(crate) request_timeout: Duration,
     counters: Counters,
     confirmed_seq: AtomicU64,
+    /// Streams to other networks, by network id.
+    outboxes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Outbox>>>>,
+    /// The first number of every stream: this instance's start in microseconds.
+    first_seq: u64,
     tracker: TaskTracker,
     /// Stops the control and return tasks.
     cancel: CancellationToken,
@@ -115,6 +126,9 @@ impl Bridge {
             request_timeout: Duration::from_millis(net.request_timeout_ms),
             config,
             local,
+            nats: NatsTransport {
+                client: client.clone(),
+            },
             client,
             broker,
             events,
@@ -124,6 +138,11 @@ impl Bridge {
             accepting: AtomicBool::new(true),
             counters: Counters::default(),
             confirmed_seq: AtomicU64::new(0),
+            outboxes: Mutex::new(HashMap::new()),
+            first_seq: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros() as u64)
+                .unwrap_or(1),
             tracker: TaskTracker::new(),
             cancel: CancellationToken::new(),
             drain: CancellationToken::new(),
@@ -163,39 +182,58 @@ impl Bridge {
         Envelope::new(&self.network_id, &self.instance_id, seq, message)
     }
 
-    /// Streams an envelope to `subject` on `network`; waits while the client's outbound
-    /// buffer is full.
+    /// Streams an envelope to `subject` on `network`, numbered in this instance's stream
+    /// to that network; waits while the road's outbound buffer is full.
     pub(crate) async fn publish_envelope(
         &self,
         network: &str,
         subject: String,
-        envelope: &Envelope,
+        envelope: Envelope,
     ) -> Result<()> {
-        let payload = envelope.encode(self.compress_above)?;
-        self.publish(network, subject, payload).await?;
+        self.stream(network, subject, envelope).await?;
         self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Returns an output, already encoded, to a proxy on `network`.
+    /// Returns an output of a local actor to a proxy on `network`.
     pub(crate) async fn publish_return(
         &self,
         network: &str,
         subject: String,
-        payload: Bytes,
+        envelope: Envelope,
     ) -> Result<()> {
-        self.publish(network, subject, payload).await?;
+        self.stream(network, subject, envelope).await?;
         self.counters.returns_out.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    async fn publish(&self, _network: &str, subject: String, payload: Bytes) -> Result<()> {
-        // A Subject clone is a reference count, kept only to name the subject on failure.
+    fn outbox(&self, network: &str) -> Arc<tokio::sync::Mutex<Outbox>> {
+        let mut outboxes = self.outboxes.lock();
+        if let Some(outbox) = outboxes.get(network) {
+            return outbox.clone();
+        }
+        let outbox = Arc::new(tokio::sync::Mutex::new(Outbox::new(
+            self.first_seq,
+            self.config.local_network_config.max_buffer_size,
+        )));
+        outboxes.insert(network.to_string(), outbox.clone());
+        outbox
+    }
+
+    async fn stream(&self, network: &str, subject: String, mut envelope: Envelope) -> Result<()> {
+        let outbox = self.outbox(network);
+        // Held across the send: numbering and sending in one step keeps the order.
+        let mut outbox = outbox.lock().await;
+        envelope.seq = outbox.take_seq();
+        let payload = envelope.encode(self.compress_above)?;
         let subject = async_nats::Subject::from(subject);
-        self.client
-            .publish(subject.clone(), payload)
-            .await
-            .map_err(|e| publish_error(&subject, e))
+        self.publish(network, &subject, payload.clone()).await?;
+        outbox.keep(subject, payload);
+        Ok(())
+    }
+
+    async fn publish(&self, network: &str, subject: &str, payload: Bytes) -> Result<()> {
+        self.nats.publish(network, subject, payload).await
     }
 
     /// Sends a request and waits for its reply, mapping no-responders and timeouts to
@@ -206,14 +244,8 @@ impl Bridge {
         subject: String,
         payload: Bytes,
         timeout: Duration,
-    ) -> Result<async_nats::Message> {
-        let request = async_nats::Request::new()
-            .payload(payload)
-            .timeout(Some(timeout));
-        self.client
-            .send_request(subject.clone(), request)
-            .await
-            .map_err(|e| request_error(network, &subject, timeout, e))
+    ) -> Result<Bytes> {
+        self.nats.request(network, &subject, payload, timeout).await
     }
 
     /// A control request to `network` whose JSON reply is decoded.
@@ -232,7 +264,7 @@ impl Bridge {
                 self.request_timeout,
             )
             .await?;
-        crate::discovery::parse_reply(&format!("network {network:?}"), &reply.payload)
+        crate::discovery::parse_reply(&format!("network {network:?}"), &reply)
     }
 
     /// Measures a round trip to `network` (and `actor` on it, if given).
@@ -255,6 +287,7 @@ impl Bridge {
             returns_out: c.returns_out.load(Ordering::Relaxed),
             returns_in: c.returns_in.load(Ordering::Relaxed),
             rejected_in: c.rejected_in.load(Ordering::Relaxed),
+            duplicates_in: c.duplicates_in.load(Ordering::Relaxed),
             slow_consumer_drops: self.broker.slow_consumer_drops.load(Ordering::Relaxed),
         }
     }
@@ -289,47 +322,5 @@ impl Drop for Bridge {
     fn drop(&mut self) {
         self.cancel.cancel();
         self.drain.cancel();
-    }
-}
-
-fn request_error(
-    network: &str,
-    subject: &str,
-    timeout: Duration,
-    err: async_nats::RequestError,
-) -> Error {
-    use async_nats::RequestErrorKind as K;
-    match err.kind() {
-        K::NoResponders => Error::new(
-            ErrorKind::NetworkDisconnected,
-            format!(
-                "no instance of network {network:?} answers on {subject} \
-                 (is it running, on the same NATS server or cluster?)"
-            ),
-        ),
-        K::TimedOut => Error::timeout(
-            format!("request to network {network:?} on {subject}"),
-            timeout,
-        ),
-        K::MaxPayloadExceeded => Error::new(
-            ErrorKind::PayloadTooLarge,
-            format!("request to {subject}: {err} (the server's max_payload)"),
-        ),
-        K::InvalidSubject => Error::new(ErrorKind::InvalidName, format!("{subject:?}: {err}")),
-        K::Other => {
-            let text = err.to_string();
-            if text.contains("Payload size limit") {
-                Error::new(
-                    ErrorKind::PayloadTooLarge,
-                    format!("request to {subject}: {text}"),
-                )
-            } else {
-                Error::with_source(
-                    ErrorKind::Broker,
-                    format!("request to {subject} failed: {text}"),
-                    err,
-                )
-            }
-        }
     }
 }

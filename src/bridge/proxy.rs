@@ -8,7 +8,6 @@
 //! some proxy uses, and sends each output back to every proxy attached to it, which then
 //! emits it on its own out-port in the caller's graph.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
@@ -36,7 +35,6 @@ pub(crate) struct RemoteProxy {
     pub(crate) reply_to: Arc<str>,
     /// Subjects per in-port, built once.
     pub(crate) subjects: Arc<Vec<(String, String)>>,
-    pub(crate) seq: Arc<AtomicU64>,
 }
 
 impl RemoteProxy {
@@ -60,7 +58,6 @@ impl RemoteProxy {
             outports,
             reply_to: reply_to.into(),
             subjects: Arc::new(subjects),
-            seq: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -95,11 +92,10 @@ impl Actor for RemoteProxy {
             .find(|(p, _)| p == port)
             .map(|(_, s)| s.clone())
             .unwrap_or_else(|| data_subject(&self.network, &self.actor, port));
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let mut envelope = bridge.envelope(seq, message);
+        let mut envelope = bridge.envelope(0, message);
         envelope.reply_to = Some(self.reply_to.to_string());
         bridge
-            .publish_envelope(&self.network, subject, &envelope)
+            .publish_envelope(&self.network, subject, envelope)
             .await
     }
 }
@@ -123,7 +119,6 @@ pub(crate) struct Egress {
     pub(crate) actor: Arc<str>,
     pub(crate) outports: Vec<String>,
     pub(crate) subscribers: Subscribers,
-    pub(crate) seq: Arc<AtomicU64>,
 }
 
 #[async_trait]
@@ -161,13 +156,11 @@ impl Actor for Egress {
         if subscribers.is_empty() {
             return Ok(());
         }
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let envelope: Envelope = bridge.envelope(seq, message);
-        let payload = envelope.encode(bridge.compress_above)?;
+        let envelope: Envelope = bridge.envelope(0, message);
         for subscriber in subscribers {
             let subject = format!("{}.{port}", subscriber.reply_to);
             bridge
-                .publish_return(&subscriber.network, subject, payload.clone())
+                .publish_return(&subscriber.network, subject, envelope.clone())
                 .await?;
         }
         Ok(())

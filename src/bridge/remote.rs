@@ -264,10 +264,10 @@ impl Bridge {
                 self.request_timeout,
             )
             .await?;
-        if reply.payload.is_empty() {
+        if reply.is_empty() {
             self.count_out();
             return Ok(());
         }
-        crate::discovery::parse_reply::<()>(&format!("network {network:?}"), &reply.payload)
+        crate::discovery::parse_reply::<()>(&format!("network {network:?}"), &reply)
     }
 }

@@ -5,7 +5,8 @@ use std::process::Stdio;
 pub struct NatsServer {
     child: tokio::process::Child,
     port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    opts: ServerOptions,
 }
 #[derive(Default, Clone, Debug)]
 pub struct ServerOptions {
@@ -20,6 +21,9 @@ impl NatsServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
+        Self::spawn(o, dir, port).await
+    }
+    async fn spawn(o: ServerOptions, dir: tempfile::TempDir, port: u16) -> Result<Self> {
         let bin = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/target/nats-server/2.15.1/bin/nats-server"
@@ -51,7 +55,8 @@ impl NatsServer {
                 return Ok(NatsServer {
                     child,
                     port,
-                    _dir: dir,
+                    dir,
+                    opts: o,
                 });
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -64,7 +69,14 @@ impl NatsServer {
     pub fn port(&self) -> u16 {
         self.port
     }
-    pub fn kill(&mut self) {
+    pub fn kill(&mut self) -> Result<()> {
         let _ = self.child.start_kill();
+        Ok(())
+    }
+    pub async fn restart(&mut self) -> Result<()> {
+        let _ = self.child.kill().await;
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir()?);
+        *self = Self::spawn(self.opts.clone(), dir, self.port).await?;
+        Ok(())
     }
 }

@@ -6,7 +6,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, ServerAddr};
+use async_trait::async_trait;
+use bytes::Bytes;
 use tokio::sync::watch;
+
+use super::Transport;
+use crate::events::TransportKind;
 
 use crate::distributed_network::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -214,6 +219,86 @@ pub(crate) fn publish_error(subject: &str, err: async_nats::PublishError) -> Err
             format!("publish to {subject} failed: {text}"),
             err,
         )
+    }
+}
+
+/// The broker road: a thin layer over the NATS client that speaks in this library's
+/// errors.
+#[derive(Debug, Clone)]
+pub(crate) struct NatsTransport {
+    pub(crate) client: Client,
+}
+
+#[async_trait]
+impl Transport for NatsTransport {
+    fn kind(&self) -> TransportKind {
+        TransportKind::Nats
+    }
+
+    async fn publish(&self, _network: &str, subject: &str, payload: Bytes) -> Result<()> {
+        self.client
+            .publish(async_nats::Subject::from(subject), payload)
+            .await
+            .map_err(|e| publish_error(subject, e))
+    }
+
+    async fn request(
+        &self,
+        network: &str,
+        subject: &str,
+        payload: Bytes,
+        timeout: Duration,
+    ) -> Result<Bytes> {
+        let request = async_nats::Request::new()
+            .payload(payload)
+            .timeout(Some(timeout));
+        self.client
+            .send_request(async_nats::Subject::from(subject), request)
+            .await
+            .map(|reply| reply.payload)
+            .map_err(|e| request_error(network, subject, timeout, e))
+    }
+}
+
+fn request_error(
+    network: &str,
+    subject: &str,
+    timeout: Duration,
+    err: async_nats::RequestError,
+) -> Error {
+    use async_nats::RequestErrorKind as K;
+    match err.kind() {
+        K::NoResponders => Error::new(
+            ErrorKind::NetworkDisconnected,
+            format!(
+                "no instance of network {network:?} answers on {subject} \
+                 (is it running, on the same NATS server or cluster?)"
+            ),
+        ),
+        K::TimedOut => Error::timeout(
+            format!("request to network {network:?} on {subject}"),
+            timeout,
+        ),
+        K::MaxPayloadExceeded => Error::new(
+            ErrorKind::PayloadTooLarge,
+            format!("request to {subject}: {err} (the server's max_payload)"),
+        ),
+        K::InvalidSubject => Error::new(ErrorKind::InvalidName, format!("{subject:?}: {err}")),
+        K::Other => {
+            let text = err.to_string();
+            if text.contains("Payload size limit") {
+                Error::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!("request to {subject}: {text}"),
+                )
+            } else {
+                Error::with_source(
+                    ErrorKind::Broker,
+                    format!("request to {subject} failed: {text}"),
+                    err,
+                )
+            }
+        }
     }
 }
 
