@@ -24,22 +24,32 @@ use crate::subject::parse_data_subject;
 /// What one dispatcher remembers between messages.
 #[derive(Default)]
 pub(crate) struct DispatchState {
-    inlets: HashMap<(String, String), Inlet>,
+    /// Inlets by data subject, so the hot path needs no lock and no allocation.
+    inlets: HashMap<String, Inlet>,
     seen: Senders,
 }
 
 /// The sequence windows of every sender this dispatcher has heard from.
 #[derive(Default)]
 pub(crate) struct Senders {
-    windows: HashMap<(String, String), SeenWindow>,
+    /// By network, then instance.
+    windows: HashMap<String, HashMap<String, SeenWindow>>,
 }
 
 impl Senders {
     fn first_time(&mut self, envelope: &Envelope) -> bool {
         // Look up by borrowed keys first; allocate only for a new sender.
-        let key = (envelope.network.clone(), envelope.instance.clone());
+        if let Some(window) = self
+            .windows
+            .get_mut(envelope.network.as_str())
+            .and_then(|instances| instances.get_mut(envelope.instance.as_str()))
+        {
+            return window.first_time(envelope.seq);
+        }
         self.windows
-            .entry(key)
+            .entry(envelope.network.clone())
+            .or_default()
+            .entry(envelope.instance.clone())
             .or_default()
             .first_time(envelope.seq)
     }
@@ -188,9 +198,6 @@ impl Bridge {
             return Ok(());
         }
         let inlets = &mut state.inlets;
-        if actor.starts_with('_') || self.registry.lock().contains(actor) {
-            return Err(self.reject(self.no_actor(actor)));
-        }
         let origin = match &envelope.reply_to {
             Some(reply_to) => Some(
                 self.attach(actor, &envelope.network, reply_to)
@@ -198,17 +205,20 @@ impl Bridge {
             ),
             None => None,
         };
-        let key = (actor.to_string(), port.to_string());
-        let inlet = match inlets.get(&key) {
+        let inlet = match inlets.get(subject) {
             Some(inlet) => inlet.clone(),
             None => {
+                // Proxies and the bridge's own nodes are not for other networks to feed.
+                if actor.starts_with('_') || self.registry.lock().contains(actor) {
+                    return Err(self.reject(self.no_actor(actor)));
+                }
                 let inlet = self.local.read().inlet(actor, port).map_err(|e| {
                     self.reject(match e.kind() {
                         ErrorKind::ActorNotFound => self.no_actor(actor),
                         _ => e,
                     })
                 })?;
-                inlets.insert(key.clone(), inlet.clone());
+                inlets.insert(subject.to_string(), inlet.clone());
                 inlet
             }
         };
@@ -219,7 +229,7 @@ impl Bridge {
             }
             Err(err) => {
                 // The node may have been removed; look it up afresh next time.
-                inlets.remove(&key);
+                inlets.remove(subject);
                 Err(self.reject(err))
             }
         }
@@ -239,6 +249,9 @@ impl Bridge {
             && let Some(known) = subscribers.read().iter().find(|s| &*s.reply_to == reply_to)
         {
             return Ok(known.reply_to.clone());
+        }
+        if actor.starts_with('_') || self.registry.lock().contains(actor) {
+            return Err(self.no_actor(actor));
         }
         let subscriber = Subscriber {
             network: network.to_string(),
