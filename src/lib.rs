@@ -9,6 +9,7 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod actor;
+pub mod bench;
 mod bridge;
 pub mod components;
 pub mod discovery;

@@ -1,0 +1,22 @@
+//! `cargo bench --bench bridge`: the same measurements as `reflow-bridge bench`.
+//!
+//! Set `REFLOW_BENCH_SMOKE=1` for a quick end-to-end check, `NATS_URL` to measure against
+//! an existing server. Writes the JSON report to `target/bench-report.json`.
+
+use reflow_network::bench::{self, BenchOptions};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut options = if std::env::var_os("REFLOW_BENCH_SMOKE").is_some() {
+        BenchOptions::smoke()
+    } else {
+        BenchOptions::default()
+    };
+    options.nats_url = std::env::var("NATS_URL").ok();
+    let report = bench::run(&options).await?;
+    println!("{}", report.to_table());
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-report.json");
+    std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+    println!("JSON report: {path}");
+    Ok(())
+}
