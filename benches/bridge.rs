@@ -13,6 +13,12 @@ async fn main() -> anyhow::Result<()> {
         BenchOptions::default()
     };
     options.nats_url = std::env::var("NATS_URL").ok();
+    if let Some(n) = std::env::var("REFLOW_BENCH_MESSAGES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        options.messages = n;
+    }
     let report = bench::run(&options).await?;
     println!("{}", report.to_table());
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-report.json");

@@ -62,6 +62,17 @@ impl Message {
         }
     }
 
+    /// A rough size of the encoded message, to size buffers.
+    pub(crate) fn size_hint(&self) -> usize {
+        match self {
+            Message::String(s) | Message::Error(s) => s.len() + 5,
+            Message::Bytes(b) => b.len() + 5,
+            Message::Array(items) => items.iter().map(Message::size_hint).sum::<usize>() + 5,
+            Message::Object(_) => 128,
+            _ => 9,
+        }
+    }
+
     /// An `Error` message with `text`.
     pub fn error(text: impl Into<String>) -> Self {
         Message::Error(Arc::from(text.into()))
@@ -300,6 +311,45 @@ pub struct Envelope {
     pub reply_to: Option<String>,
 }
 
+/// An envelope that borrows its parts, so the bridge's hot path encodes without copying
+/// them first. It writes exactly what [`Envelope`] writes.
+#[derive(Debug, Serialize)]
+pub(crate) struct EnvelopeRef<'a> {
+    #[serde(rename = "v")]
+    pub(crate) version: u8,
+    #[serde(rename = "n")]
+    pub(crate) network: &'a str,
+    #[serde(rename = "i")]
+    pub(crate) instance: &'a str,
+    #[serde(rename = "s")]
+    pub(crate) seq: u64,
+    #[serde(rename = "m")]
+    pub(crate) message: &'a Message,
+    #[serde(rename = "r", skip_serializing_if = "Option::is_none")]
+    pub(crate) reply_to: Option<&'a str>,
+}
+
+impl EnvelopeRef<'_> {
+    /// See [`Envelope::encode`].
+    pub(crate) fn encode(&self, compress_above: Option<usize>) -> Result<Bytes> {
+        let mut plain = Vec::with_capacity(64 + self.message.size_hint());
+        rmp_serde::encode::write_named(&mut plain, self)?;
+        match compress_above {
+            Some(limit) if plain.len() > limit => {
+                let packed = lz4_flex::compress_prepend_size(&plain);
+                if packed.len() + 1 < plain.len() {
+                    let mut out = Vec::with_capacity(packed.len() + 1);
+                    out.push(COMPRESSED_MARKER);
+                    out.extend_from_slice(&packed);
+                    return Ok(Bytes::from(out));
+                }
+                Ok(Bytes::from(plain))
+            }
+            _ => Ok(Bytes::from(plain)),
+        }
+    }
+}
+
 impl Envelope {
     /// A new envelope of the current version.
     pub fn new(network: &str, instance: &str, seq: u64, message: Message) -> Self {
@@ -316,20 +366,15 @@ impl Envelope {
     /// Encodes the envelope; when `compress_above` is `Some(n)` and the encoding is longer
     /// than `n` bytes, it is LZ4-compressed behind [`COMPRESSED_MARKER`].
     pub fn encode(&self, compress_above: Option<usize>) -> Result<Bytes> {
-        let plain = rmp_serde::to_vec_named(self)?;
-        match compress_above {
-            Some(limit) if plain.len() > limit => {
-                let packed = lz4_flex::compress_prepend_size(&plain);
-                if packed.len() + 1 < plain.len() {
-                    let mut out = Vec::with_capacity(packed.len() + 1);
-                    out.push(COMPRESSED_MARKER);
-                    out.extend_from_slice(&packed);
-                    return Ok(Bytes::from(out));
-                }
-                Ok(Bytes::from(plain))
-            }
-            _ => Ok(Bytes::from(plain)),
+        EnvelopeRef {
+            version: self.version,
+            network: &self.network,
+            instance: &self.instance,
+            seq: self.seq,
+            message: &self.message,
+            reply_to: self.reply_to.as_deref(),
         }
+        .encode(compress_above)
     }
 
     /// Decodes an envelope, compressed or not, and refuses versions newer than this build.

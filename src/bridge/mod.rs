@@ -41,7 +41,7 @@ use sequence::Outbox;
 use crate::distributed_network::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::EventSender;
-use crate::message::{Envelope, Message};
+use crate::message::{Envelope, EnvelopeRef, Message};
 use crate::network::Network;
 use crate::subject::control_subject;
 use crate::transport::Transport;
@@ -76,6 +76,9 @@ struct Counters {
     duplicates_in: AtomicU64,
 }
 
+/// One numbered stream of envelopes to another network.
+pub(crate) type SharedOutbox = Arc<tokio::sync::Mutex<Outbox>>;
+
 /// The running core of a distributed network.
 pub(crate) struct Bridge {
     me: Weak<Bridge>,
@@ -97,7 +100,7 @@ pub(crate) struct Bridge {
     counters: Counters,
     confirmed_seq: AtomicU64,
     /// Streams to other networks, by network id.
-    outboxes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Outbox>>>>,
+    outboxes: Mutex<HashMap<String, SharedOutbox>>,
     /// The first number of every stream: this instance's start in microseconds.
     first_seq: u64,
     tracker: TaskTracker,
@@ -182,15 +185,19 @@ impl Bridge {
         Envelope::new(&self.network_id, &self.instance_id, seq, message)
     }
 
-    /// Streams an envelope to `subject` on `network`, numbered in this instance's stream
-    /// to that network; waits while the road's outbound buffer is full.
+    /// Streams `message` to `subject` on `network`, numbered in this instance's stream to
+    /// that network; waits while the road's outbound buffer is full. `reply_to` says
+    /// where the target actor's outputs should come back to.
     pub(crate) async fn publish_envelope(
         &self,
+        outbox: &SharedOutbox,
         network: &str,
-        subject: String,
-        envelope: Envelope,
+        subject: &async_nats::Subject,
+        message: &Message,
+        reply_to: Option<&str>,
     ) -> Result<()> {
-        self.stream(network, subject, envelope).await?;
+        self.stream(outbox, network, subject, message, reply_to)
+            .await?;
         self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -199,15 +206,18 @@ impl Bridge {
     pub(crate) async fn publish_return(
         &self,
         network: &str,
-        subject: String,
-        envelope: Envelope,
+        subject: &async_nats::Subject,
+        message: &Message,
     ) -> Result<()> {
-        self.stream(network, subject, envelope).await?;
+        let outbox = self.outbox(network);
+        self.stream(&outbox, network, subject, message, None)
+            .await?;
         self.counters.returns_out.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    fn outbox(&self, network: &str) -> Arc<tokio::sync::Mutex<Outbox>> {
+    /// The stream of envelopes to `network`; callers on a hot path keep it.
+    pub(crate) fn outbox(&self, network: &str) -> SharedOutbox {
         let mut outboxes = self.outboxes.lock();
         if let Some(outbox) = outboxes.get(network) {
             return outbox.clone();
@@ -220,15 +230,27 @@ impl Bridge {
         outbox
     }
 
-    async fn stream(&self, network: &str, subject: String, mut envelope: Envelope) -> Result<()> {
-        let outbox = self.outbox(network);
+    async fn stream(
+        &self,
+        outbox: &SharedOutbox,
+        network: &str,
+        subject: &async_nats::Subject,
+        message: &Message,
+        reply_to: Option<&str>,
+    ) -> Result<()> {
         // Held across the send: numbering and sending in one step keeps the order.
         let mut outbox = outbox.lock().await;
-        envelope.seq = outbox.take_seq();
-        let payload = envelope.encode(self.compress_above)?;
-        let subject = async_nats::Subject::from(subject);
-        self.publish(network, &subject, payload.clone()).await?;
-        outbox.keep(subject, payload);
+        let payload = EnvelopeRef {
+            version: crate::message::WIRE_VERSION,
+            network: &self.network_id,
+            instance: &self.instance_id,
+            seq: outbox.take_seq(),
+            message,
+            reply_to,
+        }
+        .encode(self.compress_above)?;
+        self.publish(network, subject, payload.clone()).await?;
+        outbox.keep(subject.clone(), payload);
         Ok(())
     }
 

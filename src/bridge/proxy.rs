@@ -13,10 +13,12 @@ use std::sync::{Arc, Weak};
 use async_trait::async_trait;
 use parking_lot::RwLock;
 
-use super::Bridge;
+use async_nats::Subject;
+
+use super::{Bridge, SharedOutbox};
 use crate::actor::{Actor, ActorContext};
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::{Envelope, Message};
+use crate::message::Message;
 use crate::subject::data_subject;
 
 fn bridge_gone() -> Error {
@@ -34,7 +36,9 @@ pub(crate) struct RemoteProxy {
     /// Subject prefix under which the remote actor's outputs come back.
     pub(crate) reply_to: Arc<str>,
     /// Subjects per in-port, built once.
-    pub(crate) subjects: Arc<Vec<(String, String)>>,
+    pub(crate) subjects: Arc<Vec<(String, Subject)>>,
+    /// The stream to the remote network, fetched on first use.
+    pub(crate) outbox: Option<SharedOutbox>,
 }
 
 impl RemoteProxy {
@@ -48,7 +52,12 @@ impl RemoteProxy {
     ) -> Self {
         let subjects = inports
             .iter()
-            .map(|port| (port.clone(), data_subject(network, actor, port)))
+            .map(|port| {
+                (
+                    port.clone(),
+                    Subject::from(data_subject(network, actor, port)),
+                )
+            })
             .collect();
         RemoteProxy {
             bridge,
@@ -58,6 +67,7 @@ impl RemoteProxy {
             outports,
             reply_to: reply_to.into(),
             subjects: Arc::new(subjects),
+            outbox: None,
         }
     }
 }
@@ -91,11 +101,19 @@ impl Actor for RemoteProxy {
             .iter()
             .find(|(p, _)| p == port)
             .map(|(_, s)| s.clone())
-            .unwrap_or_else(|| data_subject(&self.network, &self.actor, port));
-        let mut envelope = bridge.envelope(0, message);
-        envelope.reply_to = Some(self.reply_to.to_string());
+            .unwrap_or_else(|| Subject::from(data_subject(&self.network, &self.actor, port)));
+        let outbox = self
+            .outbox
+            .get_or_insert_with(|| bridge.outbox(&self.network))
+            .clone();
         bridge
-            .publish_envelope(&self.network, subject, envelope)
+            .publish_envelope(
+                &outbox,
+                &self.network,
+                &subject,
+                &message,
+                Some(&self.reply_to),
+            )
             .await
     }
 }
@@ -156,11 +174,10 @@ impl Actor for Egress {
         if subscribers.is_empty() {
             return Ok(());
         }
-        let envelope: Envelope = bridge.envelope(0, message);
         for subscriber in subscribers {
-            let subject = format!("{}.{port}", subscriber.reply_to);
+            let subject = Subject::from(format!("{}.{port}", subscriber.reply_to));
             bridge
-                .publish_return(&subscriber.network, subject, envelope.clone())
+                .publish_return(&subscriber.network, &subject, &message)
                 .await?;
         }
         Ok(())

@@ -88,7 +88,17 @@ pub(crate) struct SeenWindow {
 impl SeenWindow {
     /// Records `seq`; false if it was delivered before.
     pub(crate) fn first_time(&mut self, seq: u64) -> bool {
-        let floor = *self.floor.get_or_insert(seq.saturating_sub(1));
+        let Some(floor) = self.floor else {
+            // The first number heard from this sender: earlier ones went elsewhere or
+            // before this receiver started.
+            self.floor = Some(seq);
+            return true;
+        };
+        if seq == floor + 1 && self.above.is_empty() {
+            // The common case: the next number, in order.
+            self.floor = Some(seq);
+            return true;
+        }
         if seq <= floor || !self.above.insert(seq) {
             return false;
         }
