@@ -60,6 +60,18 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
     if let Some(token) = &global.token {
         options = options.token(token.clone());
     }
+    // async-nats ignores credentials in the URL; pass nats://user:pass@host on.
+    if let Some(addr) = global
+        .urls_or(&[])
+        .iter()
+        .filter_map(|u| u.parse::<async_nats::ServerAddr>().ok())
+        .find(|a| a.has_user_pass())
+    {
+        options = options.user_and_password(
+            addr.username().unwrap_or_default().into(),
+            addr.password().unwrap_or_default().into(),
+        );
+    }
     let spinner = output::Spinner::start("connecting to the NATS server");
     let connected = async_nats::connect_with_options(urls.as_str(), options).await;
     drop(spinner);
