@@ -132,7 +132,9 @@ async fn main() -> ExitCode {
         }
     };
     init_logging(cli.global.verbose);
-    let global = cli.global;
+    let mut global = cli.global;
+    // An empty REFLOW_AUTH_TOKEN (as compose passes when it is unset) means no token.
+    global.token = global.token.filter(|t| !t.is_empty());
     let result = match cli.command {
         Command::Up(args) => up::run(&global, args).await,
         Command::Run(args) => run::run(&global, args).await,
