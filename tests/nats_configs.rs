@@ -73,23 +73,23 @@ impl Server {
             .replace("./target/nats-data/users", dir.path().to_str().unwrap());
         let path = dir.path().join("server.conf");
         std::fs::write(&path, text).unwrap();
-        let child = Command::new(find_nats_server().await.unwrap())
-            .arg("-c")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let server = Server {
+            child: Command::new(find_nats_server().await.unwrap())
+                .arg("-c")
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+            port,
+            _dir: dir,
+        };
         for _ in 0..250 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
             {
-                return Server {
-                    child,
-                    port,
-                    _dir: dir,
-                };
+                return server;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

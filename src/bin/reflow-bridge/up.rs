@@ -72,13 +72,15 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
         return Ok(());
     }
     let spinner = output::Spinner::start("starting nats-server (provisioning it on first use)");
-    let started = NatsServer::start_with(ServerOptions {
+    // The harness's options grow; the update keeps this call valid as they do.
+    #[allow(clippy::needless_update)]
+    let options = ServerOptions {
         token: global.token.clone(),
         jetstream: true,
         port: Some(port),
         ..ServerOptions::default()
-    })
-    .await;
+    };
+    let started = NatsServer::start_with(options).await;
     drop(spinner);
     let server = started.map_err(|e| {
         CliError::new(
