@@ -11,6 +11,19 @@ pub struct NatsServer {
 #[derive(Default, Clone, Debug)]
 pub struct ServerOptions {
     pub token: Option<String>,
+    pub jetstream: bool,
+    pub port: Option<u16>,
+}
+/// The nats-server binary to run (interim: the provisioned one under target/).
+pub async fn find_nats_server() -> Result<std::path::PathBuf> {
+    if let Ok(bin) = std::env::var("NATS_SERVER_BIN") {
+        return Ok(bin.into());
+    }
+    Ok(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/nats-server/2.15.1/bin/nats-server"
+    )
+    .into())
 }
 impl NatsServer {
     pub async fn start() -> Result<Self> {
@@ -18,16 +31,16 @@ impl NatsServer {
     }
     pub async fn start_with(o: ServerOptions) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = match o.port {
+            Some(port) => port,
+            None => std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port(),
+        };
         Self::spawn(o, dir, port).await
     }
     async fn spawn(o: ServerOptions, dir: tempfile::TempDir, port: u16) -> Result<Self> {
-        let bin = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/target/nats-server/2.15.1/bin/nats-server"
-        );
+        let bin = find_nats_server().await?;
         let mut cmd = tokio::process::Command::new(bin);
         cmd.args([
             "-a",
@@ -68,6 +81,11 @@ impl NatsServer {
     }
     pub fn port(&self) -> u16 {
         self.port
+    }
+    pub async fn stop(&mut self) -> Result<()> {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        Ok(())
     }
     pub fn kill(&mut self) -> Result<()> {
         let _ = self.child.start_kill();

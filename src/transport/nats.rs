@@ -126,6 +126,14 @@ pub(crate) async fn connect(
     if let Some(token) = &config.auth_token {
         options = options.token(token.clone());
     }
+    // async-nats does not read credentials embedded in a URL; a per-network user
+    // (nats/auth/users.conf) is written as nats://user:password@host, so pass them on.
+    if let Some(addr) = addrs.iter().find(|a| a.has_user_pass()) {
+        options = options.user_and_password(
+            addr.username().unwrap_or_default().to_string(),
+            addr.password().unwrap_or_default().to_string(),
+        );
+    }
     if !wait {
         options = options.retry_on_initial_connect();
     }

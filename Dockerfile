@@ -1,0 +1,17 @@
+# Multi-stage build of the reflow-bridge binary.
+#   docker build -t reflow-bridge .
+#   docker run --rm reflow-bridge --help
+
+FROM rust:1.89-bookworm AS builder
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked --bin reflow-bridge \
+    && cp target/release/reflow-bridge /usr/local/bin/reflow-bridge
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 reflow
+COPY --from=builder /usr/local/bin/reflow-bridge /usr/local/bin/reflow-bridge
+COPY examples/configs /etc/reflow
+USER reflow
+ENTRYPOINT ["reflow-bridge"]
+CMD ["--help"]

@@ -1,0 +1,51 @@
+//! What every example shares: a local NATS server and a short config.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use reflow_network::actor::ProbeMessage;
+use reflow_network::distributed_network::DistributedConfig;
+use reflow_network::local_server::{NatsServer, ServerOptions};
+use tokio::sync::mpsc;
+
+/// Starts a local JetStream nats-server on a free port (provisioned on first use).
+pub(crate) async fn server() -> anyhow::Result<NatsServer> {
+    server_with(ServerOptions::default()).await
+}
+
+/// As [`server`], with options (a token, say).
+pub(crate) async fn server_with(options: ServerOptions) -> anyhow::Result<NatsServer> {
+    let server = NatsServer::start_with(ServerOptions {
+        jetstream: true,
+        ..options
+    })
+    .await?;
+    println!("local NATS server running at {}", server.url());
+    Ok(server)
+}
+
+/// A config for `network` on the server at `url`, everything else default.
+pub(crate) fn config(url: &str, network: &str, instance: &str) -> DistributedConfig {
+    DistributedConfig {
+        network_id: network.into(),
+        instance_id: instance.into(),
+        discovery_endpoints: vec![url.into()],
+        heartbeat_interval_ms: 1_000,
+        ..DistributedConfig::default()
+    }
+}
+
+/// Receives `n` messages, or fails after five seconds.
+pub(crate) async fn receive(
+    seen: &mut mpsc::Receiver<ProbeMessage>,
+    n: usize,
+) -> anyhow::Result<Vec<reflow_network::Message>> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        match tokio::time::timeout(Duration::from_secs(5), seen.recv()).await {
+            Ok(Some(m)) => out.push(m.message),
+            _ => anyhow::bail!("received {} of {n} messages", out.len()),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,156 @@
+//! `reflow-bridge run --config FILE`: a long-lived bridge process built from a TOML file
+//! (see `config`). It builds the local graph from built-in components, joins the broker,
+//! connects to every network whose actors the connections name (waiting for networks
+//! that are not up yet), registers those actors as proxies, wires everything, delivers
+//! the initial packets, and runs until Ctrl-C or SIGTERM, then shuts down gracefully.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use reflow_network::components::register_builtins;
+use reflow_network::distributed_network::DistributedNetwork;
+use reflow_network::network::{Connector, InitialPacket};
+use reflow_network::{ErrorKind, Message};
+use serde_json::json;
+
+use crate::Global;
+use crate::config::{self, RunConfig};
+use crate::output::{self, CliError, CliResult};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The TOML file that declares the network, its nodes and connections
+    #[arg(short, long)]
+    config: PathBuf,
+    /// How long to wait for remote networks that are not up yet, in seconds
+    #[arg(long, default_value_t = 30)]
+    wait_secs: u64,
+}
+
+pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
+    let mut plan = config::load(&args.config)?;
+    plan.network.discovery_endpoints = global.urls_or(&plan.network.discovery_endpoints);
+    plan.network.auth_token = global.token.clone();
+    // Capabilities and tags are announced through discovery; until this build has it,
+    // they are kept and logged.
+    tracing::debug!(capabilities = ?plan.capabilities, tags = ?plan.tags, "capabilities and tags");
+
+    let mut network = DistributedNetwork::new(plan.network.clone())
+        .await
+        .map_err(CliError::from_lib)?;
+    build_local(&network, &plan).map_err(CliError::from_lib)?;
+    let spinner = output::Spinner::start("connecting to the NATS server");
+    let started = network.start().await;
+    drop(spinner);
+    started.map_err(CliError::from_broker)?;
+
+    let wired = wire_remote(&network, &plan, Duration::from_secs(args.wait_secs)).await;
+    if let Err(err) = wired {
+        let _ = network.shutdown().await;
+        return Err(err);
+    }
+    announce(global, &plan);
+    crate::up::stop_signal().await;
+    let spinner = output::Spinner::start("shutting down");
+    let stopped = network.shutdown().await;
+    drop(spinner);
+    stopped.map_err(CliError::from_lib)?;
+    if output::human(global.json) {
+        println!("network {} shut down", plan.network.network_id);
+    } else {
+        output::print_json(&json!({ "event": "stopped", "network": plan.network.network_id }));
+    }
+    Ok(())
+}
+
+/// The local nodes and the connections between them; both exist before the network
+/// starts, so nothing a node emits at start is lost.
+fn build_local(network: &DistributedNetwork, plan: &RunConfig) -> reflow_network::Result<()> {
+    let local = network.get_local_network();
+    let mut local = local.write();
+    register_builtins(&mut local)?;
+    for node in &plan.nodes {
+        local.add_node(&node.id, &node.component, Some(node.metadata.clone()))?;
+    }
+    for (from, to) in &plan.connections {
+        if from.remote().is_none() && to.remote().is_none() {
+            local.add_connection(Connector::new(&from.node, &from.port, &to.node, &to.port))?;
+        }
+    }
+    Ok(())
+}
+
+/// Connects to each remote network (retrying while it is not up yet), registers its
+/// actors as proxies, adds the connections that touch them, then the initial packets.
+async fn wire_remote(network: &DistributedNetwork, plan: &RunConfig, wait: Duration) -> CliResult {
+    let deadline = Instant::now() + wait;
+    for (actor, remote) in plan.remote_actors() {
+        let spinner = output::Spinner::start(&format!("waiting for network {remote}"));
+        let connected = loop {
+            match network.connect_to_network(&remote).await {
+                Err(e) if e.is(ErrorKind::NetworkDisconnected) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => break other,
+            }
+        };
+        drop(spinner);
+        connected.map_err(|e| {
+            let mut err = CliError::from_lib(e);
+            err.message = format!(
+                "{}; waited {}s for it: start it first, or raise --wait-secs",
+                err.message,
+                wait.as_secs()
+            );
+            err
+        })?;
+        network
+            .register_remote_actor(&actor, &remote)
+            .await
+            .map_err(CliError::from_lib)?;
+    }
+    let local = network.get_local_network();
+    let mut local = local.write();
+    for (from, to) in &plan.connections {
+        if from.remote().is_some() || to.remote().is_some() {
+            local
+                .add_connection(Connector::new(&from.node, &from.port, &to.node, &to.port))
+                .map_err(CliError::from_lib)?;
+        }
+    }
+    for (to, value) in &plan.initial {
+        let packet = InitialPacket::new(&to.node, &to.port, Message::from_json(value.clone()));
+        local.add_initial(packet).map_err(CliError::from_lib)?;
+    }
+    Ok(())
+}
+
+fn announce(global: &Global, plan: &RunConfig) {
+    let nodes: Vec<&str> = plan.nodes.iter().map(|n| n.id.as_str()).collect();
+    let remote: Vec<String> = plan
+        .remote_actors()
+        .into_iter()
+        .map(|(actor, network)| format!("{actor}@{network}"))
+        .collect();
+    let urls = plan.network.discovery_endpoints.join(",");
+    if output::human(global.json) {
+        println!(
+            "network {} (instance {}) running on {urls}",
+            plan.network.network_id, plan.network.instance_id
+        );
+        println!("  nodes:  {}", nodes.join(", "));
+        if !remote.is_empty() {
+            println!("  remote: {}", remote.join(", "));
+        }
+        println!("  Ctrl-C to stop");
+    } else {
+        output::print_json(&json!({
+            "event": "running",
+            "network": plan.network.network_id,
+            "instance": plan.network.instance_id,
+            "nats": urls,
+            "nodes": nodes,
+            "remote": remote,
+        }));
+    }
+}

@@ -1,0 +1,124 @@
+//! `reflow-bridge up`: one command to a working local broker. If a NATS server already
+//! answers at the configured URL it says so and leaves it alone; otherwise it starts a
+//! JetStream nats-server (found or provisioned by `local_server`) and keeps it running in
+//! the foreground until Ctrl-C.
+
+use std::time::Duration;
+
+use reflow_network::local_server::{NatsServer, ServerOptions};
+use serde_json::json;
+
+use crate::Global;
+use crate::output::{self, CliError, CliResult, Exit};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Port for the new server [default: the port of --nats-url, else 4222]
+    #[arg(long)]
+    port: Option<u16>,
+}
+
+/// The `host:port` of a NATS URL (`nats://host:4222`, `host:4222`, `host`).
+fn host_port(url: &str) -> (String, u16) {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let rest = rest.trim_end_matches('/');
+    match rest.rsplit_once(':') {
+        Some((host, port)) => (host.to_string(), port.parse().unwrap_or(4222)),
+        None => (rest.to_string(), 4222),
+    }
+}
+
+async fn answers(host: &str, port: u16) -> bool {
+    let connect = tokio::net::TcpStream::connect((host, port));
+    matches!(
+        tokio::time::timeout(Duration::from_millis(500), connect).await,
+        Ok(Ok(_))
+    )
+}
+
+/// Waits for Ctrl-C or, where there is one, SIGTERM (what `docker stop` sends).
+pub(crate) async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
+    let url = global.urls_or(&[]).remove(0);
+    let (host, url_port) = host_port(&url);
+    let port = args.port.unwrap_or(url_port);
+    let target = if args.port.is_some() {
+        "127.0.0.1".to_string()
+    } else {
+        host
+    };
+    if answers(&target, port).await {
+        let url = format!("nats://{target}:{port}");
+        if output::human(global.json) {
+            println!("A NATS server already answers at {url}; nothing to start.");
+        } else {
+            output::print_json(&json!({ "url": url, "started": false }));
+        }
+        return Ok(());
+    }
+    let spinner = output::Spinner::start("starting nats-server (provisioning it on first use)");
+    // The harness's options grow; the update keeps this call valid as they do.
+    #[allow(clippy::needless_update)]
+    let options = ServerOptions {
+        token: global.token.clone(),
+        jetstream: true,
+        port: Some(port),
+        ..ServerOptions::default()
+    };
+    let started = NatsServer::start_with(options).await;
+    drop(spinner);
+    let mut server = started.map_err(|e| {
+        CliError::new(
+            Exit::Runtime,
+            format!("{e}; is port {port} free? choose another with --port"),
+        )
+    })?;
+    let url = server.url();
+    if output::human(global.json) {
+        println!("NATS server with JetStream running at {url}");
+        println!("  use it:   export NATS_URL={url}");
+        println!("  then:     reflow-bridge run --config examples/configs/stats.toml");
+        println!("  stop it:  Ctrl-C");
+    } else {
+        output::print_json(&json!({ "url": url, "port": server.port(), "started": true }));
+    }
+    stop_signal().await;
+    let _ = server.stop().await;
+    if output::human(global.json) {
+        println!("NATS server stopped.");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_port;
+
+    #[test]
+    fn host_port_reads_urls_with_and_without_parts() {
+        assert_eq!(
+            host_port("nats://127.0.0.1:4333"),
+            ("127.0.0.1".into(), 4333)
+        );
+        assert_eq!(
+            host_port("nats://tok@example.com"),
+            ("example.com".into(), 4222)
+        );
+        assert_eq!(host_port("localhost:5000"), ("localhost".into(), 5000));
+    }
+}

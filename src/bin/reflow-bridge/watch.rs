@@ -1,0 +1,131 @@
+//! `reflow-bridge watch [SUBJECT]`: tails traffic. Data envelopes are decoded to JSON;
+//! control traffic (already JSON) is shown as it is.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use reflow_network::message::Envelope;
+use serde_json::{Value, json};
+
+use crate::Global;
+use crate::output::{self, CliError, CliResult, Exit};
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// The subject to tail; wildcards allowed (`math.>`, `*.double.in`)
+    #[arg(default_value = ">")]
+    subject: String,
+}
+
+/// What one NATS message shows as.
+fn describe(subject: &str, payload: &[u8]) -> Value {
+    let control = subject.starts_with("_reflow.") || subject.starts_with("_INBOX.");
+    if !control && let Ok(envelope) = Envelope::decode(payload) {
+        return json!({
+            "subject": subject,
+            "from": envelope.network,
+            "instance": envelope.instance,
+            "seq": envelope.seq,
+            "message": envelope.message.to_json(),
+            "reply_to": envelope.reply_to,
+        });
+    }
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(value) => json!({ "subject": subject, "json": value }),
+        Err(_) => json!({ "subject": subject, "text": String::from_utf8_lossy(payload) }),
+    }
+}
+
+fn human_line(value: &Value) -> String {
+    let subject = value["subject"].as_str().unwrap_or_default();
+    if let Some(message) = value.get("message") {
+        format!(
+            "{subject}  from {}/{} #{}: {message}",
+            value["from"].as_str().unwrap_or_default(),
+            value["instance"].as_str().unwrap_or_default(),
+            value["seq"]
+        )
+    } else if let Some(json) = value.get("json") {
+        format!("{subject}  {json}")
+    } else {
+        format!("{subject}  {}", value["text"].as_str().unwrap_or_default())
+    }
+}
+
+pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
+    let urls = global.urls_or(&[]).join(",");
+    let mut options = async_nats::ConnectOptions::new()
+        .name("reflow-bridge watch")
+        .connection_timeout(Duration::from_secs(3));
+    if let Some(token) = &global.token {
+        options = options.token(token.clone());
+    }
+    // async-nats ignores credentials in the URL; pass nats://user:pass@host on.
+    if let Some(addr) = global
+        .urls_or(&[])
+        .iter()
+        .filter_map(|u| u.parse::<async_nats::ServerAddr>().ok())
+        .find(|a| a.has_user_pass())
+    {
+        options = options.user_and_password(
+            addr.username().unwrap_or_default().into(),
+            addr.password().unwrap_or_default().into(),
+        );
+    }
+    let spinner = output::Spinner::start("connecting to the NATS server");
+    let connected = async_nats::connect_with_options(urls.as_str(), options).await;
+    drop(spinner);
+    let client = connected.map_err(|e| {
+        let exit = match e.kind() {
+            async_nats::ConnectErrorKind::AuthorizationViolation
+            | async_nats::ConnectErrorKind::Authentication => Exit::Runtime,
+            _ => Exit::BrokerUnreachable,
+        };
+        CliError::new(
+            exit,
+            format!("cannot watch: NATS server at {urls} ({e}); start one with `reflow-bridge up` or pass --nats-url"),
+        )
+    })?;
+    let mut messages = client
+        .subscribe(args.subject.clone())
+        .await
+        .map_err(|e| CliError::usage(format!("cannot subscribe to {:?}: {e}", args.subject)))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| CliError::new(Exit::BrokerUnreachable, format!("NATS server lost: {e}")))?;
+    eprintln!("watching {} on {urls} (Ctrl-C to stop)", args.subject);
+    loop {
+        tokio::select! {
+            message = messages.next() => {
+                let Some(message) = message else { break };
+                let value = describe(&message.subject, &message.payload);
+                if output::human(global.json) {
+                    println!("{}", human_line(&value));
+                } else {
+                    output::print_json(&value);
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reflow_network::Message;
+
+    #[test]
+    fn envelopes_decode_and_control_json_shows_as_is() {
+        let bytes = Envelope::new("A", "a1", 7, Message::Integer(5))
+            .encode(None)
+            .unwrap();
+        let value = describe("B.double.in", &bytes);
+        assert_eq!(value["from"], "A");
+        assert_eq!(value["message"], 5);
+        let control = describe("_reflow.B.ping", br#"{"actor":null}"#);
+        assert_eq!(control["json"], json!({ "actor": null }));
+    }
+}

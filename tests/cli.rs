@@ -1,0 +1,289 @@
+//! The `reflow-bridge` binary, driven as a user would drive it: `up` starts a broker,
+//! two `run` processes make a two-network setup from `examples/configs`, and `actors`,
+//! `ping`, `send` and `watch` work against it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_reflow-bridge");
+
+fn config(name: &str) -> String {
+    format!("{}/examples/configs/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `reflow-bridge` whose output is collected; interrupted (like Ctrl-C), then
+/// killed if need be, when dropped.
+struct Running {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut text = sink.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    text
+}
+
+impl Running {
+    fn spawn(args: &[&str]) -> Running {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("NATS_URL")
+            .env_remove("REFLOW_AUTH_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = collect(child.stdout.take().unwrap());
+        let stderr = collect(child.stderr.take().unwrap());
+        Running {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Waits until `stream` (stdout or stderr) holds a line for which `found` holds.
+    fn wait_for(&self, what: &str, on_stderr: bool, found: impl Fn(&str) -> bool) -> String {
+        let stream = if on_stderr {
+            &self.stderr
+        } else {
+            &self.stdout
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(line) = stream.lock().unwrap().lines().find(|l| found(l)) {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; stdout:\n{}\nstderr:\n{}",
+                self.stdout.lock().unwrap(),
+                self.stderr.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGINT (what Ctrl-C sends) and waits for a clean exit.
+    fn interrupt(&mut self) -> std::process::ExitStatus {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.interrupt();
+        }
+    }
+}
+
+/// Runs a one-shot command to completion.
+fn cli(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .arg("--nats-url")
+        .arg(url)
+        .args(args)
+        .env_remove("REFLOW_AUTH_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn json_of(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("one JSON value on stdout")
+}
+
+fn logged(line: &str, node: &str, value: &str) -> bool {
+    line.contains(&format!("node={node}")) && line.trim_end().ends_with(&format!(" {value}"))
+}
+
+#[test]
+fn up_run_actors_ping_send_and_watch_work_together() {
+    let port = free_port();
+    let mut up = Running::spawn(&["up", "--port", &port.to_string()]);
+    let line = up.wait_for("up to print its URL", false, |l| l.contains("\"url\""));
+    let url = serde_json::from_str::<Value>(&line).unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(url, format!("nats://127.0.0.1:{port}"));
+    std::net::TcpStream::connect(("127.0.0.1", port)).expect("the server accepts");
+
+    // Two networks, one process each, that share nothing but the broker.
+    let stats = Running::spawn(&["--nats-url", &url, "run", "--config", &config("stats.toml")]);
+    stats.wait_for("stats to run", false, |l| l.contains("\"running\""));
+    let mut feeder = Running::spawn(&[
+        "--nats-url",
+        &url,
+        "run",
+        "--config",
+        &config("feeder.toml"),
+    ]);
+    feeder.wait_for("feeder to run", false, |l| l.contains("\"running\""));
+    // feeder's initial packet went through stats' `tally` and its count came back.
+    feeder.wait_for("the count back in feeder", true, |l| {
+        logged(l, "print", "1")
+    });
+    stats.wait_for("the count logged in stats", true, |l| {
+        logged(l, "shout", "1")
+    });
+
+    let actors = json_of(&cli(&url, &["actors", "stats"], None));
+    let tally = actors["actors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == "tally")
+        .expect("tally is listed");
+    assert_eq!(tally["inports"], serde_json::json!(["in"]));
+    assert_eq!(tally["outports"], serde_json::json!(["count"]));
+
+    let ping = json_of(&cli(&url, &["ping", "stats", "-c", "3", "-i", "10"], None));
+    assert_eq!(ping["count"], 3);
+    assert!(ping["min_ms"].as_f64().unwrap() > 0.0);
+    assert!(ping["p50_ms"].as_f64().unwrap() <= ping["max_ms"].as_f64().unwrap());
+    let ping_actor = json_of(&cli(&url, &["ping", "stats", "tally", "-c", "1"], None));
+    assert_eq!(ping_actor["target"], "tally@stats");
+
+    let watch = Running::spawn(&["--nats-url", &url, "watch", "stats.tally.in"]);
+    watch.wait_for("watch to subscribe", true, |l| l.contains("watching"));
+    let sent = json_of(&cli(
+        &url,
+        &["send", "stats", "tally", "in", r#""hello""#],
+        None,
+    ));
+    assert_eq!(sent["sent"], 1);
+    stats.wait_for("the sent message counted", true, |l| {
+        logged(l, "shout", "2")
+    });
+    let seen = watch.wait_for("watch to decode the envelope", false, |l| {
+        l.contains("hello")
+    });
+    let seen: Value = serde_json::from_str(&seen).unwrap();
+    assert_eq!(seen["subject"], "stats.tally.in");
+    assert_eq!(seen["message"], "hello");
+    assert!(seen["from"].as_str().unwrap().starts_with("reflow-cli-"));
+
+    let piped = json_of(&cli(
+        &url,
+        &["send", "stats", "tally", "in", "-"],
+        Some("1\n{\"a\":2}\n"),
+    ));
+    assert_eq!(piped["sent"], 2);
+    stats.wait_for("both piped messages counted", true, |l| {
+        logged(l, "shout", "4")
+    });
+
+    let status = feeder.interrupt();
+    assert!(status.success(), "Ctrl-C shuts run down cleanly: {status}");
+    assert!(feeder.stdout.lock().unwrap().contains("\"stopped\""));
+    drop(watch);
+    drop(stats);
+    assert!(up.interrupt().success());
+}
+
+#[test]
+fn unknown_network_and_actor_exit_3_in_one_line() {
+    let port = free_port();
+    let up = Running::spawn(&["up", "--port", &port.to_string()]);
+    up.wait_for("up to print its URL", false, |l| l.contains("\"url\""));
+    let url = format!("nats://127.0.0.1:{port}");
+    let out = cli(&url, &["ping", "nosuch"], None);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: Network disconnected"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let out = cli(&url, &["send", "nosuch", "a", "in", "1"], None);
+    assert_eq!(out.status.code(), Some(3));
+}
+
+#[test]
+fn a_bad_config_file_names_the_field_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, field) in [
+        (
+            "[network]\nnetwork_id = \"a\"\nbind_port = \"eighty\"\n",
+            "bind_port",
+        ),
+        (
+            "[network]\nnetwork_id = \"a\"\nauth_token = \"secret\"\n",
+            "REFLOW_AUTH_TOKEN",
+        ),
+        (
+            "[network]\nnetwork_id = \"a\"\n[[nodes]]\nid = \"x\"\ncomponent = \"blender\"\n",
+            "nodes[0].component",
+        ),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = cli(
+            "nats://127.0.0.1:1",
+            &["run", "--config", path.to_str().unwrap()],
+            None,
+        );
+        assert_eq!(out.status.code(), Some(2), "{field}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("error: "), "{err}");
+        assert!(err.contains(field), "{field}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+}
+
+#[test]
+fn an_unreachable_broker_exits_4() {
+    let port = free_port();
+    let out = cli(
+        &format!("nats://127.0.0.1:{port}"),
+        &["actors", "stats"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reflow-bridge up"), "says what to do: {err}");
+}
