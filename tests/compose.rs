@@ -4,33 +4,41 @@
 
 use std::process::Command;
 
+/// The compose command this machine has: the `docker compose` plugin or the standalone
+/// `docker-compose`.
+fn compose_command() -> Option<Vec<&'static str>> {
+    let works = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .is_ok_and(|out| out.status.success())
+    };
+    if works("docker", &["compose", "version"]) {
+        Some(vec!["docker", "compose"])
+    } else if works("docker-compose", &["version"]) {
+        Some(vec!["docker-compose"])
+    } else {
+        None
+    }
+}
+
 #[test]
 fn compose_file_is_accepted_by_docker_compose() {
     let dir = env!("CARGO_MANIFEST_DIR");
-    let compose = Command::new("docker")
-        .args(["compose", "version"])
-        .output()
-        .ok()
-        .filter(|out| out.status.success());
-    if compose.is_none() {
-        eprintln!(
-            "note: `docker compose` is not available here; skipped `docker compose config -q`"
-        );
+    let Some(compose) = compose_command() else {
+        eprintln!("note: neither `docker compose` nor `docker-compose` is installed; skipped");
         return;
-    }
-    let out = Command::new("docker")
-        .args([
-            "compose",
-            "-f",
-            &format!("{dir}/docker-compose.yml"),
-            "config",
-            "-q",
-        ])
+    };
+    let file = format!("{dir}/docker-compose.yml");
+    let out = Command::new(compose[0])
+        .args(&compose[1..])
+        .args(["-f", &file, "config", "-q"])
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "docker compose config refused the file: {}",
+        "{} config refused the file: {}",
+        compose.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
 }
