@@ -63,28 +63,7 @@ pub(crate) async fn run(
         let Some(bridge) = bridge.upgrade() else {
             break;
         };
-        let prefix = control_subject(&bridge.network_id, "");
-        let verb = message.subject.strip_prefix(prefix.as_str()).unwrap_or("");
-        let answer = match verb {
-            "ping" => Some(bridge.answer_ping(&message.payload)),
-            "actors" => Some(reply_bytes(Ok(bridge.actor_infos()))),
-            "attach" => Some(reply_bytes(bridge.answer_attach(&message.payload))),
-            "connect" => Some(reply_bytes(bridge.answer_connect(&message.payload))),
-            "disconnect" => {
-                bridge.answer_disconnect(&message.payload);
-                None
-            }
-            "detach" => {
-                if let Ok(req) = serde_json::from_slice::<AttachRequest>(&message.payload) {
-                    bridge.detach(&req.actor, &req.reply_to);
-                }
-                None
-            }
-            other => {
-                tracing::debug!(verb = other, "unknown control verb");
-                None
-            }
-        };
+        let answer = bridge.answer_control(&message.subject, &message.payload);
         if let (Some(reply), Some(body)) = (message.reply, answer)
             && let Err(err) = bridge.client.publish(reply, body).await
         {
@@ -113,6 +92,36 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, payload: &[u8]) -> Result<T
 }
 
 impl Bridge {
+    /// Answers one control message on `subject` (`_reflow.{network}.{verb}`), from the
+    /// broker or a direct link; `None` for notices, which get no answer.
+    pub(crate) fn answer_control(&self, subject: &str, payload: &[u8]) -> Option<bytes::Bytes> {
+        let prefix = control_subject(&self.network_id, "");
+        let verb = subject.strip_prefix(prefix.as_str()).unwrap_or("");
+        match verb {
+            "ping" => Some(self.answer_ping(payload)),
+            "actors" => Some(reply_bytes(Ok(self.actor_infos()))),
+            "attach" => Some(reply_bytes(self.answer_attach(payload))),
+            "connect" => Some(reply_bytes(self.answer_connect(payload))),
+            "disconnect" => {
+                self.answer_disconnect(payload);
+                None
+            }
+            "detach" => {
+                if let Ok(req) = serde_json::from_slice::<AttachRequest>(payload) {
+                    self.detach(&req.actor, &req.reply_to);
+                }
+                None
+            }
+            other => {
+                tracing::debug!(verb = other, "unknown control verb");
+                Some(reply_bytes::<()>(Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("unknown control request {subject:?}"),
+                ))))
+            }
+        }
+    }
+
     fn answer_ping(&self, payload: &[u8]) -> bytes::Bytes {
         let actor = serde_json::from_slice::<PingRequest>(payload)
             .ok()
