@@ -56,7 +56,12 @@ struct ChildNetwork(Child);
 impl ChildNetwork {
     fn spawn(url: &str, network: &str, instance: &str) -> Self {
         let child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_network_process", "--ignored", "--nocapture"])
+            .args([
+                "--exact",
+                "child_network_process",
+                "--ignored",
+                "--nocapture",
+            ])
             .env("REFLOW_CHILD_URL", url)
             .env("REFLOW_CHILD_NETWORK", network)
             .env("REFLOW_CHILD_INSTANCE", instance)
@@ -176,13 +181,18 @@ async fn watcher_cut_off_during_a_leave_reports_it_after_reconnecting() {
     wait_up(&mut events, "peer", "p1").await;
 
     proxy.cut();
-    wait_for("the watcher to lose the broker", Duration::from_secs(5), || async {
-        !watcher.is_broker_connected()
-    })
+    wait_for(
+        "the watcher to lose the broker",
+        Duration::from_secs(5),
+        || async { !watcher.is_broker_connected() },
+    )
     .await;
     peer.shutdown().await.unwrap();
     assert!(
-        watcher.live_networks().iter().any(|n| n.network_id == "peer"),
+        watcher
+            .live_networks()
+            .iter()
+            .any(|n| n.network_id == "peer"),
         "the cut-off watcher cannot have seen the leave yet"
     );
 
@@ -237,12 +247,18 @@ async fn restart_with_the_same_instance_id_stays_up_after_the_old_ttl_passes() {
     let old_ttl_passed = killed + Duration::from_millis(3 * HEARTBEAT_MS + 1_500);
     let quiet = tokio::time::timeout_at(
         old_ttl_passed.into(),
-        next_event(&mut events, "a down", Duration::from_secs(60), |e| {
-            matches!(e, NetworkEvent::NetworkDown { network, .. } if network == "phoenix")
-        }),
+        next_event(
+            &mut events,
+            "a down",
+            Duration::from_secs(60),
+            |e| matches!(e, NetworkEvent::NetworkDown { network, .. } if network == "phoenix"),
+        ),
     )
     .await;
-    assert!(quiet.is_err(), "the restarted instance went down: {quiet:?}");
+    assert!(
+        quiet.is_err(),
+        "the restarted instance went down: {quiet:?}"
+    );
     let now = incarnation().expect("the restarted instance is still live");
     assert_ne!(now, old);
     let discovered = watcher.discover_networks().await.unwrap();

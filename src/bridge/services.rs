@@ -40,7 +40,10 @@ pub(crate) async fn start(bridge: &Bridge) -> Result<()> {
     let failed = |e: async_nats::Error| {
         Error::new(
             ErrorKind::Broker,
-            format!("cannot register the NATS service for network {:?}: {e}", &*bridge.network_id),
+            format!(
+                "cannot register the NATS service for network {:?}: {e}",
+                &*bridge.network_id
+            ),
         )
     };
     let metadata = HashMap::from([

@@ -27,8 +27,8 @@ use parking_lot::{Mutex, RwLock};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub(crate) use roster::Roster;
 use roster::Change;
+pub(crate) use roster::Roster;
 pub(crate) use watcher::run as run_watcher;
 
 use crate::discovery::NetworkInfo;

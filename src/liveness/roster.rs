@@ -184,12 +184,18 @@ mod tests {
             r.apply("a.1", 1, Change::Put(info("a", "1", "x"))),
             vec![up("a", "1")]
         );
-        assert!(r.apply("a.1", 2, Change::Put(info("a", "1", "x"))).is_empty());
+        assert!(
+            r.apply("a.1", 2, Change::Put(info("a", "1", "x")))
+                .is_empty()
+        );
         assert_eq!(
             r.apply("a.1", 3, Change::Gone(DownReason::Left)),
             vec![gone("a", "1", DownReason::Left)]
         );
-        assert!(r.apply("a.1", 4, Change::Gone(DownReason::Expired)).is_empty());
+        assert!(
+            r.apply("a.1", 4, Change::Gone(DownReason::Expired))
+                .is_empty()
+        );
     }
 
     #[test]
@@ -200,14 +206,20 @@ mod tests {
             r.apply("a.1", 5, Change::Put(info("a", "1", "new"))),
             vec![gone("a", "1", DownReason::Expired), up("a", "1")]
         );
-        assert!(r.apply("a.1", 3, Change::Gone(DownReason::Expired)).is_empty());
+        assert!(
+            r.apply("a.1", 3, Change::Gone(DownReason::Expired))
+                .is_empty()
+        );
         assert!(r.contains("a.1"));
     }
 
     #[test]
     fn own_key_is_listed_but_silent() {
         let mut r = Roster::new("me.1".into());
-        assert!(r.apply("me.1", 1, Change::Put(info("me", "1", "x"))).is_empty());
+        assert!(
+            r.apply("me.1", 1, Change::Put(info("me", "1", "x")))
+                .is_empty()
+        );
         assert_eq!(r.infos().len(), 1);
     }
 
@@ -235,6 +247,9 @@ mod tests {
         // c.1 was written after the listing: it stays.
         assert!(r.contains("c.1"));
         // A late watch delivery of b's old put does not bring it back.
-        assert!(r.apply("b.1", 2, Change::Put(info("b", "1", "x"))).is_empty());
+        assert!(
+            r.apply("b.1", 2, Change::Put(info("b", "1", "x")))
+                .is_empty()
+        );
     }
 }
