@@ -586,11 +586,21 @@ async fn peers_see_connect_and_disconnect_events_and_listings() {
     assert!(err.to_string().contains("Network not connected"), "{err}");
 }
 
+/// The next peer event; liveness events (networks up and down) interleave freely and are
+/// passed over.
 async fn next(events: &mut reflow_network::events::EventStream) -> NetworkEvent {
-    tokio::time::timeout(Duration::from_secs(5), events.recv())
-        .await
-        .expect("no event within 5 s")
-        .expect("event stream ended")
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("no event within 5 s")
+            .expect("event stream ended");
+        if !matches!(
+            event,
+            NetworkEvent::NetworkUp { .. } | NetworkEvent::NetworkDown { .. }
+        ) {
+            return event;
+        }
+    }
 }
 
 /// An actor that holds each message until the test lets it go.
