@@ -55,17 +55,17 @@ fn ids(networks: &[NetworkInfo]) -> BTreeSet<String> {
 
 fn caps_of(i: usize) -> Vec<String> {
     let mut caps = Vec::new();
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         caps.push("gpu".to_string());
     }
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         caps.push("cpu".to_string());
     }
     caps
 }
 
 fn tags_of(i: usize) -> Vec<String> {
-    let region = if i % 2 == 0 { "eu" } else { "us" };
+    let region = if i.is_multiple_of(2) { "eu" } else { "us" };
     vec![format!("region={region}"), format!("tier={}", i % 4)]
 }
 
@@ -120,7 +120,7 @@ async fn two_hundred_networks_are_discovered_with_their_capabilities_and_tags() 
         .await
         .unwrap();
     let expected: BTreeSet<String> = (0..N)
-        .filter(|i| i % 2 == 0)
+        .filter(|i| i.is_multiple_of(2))
         .map(|i| format!("scale.n{i:03}"))
         .collect();
     assert_eq!(ids(&gpu), expected);
@@ -130,7 +130,7 @@ async fn two_hundred_networks_are_discovered_with_their_capabilities_and_tags() 
         .await
         .unwrap();
     let expected: BTreeSet<String> = (0..N)
-        .filter(|i| i % 4 == 0)
+        .filter(|i| i.is_multiple_of(4))
         .map(|i| format!("scale.n{i:03}"))
         .collect();
     assert_eq!(ids(&tagged), expected);

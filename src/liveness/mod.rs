@@ -231,7 +231,7 @@ fn change_of(message: &async_nats::Message) -> Option<Change> {
         return Some(Change::Gone(DownReason::Expired));
     }
     match serde_json::from_slice::<NetworkInfo>(&message.payload) {
-        Ok(info) => Some(Change::Put(info)),
+        Ok(info) => Some(Change::Put(Box::new(info))),
         Err(err) => {
             tracing::debug!(subject = %message.subject, error = %err, "ignoring an unreadable liveness entry");
             None

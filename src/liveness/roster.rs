@@ -18,7 +18,7 @@ use crate::events::{DownReason, NetworkEvent};
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Change {
     /// The instance is live, with this entry.
-    Put(NetworkInfo),
+    Put(Box<NetworkInfo>),
     /// The entry is gone, and why.
     Gone(DownReason),
 }
@@ -83,6 +83,7 @@ impl Roster {
                         instance: info.instance_id.clone(),
                     });
                 }
+                let info = *info;
                 self.members
                     .insert(key.to_string(), Member { info, revision });
             }
@@ -181,11 +182,11 @@ mod tests {
     fn puts_raise_up_once_and_markers_raise_down_with_their_reason() {
         let mut r = Roster::new("me.1".into());
         assert_eq!(
-            r.apply("a.1", 1, Change::Put(info("a", "1", "x"))),
+            r.apply("a.1", 1, Change::Put(Box::new(info("a", "1", "x")))),
             vec![up("a", "1")]
         );
         assert!(
-            r.apply("a.1", 2, Change::Put(info("a", "1", "x")))
+            r.apply("a.1", 2, Change::Put(Box::new(info("a", "1", "x"))))
                 .is_empty()
         );
         assert_eq!(
@@ -201,9 +202,9 @@ mod tests {
     #[test]
     fn a_new_incarnation_replaces_the_old_and_stale_changes_are_ignored() {
         let mut r = Roster::new("me.1".into());
-        r.apply("a.1", 1, Change::Put(info("a", "1", "old")));
+        r.apply("a.1", 1, Change::Put(Box::new(info("a", "1", "old"))));
         assert_eq!(
-            r.apply("a.1", 5, Change::Put(info("a", "1", "new"))),
+            r.apply("a.1", 5, Change::Put(Box::new(info("a", "1", "new")))),
             vec![gone("a", "1", DownReason::Expired), up("a", "1")]
         );
         assert!(
@@ -217,7 +218,7 @@ mod tests {
     fn own_key_is_listed_but_silent() {
         let mut r = Roster::new("me.1".into());
         assert!(
-            r.apply("me.1", 1, Change::Put(info("me", "1", "x")))
+            r.apply("me.1", 1, Change::Put(Box::new(info("me", "1", "x"))))
                 .is_empty()
         );
         assert_eq!(r.infos().len(), 1);
@@ -226,13 +227,13 @@ mod tests {
     #[test]
     fn reconcile_reports_what_the_watch_missed() {
         let mut r = Roster::new("me.1".into());
-        r.apply("a.1", 1, Change::Put(info("a", "1", "x")));
-        r.apply("b.1", 2, Change::Put(info("b", "1", "x")));
-        r.apply("c.1", 9, Change::Put(info("c", "1", "x")));
+        r.apply("a.1", 1, Change::Put(Box::new(info("a", "1", "x"))));
+        r.apply("b.1", 2, Change::Put(Box::new(info("b", "1", "x"))));
+        r.apply("c.1", 9, Change::Put(Box::new(info("c", "1", "x"))));
         let events = r.reconcile(
             vec![
                 ("a.1".into(), 4, Change::Gone(DownReason::Left)),
-                ("d.1".into(), 5, Change::Put(info("d", "1", "x"))),
+                ("d.1".into(), 5, Change::Put(Box::new(info("d", "1", "x")))),
             ],
             6,
         );
@@ -248,7 +249,7 @@ mod tests {
         assert!(r.contains("c.1"));
         // A late watch delivery of b's old put does not bring it back.
         assert!(
-            r.apply("b.1", 2, Change::Put(info("b", "1", "x")))
+            r.apply("b.1", 2, Change::Put(Box::new(info("b", "1", "x"))))
                 .is_empty()
         );
     }
