@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::started;
+
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -18,19 +20,7 @@ use reflow_network::{ErrorKind, Message};
 use tokio::sync::mpsc;
 
 fn config(url: &str, network: &str, instance: &str) -> DistributedConfig {
-    DistributedConfig {
-        network_id: network.into(),
-        instance_id: instance.into(),
-        discovery_endpoints: vec![url.into()],
-        heartbeat_interval_ms: 1_000,
-        ..DistributedConfig::default()
-    }
-}
-
-async fn started(config: DistributedConfig) -> DistributedNetwork {
-    let mut network = DistributedNetwork::new(config).await.unwrap();
-    network.start().await.unwrap();
-    network
+    common::config(url, network, instance, 1_000)
 }
 
 fn doubler() -> FnActor {

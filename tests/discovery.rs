@@ -7,29 +7,14 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use common::{config, started};
 use futures::StreamExt;
 use reflow_network::Message;
 use reflow_network::actor::{FnActor, Metadata};
 use reflow_network::components::Passthrough;
 use reflow_network::discovery::{ControlReply, NetworkInfo};
-use reflow_network::distributed_network::{DistributedConfig, DistributedNetwork};
+use reflow_network::distributed_network::DistributedNetwork;
 use reflow_network::local_server::NatsServer;
-
-fn config(url: &str, network: &str, instance: &str, heartbeat_ms: u64) -> DistributedConfig {
-    DistributedConfig {
-        network_id: network.into(),
-        instance_id: instance.into(),
-        discovery_endpoints: vec![url.into()],
-        heartbeat_interval_ms: heartbeat_ms,
-        ..DistributedConfig::default()
-    }
-}
-
-async fn started(config: DistributedConfig) -> DistributedNetwork {
-    let mut network = DistributedNetwork::new(config).await.unwrap();
-    network.start().await.unwrap();
-    network
-}
 
 /// Sends `payload` to `subject` with an inbox reply subject and collects replies until
 /// 300 ms pass without one.

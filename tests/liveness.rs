@@ -8,11 +8,12 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{CutProxy, next_event, wait_for};
-use reflow_network::distributed_network::{DistributedConfig, DistributedNetwork};
+use common::{CutProxy, next_event, started, wait_for};
+use reflow_network::distributed_network::DistributedConfig;
 use reflow_network::events::{DownReason, EventStream, NetworkEvent};
 use reflow_network::local_server::NatsServer;
 
@@ -22,19 +23,7 @@ const HEARTBEAT_MS: u64 = 1_000;
 const CRASH_BOUND: Duration = Duration::from_millis(3 * HEARTBEAT_MS + 1_000);
 
 fn config(url: &str, network: &str, instance: &str) -> DistributedConfig {
-    DistributedConfig {
-        network_id: network.into(),
-        instance_id: instance.into(),
-        discovery_endpoints: vec![url.into()],
-        heartbeat_interval_ms: HEARTBEAT_MS,
-        ..DistributedConfig::default()
-    }
-}
-
-async fn started(config: DistributedConfig) -> DistributedNetwork {
-    let mut network = DistributedNetwork::new(config).await.unwrap();
-    network.start().await.unwrap();
-    network
+    common::config(url, network, instance, HEARTBEAT_MS)
 }
 
 /// The network a child process runs, when this binary is started as one.
@@ -171,14 +160,27 @@ async fn graceful_shutdown_is_reported_left_within_500ms() {
     );
 }
 
+/// Whether the bucket holds a live value for `key`, as a plain NATS client sees it.
+async fn entry_is_live(kv: &async_nats::jetstream::kv::Store, key: &str) -> bool {
+    use async_nats::jetstream::kv::Operation;
+    matches!(kv.entry(key).await, Ok(Some(e)) if e.operation == Operation::Put)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watcher_cut_off_during_a_leave_reports_it_after_reconnecting() {
+async fn watcher_cut_off_during_a_leave_and_a_crash_reports_both_after_reconnecting() {
     let server = NatsServer::start().await.unwrap();
     let proxy = CutProxy::start(server.port()).await;
     let watcher = started(config(&proxy.url(), "cutoff", "w1")).await;
     let mut events = watcher.events();
     let mut peer = started(config(&server.url(), "peer", "p1")).await;
+    let mut crashy = ChildNetwork::spawn(&server.url(), "crashy", "c1");
     wait_up(&mut events, "peer", "p1").await;
+    wait_up(&mut events, "crashy", "c1").await;
+    let raw = async_nats::connect(server.url()).await.unwrap();
+    let kv = async_nats::jetstream::new(raw)
+        .get_key_value(reflow_network::liveness::BUCKET)
+        .await
+        .unwrap();
 
     proxy.cut();
     wait_for(
@@ -188,28 +190,51 @@ async fn watcher_cut_off_during_a_leave_reports_it_after_reconnecting() {
     )
     .await;
     peer.shutdown().await.unwrap();
+    crashy.kill();
+    wait_for(
+        "the crashed entry to expire",
+        Duration::from_secs(10),
+        || async { !entry_is_live(&kv, "crashy.c1").await },
+    )
+    .await;
+    let live: Vec<String> = watcher
+        .live_networks()
+        .into_iter()
+        .map(|n| n.network_id)
+        .collect();
     assert!(
-        watcher
-            .live_networks()
-            .iter()
-            .any(|n| n.network_id == "peer"),
-        "the cut-off watcher cannot have seen the leave yet"
+        live.contains(&"peer".to_string()) && live.contains(&"crashy".to_string()),
+        "the cut-off watcher cannot have seen the leave or the crash yet: {live:?}"
     );
 
     proxy.restore();
     let restored = Instant::now();
-    let (reason, at) = wait_down(&mut events, "peer", "p1", Duration::from_secs(10)).await;
-    println!(
-        "missed leave reported as {reason:?} {:?} after the connection was restored",
-        at - restored
-    );
+    let mut downs = HashMap::new();
+    while downs.len() < 2 {
+        let event = next_event(&mut events, "both downs", Duration::from_secs(10), |e| {
+            matches!(e, NetworkEvent::NetworkDown { network, .. } if network == "peer" || network == "crashy")
+        })
+        .await;
+        if let NetworkEvent::NetworkDown {
+            network, reason, ..
+        } = event
+        {
+            println!(
+                "missed down of {network} reported as {reason:?} {:?} after the reconnect",
+                restored.elapsed()
+            );
+            downs.insert(network, reason);
+        }
+    }
+    assert_eq!(downs["peer"], DownReason::Left);
+    assert_eq!(downs["crashy"], DownReason::Expired);
     assert!(watcher.is_broker_connected());
+    let live = watcher.live_networks();
     assert!(
-        watcher
-            .live_networks()
-            .iter()
-            .all(|n| n.network_id != "peer")
+        live.iter()
+            .all(|n| n.network_id != "peer" && n.network_id != "crashy")
     );
+    assert!(live.iter().any(|n| n.network_id == "cutoff"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,33 @@
 use std::future::Future;
 use std::time::Duration;
 
+/// A configuration for `network`/`instance` on the server at `url`.
+pub(crate) fn config(
+    url: &str,
+    network: &str,
+    instance: &str,
+    heartbeat_ms: u64,
+) -> reflow_network::distributed_network::DistributedConfig {
+    reflow_network::distributed_network::DistributedConfig {
+        network_id: network.into(),
+        instance_id: instance.into(),
+        discovery_endpoints: vec![url.into()],
+        heartbeat_interval_ms: heartbeat_ms,
+        ..Default::default()
+    }
+}
+
+/// A started network.
+pub(crate) async fn started(
+    config: reflow_network::distributed_network::DistributedConfig,
+) -> reflow_network::distributed_network::DistributedNetwork {
+    let mut network = reflow_network::distributed_network::DistributedNetwork::new(config)
+        .await
+        .unwrap();
+    network.start().await.unwrap();
+    network
+}
+
 /// Polls `condition` every 20 ms until it holds; panics naming `what` after `timeout`.
 pub(crate) async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut condition: F)
 where
