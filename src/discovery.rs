@@ -34,6 +34,126 @@ pub struct ActorInfo {
     pub metadata: Metadata,
 }
 
+/// Where an instance can be reached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoints {
+    /// Its direct-link endpoint (`host:port`), when it has a bind port.
+    pub direct: Option<String>,
+    /// The NATS server it is connected to.
+    pub nats: Option<String>,
+}
+
+/// What a network instance says about itself: the value of its liveness entry and its
+/// answer on [`DISCOVER_SUBJECT`](crate::subject::DISCOVER_SUBJECT).
+///
+/// [`DistributedNetwork::discover_networks`](crate::distributed_network::DistributedNetwork::discover_networks)
+/// merges the instances of one network into one value: capabilities, tags and actors are
+/// the union over its instances, `instances` lists them all, `instance_count` counts
+/// them, and the other fields are those of its first instance by id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkInfo {
+    /// The network's id.
+    pub network_id: String,
+    /// The instance's id within its network.
+    pub instance_id: String,
+    /// Which start of the instance this is: start time in milliseconds and a random part.
+    /// A process restarted with the same `instance_id` has a new incarnation.
+    pub incarnation: String,
+    /// Where the instance can be reached.
+    pub endpoints: Endpoints,
+    /// What the network offers, as set by `set_capabilities`.
+    pub capabilities: Vec<String>,
+    /// Free-form labels such as `region=eu`, as set by `set_tags`.
+    pub tags: Vec<String>,
+    /// The ids of the actors it hosts (remote-actor proxies left out), sorted.
+    pub actors: Vec<String>,
+    /// How many actors it hosts.
+    pub actor_count: usize,
+    /// How many instances the network has: 1 for one instance's own entry.
+    pub instance_count: usize,
+    /// The instance ids of the network, sorted: the instance's own for a single entry.
+    #[serde(default)]
+    pub instances: Vec<String>,
+    /// How often the instance refreshes its liveness entry, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// The `reflow_network` version the instance runs.
+    pub version: String,
+    /// When the instance started, in milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+}
+
+impl NetworkInfo {
+    /// The instance's key in the liveness bucket: `{network}.{instance}`.
+    pub fn liveness_key(&self) -> String {
+        format!("{}.{}", self.network_id, self.instance_id)
+    }
+
+    /// Whether the network offers `capability`.
+    pub fn has_capability(&self, capability: &str) -> bool {
+        self.capabilities.iter().any(|c| c == capability)
+    }
+
+    /// Whether the network carries every one of `tags`.
+    pub fn has_all_tags<S: AsRef<str>>(&self, tags: &[S]) -> bool {
+        tags.iter()
+            .all(|wanted| self.tags.iter().any(|t| t == wanted.as_ref()))
+    }
+}
+
+/// Capabilities and tags an instance advertises; settable before and after `start()`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Profile {
+    pub(crate) capabilities: Vec<String>,
+    pub(crate) tags: Vec<String>,
+}
+
+/// A fresh incarnation: start time in milliseconds, a dash, and a random part.
+pub(crate) fn incarnation(started_at_ms: u64) -> String {
+    format!("{started_at_ms}-{}", &nonce()[..8])
+}
+
+/// Merges per-instance entries into one [`NetworkInfo`] per network, sorted by network id.
+///
+/// Entries for the same `(network, instance)` are kept once, the first one winning.
+pub(crate) fn group_by_network(entries: impl IntoIterator<Item = NetworkInfo>) -> Vec<NetworkInfo> {
+    use std::collections::BTreeMap;
+    let mut instances: BTreeMap<(String, String), NetworkInfo> = BTreeMap::new();
+    for info in entries {
+        instances
+            .entry((info.network_id.clone(), info.instance_id.clone()))
+            .or_insert(info);
+    }
+    let mut networks: BTreeMap<String, NetworkInfo> = BTreeMap::new();
+    for ((network, instance), info) in instances {
+        match networks.get_mut(&network) {
+            None => {
+                let mut first = info;
+                first.instances = vec![instance];
+                first.instance_count = 1;
+                networks.insert(network, first);
+            }
+            Some(merged) => {
+                merged.instances.push(instance);
+                merged.instance_count += 1;
+                union_into(&mut merged.capabilities, info.capabilities);
+                union_into(&mut merged.tags, info.tags);
+                union_into(&mut merged.actors, info.actors);
+                merged.actor_count = merged.actors.len();
+            }
+        }
+    }
+    networks.into_values().collect()
+}
+
+fn union_into(into: &mut Vec<String>, more: Vec<String>) {
+    for item in more {
+        if !into.contains(&item) {
+            into.push(item);
+        }
+    }
+    into.sort();
+}
+
 /// One live connection between this network and a peer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionInfo {
@@ -225,6 +345,46 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn entry(network: &str, instance: &str, caps: &[&str], tags: &[&str]) -> NetworkInfo {
+        NetworkInfo {
+            network_id: network.into(),
+            instance_id: instance.into(),
+            incarnation: incarnation(1),
+            endpoints: Endpoints::default(),
+            capabilities: caps.iter().map(|c| c.to_string()).collect(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            actors: vec![format!("a_{instance}")],
+            actor_count: 1,
+            instance_count: 1,
+            instances: vec![instance.into()],
+            heartbeat_interval_ms: 1_000,
+            version: "0".into(),
+            started_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn grouping_merges_instances_of_a_network_sorted_by_id() {
+        let grouped = group_by_network([
+            entry("b", "b2", &["gpu"], &["region=eu"]),
+            entry("a", "a1", &[], &[]),
+            entry("b", "b1", &["cpu"], &["region=eu", "tier=1"]),
+            entry("b", "b1", &["ignored"], &[]),
+        ]);
+        assert_eq!(grouped.len(), 2);
+        assert_eq!(grouped[0].network_id, "a");
+        let b = &grouped[1];
+        assert_eq!(b.instance_count, 2);
+        assert_eq!(b.instances, vec!["b1", "b2"]);
+        assert_eq!(b.instance_id, "b1");
+        assert_eq!(b.capabilities, vec!["cpu", "gpu"]);
+        assert_eq!(b.actors, vec!["a_b1", "a_b2"]);
+        assert_eq!(b.actor_count, 2);
+        assert!(b.has_capability("gpu"));
+        assert!(b.has_all_tags(&["region=eu", "tier=1"]));
+        assert!(!b.has_all_tags(&["region=us"]));
+    }
 
     #[test]
     fn proofs_verify_only_with_the_same_token_and_parts() {

@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::started;
+
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -18,19 +20,7 @@ use reflow_network::{ErrorKind, Message};
 use tokio::sync::mpsc;
 
 fn config(url: &str, network: &str, instance: &str) -> DistributedConfig {
-    DistributedConfig {
-        network_id: network.into(),
-        instance_id: instance.into(),
-        discovery_endpoints: vec![url.into()],
-        heartbeat_interval_ms: 1_000,
-        ..DistributedConfig::default()
-    }
-}
-
-async fn started(config: DistributedConfig) -> DistributedNetwork {
-    let mut network = DistributedNetwork::new(config).await.unwrap();
-    network.start().await.unwrap();
-    network
+    common::config(url, network, instance, 1_000)
 }
 
 fn doubler() -> FnActor {
@@ -586,11 +576,21 @@ async fn peers_see_connect_and_disconnect_events_and_listings() {
     assert!(err.to_string().contains("Network not connected"), "{err}");
 }
 
+/// The next peer event; liveness events (networks up and down) interleave freely and are
+/// passed over.
 async fn next(events: &mut reflow_network::events::EventStream) -> NetworkEvent {
-    tokio::time::timeout(Duration::from_secs(5), events.recv())
-        .await
-        .expect("no event within 5 s")
-        .expect("event stream ended")
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("no event within 5 s")
+            .expect("event stream ended");
+        if !matches!(
+            event,
+            NetworkEvent::NetworkUp { .. } | NetworkEvent::NetworkDown { .. }
+        ) {
+            return event;
+        }
+    }
 }
 
 /// An actor that holds each message until the test lets it go.

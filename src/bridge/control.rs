@@ -3,7 +3,8 @@
 //!
 //! Requests that one instance can answer for the whole network (`ping`, `actors`,
 //! `attach`) are queue-subscribed in group `{network}`; the ones every instance must hear
-//! (`connect`, `disconnect`, `detach`) are plain subscriptions.
+//! (`connect`, `disconnect`, `detach`, and discovery on `_reflow.discover`) are plain
+//! subscriptions.
 
 use std::sync::Weak;
 
@@ -19,7 +20,7 @@ use crate::discovery::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Direction, NetworkEvent, TransportKind};
-use crate::subject::control_subject;
+use crate::subject::{DISCOVER_SUBJECT, control_subject};
 
 const QUEUED: &[&str] = &["ping", "actors", "attach"];
 const BROADCAST: &[&str] = &["connect", "disconnect", "detach"];
@@ -46,6 +47,19 @@ pub(crate) async fn subscribe(bridge: &Bridge) -> Result<SelectAll<async_nats::S
             })?);
         }
     }
+    all.push(
+        bridge
+            .client
+            .subscribe(DISCOVER_SUBJECT)
+            .await
+            .map_err(|e| {
+                Error::with_source(
+                    ErrorKind::Broker,
+                    format!("cannot subscribe to {DISCOVER_SUBJECT}"),
+                    e,
+                )
+            })?,
+    );
     Ok(all)
 }
 
@@ -96,8 +110,13 @@ impl Bridge {
     /// broker or a direct link; `None` for notices, which get no answer.
     pub(crate) fn answer_control(&self, subject: &str, payload: &[u8]) -> Option<bytes::Bytes> {
         let prefix = control_subject(&self.network_id, "");
-        let verb = subject.strip_prefix(prefix.as_str()).unwrap_or("");
+        let verb = if subject == DISCOVER_SUBJECT {
+            "discover"
+        } else {
+            subject.strip_prefix(prefix.as_str()).unwrap_or("")
+        };
         match verb {
+            "discover" => Some(reply_bytes(Ok(self.network_info()))),
             "ping" => Some(self.answer_ping(payload)),
             "actors" => Some(reply_bytes(Ok(self.actor_infos()))),
             "attach" => Some(reply_bytes(self.answer_attach(payload))),

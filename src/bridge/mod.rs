@@ -11,15 +11,20 @@
 //!   outputs to `_reflow.{caller}.{instance}.ret.{token}.{port}`, where the caller's
 //!   dispatcher emits them on the proxy's out-port.
 //!
-//! Control requests (ping, actor listing, connect, attach) are answered by [`control`].
+//! Control requests (ping, actor listing, connect, attach, discovery) are answered by
+//! [`control`]; [`discover`] builds this instance's `NetworkInfo` and gathers everyone
+//! else's; [`services`] registers the instance with the NATS Services API. The liveness
+//! entry and watcher ([`crate::liveness`]) start and stop with the bridge.
 
 mod control;
+mod discover;
 mod inbound;
 mod peers;
 pub(crate) mod proxy;
 pub(crate) mod registry;
 mod remote;
 mod sequence;
+mod services;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,14 +43,19 @@ use proxy::Subscribers;
 use registry::Registry;
 use sequence::Outbox;
 
+use crate::discovery::Profile;
 use crate::distributed_network::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::EventSender;
+use crate::liveness::{self, Liveness};
 use crate::message::{Envelope, EnvelopeRef, Message};
 use crate::network::Network;
 use crate::subject::control_subject;
 use crate::transport::Transport;
 use crate::transport::nats::{BrokerState, NatsTransport};
+
+/// The liveness watcher lists the bucket every five heartbeats, but at least this often.
+const RECONCILE_AT_MOST: Duration = Duration::from_secs(30);
 
 /// Counters of the bridge's traffic, for monitoring.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -97,6 +107,12 @@ pub(crate) struct Bridge {
     pub(crate) accepting: AtomicBool,
     pub(crate) compress_above: Option<usize>,
     pub(crate) request_timeout: Duration,
+    /// Capabilities and tags, shared with the facade that sets them.
+    pub(crate) profile: Arc<RwLock<Profile>>,
+    /// This start of the instance: start time and a random part.
+    pub(crate) incarnation: String,
+    pub(crate) started_at_ms: u64,
+    pub(crate) liveness: Arc<Liveness>,
     counters: Counters,
     confirmed_seq: AtomicU64,
     /// Streams to other networks, by network id.
@@ -112,21 +128,34 @@ pub(crate) struct Bridge {
 }
 
 impl Bridge {
-    /// Subscribes to this network's subjects and starts the dispatchers.
+    /// Subscribes to this network's subjects, writes the liveness entry, reads the
+    /// liveness bucket (so the picture of live networks is complete when this returns)
+    /// and starts the dispatchers, the heartbeat and the watcher.
     pub(crate) async fn start(
         config: DistributedConfig,
         local: Arc<RwLock<Network>>,
         client: Client,
         broker: Arc<BrokerState>,
         events: EventSender,
+        profile: Arc<RwLock<Profile>>,
     ) -> Result<Arc<Self>> {
         let net = config.local_network_config.clone();
+        let cancel = CancellationToken::new();
+        let key = format!("{}.{}", config.network_id, config.instance_id);
+        let heartbeat = Duration::from_millis(config.heartbeat_interval_ms);
+        let liveness =
+            Arc::new(Liveness::open(&client, key, config.heartbeat_interval_ms, &cancel).await?);
+        let started_at_ms = crate::discovery::now_ms();
         let bridge = Arc::new_cyclic(|me| Bridge {
             me: me.clone(),
             network_id: config.network_id.as_str().into(),
             instance_id: config.instance_id.as_str().into(),
             compress_above: net.enable_compression.then_some(net.compression_threshold),
             request_timeout: Duration::from_millis(net.request_timeout_ms),
+            profile,
+            incarnation: crate::discovery::incarnation(started_at_ms),
+            started_at_ms,
+            liveness,
             config,
             local,
             nats: NatsTransport {
@@ -147,7 +176,7 @@ impl Bridge {
                 .map(|d| d.as_micros() as u64)
                 .unwrap_or(1),
             tracker: TaskTracker::new(),
-            cancel: CancellationToken::new(),
+            cancel,
             drain: CancellationToken::new(),
             data_done: Mutex::new(None),
         });
@@ -173,7 +202,30 @@ impl Bridge {
             control,
             bridge.cancel.clone(),
         ));
+        bridge.liveness.put(&bridge.network_info()).await?;
+        let watch = bridge.liveness.load(&bridge.events).await?;
+        bridge.tracker.spawn(liveness::run_watcher(
+            bridge.liveness.clone(),
+            watch,
+            bridge.events.clone(),
+            bridge.broker.up.subscribe(),
+            (heartbeat * 5).min(RECONCILE_AT_MOST),
+            bridge.cancel.clone(),
+        ));
+        let me = bridge.weak_self();
+        bridge
+            .liveness
+            .spawn_heartbeat(&bridge.tracker, heartbeat, move || {
+                me.upgrade().map(|b| b.network_info())
+            });
+        services::start(&bridge).await?;
         Ok(bridge)
+    }
+
+    /// Leaves the liveness bucket: the heartbeat stops and the entry is deleted, so
+    /// every watcher reports this instance as left.
+    pub(crate) async fn leave(&self) {
+        self.liveness.leave().await;
     }
 
     pub(crate) fn weak_self(&self) -> Weak<Bridge> {

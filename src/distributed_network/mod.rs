@@ -47,7 +47,7 @@ use parking_lot::RwLock;
 
 use crate::actor::{Actor, Metadata};
 use crate::bridge::Bridge;
-use crate::discovery::{ActorInfo, ConnectionInfo};
+use crate::discovery::{ActorInfo, ConnectionInfo, NetworkInfo, Profile};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventSender, EventStream};
 use crate::message::Message;
@@ -69,6 +69,7 @@ pub struct DistributedNetwork {
     local: Arc<RwLock<Network>>,
     events: EventSender,
     bridge: Option<Arc<Bridge>>,
+    profile: Arc<RwLock<Profile>>,
     phase: Phase,
 }
 
@@ -96,12 +97,16 @@ impl DistributedNetwork {
             local: Arc::new(RwLock::new(local)),
             events: EventSender::new(),
             bridge: None,
+            profile: Arc::default(),
             phase: Phase::Created,
         })
     }
 
-    /// Connects to the broker, subscribes to this network's subjects and starts the local
-    /// graph. Calling it again while running does nothing.
+    /// Connects to the broker, subscribes to this network's subjects, writes this
+    /// instance's liveness entry, reads the liveness bucket and starts the local graph.
+    /// When it returns, [`DistributedNetwork::live_networks`] and
+    /// [`DistributedNetwork::discover_networks`] include every live instance. Calling it
+    /// again while running does nothing.
     ///
     /// # Errors
     ///
@@ -130,6 +135,7 @@ impl DistributedNetwork {
             client,
             broker,
             self.events.clone(),
+            self.profile.clone(),
         )
         .await?;
         self.local.write().start()?;
@@ -139,7 +145,9 @@ impl DistributedNetwork {
         Ok(())
     }
 
-    /// Shuts down gracefully: stops accepting connections, says goodbye to peers, lets the
+    /// Shuts down gracefully: deletes this instance's liveness entry (every watcher sees
+    /// [`NetworkEvent::NetworkDown`](crate::events::NetworkEvent::NetworkDown) with reason
+    /// `Left`), stops accepting connections, says goodbye to peers, lets the
     /// messages already received and in flight finish (bounded by
     /// `local_network_config.drain_timeout_ms`), then stops every task and closes the
     /// broker connection.
@@ -156,6 +164,7 @@ impl DistributedNetwork {
         bridge
             .accepting
             .store(false, std::sync::atomic::Ordering::Release);
+        bridge.leave().await;
         bridge.disconnect_all().await;
         bridge.drain_inbound().await;
         let drained = self.local.read().shutdown();
@@ -275,6 +284,72 @@ impl DistributedNetwork {
         crate::subject::validate_network_id(network_id)?;
         crate::subject::validate_name("actor", actor)?;
         self.bridge()?.ping(network_id, Some(actor)).await
+    }
+
+    /// Sets what this network offers, replacing what was set before. Takes effect at once
+    /// in discovery replies and at the next heartbeat in the liveness entry; usable before
+    /// [`DistributedNetwork::start`].
+    pub fn set_capabilities<I, S>(&self, capabilities: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.profile.write().capabilities = capabilities.into_iter().map(Into::into).collect();
+    }
+
+    /// Sets this network's tags (free-form labels such as `region=eu`), replacing what
+    /// was set before; takes effect as [`DistributedNetwork::set_capabilities`] does.
+    pub fn set_tags<I, S>(&self, tags: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.profile.write().tags = tags.into_iter().map(Into::into).collect();
+    }
+
+    /// Every network that answers discovery or holds a live liveness entry, this one
+    /// included: one [`NetworkInfo`] per network (its instances merged), sorted by
+    /// network id.
+    ///
+    /// Discovery is scatter-gather on `_reflow.discover`: it listens for replies until
+    /// 250 ms pass without one (3 s at most), then adds the instances the liveness
+    /// watcher knows, so every live entry is included even if its instance was slow to
+    /// answer.
+    pub async fn discover_networks(&self) -> Result<Vec<NetworkInfo>> {
+        self.bridge()?.discover_networks().await
+    }
+
+    /// The networks of [`DistributedNetwork::discover_networks`] that offer `capability`.
+    pub async fn discover_networks_with_capability(
+        &self,
+        capability: &str,
+    ) -> Result<Vec<NetworkInfo>> {
+        let mut networks = self.discover_networks().await?;
+        networks.retain(|n| n.has_capability(capability));
+        Ok(networks)
+    }
+
+    /// The networks of [`DistributedNetwork::discover_networks`] that carry every one of
+    /// `tags`.
+    pub async fn discover_networks_by_tags<I, S>(&self, tags: I) -> Result<Vec<NetworkInfo>>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let tags: Vec<S> = tags.into_iter().collect();
+        let mut networks = self.discover_networks().await?;
+        networks.retain(|n| n.has_all_tags(&tags));
+        Ok(networks)
+    }
+
+    /// The instances the liveness watcher knows to be live now, this one included, one
+    /// entry per instance, sorted by liveness key (`{network}.{instance}`). Empty before
+    /// [`DistributedNetwork::start`].
+    pub fn live_networks(&self) -> Vec<NetworkInfo> {
+        self.bridge
+            .as_ref()
+            .map(|b| b.live_instances())
+            .unwrap_or_default()
     }
 
     /// Lists the actors `network_id` hosts, with their ports.

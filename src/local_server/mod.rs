@@ -97,4 +97,21 @@ impl NatsServer {
         *self = Self::spawn(self.opts.clone(), dir, self.port).await?;
         Ok(())
     }
+    pub fn pause(&self) -> Result<()> {
+        self.signal(libc::SIGSTOP)
+    }
+    pub fn resume(&self) -> Result<()> {
+        self.signal(libc::SIGCONT)
+    }
+    fn signal(&self, signal: i32) -> Result<()> {
+        let pid = self
+            .child
+            .id()
+            .ok_or_else(|| Error::new(ErrorKind::LocalServer, "server is not running"))?;
+        // SAFETY: kill(2) with a pid we spawned and own; no memory is involved.
+        if unsafe { libc::kill(pid as i32, signal) } != 0 {
+            return Err(std::io::Error::last_os_error().into());
+        }
+        Ok(())
+    }
 }

@@ -4,6 +4,33 @@
 use std::future::Future;
 use std::time::Duration;
 
+/// A configuration for `network`/`instance` on the server at `url`.
+pub(crate) fn config(
+    url: &str,
+    network: &str,
+    instance: &str,
+    heartbeat_ms: u64,
+) -> reflow_network::distributed_network::DistributedConfig {
+    reflow_network::distributed_network::DistributedConfig {
+        network_id: network.into(),
+        instance_id: instance.into(),
+        discovery_endpoints: vec![url.into()],
+        heartbeat_interval_ms: heartbeat_ms,
+        ..Default::default()
+    }
+}
+
+/// A started network.
+pub(crate) async fn started(
+    config: reflow_network::distributed_network::DistributedConfig,
+) -> reflow_network::distributed_network::DistributedNetwork {
+    let mut network = reflow_network::distributed_network::DistributedNetwork::new(config)
+        .await
+        .unwrap();
+    network.start().await.unwrap();
+    network
+}
+
 /// Polls `condition` every 20 ms until it holds; panics naming `what` after `timeout`.
 pub(crate) async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut condition: F)
 where
@@ -19,5 +46,92 @@ where
             panic!("timed out after {timeout:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads `events` until one matches `wanted`, returning it; panics naming `what` after
+/// `timeout`.
+pub(crate) async fn next_event<F>(
+    events: &mut reflow_network::events::EventStream,
+    what: &str,
+    timeout: Duration,
+    mut wanted: F,
+) -> reflow_network::events::NetworkEvent
+where
+    F: FnMut(&reflow_network::events::NetworkEvent) -> bool,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(event)) if wanted(&event) => return event,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("event stream ended waiting for {what}"),
+            Err(_) => panic!("timed out after {timeout:?} waiting for {what}"),
+        }
+    }
+}
+
+/// A TCP proxy in front of a NATS server that a test can cut: every connection through
+/// it is dropped and new ones are refused until [`CutProxy::restore`].
+pub(crate) struct CutProxy {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<parking_lot::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    pub(crate) async fn start(upstream_port: u16) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let links = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let (open2, links2) = (open.clone(), links.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !open2.load(Ordering::Acquire) {
+                    continue;
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut upstream) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut upstream).await;
+                    }
+                });
+                links2.lock().push(link);
+            }
+        });
+        CutProxy {
+            port,
+            open,
+            links,
+            accept,
+        }
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub(crate) fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::Release);
+        for link in self.links.lock().drain(..) {
+            link.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    pub(crate) fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
     }
 }

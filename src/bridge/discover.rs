@@ -1,0 +1,117 @@
+//! Which networks exist: this instance's own [`NetworkInfo`], and scatter-gather discovery
+//! of everyone else's, merged with the liveness watcher's roster.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::time::Instant;
+
+use super::Bridge;
+use crate::discovery::{Endpoints, NetworkInfo, group_by_network, parse_reply};
+use crate::error::{Error, ErrorKind, Result};
+use crate::subject::DISCOVER_SUBJECT;
+
+/// Discovery stops listening once no reply has come for this long...
+pub(crate) const QUIET: Duration = Duration::from_millis(250);
+
+/// ...or, at the latest, this long after the request went out.
+pub(crate) const BOUND: Duration = Duration::from_secs(3);
+
+/// Publishes `payload` on `subject` with a fresh inbox as reply subject and collects every
+/// reply until `quiet` passes without one, or `bound` after sending.
+pub(crate) async fn gather(
+    client: &async_nats::Client,
+    subject: &str,
+    payload: bytes::Bytes,
+    quiet: Duration,
+    bound: Duration,
+) -> Result<Vec<async_nats::Message>> {
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.map_err(|e| {
+        Error::with_source(ErrorKind::Broker, format!("cannot subscribe to {inbox}"), e)
+    })?;
+    client
+        .publish_with_reply(subject.to_string(), inbox, payload)
+        .await
+        .map_err(|e| crate::transport::nats::publish_error(subject, e))?;
+    let deadline = Instant::now() + bound;
+    let mut got = Vec::new();
+    loop {
+        let until = (Instant::now() + quiet).min(deadline);
+        match tokio::time::timeout_at(until, replies.next()).await {
+            Ok(Some(reply)) => got.push(reply),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let _ = replies.unsubscribe().await;
+    Ok(got)
+}
+
+impl Bridge {
+    /// This instance as others see it, now.
+    pub(crate) fn network_info(&self) -> NetworkInfo {
+        let profile = self.profile.read().clone();
+        let mut actors: Vec<String> = self.actor_infos().into_iter().map(|a| a.id).collect();
+        actors.sort();
+        let direct = (self.config.bind_port != 0)
+            .then(|| format!("{}:{}", self.config.bind_address, self.config.bind_port));
+        NetworkInfo {
+            network_id: self.network_id.to_string(),
+            instance_id: self.instance_id.to_string(),
+            incarnation: self.incarnation.clone(),
+            endpoints: Endpoints {
+                direct,
+                nats: self.server_url(),
+            },
+            capabilities: profile.capabilities,
+            tags: profile.tags,
+            actor_count: actors.len(),
+            actors,
+            instance_count: 1,
+            instances: vec![self.instance_id.to_string()],
+            heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at_ms: self.started_at_ms,
+        }
+    }
+
+    /// The URL of the server this instance is connected to, as that server names itself;
+    /// the first configured URL when it listens on every interface.
+    fn server_url(&self) -> Option<String> {
+        let info = self.client.server_info();
+        let unspecified = info.host.is_empty() || info.host == "0.0.0.0" || info.host == "::";
+        if unspecified || info.port == 0 {
+            self.config.nats_urls().into_iter().next()
+        } else if info.host.contains(':') {
+            Some(format!("nats://[{}]:{}", info.host, info.port))
+        } else {
+            Some(format!("nats://{}:{}", info.host, info.port))
+        }
+    }
+
+    /// The instances the liveness watcher knows to be live, sorted by network and instance.
+    pub(crate) fn live_instances(&self) -> Vec<NetworkInfo> {
+        self.liveness.roster.read().infos()
+    }
+
+    /// Every network that answers discovery or holds a live entry, one value per network,
+    /// sorted by network id.
+    pub(crate) async fn discover_networks(&self) -> Result<Vec<NetworkInfo>> {
+        let replies = gather(
+            &self.client,
+            DISCOVER_SUBJECT,
+            bytes::Bytes::from_static(b"{}"),
+            QUIET,
+            BOUND,
+        )
+        .await?;
+        let answered = replies.iter().filter_map(|reply| {
+            parse_reply::<NetworkInfo>("a discovery reply", &reply.payload)
+                .inspect_err(|err| tracing::debug!(error = %err, "ignoring a discovery reply"))
+                .ok()
+        });
+        // Replies come first so they win over (older) liveness entries.
+        let all: Vec<NetworkInfo> = answered.chain(self.live_instances()).collect();
+        Ok(group_by_network(all))
+    }
+}

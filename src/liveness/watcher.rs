@@ -1,0 +1,159 @@
+//! The watcher: turns the bucket's changes into up and down events.
+//!
+//! It reads the bucket through an ordered consumer that first delivers the latest message
+//! of every key (the listing) and then every change. A watch misses what happens while
+//! the client is cut off from the server, so the watcher also takes a fresh listing,
+//! and reconciles the roster against it, after every reconnect and on a slow timer;
+//! each listing comes with a fresh watch that continues from it, which also replaces a
+//! watch that ended.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push};
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::roster::Change;
+use super::{BUCKET, Liveness, broker, change_of};
+use crate::error::{Error, Result};
+use crate::events::EventSender;
+
+/// A live feed of the bucket's changes.
+pub(crate) type Watch = push::Ordered;
+
+/// How long reading a listing may take.
+const LISTING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How soon after a reconnect the bucket is listed again (JetStream may need a moment).
+const AFTER_RECONNECT: Duration = Duration::from_millis(100);
+
+/// How soon a failed listing is tried again.
+const RETRY: Duration = Duration::from_millis(500);
+
+/// Opens a watch over the whole bucket and reads its listing: the latest message of
+/// every key, as `(key, revision, change)`.
+pub(super) async fn open(
+    stream: &async_nats::jetstream::stream::Stream,
+    client: &async_nats::Client,
+) -> Result<(Vec<(String, u64, Change)>, Watch)> {
+    let prefix = format!("$KV.{BUCKET}.");
+    let consumer = stream
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            description: Some("reflow liveness watcher".into()),
+            filter_subject: format!("{prefix}>"),
+            replay_policy: ReplayPolicy::Instant,
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| broker(format!("cannot watch bucket {BUCKET:?}"), e))?;
+    let mut left = consumer.cached_info().num_pending;
+    let mut watch = consumer
+        .messages()
+        .await
+        .map_err(|e| broker(format!("cannot watch bucket {BUCKET:?}"), e))?;
+    let deadline = Instant::now() + LISTING_TIMEOUT;
+    let mut changes = Vec::with_capacity(left as usize);
+    while left > 0 {
+        let message = match tokio::time::timeout_at(deadline, watch.next()).await {
+            Err(_) => {
+                return Err(Error::timeout(
+                    format!("listing bucket {BUCKET:?} ({left} entries unread)"),
+                    LISTING_TIMEOUT,
+                ));
+            }
+            Ok(None) => return Err(Error::new(crate::ErrorKind::Broker, "the watch ended")),
+            Ok(Some(Err(err))) => {
+                tracing::debug!(error = %err, "liveness listing hiccup");
+                continue;
+            }
+            Ok(Some(Ok(message))) => message,
+        };
+        if let Ok(info) = message.info() {
+            left = info.pending;
+        }
+        changes.extend(read(&prefix, &message));
+    }
+    Ok((changes, watch))
+}
+
+/// What one delivered message says: `(key, revision, change)`.
+fn read(prefix: &str, message: &async_nats::jetstream::Message) -> Option<(String, u64, Change)> {
+    let revision = message.info().ok()?.stream_sequence;
+    let key = message.subject.strip_prefix(prefix)?.to_string();
+    Some((key, revision, change_of(&message.message)?))
+}
+
+/// Applies the bucket's changes to the roster until `cancel`, reconciling after every
+/// reconnect (`broker_up` turning true) and every `every`.
+pub(crate) async fn run(
+    liveness: Arc<Liveness>,
+    watch: Watch,
+    events: EventSender,
+    mut broker_up: watch::Receiver<bool>,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let prefix = format!("$KV.{BUCKET}.");
+    let mut watch = Some(watch);
+    let mut timer = tokio::time::interval_at(Instant::now() + every, every);
+    let mut relist_at: Option<Instant> = None;
+    let mut broker_open = true;
+    loop {
+        let next = async {
+            match watch.as_mut() {
+                Some(watch) => watch.next().await,
+                None => std::future::pending().await,
+            }
+        };
+        let relist = async {
+            match relist_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            message = next => match message {
+                Some(Ok(message)) => {
+                    if let Some((key, revision, change)) = read(&prefix, &message) {
+                        let happened = liveness.roster.write().apply(&key, revision, change);
+                        happened.into_iter().for_each(|e| events.send(e));
+                    }
+                }
+                Some(Err(err)) => tracing::debug!(error = %err, "liveness watch hiccup"),
+                None => {
+                    tracing::debug!("liveness watch ended; listing again");
+                    watch = None;
+                    relist_at = Some(Instant::now() + RETRY);
+                }
+            },
+            changed = broker_up.changed(), if broker_open => {
+                if changed.is_err() {
+                    broker_open = false;
+                } else if *broker_up.borrow_and_update() {
+                    relist_at = Some(Instant::now() + AFTER_RECONNECT);
+                }
+            }
+            _ = timer.tick() => relist_at = Some(Instant::now()),
+            _ = relist => {
+                relist_at = None;
+                match liveness.listing().await {
+                    Ok((changes, listed_at, fresh)) => {
+                        let happened = liveness.roster.write().reconcile(changes, listed_at);
+                        happened.into_iter().for_each(|e| events.send(e));
+                        watch = Some(fresh);
+                    }
+                    Err(err) => {
+                        tracing::debug!(error = %err, "liveness listing failed; retrying");
+                        relist_at = Some(Instant::now() + RETRY);
+                    }
+                }
+            }
+        }
+    }
+}

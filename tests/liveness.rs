@@ -1,0 +1,291 @@
+//! Liveness through the JetStream KV bucket against a real nats-server: crashes expire,
+//! graceful leaves are seen at once, a watcher cut off from the server still learns what
+//! it missed, and a restarted instance is a new member that stays up.
+//!
+//! Crashed processes are real ones: the test binary runs itself again as a child
+//! (`child_network_process`, ignored unless `REFLOW_CHILD_URL` is set) and kills it with
+//! SIGKILL.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{CutProxy, next_event, started, wait_for};
+use reflow_network::distributed_network::DistributedConfig;
+use reflow_network::events::{DownReason, EventStream, NetworkEvent};
+use reflow_network::local_server::NatsServer;
+
+const HEARTBEAT_MS: u64 = 1_000;
+
+/// The longest a crash may take to be reported: three heartbeats and a second.
+const CRASH_BOUND: Duration = Duration::from_millis(3 * HEARTBEAT_MS + 1_000);
+
+fn config(url: &str, network: &str, instance: &str) -> DistributedConfig {
+    common::config(url, network, instance, HEARTBEAT_MS)
+}
+
+/// The network a child process runs, when this binary is started as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper: the child process of the crash tests"]
+async fn child_network_process() {
+    let Ok(url) = std::env::var("REFLOW_CHILD_URL") else {
+        return;
+    };
+    let network = std::env::var("REFLOW_CHILD_NETWORK").unwrap();
+    let instance = std::env::var("REFLOW_CHILD_INSTANCE").unwrap();
+    let _network = started(config(&url, &network, &instance)).await;
+    std::future::pending::<()>().await;
+}
+
+/// A network in a child process; killed with SIGKILL when dropped.
+struct ChildNetwork(Child);
+
+impl ChildNetwork {
+    fn spawn(url: &str, network: &str, instance: &str) -> Self {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_network_process",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("REFLOW_CHILD_URL", url)
+            .env("REFLOW_CHILD_NETWORK", network)
+            .env("REFLOW_CHILD_INSTANCE", instance)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        ChildNetwork(child)
+    }
+
+    /// SIGKILL: no goodbye, no delete; only the entry's TTL tells the others.
+    fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for ChildNetwork {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_up(events: &mut EventStream, network: &str, instance: &str) {
+    next_event(
+        events,
+        &format!("{network}/{instance} up"),
+        Duration::from_secs(20),
+        |e| matches!(e, NetworkEvent::NetworkUp { network: n, instance: i } if n == network && i == instance),
+    )
+    .await;
+}
+
+/// Waits for `network/instance` to go down; returns why and when it was seen.
+async fn wait_down(
+    events: &mut EventStream,
+    network: &str,
+    instance: &str,
+    timeout: Duration,
+) -> (DownReason, Instant) {
+    let event = next_event(
+        events,
+        &format!("{network}/{instance} down"),
+        timeout,
+        |e| matches!(e, NetworkEvent::NetworkDown { network: n, instance: i, .. } if n == network && i == instance),
+    )
+    .await;
+    let NetworkEvent::NetworkDown { reason, .. } = event else {
+        unreachable!()
+    };
+    (reason, Instant::now())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_process_is_reported_expired_to_every_peer_within_three_heartbeats() {
+    let server = NatsServer::start().await.unwrap();
+    let w1 = started(config(&server.url(), "watch_a", "w1")).await;
+    let w2 = started(config(&server.url(), "watch_b", "w2")).await;
+    let (mut e1, mut e2) = (w1.events(), w2.events());
+    let mut child = ChildNetwork::spawn(&server.url(), "crashy", "c1");
+    wait_up(&mut e1, "crashy", "c1").await;
+    wait_up(&mut e2, "crashy", "c1").await;
+
+    child.kill();
+    let killed = Instant::now();
+    let (peer1, peer2) = tokio::join!(
+        wait_down(&mut e1, "crashy", "c1", CRASH_BOUND),
+        wait_down(&mut e2, "crashy", "c1", CRASH_BOUND),
+    );
+    for (name, (reason, seen)) in [("w1", peer1), ("w2", peer2)] {
+        let delay = seen - killed;
+        println!("{name}: crash of crashy/c1 reported after {delay:?} (bound {CRASH_BOUND:?})");
+        assert_eq!(reason, DownReason::Expired);
+        assert!(delay <= CRASH_BOUND, "{name} took {delay:?}");
+    }
+    assert!(w1.live_networks().iter().all(|n| n.network_id != "crashy"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_is_reported_left_within_500ms() {
+    let server = NatsServer::start().await.unwrap();
+    let watcher = started(config(&server.url(), "watcher", "w1")).await;
+    let mut events = watcher.events();
+    let mut leaving = started(config(&server.url(), "leaving", "l1")).await;
+    wait_up(&mut events, "leaving", "l1").await;
+
+    let seen = tokio::spawn(async move {
+        wait_down(&mut events, "leaving", "l1", Duration::from_secs(10)).await
+    });
+    leaving.shutdown().await.unwrap();
+    let returned = Instant::now();
+    let (reason, at) = tokio::time::timeout(Duration::from_millis(500), seen)
+        .await
+        .expect("no NetworkDown within 500 ms of shutdown() returning")
+        .unwrap();
+    println!(
+        "leave reported {:?} after shutdown() returned",
+        at.saturating_duration_since(returned)
+    );
+    assert_eq!(reason, DownReason::Left);
+    assert!(
+        watcher
+            .live_networks()
+            .iter()
+            .all(|n| n.network_id != "leaving")
+    );
+}
+
+/// Whether the bucket holds a live value for `key`, as a plain NATS client sees it.
+async fn entry_is_live(kv: &async_nats::jetstream::kv::Store, key: &str) -> bool {
+    use async_nats::jetstream::kv::Operation;
+    matches!(kv.entry(key).await, Ok(Some(e)) if e.operation == Operation::Put)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_cut_off_during_a_leave_and_a_crash_reports_both_after_reconnecting() {
+    let server = NatsServer::start().await.unwrap();
+    let proxy = CutProxy::start(server.port()).await;
+    let watcher = started(config(&proxy.url(), "cutoff", "w1")).await;
+    let mut events = watcher.events();
+    let mut peer = started(config(&server.url(), "peer", "p1")).await;
+    let mut crashy = ChildNetwork::spawn(&server.url(), "crashy", "c1");
+    wait_up(&mut events, "peer", "p1").await;
+    wait_up(&mut events, "crashy", "c1").await;
+    let raw = async_nats::connect(server.url()).await.unwrap();
+    let kv = async_nats::jetstream::new(raw)
+        .get_key_value(reflow_network::liveness::BUCKET)
+        .await
+        .unwrap();
+
+    proxy.cut();
+    wait_for(
+        "the watcher to lose the broker",
+        Duration::from_secs(5),
+        || async { !watcher.is_broker_connected() },
+    )
+    .await;
+    peer.shutdown().await.unwrap();
+    crashy.kill();
+    wait_for(
+        "the crashed entry to expire",
+        Duration::from_secs(10),
+        || async { !entry_is_live(&kv, "crashy.c1").await },
+    )
+    .await;
+    let live: Vec<String> = watcher
+        .live_networks()
+        .into_iter()
+        .map(|n| n.network_id)
+        .collect();
+    assert!(
+        live.contains(&"peer".to_string()) && live.contains(&"crashy".to_string()),
+        "the cut-off watcher cannot have seen the leave or the crash yet: {live:?}"
+    );
+
+    proxy.restore();
+    let restored = Instant::now();
+    let mut downs = HashMap::new();
+    while downs.len() < 2 {
+        let event = next_event(&mut events, "both downs", Duration::from_secs(10), |e| {
+            matches!(e, NetworkEvent::NetworkDown { network, .. } if network == "peer" || network == "crashy")
+        })
+        .await;
+        if let NetworkEvent::NetworkDown {
+            network, reason, ..
+        } = event
+        {
+            println!(
+                "missed down of {network} reported as {reason:?} {:?} after the reconnect",
+                restored.elapsed()
+            );
+            downs.insert(network, reason);
+        }
+    }
+    assert_eq!(downs["peer"], DownReason::Left);
+    assert_eq!(downs["crashy"], DownReason::Expired);
+    assert!(watcher.is_broker_connected());
+    let live = watcher.live_networks();
+    assert!(
+        live.iter()
+            .all(|n| n.network_id != "peer" && n.network_id != "crashy")
+    );
+    assert!(live.iter().any(|n| n.network_id == "cutoff"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_the_same_instance_id_stays_up_after_the_old_ttl_passes() {
+    let server = NatsServer::start().await.unwrap();
+    let watcher = started(config(&server.url(), "observer", "o1")).await;
+    let mut events = watcher.events();
+    let incarnation = || {
+        watcher
+            .live_networks()
+            .into_iter()
+            .find(|n| n.network_id == "phoenix" && n.instance_id == "p1")
+            .map(|n| n.incarnation)
+    };
+
+    let mut first = ChildNetwork::spawn(&server.url(), "phoenix", "p1");
+    wait_up(&mut events, "phoenix", "p1").await;
+    let old = incarnation().unwrap();
+    first.kill();
+    let killed = Instant::now();
+    let _second = ChildNetwork::spawn(&server.url(), "phoenix", "p1");
+    wait_for("the new incarnation", Duration::from_secs(20), || async {
+        incarnation().is_some_and(|now| now != old)
+    })
+    .await;
+    println!("new incarnation live {:?} after the kill", killed.elapsed());
+    // Drain to the new incarnation's up; whatever the old one did happened before it.
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(100), events.recv()).await
+    {
+        println!("before the old TTL: {event:?}");
+    }
+
+    // The old entry's TTL (three heartbeats) and a margin pass with no down event.
+    let old_ttl_passed = killed + Duration::from_millis(3 * HEARTBEAT_MS + 1_500);
+    let quiet = tokio::time::timeout_at(
+        old_ttl_passed.into(),
+        next_event(
+            &mut events,
+            "a down",
+            Duration::from_secs(60),
+            |e| matches!(e, NetworkEvent::NetworkDown { network, .. } if network == "phoenix"),
+        ),
+    )
+    .await;
+    assert!(
+        quiet.is_err(),
+        "the restarted instance went down: {quiet:?}"
+    );
+    let now = incarnation().expect("the restarted instance is still live");
+    assert_ne!(now, old);
+    let discovered = watcher.discover_networks().await.unwrap();
+    assert!(discovered.iter().any(|n| n.network_id == "phoenix"));
+}
