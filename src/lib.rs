@@ -11,6 +11,7 @@
 pub mod actor;
 pub mod components;
 pub mod error;
+pub mod local_server;
 pub mod message;
 pub mod network;
 pub mod subject;
