@@ -1,21 +1,29 @@
 //! The seed's "Mesh Topology": three networks, each connected to the other two, each
-//! able to reach every actor. In production the broker is the three-node cluster of
-//! `nats/cluster/` and each network lists all three URLs in `discovery_endpoints`; this
-//! example runs against one local server so that it starts anywhere in seconds.
+//! able to reach every actor, over a three-node NATS cluster (the shape of
+//! `nats/cluster/`). Each network connects to a different node and lists all three URLs
+//! in `discovery_endpoints` as its seed list, so traffic crosses the cluster's routes.
 
 mod common;
 
 use reflow_network::Message;
 use reflow_network::actor::FnActor;
 use reflow_network::distributed_network::DistributedNetwork;
+use reflow_network::local_server::{NatsCluster, ServerOptions};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let server = common::server().await?;
+    let cluster = NatsCluster::start(3, ServerOptions::default()).await?;
+    let urls = cluster.urls();
+    println!("three-node NATS cluster running at {}", urls.join(", "));
     let names = ["mesh_node_1", "mesh_node_2", "mesh_node_3"];
     let mut nodes = Vec::new();
-    for name in names {
-        let mut node = DistributedNetwork::new(common::config(&server.url(), name, "i1")).await?;
+    for (i, name) in names.into_iter().enumerate() {
+        // Each network's own node first, the others as fallbacks.
+        let mut seeds = urls.clone();
+        seeds.rotate_left(i);
+        let mut config = common::config(&seeds[0], name, "i1");
+        config.discovery_endpoints = seeds;
+        let mut node = DistributedNetwork::new(config).await?;
         let me = name.to_string();
         node.register_local_actor(
             "echo",

@@ -748,7 +748,7 @@ async fn broker_restart_mid_run_reconnects_and_no_confirmed_send_lies() {
         || async { b.stats().messages_in > 50 },
     )
     .await;
-    server.kill().unwrap();
+    server.kill().await.unwrap();
     wait_event(&mut a_events, |e| matches!(e, NetworkEvent::BrokerLost)).await;
     wait_event(&mut b_events, |e| matches!(e, NetworkEvent::BrokerLost)).await;
     server.restart().await.unwrap();

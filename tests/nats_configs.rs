@@ -31,7 +31,7 @@ fn conf_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 #[tokio::test]
 async fn every_config_file_parses() {
-    let bin = find_nats_server().await.unwrap();
+    let bin = find_nats_server().unwrap().path().to_path_buf();
     let mut files = Vec::new();
     conf_files(&nats_dir(), &mut files);
     assert!(files.len() >= 8, "found only {files:?}");
@@ -74,7 +74,7 @@ impl Server {
         let path = dir.path().join("server.conf");
         std::fs::write(&path, text).unwrap();
         let server = Server {
-            child: Command::new(find_nats_server().await.unwrap())
+            child: Command::new(find_nats_server().unwrap().path())
                 .arg("-c")
                 .arg(&path)
                 .stdout(Stdio::null())

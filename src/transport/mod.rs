@@ -1,6 +1,6 @@
 //! The roads traffic takes between networks: [`nats`] through the broker, and direct TCP
 //! links between networks for when there is no broker. The bridge sees both through the
-//! small [`Transport`] trait: publish a payload on a subject, or ask and wait for a reply.
+//! small `Transport` trait: publish a payload on a subject, or ask and wait for a reply.
 
 pub mod nats;
 
