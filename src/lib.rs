@@ -14,6 +14,7 @@ pub mod error;
 pub mod message;
 pub mod network;
 pub mod subject;
+pub mod transport;
 
 pub use error::{Error, ErrorKind, Result};
 pub use message::Message;

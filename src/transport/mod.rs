@@ -1,0 +1,3 @@
+//! The roads traffic takes between networks.
+
+pub mod direct;
