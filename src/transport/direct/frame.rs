@@ -395,6 +395,28 @@ mod tests {
         assert!(body.windows(4).any(|w| w == [0xc4, 2, 0xff, 0x00]));
     }
 
+    /// The two examples in `docs/wire.md`, byte for byte.
+    #[test]
+    fn the_documented_examples_encode_to_the_documented_bytes() {
+        let hex = |frame: &Frame| {
+            let bytes = encode_to_bytes(frame).unwrap();
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+        };
+        assert_eq!(
+            hex(&Frame::Ping { id: 1 }),
+            "00 00 00 0c 82 a1 74 a4 50 69 6e 67 a2 69 64 01"
+        );
+        let message = Frame::Message {
+            subject: "a.b.c".into(),
+            payload: Bytes::from_static(b"hi"),
+        };
+        assert_eq!(
+            hex(&message),
+            "00 00 00 25 83 a1 74 a7 4d 65 73 73 61 67 65 a7 73 75 62 6a 65 63 74 \
+             a5 61 2e 62 2e 63 a7 70 61 79 6c 6f 61 64 c4 02 68 69"
+        );
+    }
+
     #[test]
     fn an_oversize_prefix_is_refused_before_the_body_arrives() {
         let mut codec = FrameCodec::new(1024);
