@@ -12,7 +12,6 @@ use futures::SinkExt;
 use reflow_network::ErrorKind;
 use reflow_network::transport::direct::frame::{Frame, FrameCodec, PROTOCOL_VERSION};
 use reflow_network::transport::direct::{DirectTransport, Inbound, RefuseCode, token_proof};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
@@ -127,33 +126,24 @@ async fn requests_are_answered_and_failures_come_back_as_errors() {
         }
     });
 
-    let answer = client
-        .transport
-        .request("server", "echo", Bytes::from_static(b"hi"), WAIT)
-        .await
-        .unwrap();
-    assert_eq!(answer, Bytes::from_static(b"hi"));
+    let ask = |network: &'static str, subject: &'static str| {
+        let transport = client.transport.clone();
+        async move {
+            transport
+                .request(network, subject, Bytes::from_static(b"hi"), WAIT)
+                .await
+        }
+    };
+    assert_eq!(ask("server", "echo").await.unwrap(), "hi");
 
-    let err = client
-        .transport
-        .request("server", "fail", Bytes::new(), WAIT)
-        .await
-        .unwrap_err();
+    let err = ask("server", "fail").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Actor);
     assert!(err.to_string().contains("no such actor"), "{err}");
 
-    let err = client
-        .transport
-        .request("server", "ignored", Bytes::new(), WAIT)
-        .await
-        .unwrap_err();
+    let err = ask("server", "ignored").await.unwrap_err();
     assert!(err.to_string().contains("dropped without a reply"), "{err}");
 
-    let err = client
-        .transport
-        .request("nowhere", "echo", Bytes::new(), WAIT)
-        .await
-        .unwrap_err();
+    let err = ask("nowhere", "echo").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NetworkNotConnected);
     assert!(err.to_string().contains("'nowhere'"), "{err}");
 
@@ -218,7 +208,7 @@ async fn a_wrong_or_missing_token_is_refused_on_both_sides_and_counted() {
     let err = wrong.transport.connect(&open.endpoint()).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::AuthenticationFailed);
     assert!(
-        err.to_string().contains("listener gave no token proof"),
+        err.to_string().contains("the listener sent no token proof"),
         "{err}"
     );
     assert_eq!(
@@ -235,10 +225,8 @@ async fn a_protocol_version_mismatch_is_refused_naming_both_versions() {
     let server = start(config("server", None), true).await;
     let theirs = PROTOCOL_VERSION + 1;
 
-    let mut client = raw(&server.endpoint()).await;
-    challenge_nonce(&mut client).await;
-    client.send(hello("future", theirs, None)).await.unwrap();
-    let (code, reason) = refusal(&mut client).await;
+    let (code, reason) =
+        refusal_for(&server.endpoint(), |_| frame(hello("future", theirs, None))).await;
     assert_eq!(code, RefuseCode::VersionMismatch);
     assert!(
         reason.contains(&format!("version {PROTOCOL_VERSION}"))
@@ -334,22 +322,13 @@ async fn bad_clients_are_refused_with_their_reason_while_a_good_peer_keeps_talki
     assert_eq!(good.next_message().await.1, "before");
 
     // (a) Garbage: a length that fits, then bytes that are no MessagePack at all.
-    let mut garbage = raw(&server.endpoint()).await;
-    challenge_nonce(&mut garbage).await;
-    garbage
-        .get_mut()
-        .write_all(&[0, 0, 0, 6, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1])
-        .await
-        .unwrap();
-    let (code, reason) = refusal(&mut garbage).await;
+    let garbage = |_: &Bytes| vec![0, 0, 0, 6, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1];
+    let (code, reason) = refusal_for(&server.endpoint(), garbage).await;
     assert_eq!(code, RefuseCode::MalformedFrame);
     assert!(reason.starts_with("malformed frame: "), "{reason}");
 
     // (b) A length prefix of 4 GiB - 1: refused before any body is awaited.
-    let mut huge = raw(&server.endpoint()).await;
-    challenge_nonce(&mut huge).await;
-    huge.get_mut().write_all(&[0xff; 4]).await.unwrap();
-    let (code, reason) = refusal(&mut huge).await;
+    let (code, reason) = refusal_for(&server.endpoint(), |_| vec![0xff; 4]).await;
     assert_eq!(code, RefuseCode::FrameTooLarge);
     assert!(
         reason.contains("4294967295 bytes") && reason.contains("8388608 bytes"),
@@ -357,26 +336,20 @@ async fn bad_clients_are_refused_with_their_reason_while_a_good_peer_keeps_talki
     );
 
     // (c) A well-formed Hello whose proof was made with the wrong token.
-    let mut forged = raw(&server.endpoint()).await;
-    let nonce = challenge_nonce(&mut forged).await;
-    let proof = token_proof("wrong", &nonce, "forged", "forged-1");
-    forged
-        .send(hello("forged", PROTOCOL_VERSION, Some(proof)))
-        .await
-        .unwrap();
-    let (code, reason) = refusal(&mut forged).await;
+    let forged = |nonce: &Bytes| {
+        let proof = token_proof("wrong", nonce, "forged", "forged-1");
+        frame(hello("forged", PROTOCOL_VERSION, Some(proof)))
+    };
+    let (code, reason) = refusal_for(&server.endpoint(), forged).await;
     assert_eq!(code, RefuseCode::AuthenticationFailed);
     assert!(reason.starts_with("Authentication failed"), "{reason}");
 
     // (d) A message before the handshake is over.
-    let mut hasty = raw(&server.endpoint()).await;
-    challenge_nonce(&mut hasty).await;
     let early = Frame::Message {
         subject: "s".into(),
         payload: Bytes::new(),
     };
-    hasty.send(early).await.unwrap();
-    let (code, reason) = refusal(&mut hasty).await;
+    let (code, reason) = refusal_for(&server.endpoint(), |_| frame(early)).await;
     assert_eq!(code, RefuseCode::UnexpectedFrame);
     assert!(reason.contains("expected Hello, got Message"), "{reason}");
 

@@ -5,8 +5,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use reflow_network::transport::direct::frame::{Frame, FrameCodec, PROTOCOL_VERSION};
+use reflow_network::transport::direct::frame::{
+    Frame, FrameCodec, PROTOCOL_VERSION, encode_to_bytes,
+};
 use reflow_network::transport::direct::{DirectConfig, DirectTransport, Inbound, RefuseCode};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::Framed;
@@ -136,4 +139,25 @@ pub(crate) fn hello(network: &str, v: u16, proof: Option<Bytes>) -> Frame {
         proof,
         nonce: Bytes::from_static(&[7; 32]),
     }
+}
+
+/// One frame as bytes on the wire.
+pub(crate) fn frame(frame: Frame) -> Vec<u8> {
+    encode_to_bytes(&frame).expect("encodable").to_vec()
+}
+
+/// Connects a raw client, reads the challenge, sends what `answer` makes of its nonce,
+/// and returns the refusal that follows.
+pub(crate) async fn refusal_for(
+    endpoint: &str,
+    answer: impl FnOnce(&Bytes) -> Vec<u8>,
+) -> (RefuseCode, String) {
+    let mut client = raw(endpoint).await;
+    let nonce = challenge_nonce(&mut client).await;
+    client
+        .get_mut()
+        .write_all(&answer(&nonce))
+        .await
+        .expect("raw write");
+    refusal(&mut client).await
 }

@@ -400,7 +400,11 @@ mod tests {
     fn the_documented_examples_encode_to_the_documented_bytes() {
         let hex = |frame: &Frame| {
             let bytes = encode_to_bytes(frame).unwrap();
-            bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+            bytes
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         };
         assert_eq!(
             hex(&Frame::Ping { id: 1 }),

@@ -119,6 +119,12 @@ pub(crate) enum Failure {
     Closed(String),
 }
 
+impl From<Refusal> for Failure {
+    fn from(refusal: Refusal) -> Self {
+        Failure::Refuse(refusal)
+    }
+}
+
 /// Writes one frame straight to the socket (the handshake runs before the link's writer).
 pub(crate) async fn send_frame(write: &mut OwnedWriteHalf, frame: &Frame) -> io::Result<()> {
     let bytes = encode_to_bytes(frame).map_err(io::Error::other)?;
@@ -203,40 +209,19 @@ pub(crate) async fn answer(
                 reason,
             });
         }
-        other => return Err(Failure::Refuse(Refusal::unexpected("Hello", &other))),
+        other => return Err(Refusal::unexpected("Hello", &other).into()),
     };
     if v != PROTOCOL_VERSION {
-        return Err(Failure::Refuse(Refusal::version(PROTOCOL_VERSION, v)));
+        return Err(Refusal::version(PROTOCOL_VERSION, v).into());
     }
-    let identity = Identity::checked(network, instance, their_endpoint).map_err(Failure::Refuse)?;
-    if let Some(token) = &config.auth_token {
-        let Some(proof) = proof else {
-            return Err(Failure::Refuse(Refusal::authentication(format!(
-                "'{}' sent no token proof, and this listener requires one",
-                identity.network
-            ))));
-        };
-        if !proof_matches(
-            token,
-            &challenge_nonce,
-            &identity.network,
-            &identity.instance,
-            &proof,
-        ) {
-            return Err(Failure::Refuse(Refusal::authentication(format!(
-                "the token proof of '{}' does not match",
-                identity.network
-            ))));
-        }
-    }
+    let identity = Identity::checked(network, instance, their_endpoint)?;
+    let whose = format!("'{}'", identity.network);
+    check_proof(config, proof, &challenge_nonce, &identity, &whose)?;
     let welcome = Frame::Welcome {
         network: config.network_id.clone(),
         instance: config.instance_id.clone(),
         endpoint: endpoint.map(str::to_owned),
-        proof: config
-            .auth_token
-            .as_deref()
-            .map(|token| token_proof(token, &their_nonce, &config.network_id, &config.instance_id)),
+        proof: own_proof(config, &their_nonce),
     };
     Ok((identity, welcome))
 }
@@ -256,26 +241,52 @@ pub(crate) async fn dial(
     reader: &mut Reader,
     write: &mut OwnedWriteHalf,
 ) -> Result<Identity> {
+    match exchange(config, endpoint, counters, addr, reader, write).await {
+        Ok(identity) => Ok(identity),
+        Err(Verdict::Fail(err)) => Err(err),
+        Err(Verdict::Refuse(refusal)) => {
+            counters.refusing(peer, &refusal);
+            // If the listener cannot hear why, the returned error still says it.
+            let _ = send_frame(write, &refusal.to_frame()).await;
+            Err(refusal.to_error(&format!("refused {addr}")))
+        }
+    }
+}
+
+/// How the dialler's side of a handshake failed.
+enum Verdict {
+    /// Nothing to tell the listener (it refused, or the connection failed).
+    Fail(Error),
+    /// The listener broke the protocol; tell it why.
+    Refuse(Refusal),
+}
+
+impl From<Error> for Verdict {
+    fn from(err: Error) -> Self {
+        Verdict::Fail(err)
+    }
+}
+
+impl From<Refusal> for Verdict {
+    fn from(refusal: Refusal) -> Self {
+        Verdict::Refuse(refusal)
+    }
+}
+
+async fn exchange(
+    config: &DirectConfig,
+    endpoint: Option<&str>,
+    counters: &Counters,
+    addr: &str,
+    reader: &mut Reader,
+    write: &mut OwnedWriteHalf,
+) -> Result<Identity, Verdict> {
     let (v, challenge_nonce) = match next_frame(counters, addr, reader).await? {
         Frame::Challenge { v, nonce, .. } => (v, nonce),
-        other => {
-            return Err(refuse(
-                counters,
-                (addr, peer),
-                write,
-                Refusal::unexpected("Challenge", &other),
-            )
-            .await);
-        }
+        other => return Err(Refusal::unexpected("Challenge", &other).into()),
     };
     if v != PROTOCOL_VERSION {
-        return Err(refuse(
-            counters,
-            (addr, peer),
-            write,
-            Refusal::version(PROTOCOL_VERSION, v),
-        )
-        .await);
+        return Err(Refusal::version(PROTOCOL_VERSION, v).into());
     }
     let own_nonce = nonce();
     let hello = Frame::Hello {
@@ -283,76 +294,62 @@ pub(crate) async fn dial(
         network: config.network_id.clone(),
         instance: config.instance_id.clone(),
         endpoint: endpoint.map(str::to_owned),
-        proof: config.auth_token.as_deref().map(|token| {
-            token_proof(
-                token,
-                &challenge_nonce,
-                &config.network_id,
-                &config.instance_id,
-            )
-        }),
+        proof: own_proof(config, &challenge_nonce),
         nonce: own_nonce.clone(),
     };
     send_frame(write, &hello)
         .await
         .map_err(|err| handshake_io(addr, err))?;
 
-    let (network, instance, their_endpoint, proof) =
-        match next_frame(counters, addr, reader).await? {
-            Frame::Welcome {
-                network,
-                instance,
-                endpoint,
-                proof,
-            } => (network, instance, endpoint, proof),
-            other => {
-                return Err(refuse(
-                    counters,
-                    (addr, peer),
-                    write,
-                    Refusal::unexpected("Welcome", &other),
-                )
-                .await);
-            }
-        };
-    let identity = match Identity::checked(network, instance, their_endpoint) {
-        Ok(identity) => identity,
-        Err(refusal) => return Err(refuse(counters, (addr, peer), write, refusal).await),
+    let welcome = next_frame(counters, addr, reader).await?;
+    let Frame::Welcome {
+        network,
+        instance,
+        endpoint,
+        proof,
+    } = welcome
+    else {
+        return Err(Refusal::unexpected("Welcome", &welcome).into());
     };
-    if let Some(token) = &config.auth_token {
-        let verdict = match proof {
-            None => Some("the listener gave no token proof"),
-            Some(proof)
-                if !proof_matches(
-                    token,
-                    &own_nonce,
-                    &identity.network,
-                    &identity.instance,
-                    &proof,
-                ) =>
-            {
-                Some("the listener's token proof does not match")
-            }
-            Some(_) => None,
-        };
-        if let Some(why) = verdict {
-            return Err(refuse(counters, (addr, peer), write, Refusal::authentication(why)).await);
-        }
-    }
+    let identity = Identity::checked(network, instance, endpoint)?;
+    check_proof(config, proof, &own_nonce, &identity, "the listener")?;
     Ok(identity)
 }
 
-/// The dialler refuses the listener: it is told why, and the caller gets the error.
-async fn refuse(
-    counters: &Counters,
-    (addr, peer): (&str, SocketAddr),
-    write: &mut OwnedWriteHalf,
-    refusal: Refusal,
-) -> Error {
-    counters.refusing(peer, &refusal);
-    // If the listener cannot hear the refusal, the returned error still says what happened.
-    let _ = send_frame(write, &refusal.to_frame()).await;
-    refusal.to_error(&format!("refused {addr}"))
+/// This end's proof for the peer's `nonce`, when it has a token.
+fn own_proof(config: &DirectConfig, nonce: &[u8]) -> Option<Bytes> {
+    let token = config.auth_token.as_deref()?;
+    Some(token_proof(
+        token,
+        nonce,
+        &config.network_id,
+        &config.instance_id,
+    ))
+}
+
+/// Checks the peer's proof over this end's `nonce` when this end has a token; `whose`
+/// names the peer in the refusal.
+fn check_proof(
+    config: &DirectConfig,
+    proof: Option<Bytes>,
+    nonce: &[u8],
+    peer: &Identity,
+    whose: &str,
+) -> Result<(), Refusal> {
+    let Some(token) = config.auth_token.as_deref() else {
+        return Ok(());
+    };
+    let Some(proof) = proof else {
+        return Err(Refusal::authentication(format!(
+            "{whose} sent no token proof, and this end requires one"
+        )));
+    };
+    if !proof_matches(token, nonce, &peer.network, &peer.instance, &proof) {
+        return Err(Refusal::authentication(format!(
+            "the token proof of {whose} does not match"
+        )));
+    }
+    Ok(())
 }
 
 /// The next frame of a handshake the dialler runs; a `Refuse` becomes the error it names.
