@@ -2,6 +2,7 @@
 //! links between networks for when there is no broker. The bridge sees both through the
 //! small `Transport` trait: publish a payload on a subject, or ask and wait for a reply.
 
+pub mod direct;
 pub mod nats;
 
 use std::time::Duration;
