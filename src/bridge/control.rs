@@ -309,7 +309,7 @@ impl Bridge {
         Ok(ConnectAccept {
             network: self.network_id.to_string(),
             instance: self.instance_id.to_string(),
-            endpoint: None,
+            endpoint: self.direct.advertised_endpoint(),
             proof: accept_proof,
         })
     }

@@ -53,8 +53,7 @@ impl Bridge {
         let profile = self.profile.read().clone();
         let mut actors: Vec<String> = self.actor_infos().into_iter().map(|a| a.id).collect();
         actors.sort();
-        let direct = (self.config.bind_port != 0)
-            .then(|| format!("{}:{}", self.config.bind_address, self.config.bind_port));
+        let direct = self.direct.advertised_endpoint();
         NetworkInfo {
             network_id: self.network_id.to_string(),
             instance_id: self.instance_id.to_string(),
@@ -91,7 +90,10 @@ impl Bridge {
 
     /// The instances the liveness watcher knows to be live, sorted by network and instance.
     pub(crate) fn live_instances(&self) -> Vec<NetworkInfo> {
-        self.liveness.roster.read().infos()
+        self.liveness
+            .get()
+            .map(|liveness| liveness.roster.read().infos())
+            .unwrap_or_default()
     }
 
     /// Every network that answers discovery or holds a live entry, one value per network,

@@ -8,10 +8,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
-use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
 
 use super::Bridge;
 use super::proxy::{Egress, Subscriber};
@@ -21,9 +19,11 @@ use crate::message::Envelope;
 use crate::network::{Connector, Inlet, Outlet};
 use crate::subject::parse_data_subject;
 
-/// What one dispatcher remembers between messages.
+/// What the dispatcher remembers between messages.
 #[derive(Default)]
 pub(crate) struct DispatchState {
+    /// Proxy outlets by return token.
+    outlets: HashMap<String, Outlet>,
     /// Inlets by data subject, so the hot path needs no lock and no allocation.
     inlets: HashMap<String, Inlet>,
     seen: Senders,
@@ -87,87 +87,6 @@ pub(crate) async fn subscribe_returns(bridge: &Bridge) -> Result<async_nats::Sub
             e,
         )
     })
-}
-
-/// Delivers data until asked to drain; then delivers what the client still buffers.
-pub(crate) async fn run_data(
-    bridge: Weak<Bridge>,
-    mut subscriber: async_nats::Subscriber,
-    drain: CancellationToken,
-) {
-    let mut state = DispatchState::default();
-    let mut draining = false;
-    loop {
-        let message = if draining {
-            subscriber.next().await
-        } else {
-            tokio::select! {
-                message = subscriber.next() => message,
-                _ = drain.cancelled() => {
-                    draining = true;
-                    if let Err(err) = subscriber.drain().await {
-                        tracing::debug!(error = %err, "draining the data subscription");
-                        break;
-                    }
-                    continue;
-                }
-            }
-        };
-        let Some(message) = message else { break };
-        let Some(bridge) = bridge.upgrade() else {
-            break;
-        };
-        let result = bridge
-            .deliver_data(
-                &message.subject,
-                &message.payload,
-                message.reply.is_some(),
-                &mut state,
-            )
-            .await;
-        match (&message.reply, result) {
-            (Some(reply), result) => {
-                // A confirmed send: the empty reply means accepted.
-                let body = match result {
-                    Ok(()) => bytes::Bytes::new(),
-                    Err(err) => crate::discovery::reply_bytes::<()>(Err(err)),
-                };
-                if let Err(err) = bridge.client.publish(reply.clone(), body).await {
-                    tracing::warn!(error = %err, "could not answer a confirmed send");
-                }
-            }
-            (None, Err(err)) => {
-                tracing::warn!(subject = %message.subject, error = %err, "inbound message refused");
-            }
-            (None, Ok(())) => {}
-        }
-    }
-}
-
-/// Emits returned outputs on the proxies' out-ports until cancelled.
-pub(crate) async fn run_returns(
-    bridge: Weak<Bridge>,
-    mut subscriber: async_nats::Subscriber,
-    cancel: CancellationToken,
-) {
-    let mut outlets: HashMap<String, Outlet> = HashMap::new();
-    let mut seen = Senders::default();
-    loop {
-        let message = tokio::select! {
-            message = subscriber.next() => message,
-            _ = cancel.cancelled() => break,
-        };
-        let Some(message) = message else { break };
-        let Some(bridge) = bridge.upgrade() else {
-            break;
-        };
-        if let Err(err) = bridge
-            .deliver_return(&message, &mut outlets, &mut seen)
-            .await
-        {
-            tracing::warn!(subject = %message.subject, error = %err, "returned output refused");
-        }
-    }
 }
 
 impl Bridge {
@@ -309,27 +228,28 @@ impl Bridge {
         }
     }
 
-    async fn deliver_return(
+    /// Emits a returned output on its proxy's out-port, once per sequence number.
+    pub(crate) async fn deliver_return(
         &self,
-        message: &async_nats::Message,
-        outlets: &mut HashMap<String, Outlet>,
-        seen: &mut Senders,
+        subject: &str,
+        payload: &[u8],
+        state: &mut DispatchState,
     ) -> Result<()> {
         let prefix = super::inbound::return_prefix(&self.network_id, &self.instance_id);
-        let rest = message
-            .subject
+        let rest = subject
             .strip_prefix(prefix.as_str())
             .and_then(|r| r.strip_prefix('.'))
             .and_then(|r| r.split_once('.'))
             .ok_or_else(|| {
                 Error::new(
                     ErrorKind::Protocol,
-                    format!("{:?} is not a return subject", message.subject.as_str()),
+                    format!("{subject:?} is not a return subject"),
                 )
             })?;
         let (token, port) = rest;
-        let envelope = Envelope::decode(&message.payload)?;
-        if !seen.first_time(&envelope) {
+        let envelope = Envelope::decode(payload)?;
+        let outlets = &mut state.outlets;
+        if !state.seen.first_time(&envelope) {
             self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }

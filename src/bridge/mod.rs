@@ -17,18 +17,20 @@
 //! entry and watcher ([`crate::liveness`]) start and stop with the bridge.
 
 mod control;
+mod dispatch;
 mod discover;
 mod inbound;
 mod peers;
 pub(crate) mod proxy;
 pub(crate) mod registry;
 mod remote;
+mod road;
 mod sequence;
 mod services;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_nats::Client;
@@ -46,8 +48,10 @@ use sequence::Outbox;
 use crate::discovery::Profile;
 use crate::distributed_network::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::events::EventSender;
+use crate::events::{EventSender, TransportKind};
 use crate::liveness::{self, Liveness};
+use crate::transport::direct::{DirectTransport, Inbound};
+use tokio::sync::mpsc;
 use crate::message::{Envelope, EnvelopeRef, Message};
 use crate::network::Network;
 use crate::subject::control_subject;
@@ -86,6 +90,18 @@ struct Counters {
     duplicates_in: AtomicU64,
 }
 
+/// What the facade hands the bridge to start with.
+pub(crate) struct Parts {
+    pub(crate) config: DistributedConfig,
+    pub(crate) local: Arc<RwLock<Network>>,
+    pub(crate) client: Client,
+    pub(crate) broker: Arc<BrokerState>,
+    pub(crate) events: EventSender,
+    pub(crate) profile: Arc<RwLock<Profile>>,
+    pub(crate) direct: DirectTransport,
+    pub(crate) direct_inbound: mpsc::Receiver<Inbound>,
+}
+
 /// One numbered stream of envelopes to another network.
 pub(crate) type SharedOutbox = Arc<tokio::sync::Mutex<Outbox>>;
 
@@ -98,6 +114,10 @@ pub(crate) struct Bridge {
     pub(crate) local: Arc<RwLock<Network>>,
     pub(crate) client: Client,
     pub(crate) nats: NatsTransport,
+    /// Direct links to other networks (listening only when `bind_port` is set).
+    pub(crate) direct: DirectTransport,
+    /// When each network's direct endpoint was last dialled, to pace retries.
+    last_dial: Mutex<HashMap<String, std::time::Instant>>,
     pub(crate) broker: Arc<BrokerState>,
     pub(crate) events: EventSender,
     pub(crate) registry: Mutex<Registry>,
@@ -112,7 +132,10 @@ pub(crate) struct Bridge {
     /// This start of the instance: start time and a random part.
     pub(crate) incarnation: String,
     pub(crate) started_at_ms: u64,
-    pub(crate) liveness: Arc<Liveness>,
+    /// The liveness bucket, once the broker has been reached.
+    pub(crate) liveness: OnceLock<Arc<Liveness>>,
+    /// This instance's key in the bucket.
+    liveness_key: String,
     counters: Counters,
     confirmed_seq: AtomicU64,
     /// Streams to other networks, by network id.
@@ -131,20 +154,21 @@ impl Bridge {
     /// Subscribes to this network's subjects, writes the liveness entry, reads the
     /// liveness bucket (so the picture of live networks is complete when this returns)
     /// and starts the dispatchers, the heartbeat and the watcher.
-    pub(crate) async fn start(
-        config: DistributedConfig,
-        local: Arc<RwLock<Network>>,
-        client: Client,
-        broker: Arc<BrokerState>,
-        events: EventSender,
-        profile: Arc<RwLock<Profile>>,
-    ) -> Result<Arc<Self>> {
+    pub(crate) async fn start(parts: Parts) -> Result<Arc<Self>> {
+        let Parts {
+            config,
+            local,
+            client,
+            broker,
+            events,
+            profile,
+            direct,
+            direct_inbound,
+        } = parts;
         let net = config.local_network_config.clone();
         let cancel = CancellationToken::new();
         let key = format!("{}.{}", config.network_id, config.instance_id);
         let heartbeat = Duration::from_millis(config.heartbeat_interval_ms);
-        let liveness =
-            Arc::new(Liveness::open(&client, key, config.heartbeat_interval_ms, &cancel).await?);
         let started_at_ms = crate::discovery::now_ms();
         let bridge = Arc::new_cyclic(|me| Bridge {
             me: me.clone(),
@@ -155,13 +179,16 @@ impl Bridge {
             profile,
             incarnation: crate::discovery::incarnation(started_at_ms),
             started_at_ms,
-            liveness,
+            liveness: OnceLock::new(),
+            liveness_key: key,
             config,
             local,
             nats: NatsTransport {
                 client: client.clone(),
             },
             client,
+            direct,
+            last_dial: Mutex::new(HashMap::new()),
             broker,
             events,
             registry: Mutex::new(Registry::default()),
@@ -183,49 +210,92 @@ impl Bridge {
         let data = inbound::subscribe_data(&bridge).await?;
         let returns = inbound::subscribe_returns(&bridge).await?;
         let control = control::subscribe(&bridge).await?;
-        bridge.client.flush().await.map_err(|e| {
-            Error::with_source(ErrorKind::Broker, "could not register subscriptions", e)
-        })?;
-        let handle = tokio::spawn(inbound::run_data(
-            Arc::downgrade(&bridge),
+        let sources = dispatch::Sources {
             data,
+            returns,
+            direct: direct_inbound,
+        };
+        let handle = tokio::spawn(dispatch::run(
+            Arc::downgrade(&bridge),
+            sources,
             bridge.drain.clone(),
         ));
         *bridge.data_done.lock() = Some(handle);
-        bridge.tracker.spawn(inbound::run_returns(
-            Arc::downgrade(&bridge),
-            returns,
-            bridge.cancel.clone(),
-        ));
         bridge.tracker.spawn(control::run(
             Arc::downgrade(&bridge),
             control,
             bridge.cancel.clone(),
         ));
-        bridge.liveness.put(&bridge.network_info()).await?;
-        let watch = bridge.liveness.load(&bridge.events).await?;
-        bridge.tracker.spawn(liveness::run_watcher(
-            bridge.liveness.clone(),
-            watch,
-            bridge.events.clone(),
+        bridge.tracker.spawn(watch_roads(
+            bridge.weak_self(),
             bridge.broker.up.subscribe(),
-            (heartbeat * 5).min(RECONCILE_AT_MOST),
             bridge.cancel.clone(),
         ));
-        let me = bridge.weak_self();
-        bridge
-            .liveness
-            .spawn_heartbeat(&bridge.tracker, heartbeat, move || {
-                me.upgrade().map(|b| b.network_info())
+        if bridge.broker.is_up() {
+            bridge.join_broker(heartbeat).await?;
+        } else {
+            // Direct links work at once; liveness and discovery start with the broker.
+            let me = bridge.weak_self();
+            let mut up = bridge.broker.up.subscribe();
+            let cancel = bridge.cancel.clone();
+            bridge.tracker.spawn(async move {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = up.wait_for(|up| *up) => {}
+                }
+                if let Some(bridge) = me.upgrade()
+                    && let Err(err) = bridge.join_broker(heartbeat).await
+                {
+                    tracing::warn!(error = %err, "could not join the broker's liveness bucket");
+                }
             });
-        services::start(&bridge).await?;
+        }
         Ok(bridge)
+    }
+
+    /// What needs the broker: registering subscriptions for sure, the liveness entry and
+    /// its watcher, and the NATS Services API.
+    async fn join_broker(self: &Arc<Self>, heartbeat: Duration) -> Result<()> {
+        self.client.flush().await.map_err(|e| {
+            Error::with_source(ErrorKind::Broker, "could not register subscriptions", e)
+        })?;
+        crate::transport::nats::check_server_version(&self.client)?;
+        let liveness = Arc::new(
+            Liveness::open(
+                &self.client,
+                self.liveness_key.clone(),
+                self.config.heartbeat_interval_ms,
+                &self.cancel,
+            )
+            .await?,
+        );
+        if self.liveness.set(liveness.clone()).is_err() {
+            return Ok(());
+        }
+        liveness.put(&self.network_info()).await?;
+        let watch = liveness.load(&self.events).await?;
+        self.tracker.spawn(liveness::run_watcher(
+            liveness.clone(),
+            watch,
+            self.events.clone(),
+            self.broker.up.subscribe(),
+            (heartbeat * 5).min(RECONCILE_AT_MOST),
+            self.cancel.clone(),
+        ));
+        let me = self.weak_self();
+        liveness.spawn_heartbeat(&self.tracker, heartbeat, move || {
+            me.upgrade().map(|b| b.network_info())
+        });
+        services::start(self).await?;
+        Ok(())
     }
 
     /// Leaves the liveness bucket: the heartbeat stops and the entry is deleted, so
     /// every watcher reports this instance as left.
     pub(crate) async fn leave(&self) {
-        self.liveness.leave().await;
+        if let Some(liveness) = self.liveness.get() {
+            liveness.leave().await;
+        }
     }
 
     pub(crate) fn weak_self(&self) -> Weak<Bridge> {
@@ -301,13 +371,10 @@ impl Bridge {
             reply_to,
         }
         .encode(self.compress_above)?;
-        self.publish(network, subject, payload.clone()).await?;
+        let road = self.reroute(network, &mut outbox).await?;
+        self.send_on(road, network, subject, payload.clone()).await?;
         outbox.keep(subject.clone(), payload);
         Ok(())
-    }
-
-    async fn publish(&self, network: &str, subject: &str, payload: Bytes) -> Result<()> {
-        self.nats.publish(network, subject, payload).await
     }
 
     /// Sends a request and waits for its reply, mapping no-responders and timeouts to
@@ -319,7 +386,19 @@ impl Bridge {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes> {
-        self.nats.request(network, &subject, payload, timeout).await
+        let road = if self.broker.is_up() {
+            TransportKind::Nats
+        } else {
+            self.road_to(network, TransportKind::Nats).await
+        };
+        match road {
+            TransportKind::Nats => self.nats.request(network, &subject, payload, timeout).await,
+            TransportKind::Direct => {
+                self.direct
+                    .request(network, &subject, payload, timeout)
+                    .await
+            }
+        }
     }
 
     /// A control request to `network` whose JSON reply is decoded.
@@ -380,6 +459,7 @@ impl Bridge {
 
     /// Stops every task of the bridge and flushes what the client still holds.
     pub(crate) async fn stop(&self) {
+        self.direct.shutdown().await;
         if let Err(err) = self.client.flush().await {
             tracing::warn!(error = %err, "flush at shutdown failed");
         }
@@ -389,6 +469,25 @@ impl Bridge {
         if let Err(err) = self.client.drain().await {
             tracing::debug!(error = %err, "closing the broker connection");
         }
+    }
+}
+
+/// Moves streams between roads as the broker comes and goes, so idle streams switch
+/// (and send their kept tails) too.
+async fn watch_roads(
+    bridge: Weak<Bridge>,
+    mut up: tokio::sync::watch::Receiver<bool>,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = up.changed() => if changed.is_err() { return },
+        }
+        let Some(bridge) = bridge.upgrade() else {
+            return;
+        };
+        bridge.reroute_all().await;
     }
 }
 

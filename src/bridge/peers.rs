@@ -4,7 +4,7 @@
 //! this network opened (and needs before it may use a peer's actors); inbound ones were
 //! opened by peers and count against `max_connections`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::discovery::{ConnectionInfo, now_ms};
 use crate::events::{Direction, TransportKind};
@@ -14,6 +14,8 @@ use crate::events::{Direction, TransportKind};
 pub(crate) struct Peers {
     outbound: BTreeMap<String, ConnectionInfo>,
     inbound: BTreeMap<String, ConnectionInfo>,
+    /// Connections made over a direct link (by address), which end with that link.
+    by_link: BTreeSet<(bool, String)>,
 }
 
 impl Peers {
@@ -45,10 +47,50 @@ impl Peers {
             endpoint,
             connected_at_ms: now_ms(),
         };
+        let outbound = direction == Direction::Outbound;
+        if transport == TransportKind::Direct {
+            self.by_link.insert((outbound, network.to_string()));
+        } else {
+            self.by_link.remove(&(outbound, network.to_string()));
+        }
         match direction {
             Direction::Outbound => self.outbound.insert(network.to_string(), info),
             Direction::Inbound => self.inbound.insert(network.to_string(), info),
         };
+    }
+
+    /// Forgets the connections that were made over the direct link to `network`, which
+    /// has closed; true if there were any.
+    pub(crate) fn remove_direct(&mut self, network: &str) -> bool {
+        let mut removed = false;
+        for outbound in [true, false] {
+            if self.by_link.remove(&(outbound, network.to_string())) {
+                let table = if outbound {
+                    &mut self.outbound
+                } else {
+                    &mut self.inbound
+                };
+                removed |= table.remove(network).is_some();
+            }
+        }
+        removed
+    }
+
+    /// The direct endpoint `network` advertised when it connected, or when we did.
+    pub(crate) fn endpoint_of(&self, network: &str) -> Option<String> {
+        self.outbound
+            .get(network)
+            .and_then(|c| c.endpoint.clone())
+            .or_else(|| self.inbound.get(network).and_then(|c| c.endpoint.clone()))
+    }
+
+    /// Records the road traffic to `network` takes now.
+    pub(crate) fn set_transport(&mut self, network: &str, transport: TransportKind) {
+        for table in [&mut self.outbound, &mut self.inbound] {
+            if let Some(info) = table.get_mut(network) {
+                info.transport = transport;
+            }
+        }
     }
 
     pub(crate) fn remove(&mut self, direction: Direction, network: &str) -> Option<ConnectionInfo> {

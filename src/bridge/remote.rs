@@ -36,8 +36,40 @@ impl Bridge {
         }
     }
 
+    /// Connects to `endpoint`: a network id, through the broker, or `host:port`, a direct
+    /// link whose handshake tells the peer's network id.
+    pub(crate) async fn connect_peer(&self, endpoint: &str) -> Result<String> {
+        if let Some(addr) = direct_address(endpoint) {
+            return self.connect_direct(addr).await;
+        }
+        self.connect_over_broker(endpoint).await?;
+        Ok(endpoint.to_string())
+    }
+
+    async fn connect_direct(&self, addr: &str) -> Result<String> {
+        let peer = self.direct.connect(addr).await?;
+        let fresh = !self.peers.lock().is_connected(&peer.network);
+        self.peers.lock().add(
+            Direction::Outbound,
+            &peer.network,
+            &peer.instance,
+            peer.endpoint.clone().or_else(|| Some(addr.to_string())),
+            TransportKind::Direct,
+        );
+        if fresh {
+            tracing::info!(peer = %peer.network, addr, "connected over a direct link");
+            self.events.send(NetworkEvent::PeerConnected {
+                network: peer.network.clone(),
+                instance: peer.instance.clone(),
+                direction: Direction::Outbound,
+                transport: TransportKind::Direct,
+            });
+        }
+        Ok(peer.network.clone())
+    }
+
     /// The connect handshake with `network` through the broker.
-    pub(crate) async fn connect_peer(&self, network: &str) -> Result<()> {
+    async fn connect_over_broker(&self, network: &str) -> Result<()> {
         validate_network_id(network)?;
         if network == &*self.network_id {
             return Err(Error::new(
@@ -55,7 +87,7 @@ impl Bridge {
             instance: self.instance_id.to_string(),
             proof: token.map(|t| proof(t, &["reflow-connect", &self.network_id, network, &nonce])),
             nonce: nonce.clone(),
-            endpoint: None,
+            endpoint: self.direct.advertised_endpoint(),
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
         let accepted: ConnectAccept = match self.control_request(network, "connect", &request).await
@@ -269,5 +301,29 @@ impl Bridge {
             return Ok(());
         }
         crate::discovery::parse_reply::<()>(&format!("network {network:?}"), &reply)
+    }
+}
+
+/// `host:port` (an IP or a name, and a port number) when `endpoint` names an address
+/// rather than a network id.
+fn direct_address(endpoint: &str) -> Option<&str> {
+    let (host, port) = endpoint.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty() && port.parse::<u16>().is_ok() && !endpoint.contains("://"))
+        .then_some(endpoint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::direct_address;
+
+    #[test]
+    fn addresses_and_network_ids_are_told_apart() {
+        assert_eq!(direct_address("127.0.0.1:8080"), Some("127.0.0.1:8080"));
+        assert_eq!(direct_address("hub:8080"), Some("hub:8080"));
+        assert_eq!(direct_address("[::1]:8080"), Some("[::1]:8080"));
+        assert_eq!(direct_address("main_server"), None);
+        assert_eq!(direct_address("prod.ml.training"), None);
+        assert_eq!(direct_address("nats://x:4222"), None);
     }
 }

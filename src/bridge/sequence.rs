@@ -16,6 +16,8 @@ use std::collections::{BTreeSet, VecDeque};
 use async_nats::Subject;
 use bytes::Bytes;
 
+use crate::events::TransportKind;
+
 /// How many out-of-order numbers a receiver tracks per sender before it treats the
 /// oldest gaps as delivered elsewhere (another instance of its network took them).
 const MAX_TRACKED_GAPS: usize = 8192;
@@ -24,6 +26,8 @@ const MAX_TRACKED_GAPS: usize = 8192;
 #[derive(Debug)]
 pub(crate) struct Outbox {
     next_seq: u64,
+    /// The road this stream takes now.
+    road: TransportKind,
     kept: VecDeque<Kept>,
     kept_bytes: usize,
     max_bytes: usize,
@@ -40,10 +44,20 @@ impl Outbox {
     pub(crate) fn new(first_seq: u64, max_bytes: usize) -> Self {
         Outbox {
             next_seq: first_seq,
+            road: TransportKind::Nats,
             kept: VecDeque::new(),
             kept_bytes: 0,
             max_bytes,
         }
+    }
+
+    /// The road this stream takes now.
+    pub(crate) fn road(&self) -> TransportKind {
+        self.road
+    }
+
+    pub(crate) fn set_road(&mut self, road: TransportKind) {
+        self.road = road;
     }
 
     /// The number of the next envelope.
@@ -65,7 +79,6 @@ impl Outbox {
     }
 
     /// The kept envelopes, oldest first.
-    #[allow(dead_code)] // read when traffic switches road
     pub(crate) fn kept(&self) -> Vec<Kept> {
         self.kept.iter().cloned().collect()
     }

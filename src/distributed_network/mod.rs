@@ -46,12 +46,13 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 use crate::actor::{Actor, Metadata};
-use crate::bridge::Bridge;
+use crate::bridge::{Bridge, Parts};
 use crate::discovery::{ActorInfo, ConnectionInfo, NetworkInfo, Profile};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventSender, EventStream};
 use crate::message::Message;
 use crate::network::Network;
+use crate::transport::direct::{DirectConfig, DirectTransport};
 use crate::transport::nats::{self, BrokerState};
 
 /// Where a network is in its life.
@@ -126,23 +127,84 @@ impl DistributedNetwork {
             }
             Phase::Created => {}
         }
+        // The listener first: a port in use is the first thing a user should hear of.
+        let (inbound, direct_inbound) = tokio::sync::mpsc::channel(1024);
+        let direct = DirectTransport::start(
+            self.direct_config(),
+            self.bind_address().await?,
+            inbound,
+        )
+        .await?;
         let broker = BrokerState::new();
-        let client = nats::connect(&self.config, broker.clone(), self.events.clone(), true).await?;
-        nats::check_server_version(&client)?;
-        let bridge = Bridge::start(
-            self.config.clone(),
-            self.local.clone(),
+        let client =
+            match nats::connect(&self.config, broker.clone(), self.events.clone(), true).await {
+                Ok(client) => {
+                    nats::check_server_version(&client)?;
+                    client
+                }
+                // With a direct listener, a missing broker must not block startup: peers
+                // reach this network by address, and the client keeps trying.
+                Err(err)
+                    if self.config.bind_port != 0
+                        && matches!(err.kind(), ErrorKind::Broker | ErrorKind::Timeout) =>
+                {
+                    tracing::warn!(error = %err, "no broker yet; running on direct links until one answers");
+                    nats::connect(&self.config, broker.clone(), self.events.clone(), false).await?
+                }
+                Err(err) => return Err(err),
+            };
+        let bridge = Bridge::start(Parts {
+            config: self.config.clone(),
+            local: self.local.clone(),
             client,
             broker,
-            self.events.clone(),
-            self.profile.clone(),
-        )
+            events: self.events.clone(),
+            profile: self.profile.clone(),
+            direct,
+            direct_inbound,
+        })
         .await?;
         self.local.write().start()?;
         self.bridge = Some(bridge);
         self.phase = Phase::Running;
         tracing::info!(network = %self.config.network_id, instance = %self.config.instance_id, "network started");
         Ok(())
+    }
+
+    fn direct_config(&self) -> DirectConfig {
+        let mut direct = DirectConfig::new(&self.config.network_id, &self.config.instance_id);
+        direct.auth_token = self.config.auth_token.clone();
+        direct.max_connections = self.config.max_connections;
+        direct.max_frame_size = direct
+            .max_frame_size
+            .max(self.config.local_network_config.max_buffer_size);
+        direct.request_timeout =
+            Duration::from_millis(self.config.local_network_config.request_timeout_ms);
+        let heartbeat = Duration::from_millis(self.config.heartbeat_interval_ms);
+        direct.ping_interval = heartbeat.clamp(Duration::from_millis(200), Duration::from_secs(5));
+        direct.ping_timeout = direct.ping_interval * 3;
+        direct
+    }
+
+    /// The direct listener's address, when `bind_port` is set.
+    async fn bind_address(&self) -> Result<Option<std::net::SocketAddr>> {
+        if self.config.bind_port == 0 {
+            return Ok(None);
+        }
+        let wanted = format!("{}:{}", self.config.bind_address, self.config.bind_port);
+        let mut addrs = tokio::net::lookup_host(&wanted).await.map_err(|e| {
+            Error::with_source(
+                ErrorKind::Bind,
+                format!("cannot resolve bind address {wanted}"),
+                e,
+            )
+        })?;
+        addrs.next().map(Some).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Bind,
+                format!("bind address {wanted} resolves to nothing"),
+            )
+        })
     }
 
     /// Shuts down gracefully: deletes this instance's liveness entry (every watcher sees
@@ -180,6 +242,7 @@ impl DistributedNetwork {
             bridge
                 .accepting
                 .store(false, std::sync::atomic::Ordering::Release);
+            bridge.direct.stop_accepting();
         }
         Ok(())
     }
@@ -233,15 +296,18 @@ impl DistributedNetwork {
         })
     }
 
-    /// Connects to another network: `endpoint` is its network id, reached through the
-    /// broker. The peer checks the auth token proof and its `max_connections`.
+    /// Connects to another network. `endpoint` is its network id, reached through the
+    /// broker, or `host:port`, its direct-link listener (the seed's
+    /// `connect_to_network("127.0.0.1:8080")`), whose handshake tells its network id.
+    /// Either way the peer checks the auth token proof and its `max_connections`.
     ///
     /// # Errors
     ///
-    /// `Network disconnected` when no instance of it answers, `Authentication failed`,
+    /// `Network disconnected` when no instance of it answers (for an address, with the
+    /// operating system's words, such as `Connection refused`), `Authentication failed`,
     /// `Refused: max connections reached`, or `Timeout`.
     pub async fn connect_to_network(&self, endpoint: &str) -> Result<()> {
-        self.bridge()?.connect_peer(endpoint).await
+        self.bridge()?.connect_peer(endpoint).await.map(|_| ())
     }
 
     /// Ends the connection to `network_id`.

@@ -1,0 +1,254 @@
+//! The one task that takes inbound traffic off both roads and into the local graph.
+//!
+//! It reads three sources: this network's data subscription (`{network}.*.*`, queue group
+//! `{network}`), this instance's return subscription, and the direct links. One task
+//! keeps order per sender and target, and holds the per-sender sequence windows that
+//! drop repeats, whichever road a message took. When more than one source has a message
+//! ready, the one earlier in its sender's stream goes first: around a switch of road, a
+//! sender's last direct frames and first broker messages can arrive together.
+//!
+//! The task waits while a target's inbox is full, so a slow actor slows its senders (the
+//! client's subscription buffer absorbs bursts; what it drops is counted and reported).
+
+use std::sync::Weak;
+
+use futures::{FutureExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Bridge;
+use super::inbound::{DispatchState, return_prefix};
+use crate::discovery::reply_bytes;
+use crate::events::{Direction, NetworkEvent, TransportKind};
+use crate::message::Envelope;
+use crate::subject::CONTROL_PREFIX;
+use crate::transport::direct::Inbound;
+
+/// Where an inbound message came from.
+enum Item {
+    Data(async_nats::Message),
+    Return(async_nats::Message),
+    Direct(Inbound),
+}
+
+impl Item {
+    /// `(sender network, sender instance, sequence)` of a streamed envelope, to order
+    /// messages that are ready at the same time.
+    fn order_key(&self) -> Option<(String, String, u64)> {
+        let payload = match self {
+            Item::Data(m) | Item::Return(m) if m.reply.is_none() => &m.payload,
+            Item::Direct(Inbound::Message { payload, .. }) => payload,
+            _ => return None,
+        };
+        Envelope::decode(payload)
+            .ok()
+            .map(|e| (e.network, e.instance, e.seq))
+    }
+}
+
+/// The sources and one message of lookahead for each.
+pub(crate) struct Sources {
+    pub(crate) data: async_nats::Subscriber,
+    pub(crate) returns: async_nats::Subscriber,
+    pub(crate) direct: mpsc::Receiver<Inbound>,
+}
+
+/// Delivers until asked to drain; then delivers what the data subscription still holds,
+/// and stops.
+pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, drain: CancellationToken) {
+    let mut state = DispatchState::default();
+    let mut slots: [Option<Item>; 3] = [None, None, None];
+    let mut open = [true, true, true];
+    let mut draining = false;
+    loop {
+        fill_ready(&mut sources, &mut slots, &mut open);
+        if draining && !open[0] {
+            break;
+        }
+        if slots.iter().all(Option::is_none) {
+            if !open.iter().any(|o| *o) {
+                break;
+            }
+            tokio::select! {
+                m = sources.data.next(), if open[0] => match m {
+                    Some(m) => slots[0] = Some(Item::Data(m)),
+                    None => open[0] = false,
+                },
+                m = sources.returns.next(), if open[1] && !draining => match m {
+                    Some(m) => slots[1] = Some(Item::Return(m)),
+                    None => open[1] = false,
+                },
+                i = sources.direct.recv(), if open[2] && !draining => match i {
+                    Some(i) => slots[2] = Some(Item::Direct(i)),
+                    None => open[2] = false,
+                },
+                _ = drain.cancelled(), if !draining => {
+                    draining = true;
+                    if let Err(err) = sources.data.drain().await {
+                        tracing::debug!(error = %err, "draining the data subscription");
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        let next = pick(&mut slots);
+        let Some(bridge) = bridge.upgrade() else {
+            break;
+        };
+        bridge.handle(next, &mut state).await;
+    }
+}
+
+/// Moves every message that is ready now into its empty slot, without waiting.
+fn fill_ready(sources: &mut Sources, slots: &mut [Option<Item>; 3], open: &mut [bool; 3]) {
+    if slots[0].is_none() && open[0] {
+        match sources.data.next().now_or_never() {
+            Some(Some(m)) => slots[0] = Some(Item::Data(m)),
+            Some(None) => open[0] = false,
+            None => {}
+        }
+    }
+    if slots[1].is_none() && open[1] {
+        match sources.returns.next().now_or_never() {
+            Some(Some(m)) => slots[1] = Some(Item::Return(m)),
+            Some(None) => open[1] = false,
+            None => {}
+        }
+    }
+    if slots[2].is_none() && open[2] {
+        match sources.direct.try_recv() {
+            Ok(i) => slots[2] = Some(Item::Direct(i)),
+            Err(mpsc::error::TryRecvError::Disconnected) => open[2] = false,
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+    }
+}
+
+/// Takes the message to handle next: the first filled slot, unless another slot holds an
+/// earlier message of the same sender.
+fn pick(slots: &mut [Option<Item>; 3]) -> Item {
+    let filled: Vec<usize> = (0..3).filter(|i| slots[*i].is_some()).collect();
+    let mut best = filled[0];
+    if filled.len() > 1 {
+        let keys: Vec<_> = filled
+            .iter()
+            .map(|i| slots[*i].as_ref().and_then(Item::order_key))
+            .collect();
+        for (n, key) in keys.iter().enumerate().skip(1) {
+            let best_key = &keys[filled.iter().position(|i| *i == best).unwrap_or(0)];
+            if let (Some((net, inst, seq)), Some((bnet, binst, bseq))) = (key, best_key)
+                && net == bnet
+                && inst == binst
+                && seq < bseq
+            {
+                best = filled[n];
+            }
+        }
+    }
+    slots[best].take().expect("picked a filled slot")
+}
+
+impl Bridge {
+    async fn handle(&self, item: Item, state: &mut DispatchState) {
+        match item {
+            Item::Data(message) => {
+                let result = self
+                    .deliver_data(
+                        &message.subject,
+                        &message.payload,
+                        message.reply.is_some(),
+                        state,
+                    )
+                    .await;
+                match (message.reply, result) {
+                    (Some(reply), result) => {
+                        // A confirmed send: the empty reply means accepted.
+                        let body = match result {
+                            Ok(()) => bytes::Bytes::new(),
+                            Err(err) => reply_bytes::<()>(Err(err)),
+                        };
+                        if let Err(err) = self.client.publish(reply, body).await {
+                            tracing::warn!(error = %err, "could not answer a confirmed send");
+                        }
+                    }
+                    (None, Err(err)) => {
+                        tracing::warn!(subject = %message.subject, error = %err, "inbound message refused");
+                    }
+                    (None, Ok(())) => {}
+                }
+            }
+            Item::Return(message) => {
+                if let Err(err) = self
+                    .deliver_return(&message.subject, &message.payload, state)
+                    .await
+                {
+                    tracing::warn!(subject = %message.subject, error = %err, "returned output refused");
+                }
+            }
+            Item::Direct(inbound) => self.handle_direct(inbound, state).await,
+        }
+    }
+
+    async fn handle_direct(&self, inbound: Inbound, state: &mut DispatchState) {
+        let returns = return_prefix(&self.network_id, &self.instance_id);
+        match inbound {
+            Inbound::Message {
+                subject, payload, ..
+            } => {
+                let result = if subject.starts_with(&returns) {
+                    self.deliver_return(&subject, &payload, state).await
+                } else {
+                    self.deliver_data(&subject, &payload, false, state).await
+                };
+                if let Err(err) = result {
+                    tracing::warn!(subject, error = %err, "inbound direct message refused");
+                }
+            }
+            Inbound::Request {
+                subject,
+                payload,
+                reply,
+                ..
+            } => {
+                let answer = if subject.starts_with(CONTROL_PREFIX) {
+                    self.answer_control(&subject, &payload).unwrap_or_default()
+                } else {
+                    match self.deliver_data(&subject, &payload, true, state).await {
+                        Ok(()) => bytes::Bytes::new(),
+                        Err(err) => reply_bytes::<()>(Err(err)),
+                    }
+                };
+                if let Err(err) = reply.send(Ok(answer)).await {
+                    tracing::debug!(error = %err, "could not answer a direct request");
+                }
+            }
+            Inbound::PeerUp(peer) => {
+                if peer.inbound {
+                    self.peers.lock().add(
+                        Direction::Inbound,
+                        &peer.network,
+                        &peer.instance,
+                        peer.endpoint.clone(),
+                        TransportKind::Direct,
+                    );
+                    self.events.send(NetworkEvent::PeerConnected {
+                        network: peer.network.clone(),
+                        instance: peer.instance.clone(),
+                        direction: Direction::Inbound,
+                        transport: TransportKind::Direct,
+                    });
+                }
+            }
+            Inbound::PeerDown { peer, reason } => {
+                let removed = self.peers.lock().remove_direct(&peer.network);
+                if removed {
+                    self.events.send(NetworkEvent::PeerDisconnected {
+                        network: peer.network.clone(),
+                        reason: format!("direct link closed: {reason}"),
+                    });
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Which road traffic to a network takes: the broker while it is up, a direct link while
+//! it is not, and back to the broker once the peer answers there again.
+//!
+//! Each stream to a network ([`Outbox`]) remembers its road. When the road changes, the
+//! change is an event, and on a move to a direct link the stream's kept tail is sent
+//! again, so whatever the dead broker swallowed still arrives; the receiver drops what it
+//! already has. Before moving back to the broker, the direct link is pinged: its pong
+//! comes after every earlier frame was handed to the peer's dispatcher, and the peer
+//! answering a ping over the broker shows its subscriptions are back.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::Bridge;
+use super::sequence::Outbox;
+use crate::error::Result;
+use crate::events::{NetworkEvent, TransportKind};
+use crate::transport::Transport;
+
+/// How often a failed dial to a peer's direct endpoint is tried again.
+const REDIAL_AFTER: Duration = Duration::from_millis(200);
+
+/// How long the check that a peer is back on the broker may take.
+const BROKER_CHECK: Duration = Duration::from_millis(500);
+
+impl Bridge {
+    /// The road to use for `network` now, given the road the stream took so far.
+    pub(crate) async fn road_to(&self, network: &str, current: TransportKind) -> TransportKind {
+        if self.broker.is_up() {
+            if current == TransportKind::Direct && self.direct.is_linked(network) {
+                // Stay direct until the peer answers over the broker: its subscriptions
+                // come back only after its own client reconnects.
+                if self.due(network) && self.ping_over_broker(network).await {
+                    let _ = self.direct.ping(network).await;
+                    return TransportKind::Nats;
+                }
+                return TransportKind::Direct;
+            }
+            return TransportKind::Nats;
+        }
+        if self.direct.is_linked(network) || self.dial(network).await {
+            return TransportKind::Direct;
+        }
+        // No other road: the client holds what is published until the broker is back.
+        TransportKind::Nats
+    }
+
+    /// Whether a dial or a broker check for `network` may run now (paced, so that a
+    /// stream waiting for a road costs little per message).
+    fn due(&self, network: &str) -> bool {
+        let mut last = self.last_dial.lock();
+        let now = Instant::now();
+        if last
+            .get(network)
+            .is_some_and(|at| now.duration_since(*at) < REDIAL_AFTER)
+        {
+            return false;
+        }
+        last.insert(network.to_string(), now);
+        true
+    }
+
+    async fn ping_over_broker(&self, network: &str) -> bool {
+        let body = serde_json::json!({ "actor": null }).to_string();
+        self.nats
+            .request(
+                network,
+                &crate::subject::control_subject(network, "ping"),
+                Bytes::from(body),
+                BROKER_CHECK,
+            )
+            .await
+            .is_ok()
+    }
+
+    /// Tries to open a direct link to `network` at an endpoint it advertised.
+    async fn dial(&self, network: &str) -> bool {
+        if !self.due(network) {
+            return false;
+        }
+        let Some(endpoint) = self.known_endpoint(network) else {
+            return false;
+        };
+        match self.direct.connect(&endpoint).await {
+            Ok(peer) if peer.network == network => true,
+            Ok(peer) => {
+                tracing::warn!(endpoint, expected = network, found = %peer.network, "direct endpoint belongs to another network");
+                false
+            }
+            Err(err) => {
+                tracing::debug!(endpoint, error = %err, "direct dial failed");
+                false
+            }
+        }
+    }
+
+    /// A direct endpoint `network` advertised: in its connect handshake, else in its
+    /// liveness entry.
+    pub(crate) fn known_endpoint(&self, network: &str) -> Option<String> {
+        if let Some(endpoint) = self.peers.lock().endpoint_of(network) {
+            return Some(endpoint);
+        }
+        self.live_instances()
+            .into_iter()
+            .filter(|info| info.network_id == network)
+            .find_map(|info| info.endpoints.direct)
+    }
+
+    /// Sends on the chosen road.
+    pub(crate) async fn send_on(
+        &self,
+        road: TransportKind,
+        network: &str,
+        subject: &str,
+        payload: Bytes,
+    ) -> Result<()> {
+        match road {
+            TransportKind::Nats => self.nats.publish(network, subject, payload).await,
+            TransportKind::Direct => self.direct.publish(network, subject, payload).await,
+        }
+    }
+
+    /// Moves `outbox` to the road it should take now; on a move to a direct link, sends
+    /// its kept tail again.
+    pub(crate) async fn reroute(&self, network: &str, outbox: &mut Outbox) -> Result<TransportKind> {
+        let from = outbox.road();
+        let to = self.road_to(network, from).await;
+        if to == from {
+            return Ok(to);
+        }
+        tracing::info!(network, ?from, ?to, "traffic switches road");
+        outbox.set_road(to);
+        self.peers.lock().set_transport(network, to);
+        self.events.send(NetworkEvent::TransportSwitched {
+            network: network.to_string(),
+            from,
+            to,
+        });
+        if to == TransportKind::Direct {
+            for kept in outbox.kept() {
+                self.send_on(to, network, &kept.subject, kept.payload).await?;
+            }
+        }
+        Ok(to)
+    }
+
+    /// Re-checks every stream's road: run when the broker is lost or regained, so that
+    /// idle streams move (and send their tails again) too.
+    pub(crate) async fn reroute_all(&self) {
+        let outboxes: Vec<(String, super::SharedOutbox)> = self
+            .outboxes
+            .lock()
+            .iter()
+            .map(|(network, outbox)| (network.clone(), outbox.clone()))
+            .collect();
+        for (network, outbox) in outboxes {
+            let mut outbox = outbox.lock().await;
+            if let Err(err) = self.reroute(&network, &mut outbox).await {
+                tracing::warn!(network, error = %err, "could not move traffic to another road");
+            }
+        }
+    }
+}
+
