@@ -17,8 +17,8 @@
 //! entry and watcher ([`crate::liveness`]) start and stop with the bridge.
 
 mod control;
-mod dispatch;
 mod discover;
+mod dispatch;
 mod inbound;
 mod peers;
 pub(crate) mod proxy;
@@ -50,16 +50,19 @@ use crate::distributed_network::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventSender, TransportKind};
 use crate::liveness::{self, Liveness};
-use crate::transport::direct::{DirectTransport, Inbound};
-use tokio::sync::mpsc;
 use crate::message::{Envelope, EnvelopeRef, Message};
 use crate::network::Network;
 use crate::subject::control_subject;
 use crate::transport::Transport;
+use crate::transport::direct::{DirectTransport, Inbound};
 use crate::transport::nats::{BrokerState, NatsTransport};
+use tokio::sync::mpsc;
 
 /// The liveness watcher lists the bucket every five heartbeats, but at least this often.
 const RECONCILE_AT_MOST: Duration = Duration::from_secs(30);
+
+/// How long shutdown waits for the broker to take the last messages and close.
+const BROKER_GOODBYE: Duration = Duration::from_secs(2);
 
 /// Counters of the bridge's traffic, for monitoring.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -371,8 +374,12 @@ impl Bridge {
             reply_to,
         }
         .encode(self.compress_above)?;
-        let road = self.reroute(network, &mut outbox).await?;
-        self.send_on(road, network, subject, payload.clone()).await?;
+        let mut road = self.reroute(network, &mut outbox).await?;
+        if road == TransportKind::Nats && !self.broker.is_up() {
+            road = self.wait_for_road(network, &mut outbox).await?;
+        }
+        self.send_on(road, network, subject, payload.clone())
+            .await?;
         outbox.keep(subject.clone(), payload);
         Ok(())
     }
@@ -457,37 +464,64 @@ impl Bridge {
         }
     }
 
-    /// Stops every task of the bridge and flushes what the client still holds.
+    /// Stops every task of the bridge and flushes what the client still holds. With the
+    /// broker down, the flush and the close wait at most [`BROKER_GOODBYE`]: the client
+    /// would otherwise wait for a broker that may never come back.
     pub(crate) async fn stop(&self) {
         self.direct.shutdown().await;
-        if let Err(err) = self.client.flush().await {
-            tracing::warn!(error = %err, "flush at shutdown failed");
+        let flushed = if self.broker.is_up() {
+            tokio::time::timeout(BROKER_GOODBYE, self.client.flush()).await
+        } else {
+            tracing::warn!(
+                "shutting down with the broker unreachable: messages queued for it are dropped"
+            );
+            Ok(Ok(()))
+        };
+        match flushed {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "flush at shutdown failed"),
+            Err(_) => tracing::warn!(
+                "the broker did not take the last messages in {BROKER_GOODBYE:?}; \
+                 messages still queued for it are dropped"
+            ),
         }
         self.cancel.cancel();
         self.tracker.close();
         self.tracker.wait().await;
-        if let Err(err) = self.client.drain().await {
-            tracing::debug!(error = %err, "closing the broker connection");
+        let wait = if self.broker.is_up() {
+            BROKER_GOODBYE
+        } else {
+            Duration::ZERO
+        };
+        match tokio::time::timeout(wait, self.client.drain()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::debug!(error = %err, "closing the broker connection"),
+            Err(_) => tracing::debug!("the broker connection closed without a drain"),
         }
     }
 }
 
 /// Moves streams between roads as the broker comes and goes, so idle streams switch
-/// (and send their kept tails) too.
+/// (and send their kept tails) too. Until every stream is on the road it should take
+/// (the broker while it is up; a direct link, where the peer has one, while it is not),
+/// it looks again every [`road::REDIAL_AFTER`]: a peer's own client reconnects some time
+/// after ours, and a direct endpoint may refuse the first dial.
 async fn watch_roads(
     bridge: Weak<Bridge>,
     mut up: tokio::sync::watch::Receiver<bool>,
     cancel: CancellationToken,
 ) {
+    let mut settled = true;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
             changed = up.changed() => if changed.is_err() { return },
+            _ = tokio::time::sleep(road::REDIAL_AFTER), if !settled => {}
         }
         let Some(bridge) = bridge.upgrade() else {
             return;
         };
-        bridge.reroute_all().await;
+        settled = bridge.reroute_all().await;
     }
 }
 

@@ -14,12 +14,16 @@ use bytes::Bytes;
 
 use super::Bridge;
 use super::sequence::Outbox;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 use crate::events::{NetworkEvent, TransportKind};
 use crate::transport::Transport;
 
 /// How often a failed dial to a peer's direct endpoint is tried again.
-const REDIAL_AFTER: Duration = Duration::from_millis(200);
+pub(crate) const REDIAL_AFTER: Duration = Duration::from_millis(200);
+
+/// How long a stream that went to the broker while it was down waits for the peer to
+/// answer there again before it goes on.
+const STALE_WAIT: Duration = Duration::from_secs(5);
 
 /// How long the check that a peer is back on the broker may take.
 const BROKER_CHECK: Duration = Duration::from_millis(500);
@@ -59,6 +63,50 @@ impl Bridge {
         }
         last.insert(network.to_string(), now);
         true
+    }
+
+    /// With the broker down and no direct link to `network`, a stream waits here rather
+    /// than pile its messages into the client's reconnect buffer, where a second failure
+    /// would lose them unseen. It goes on when the broker is back (after the kept tail is
+    /// sent again) or a direct link opens.
+    pub(crate) async fn wait_for_road(
+        &self,
+        network: &str,
+        outbox: &mut Outbox,
+    ) -> Result<TransportKind> {
+        let mut up = self.broker.up.subscribe();
+        tracing::debug!(network, "no road to the peer; the stream waits");
+        loop {
+            tokio::select! {
+                _ = self.cancel.cancelled() => {
+                    return Err(Error::new(
+                        ErrorKind::Shutdown,
+                        format!("shut down while waiting for a road to network {network:?}"),
+                    ));
+                }
+                _ = up.wait_for(|up| *up) => {}
+                _ = tokio::time::sleep(REDIAL_AFTER) => {}
+            }
+            let road = self.reroute(network, outbox).await?;
+            if road == TransportKind::Direct || self.broker.is_up() {
+                return Ok(road);
+            }
+        }
+    }
+
+    /// Waits, at most [`STALE_WAIT`], for `network` to answer through the broker; the
+    /// stream holds meanwhile, so that nothing newer overtakes its kept tail.
+    async fn peer_back_on_broker(&self, network: &str) -> bool {
+        let deadline = Instant::now() + STALE_WAIT;
+        loop {
+            if self.ping_over_broker(network).await {
+                return true;
+            }
+            if Instant::now() >= deadline || !self.broker.is_up() {
+                return false;
+            }
+            tokio::time::sleep(REDIAL_AFTER).await;
+        }
     }
 
     async fn ping_over_broker(&self, network: &str) -> bool {
@@ -123,9 +171,40 @@ impl Bridge {
 
     /// Moves `outbox` to the road it should take now; on a move to a direct link, sends
     /// its kept tail again.
-    pub(crate) async fn reroute(&self, network: &str, outbox: &mut Outbox) -> Result<TransportKind> {
+    ///
+    /// A stream that stays on the broker while it is down goes into the client's
+    /// reconnect buffer, and what the dead server swallowed, or what reached the new one
+    /// before the peer subscribed again, is gone. So such a stream is marked stale, and
+    /// once the peer answers through the broker again its kept tail is sent again there.
+    pub(crate) async fn reroute(
+        &self,
+        network: &str,
+        outbox: &mut Outbox,
+    ) -> Result<TransportKind> {
         let from = outbox.road();
         let to = self.road_to(network, from).await;
+        if to == TransportKind::Nats {
+            if !self.broker.is_up() {
+                outbox.set_stale(true);
+            } else if outbox.is_stale() {
+                outbox.set_stale(false);
+                if self.peer_back_on_broker(network).await {
+                    tracing::info!(
+                        network,
+                        "the peer is back on the broker; sending the kept tail again"
+                    );
+                    for kept in outbox.kept() {
+                        self.send_on(to, network, &kept.subject, kept.payload)
+                            .await?;
+                    }
+                } else {
+                    tracing::warn!(
+                        network,
+                        "the peer did not answer through the broker after it came back; what the outage swallowed is not sent again"
+                    );
+                }
+            }
+        }
         if to == from {
             return Ok(to);
         }
@@ -138,28 +217,46 @@ impl Bridge {
             to,
         });
         if to == TransportKind::Direct {
+            outbox.set_stale(false);
             for kept in outbox.kept() {
-                self.send_on(to, network, &kept.subject, kept.payload).await?;
+                self.send_on(to, network, &kept.subject, kept.payload)
+                    .await?;
             }
         }
         Ok(to)
     }
 
     /// Re-checks every stream's road: run when the broker is lost or regained, so that
-    /// idle streams move (and send their tails again) too.
-    pub(crate) async fn reroute_all(&self) {
+    /// idle streams move (and send their kept tails again) too. True when every stream
+    /// is where it should be: on the broker while it is up, and while it is down, on a
+    /// direct link wherever the peer has advertised one.
+    pub(crate) async fn reroute_all(&self) -> bool {
         let outboxes: Vec<(String, super::SharedOutbox)> = self
             .outboxes
             .lock()
             .iter()
             .map(|(network, outbox)| (network.clone(), outbox.clone()))
             .collect();
+        let mut settled = true;
         for (network, outbox) in outboxes {
             let mut outbox = outbox.lock().await;
-            if let Err(err) = self.reroute(&network, &mut outbox).await {
-                tracing::warn!(network, error = %err, "could not move traffic to another road");
-            }
+            let road = match self.reroute(&network, &mut outbox).await {
+                Ok(road) => road,
+                Err(err) => {
+                    tracing::warn!(network, error = %err, "could not move traffic to another road");
+                    settled = false;
+                    continue;
+                }
+            };
+            let wanted = if self.broker.is_up() {
+                TransportKind::Nats
+            } else if self.direct.is_linked(&network) || self.known_endpoint(&network).is_some() {
+                TransportKind::Direct
+            } else {
+                road
+            };
+            settled &= road == wanted && !outbox.is_stale();
         }
+        settled
     }
 }
-

@@ -28,6 +28,9 @@ pub(crate) struct Outbox {
     next_seq: u64,
     /// The road this stream takes now.
     road: TransportKind,
+    /// Sent through the broker while it was down: the kept tail goes again once the
+    /// peer answers through the broker.
+    stale: bool,
     kept: VecDeque<Kept>,
     kept_bytes: usize,
     max_bytes: usize,
@@ -45,6 +48,7 @@ impl Outbox {
         Outbox {
             next_seq: first_seq,
             road: TransportKind::Nats,
+            stale: false,
             kept: VecDeque::new(),
             kept_bytes: 0,
             max_bytes,
@@ -58,6 +62,15 @@ impl Outbox {
 
     pub(crate) fn set_road(&mut self, road: TransportKind) {
         self.road = road;
+    }
+
+    /// Whether envelopes went to the broker while it was down and may be lost there.
+    pub(crate) fn is_stale(&self) -> bool {
+        self.stale
+    }
+
+    pub(crate) fn set_stale(&mut self, stale: bool) {
+        self.stale = stale;
     }
 
     /// The number of the next envelope.
