@@ -1,6 +1,8 @@
 //! The seed's "Basic Setup": a server network and a client network, with the seed's full
-//! `DistributedConfig` literals. Here both join one NATS server and the client connects
-//! to the server by its network id.
+//! `DistributedConfig` literals. The server binds a port; the client connects to it with
+//! `connect_to_network("127.0.0.1:PORT")`, a direct TCP link, as the seed does. Both also
+//! join one NATS server, which is how they find each other and talk when no direct
+//! address is given (`connect_to_network("main_server")`).
 
 mod common;
 
@@ -17,11 +19,16 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
 
+    // The seed binds 8080 and 8081. Fixed ports collide with whatever else runs on the
+    // machine (a web server, another copy of this example), so ask the OS for free ones,
+    // each just before the network that binds it starts.
+    let server_port = common::free_port()?;
+
     let server_config = DistributedConfig {
         network_id: "main_server".to_string(),
         instance_id: "server_001".to_string(),
         bind_address: "0.0.0.0".to_string(),
-        bind_port: 0, // the seed used 8080; 0 leaves the direct fallback off
+        bind_port: server_port,
         discovery_endpoints: vec![server.url()], // NATS URLs, not http:// services
         auth_token: Some("secure_token".to_string()),
         max_connections: 100,
@@ -29,12 +36,15 @@ async fn main() -> anyhow::Result<()> {
         local_network_config: NetworkConfig::default(),
     };
     let mut server_network = DistributedNetwork::new(server_config).await?;
+    server_network.start().await?;
+    println!("server network `main_server` started on port {server_port}");
 
+    let client_port = common::free_port()?;
     let client_config = DistributedConfig {
         network_id: "client_worker".to_string(),
         instance_id: "client_001".to_string(),
         bind_address: "127.0.0.1".to_string(),
-        bind_port: 0,
+        bind_port: client_port,
         discovery_endpoints: vec![server.url()],
         auth_token: Some("secure_token".to_string()),
         max_connections: 10,
@@ -43,15 +53,26 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut client_network = DistributedNetwork::new(client_config).await?;
 
-    server_network.start().await?;
-    println!("server network `main_server` started");
     client_network.start().await?;
-    println!("client network `client_worker` started");
-    client_network.connect_to_network("main_server").await?;
-    println!(
-        "client connected to server; connected networks: {:?}",
-        client_network.get_connected_networks().await
+    println!("client network `client_worker` started on port {client_port}");
+
+    // The seed's line: a host:port is a direct link; the handshake proves the token.
+    client_network
+        .connect_to_network(&format!("127.0.0.1:{server_port}"))
+        .await?;
+    println!("client connected to server at 127.0.0.1:{server_port}");
+    for link in client_network.get_active_connections().await? {
+        println!(
+            "  linked to `{}` (instance {}) over {:?}",
+            link.network, link.instance, link.transport
+        );
+    }
+    anyhow::ensure!(
+        client_network.is_network_connected("main_server").await,
+        "the client should be connected to main_server"
     );
+    let rtt = client_network.ping_network("main_server").await?;
+    println!("ping main_server: round trip {rtt:.2?}");
 
     client_network.shutdown().await?;
     server_network.shutdown().await?;

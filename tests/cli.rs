@@ -1,6 +1,7 @@
 //! The `reflow-bridge` binary, driven as a user would drive it: `up` starts a broker,
 //! two `run` processes make a two-network setup from `examples/configs`, and `actors`,
-//! `ping`, `send` and `watch` work against it.
+//! `ping`, `send` and `watch` work against it; `networks` lists what `run` started, with
+//! the capabilities and tags of its config file, and `networks --watch` sees it come and go.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
@@ -286,4 +287,108 @@ fn an_unreachable_broker_exits_4() {
     assert_eq!(out.status.code(), Some(4));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("reflow-bridge up"), "says what to do: {err}");
+}
+
+/// The network called `id` in the output of `networks --json`, if it is listed.
+fn listed_network(listing: &Value, id: &str) -> Option<Value> {
+    listing["networks"]
+        .as_array()
+        .expect("a list of networks")
+        .iter()
+        .find(|n| n["network_id"] == id)
+        .cloned()
+}
+
+#[test]
+fn networks_lists_what_run_started_with_its_capabilities_and_tags_and_watch_sees_it_come_and_go() {
+    let port = free_port();
+    let up = Running::spawn(&["up", "--port", &port.to_string()]);
+    up.wait_for("up to print its URL", false, |l| l.contains("\"url\""));
+    let url = format!("nats://127.0.0.1:{port}");
+
+    let watch = Running::spawn(&["--nats-url", &url, "networks", "--watch", "--json"]);
+    let first = watch.wait_for("the first listing", false, |l| l.contains("\"networks\""));
+    let first: Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(
+        first["networks"],
+        serde_json::json!([]),
+        "nothing runs yet, and the command's own network is not listed"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.toml");
+    std::fs::write(
+        &path,
+        r#"
+        [network]
+        network_id = "catalog"
+        instance_id = "catalog-1"
+        capabilities = ["indexing", "search"]
+        tags = ["region=eu", "tier=gold"]
+        [[nodes]]
+        id = "index"
+        component = "counter"
+        "#,
+    )
+    .unwrap();
+    let mut catalog = Running::spawn(&[
+        "--nats-url",
+        &url,
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+    ]);
+    catalog.wait_for("catalog to run", false, |l| l.contains("\"running\""));
+
+    let event = |what: &'static str| {
+        move |l: &str| {
+            serde_json::from_str::<Value>(l)
+                .is_ok_and(|v| v["event"] == what && v["network_id"] == "catalog")
+        }
+    };
+    let went_up = watch.wait_for("catalog's up event", false, event("up"));
+    let went_up: Value = serde_json::from_str(&went_up).unwrap();
+    assert_eq!(went_up["instance_id"], "catalog-1");
+
+    let listing = json_of(&cli(&url, &["networks", "--json"], None));
+    let catalog_listed = listed_network(&listing, "catalog").expect("catalog is listed");
+    assert_eq!(
+        catalog_listed["capabilities"],
+        serde_json::json!(["indexing", "search"])
+    );
+    assert_eq!(
+        catalog_listed["tags"],
+        serde_json::json!(["region=eu", "tier=gold"])
+    );
+    assert_eq!(catalog_listed["actors"], serde_json::json!(["index"]));
+    assert_eq!(catalog_listed["instance_count"], 1);
+    let instance = &catalog_listed["instances"][0];
+    assert_eq!(instance["instance_id"], "catalog-1");
+    assert_eq!(
+        instance["tags"],
+        serde_json::json!(["region=eu", "tier=gold"])
+    );
+    assert!(
+        instance["endpoints"]["nats"]
+            .as_str()
+            .is_some_and(|u| u.ends_with(&format!(":{port}"))),
+        "{instance}"
+    );
+    let ids: Vec<&str> = listing["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["network_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["catalog"], "the CLI's own probes are left out");
+
+    assert!(catalog.interrupt().success());
+    let went_down = watch.wait_for("catalog's down event", false, event("down"));
+    let went_down: Value = serde_json::from_str(&went_down).unwrap();
+    assert_eq!(went_down["reason"], "left");
+    let listing = json_of(&cli(&url, &["networks", "--json"], None));
+    assert!(
+        listed_network(&listing, "catalog").is_none(),
+        "a network that shut down is no longer listed: {listing}"
+    );
 }

@@ -24,6 +24,17 @@ pub(crate) async fn server_with(options: ServerOptions) -> anyhow::Result<NatsSe
     Ok(server)
 }
 
+/// A loopback TCP port that was free a moment ago: the OS picks it for a listener that
+/// is closed at once. Examples use it instead of fixed ports such as the seed's 8080,
+/// which may already be taken on the machine that runs them. Another process could take
+/// the port between this call and its use; that window is short, and a port taken in it
+/// makes `start()` fail loudly with "Address already in use" rather than misbehave.
+pub(crate) fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// A config for `network` on the server at `url`, everything else default.
 pub(crate) fn config(url: &str, network: &str, instance: &str) -> DistributedConfig {
     DistributedConfig {

@@ -111,9 +111,10 @@ impl Endpoint {
 #[derive(Debug)]
 pub(crate) struct RunConfig {
     pub(crate) network: DistributedConfig,
-    /// Stored for discovery: applied when the network announces itself.
+    /// What the network offers; `run` sets them before start, so discovery and the
+    /// liveness entry carry them from the first moment.
     pub(crate) capabilities: Vec<String>,
-    /// Stored for discovery: applied when the network announces itself.
+    /// Free-form labels (`region=eu`), set and advertised like the capabilities.
     pub(crate) tags: Vec<String>,
     pub(crate) nodes: Vec<NodeSpec>,
     pub(crate) connections: Vec<(Endpoint, Endpoint)>,

@@ -1,13 +1,14 @@
 //! `reflow-bridge`: run, inspect and poke reflow networks from the shell.
 //!
-//! Every subcommand lives in its own file. The inspecting commands (`actors`, `ping`,
-//! `send`) join the broker as a short-lived network of their own, `reflow-cli-{random}`,
+//! Every subcommand lives in its own file. The inspecting commands (`networks`, `actors`,
+//! `ping`, `send`) join the broker as a short-lived network of their own, `reflow-cli-{random}`,
 //! ask their question and leave; `watch` uses a plain NATS connection; `run` is a long-
 //! lived bridge process; `up` starts a local broker. Output, errors and exit codes are
 //! shared through `output`.
 
 mod actors;
 mod config;
+mod networks;
 mod output;
 mod ping;
 mod run;
@@ -55,6 +56,8 @@ enum Command {
     Up(up::Args),
     /// Run a bridge process from a TOML file until Ctrl-C
     Run(run::Args),
+    /// Show the live networks and their instances; --watch adds up/down events
+    Networks(networks::Args),
     /// List the actors of a network, with their ports
     Actors(actors::Args),
     /// Measure round trips to a network, or to one of its actors
@@ -138,6 +141,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(&global, args).await,
         Command::Run(args) => run::run(&global, args).await,
+        Command::Networks(args) => networks::run(&global, args).await,
         Command::Actors(args) => actors::run(&global, args).await,
         Command::Ping(args) => ping::run(&global, args).await,
         Command::Send(args) => send::run(&global, args).await,

@@ -1,83 +1,76 @@
-//! `reflow-bridge networks [--watch]`: the live networks and their instances, from the
-//! liveness bucket; `--watch` then prints up/down events as they happen.
+//! `reflow-bridge networks [--watch]`: the live networks and their instances; `--watch`
+//! then prints networks going up and down as it happens, until Ctrl-C.
 //!
-//! NOT BUILT YET: this file is written against the discovery API
-//! (`DistributedNetwork::discover_networks() -> Result<Vec<NetworkInfo>>`) that lands
-//! with the discovery branch. To enable it: `mod networks;` in main.rs and a
-//! `Networks(networks::Args)` variant dispatching to `networks::run`.
+//! The picture comes from `discover_networks()` (every network that answers on the
+//! broker, instances merged) and `live_networks()` (one liveness entry per instance), so
+//! a network is listed with what it offers as a whole and with each of its instances.
+//! The one-shot networks the CLI itself joins as (`reflow-cli-*`) are left out unless
+//! `--all` asks for them: they are this tool's probes, not anyone's workload.
 
-use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use reflow_network::events::NetworkEvent;
-use serde_json::json;
+use reflow_network::discovery::NetworkInfo;
+use reflow_network::events::{DownReason, NetworkEvent};
+use serde_json::{Value, json};
 
 use crate::Global;
 use crate::output::{self, CliError, CliResult};
 
+/// The prefix of the one-shot networks the inspecting commands join as.
+const CLI_PREFIX: &str = "reflow-cli-";
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Keep running and print networks going up and down
+    /// Keep running and print networks going up and down, until Ctrl-C
     #[arg(long)]
     watch: bool,
+    /// Also show the short-lived `reflow-cli-*` networks of other reflow-bridge commands
+    #[arg(long)]
+    all: bool,
 }
 
 pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
     let mut network = global.open_network().await?;
     let me = network.get_config().network_id.clone();
+    // Subscribed before listing, so nothing that changes after the listing goes unseen.
     let mut events = network.events();
     let spinner = output::Spinner::start("listing live networks");
     let listed = network.discover_networks().await;
     drop(spinner);
-    let mut infos = match listed {
-        Ok(infos) => infos,
+    let networks = match listed {
+        Ok(networks) => networks,
         Err(err) => {
             let _ = network.shutdown().await;
             return Err(CliError::from_lib(err));
         }
     };
-    // This command's own one-shot network is not news to anyone.
-    infos.retain(|i| i.network_id != me);
-    infos.sort_by(|a, b| (&a.network_id, &a.instance_id).cmp(&(&b.network_id, &b.instance_id)));
+    let shown = |id: &str| id != me && (args.all || !id.starts_with(CLI_PREFIX));
+    let networks: Vec<NetworkInfo> = networks
+        .into_iter()
+        .filter(|n| shown(&n.network_id))
+        .collect();
+    let live = network.live_networks();
 
     if output::human(global.json) {
-        let rows: Vec<Vec<String>> = infos
-            .iter()
-            .map(|i| {
-                vec![
-                    i.network_id.clone(),
-                    i.instance_id.clone(),
-                    i.actors.len().to_string(),
-                    i.capabilities.join(","),
-                    i.tags.join(","),
-                    i.endpoints.join(","),
-                    i.version.clone(),
-                ]
-            })
-            .collect();
-        output::print_table(
-            &["NETWORK", "INSTANCE", "ACTORS", "CAPABILITIES", "TAGS", "ENDPOINTS", "VERSION"],
-            &rows,
-        );
+        print_table(global, &networks, &live);
     } else {
-        let mut by_network: BTreeMap<&str, Vec<&_>> = BTreeMap::new();
-        for info in &infos {
-            by_network.entry(info.network_id.as_str()).or_default().push(info);
-        }
-        let networks: Vec<_> = by_network
-            .into_iter()
-            .map(|(id, instances)| json!({ "network_id": id, "instances": instances }))
-            .collect();
-        output::print_json(&json!({ "networks": networks }));
+        let listed: Vec<Value> = networks.iter().map(|n| network_json(n, &live)).collect();
+        output::print_json(&json!({ "networks": listed }));
     }
 
     if args.watch {
+        if output::human(global.json) {
+            eprintln!("watching for networks going up and down; Ctrl-C to stop");
+        }
+        let stop = crate::up::stop_signal();
+        tokio::pin!(stop);
         loop {
             tokio::select! {
                 event = events.recv() => {
                     let Some(event) = event else { break };
-                    print_event(global, &me, &event);
+                    print_event(global, &event, &shown);
                 }
-                _ = crate::up::stop_signal() => break,
+                _ = &mut stop => break,
             }
         }
     }
@@ -85,28 +78,177 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
     Ok(())
 }
 
-fn print_event(global: &Global, me: &str, event: &NetworkEvent) {
-    let (what, network, instance, reason) = match event {
+/// One row per instance; a network that answered discovery but whose liveness entry this
+/// process has not read yet gets a row per instance id with what discovery said.
+fn print_table(global: &Global, networks: &[NetworkInfo], live: &[NetworkInfo]) {
+    if networks.is_empty() {
+        println!("no live networks on {}", global.urls_or(&[]).join(","));
+        return;
+    }
+    let now = now_ms();
+    let mut rows = Vec::new();
+    for net in networks {
+        for (id, instance) in instances_of(net, live) {
+            let info = instance.unwrap_or(net);
+            rows.push(vec![
+                net.network_id.clone(),
+                id.to_string(),
+                info.actor_count.to_string(),
+                info.capabilities.join(","),
+                info.tags.join(","),
+                info.endpoints.direct.clone().unwrap_or_else(|| "-".into()),
+                uptime(now.saturating_sub(info.started_at_ms)),
+                info.version.clone(),
+            ]);
+        }
+    }
+    output::print_table(
+        &[
+            "NETWORK",
+            "INSTANCE",
+            "ACTORS",
+            "CAPABILITIES",
+            "TAGS",
+            "DIRECT",
+            "UP",
+            "VERSION",
+        ],
+        &rows,
+    );
+}
+
+/// A network for scripts: what it offers as a whole, and each instance's own entry.
+fn network_json(net: &NetworkInfo, live: &[NetworkInfo]) -> Value {
+    let instances: Vec<Value> = instances_of(net, live)
+        .into_iter()
+        .map(|(id, instance)| match instance {
+            Some(i) => json!({
+                "instance_id": i.instance_id,
+                "incarnation": i.incarnation,
+                "endpoints": i.endpoints,
+                "capabilities": i.capabilities,
+                "tags": i.tags,
+                "actors": i.actors,
+                "heartbeat_interval_ms": i.heartbeat_interval_ms,
+                "version": i.version,
+                "started_at_ms": i.started_at_ms,
+            }),
+            None => json!({ "instance_id": id }),
+        })
+        .collect();
+    json!({
+        "network_id": net.network_id,
+        "capabilities": net.capabilities,
+        "tags": net.tags,
+        "actors": net.actors,
+        "actor_count": net.actor_count,
+        "instance_count": net.instance_count,
+        "instances": instances,
+    })
+}
+
+/// The instance ids of `net`, each with its liveness entry when this process holds one.
+fn instances_of<'a>(
+    net: &'a NetworkInfo,
+    live: &'a [NetworkInfo],
+) -> Vec<(&'a str, Option<&'a NetworkInfo>)> {
+    net.instances
+        .iter()
+        .map(|id| {
+            let entry = live
+                .iter()
+                .find(|l| l.network_id == net.network_id && &l.instance_id == id);
+            (id.as_str(), entry)
+        })
+        .collect()
+}
+
+fn print_event(global: &Global, event: &NetworkEvent, shown: &impl Fn(&str) -> bool) {
+    let (what, network, instance, why) = match event {
         NetworkEvent::NetworkUp { network, instance } => ("up", network, instance, None),
         NetworkEvent::NetworkDown {
             network,
             instance,
             reason,
-        } => ("down", network, instance, Some(format!("{reason:?}"))),
+        } => {
+            let why = match reason {
+                DownReason::Left => "left",
+                DownReason::Expired => "expired",
+            };
+            ("down", network, instance, Some(why))
+        }
+        NetworkEvent::BrokerLost => {
+            return say(global, "broker_lost", "lost the NATS server; reconnecting");
+        }
+        NetworkEvent::BrokerRegained => {
+            return say(global, "broker_regained", "the NATS server is back");
+        }
+        NetworkEvent::Lagged { missed } => {
+            return say(
+                global,
+                "lagged",
+                &format!("missed {missed} events; run `networks` again for the full picture"),
+            );
+        }
         _ => return,
     };
-    if network == me {
+    if !shown(network) {
         return;
     }
     if output::human(global.json) {
-        let why = reason.map(|r| format!(" ({r})")).unwrap_or_default();
-        println!("{what:<4} {network}/{instance}{why}");
+        let why = match why {
+            Some("left") => " (shut down)",
+            Some(_) => " (stopped refreshing its liveness entry)",
+            None => "",
+        };
+        println!("{what:<4} {network} instance {instance}{why}");
     } else {
         output::print_json(&json!({
             "event": what,
             "network_id": network,
             "instance_id": instance,
-            "reason": reason,
+            "reason": why,
         }));
+    }
+}
+
+/// An event about the watch itself rather than a network.
+fn say(global: &Global, event: &str, words: &str) {
+    if output::human(global.json) {
+        println!("{words}");
+    } else {
+        output::print_json(&json!({ "event": event, "message": words }));
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+/// `42s`, `7m`, `3h`, `2d`: how long an instance has been up, roughly.
+fn uptime(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_is_rounded_down_to_one_unit() {
+        assert_eq!(uptime(999), "0s");
+        assert_eq!(uptime(59_000), "59s");
+        assert_eq!(uptime(61_000), "1m");
+        assert_eq!(uptime(7_200_000), "2h");
+        assert_eq!(uptime(3 * 86_400_000), "3d");
     }
 }

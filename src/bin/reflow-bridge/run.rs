@@ -1,5 +1,6 @@
 //! `reflow-bridge run --config FILE`: a long-lived bridge process built from a TOML file
-//! (see `config`). It builds the local graph from built-in components, joins the broker,
+//! (see `config`). It builds the local graph from built-in components, sets the
+//! capabilities and tags the network advertises in discovery, joins the broker,
 //! connects to every network whose actors the connections name (waiting for networks
 //! that are not up yet), registers those actors as proxies, wires everything, delivers
 //! the initial packets, and runs until Ctrl-C or SIGTERM, then shuts down gracefully.
@@ -31,13 +32,13 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
     let mut plan = config::load(&args.config)?;
     plan.network.discovery_endpoints = global.urls_or(&plan.network.discovery_endpoints);
     plan.network.auth_token = global.token.clone();
-    // Capabilities and tags are announced through discovery; until this build has it,
-    // they are kept and logged.
-    tracing::debug!(capabilities = ?plan.capabilities, tags = ?plan.tags, "capabilities and tags");
 
     let mut network = DistributedNetwork::new(plan.network.clone())
         .await
         .map_err(CliError::from_lib)?;
+    // Set before start(), so the first liveness entry and every discovery reply carry them.
+    network.set_capabilities(plan.capabilities.iter().cloned());
+    network.set_tags(plan.tags.iter().cloned());
     build_local(&network, &plan).map_err(CliError::from_lib)?;
     let spinner = output::Spinner::start("connecting to the NATS server");
     let started = network.start().await;
@@ -142,6 +143,12 @@ fn announce(global: &Global, plan: &RunConfig) {
         if !remote.is_empty() {
             println!("  remote: {}", remote.join(", "));
         }
+        if !plan.capabilities.is_empty() {
+            println!("  capabilities: {}", plan.capabilities.join(", "));
+        }
+        if !plan.tags.is_empty() {
+            println!("  tags:   {}", plan.tags.join(", "));
+        }
         println!("  Ctrl-C to stop");
     } else {
         output::print_json(&json!({
@@ -151,6 +158,8 @@ fn announce(global: &Global, plan: &RunConfig) {
             "nats": urls,
             "nodes": nodes,
             "remote": remote,
+            "capabilities": plan.capabilities,
+            "tags": plan.tags,
         }));
     }
 }
