@@ -137,6 +137,19 @@ impl Error {
         }
     }
 
+    /// Like [`Error::with_source`], for a `detail` that already quotes the source's words.
+    pub(crate) fn quoting_source(
+        kind: ErrorKind,
+        detail: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error {
+            kind,
+            detail: detail.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
     /// What kind of error this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind

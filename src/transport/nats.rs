@@ -168,7 +168,7 @@ fn connect_error(urls: &str, has_token: bool, err: async_nats::ConnectError) -> 
             ),
             err,
         ),
-        _ => Error::with_source(
+        _ => Error::quoting_source(
             ErrorKind::Broker,
             format!(
                 "cannot reach a NATS server at {urls} ({text}); start one with \
