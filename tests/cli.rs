@@ -175,6 +175,17 @@ fn up_run_actors_ping_send_and_watch_work_together() {
         logged(l, "shout", "1")
     });
 
+    let listing = json_of(&cli(&url, &["networks"], None));
+    for id in ["stats", "feeder"] {
+        let network = listed_network(&listing, id)
+            .unwrap_or_else(|| panic!("networks --json does not list {id}: {listing}"));
+        assert_eq!(
+            network["instances"].as_array().map(Vec::len),
+            Some(1),
+            "{network}"
+        );
+    }
+
     let actors = json_of(&cli(&url, &["actors", "stats"], None));
     let tally = actors["actors"]
         .as_array()
