@@ -7,9 +7,8 @@
 //! client's subscription buffer absorbs bursts; what it drops is counted and reported).
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
+use std::sync::atomic::Ordering;
 
 use super::Bridge;
 use super::proxy::{Egress, Subscriber};

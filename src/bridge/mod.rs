@@ -17,8 +17,8 @@
 //! entry and watcher ([`crate::liveness`]) start and stop with the bridge.
 
 mod control;
-mod dispatch;
 mod discover;
+mod dispatch;
 mod inbound;
 mod peers;
 pub(crate) mod proxy;
@@ -50,13 +50,13 @@ use crate::distributed_network::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventSender, TransportKind};
 use crate::liveness::{self, Liveness};
-use crate::transport::direct::{DirectTransport, Inbound};
-use tokio::sync::mpsc;
 use crate::message::{Envelope, EnvelopeRef, Message};
 use crate::network::Network;
 use crate::subject::control_subject;
 use crate::transport::Transport;
+use crate::transport::direct::{DirectTransport, Inbound};
 use crate::transport::nats::{BrokerState, NatsTransport};
+use tokio::sync::mpsc;
 
 /// The liveness watcher lists the bucket every five heartbeats, but at least this often.
 const RECONCILE_AT_MOST: Duration = Duration::from_secs(30);
@@ -372,7 +372,8 @@ impl Bridge {
         }
         .encode(self.compress_above)?;
         let road = self.reroute(network, &mut outbox).await?;
-        self.send_on(road, network, subject, payload.clone()).await?;
+        self.send_on(road, network, subject, payload.clone())
+            .await?;
         outbox.keep(subject.clone(), payload);
         Ok(())
     }

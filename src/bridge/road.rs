@@ -123,7 +123,11 @@ impl Bridge {
 
     /// Moves `outbox` to the road it should take now; on a move to a direct link, sends
     /// its kept tail again.
-    pub(crate) async fn reroute(&self, network: &str, outbox: &mut Outbox) -> Result<TransportKind> {
+    pub(crate) async fn reroute(
+        &self,
+        network: &str,
+        outbox: &mut Outbox,
+    ) -> Result<TransportKind> {
         let from = outbox.road();
         let to = self.road_to(network, from).await;
         if to == from {
@@ -139,7 +143,8 @@ impl Bridge {
         });
         if to == TransportKind::Direct {
             for kept in outbox.kept() {
-                self.send_on(to, network, &kept.subject, kept.payload).await?;
+                self.send_on(to, network, &kept.subject, kept.payload)
+                    .await?;
             }
         }
         Ok(to)
@@ -162,4 +167,3 @@ impl Bridge {
         }
     }
 }
-

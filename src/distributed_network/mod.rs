@@ -129,30 +129,28 @@ impl DistributedNetwork {
         }
         // The listener first: a port in use is the first thing a user should hear of.
         let (inbound, direct_inbound) = tokio::sync::mpsc::channel(1024);
-        let direct = DirectTransport::start(
-            self.direct_config(),
-            self.bind_address().await?,
-            inbound,
-        )
-        .await?;
+        let direct =
+            DirectTransport::start(self.direct_config(), self.bind_address().await?, inbound)
+                .await?;
         let broker = BrokerState::new();
-        let client =
-            match nats::connect(&self.config, broker.clone(), self.events.clone(), true).await {
-                Ok(client) => {
-                    nats::check_server_version(&client)?;
-                    client
-                }
-                // With a direct listener, a missing broker must not block startup: peers
-                // reach this network by address, and the client keeps trying.
-                Err(err)
-                    if self.config.bind_port != 0
-                        && matches!(err.kind(), ErrorKind::Broker | ErrorKind::Timeout) =>
-                {
-                    tracing::warn!(error = %err, "no broker yet; running on direct links until one answers");
-                    nats::connect(&self.config, broker.clone(), self.events.clone(), false).await?
-                }
-                Err(err) => return Err(err),
-            };
+        let client = match nats::connect(&self.config, broker.clone(), self.events.clone(), true)
+            .await
+        {
+            Ok(client) => {
+                nats::check_server_version(&client)?;
+                client
+            }
+            // With a direct listener, a missing broker must not block startup: peers
+            // reach this network by address, and the client keeps trying.
+            Err(err)
+                if self.config.bind_port != 0
+                    && matches!(err.kind(), ErrorKind::Broker | ErrorKind::Timeout) =>
+            {
+                tracing::warn!(error = %err, "no broker yet; running on direct links until one answers");
+                nats::connect(&self.config, broker.clone(), self.events.clone(), false).await?
+            }
+            Err(err) => return Err(err),
+        };
         let bridge = Bridge::start(Parts {
             config: self.config.clone(),
             local: self.local.clone(),
