@@ -84,6 +84,13 @@ pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, drain: Cance
                 },
                 _ = drain.cancelled(), if !draining => {
                     draining = true;
+                    // Draining ends with the server's answer; without a broker, what the
+                    // client holds is all there is, and it is delivered before stopping.
+                    let broker_up = bridge.upgrade().is_some_and(|b| b.broker.is_up());
+                    if !broker_up {
+                        finish_without_broker(&bridge, &mut sources, &mut slots, &mut state).await;
+                        break;
+                    }
                     if let Err(err) = sources.data.drain().await {
                         tracing::debug!(error = %err, "draining the data subscription");
                         break;
@@ -97,6 +104,27 @@ pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, drain: Cance
             break;
         };
         bridge.handle(next, &mut state).await;
+    }
+}
+
+/// Delivers what is ready now on every source, without waiting for more.
+async fn finish_without_broker(
+    bridge: &Weak<Bridge>,
+    sources: &mut Sources,
+    slots: &mut [Option<Item>; 3],
+    state: &mut DispatchState,
+) {
+    let mut open = [true, true, true];
+    loop {
+        fill_ready(sources, slots, &mut open);
+        if slots.iter().all(Option::is_none) {
+            return;
+        }
+        let next = pick(slots);
+        let Some(bridge) = bridge.upgrade() else {
+            return;
+        };
+        bridge.handle(next, state).await;
     }
 }
 

@@ -447,22 +447,35 @@ impl Bridge {
     }
 
     /// Stops taking new inbound work: drains the data subscription (what the client has
-    /// buffered is still delivered), then waits for the dispatcher to finish.
+    /// buffered is still delivered), then waits for the dispatcher to finish, at most
+    /// `drain_timeout_ms` (the broker may go away in the middle of a drain).
     pub(crate) async fn drain_inbound(&self) {
         self.drain.cancel();
         let handle = self.data_done.lock().take();
-        if let Some(handle) = handle
-            && let Err(err) = handle.await
-        {
-            tracing::warn!(error = %err, "data dispatcher ended abnormally");
+        let Some(mut handle) = handle else {
+            return;
+        };
+        let limit = Duration::from_millis(self.config.local_network_config.drain_timeout_ms);
+        match tokio::time::timeout(limit, &mut handle).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "data dispatcher ended abnormally"),
+            Err(_) => {
+                tracing::warn!("inbound traffic did not drain within {limit:?}; stopping anyway");
+                handle.abort();
+            }
         }
     }
 
-    /// Stops every task of the bridge and flushes what the client still holds.
+    /// Stops every task of the bridge and flushes what the client still holds (when there
+    /// is a broker to flush to: a flush waits for the server's answer).
     pub(crate) async fn stop(&self) {
         self.direct.shutdown().await;
-        if let Err(err) = self.client.flush().await {
-            tracing::warn!(error = %err, "flush at shutdown failed");
+        if self.broker.is_up() {
+            match tokio::time::timeout(self.request_timeout, self.client.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::warn!(error = %err, "flush at shutdown failed"),
+                Err(_) => tracing::warn!("flush at shutdown got no answer; closing anyway"),
+            }
         }
         self.cancel.cancel();
         self.tracker.close();
