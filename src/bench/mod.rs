@@ -40,6 +40,62 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::local_server::NatsServer;
 
+/// One of the measured scenarios, to run a part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// Streamed throughput through the broker, against raw publish → subscribe.
+    Streamed,
+    /// Streamed throughput over a direct link, against the broker path.
+    Direct,
+    /// Confirmed `send_to_remote_actor` round trips, against raw request → reply.
+    Confirmed,
+    /// A call into a remote actor and back out of its proxy.
+    Call,
+    /// Time until a peer sees a killed network down.
+    Failure,
+    /// `discover_networks` with many live networks.
+    Discovery,
+}
+
+impl Scenario {
+    /// Every scenario, in the order a run measures them.
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Streamed,
+        Scenario::Direct,
+        Scenario::Confirmed,
+        Scenario::Call,
+        Scenario::Failure,
+        Scenario::Discovery,
+    ];
+
+    /// The name used on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Streamed => "streamed",
+            Scenario::Direct => "direct",
+            Scenario::Confirmed => "confirmed",
+            Scenario::Call => "call",
+            Scenario::Failure => "failure",
+            Scenario::Discovery => "discovery",
+        }
+    }
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        Scenario::ALL
+            .into_iter()
+            .find(|s| s.name() == text.trim())
+            .ok_or_else(|| {
+                let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                format!("no scenario {text:?}; choose from {}", names.join(", "))
+            })
+    }
+}
+
 /// What to measure, and how much.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BenchOptions {
@@ -60,6 +116,8 @@ pub struct BenchOptions {
     /// The `reflow-bridge` binary, to run the network that failure detection kills in a
     /// process of its own. `None` skips that scenario.
     pub victim_program: Option<PathBuf>,
+    /// The scenarios to run.
+    pub scenarios: Vec<Scenario>,
 }
 
 impl Default for BenchOptions {
@@ -73,6 +131,7 @@ impl Default for BenchOptions {
             discovery_counts: vec![100, 500],
             heartbeat_ms: 1_000,
             victim_program: None,
+            scenarios: Scenario::ALL.to_vec(),
         }
     }
 }
@@ -113,26 +172,34 @@ pub async fn run_with_progress(
         }
     };
     let mut report = BenchReport::new(options, &url).await;
-    for &size in &options.sizes {
-        progress(&format!(
-            "streamed throughput at {size} B, broker and direct"
-        ));
-        throughput::measure(&url, size, options, &mut report).await?;
+    let on = |scenario| options.scenarios.contains(&scenario);
+    if on(Scenario::Streamed) || on(Scenario::Direct) {
+        for &size in &options.sizes {
+            progress(&format!("streamed throughput at {size} B"));
+            throughput::measure(&url, size, options, &mut report).await?;
+        }
     }
-    progress("confirmed round trips");
-    latency::confirmed(&url, options, &mut report).await?;
-    progress("remote actor calls");
-    latency::remote_call(&url, options, &mut report).await?;
-    match &options.victim_program {
-        Some(program) => {
+    if on(Scenario::Confirmed) {
+        progress("confirmed round trips");
+        latency::confirmed(&url, options, &mut report).await?;
+    }
+    if on(Scenario::Call) {
+        progress("remote actor calls");
+        latency::remote_call(&url, options, &mut report).await?;
+    }
+    match (&options.victim_program, on(Scenario::Failure)) {
+        (Some(program), true) => {
             progress("failure detection");
             failure::measure(&url, program, options, &mut report).await?;
         }
-        None => report
+        (None, true) => report
             .skipped
             .push("failure detection: no reflow-bridge binary to run the victim".into()),
+        (_, false) => {}
     }
-    discovery::measure(&url, options, &mut report, progress).await?;
+    if on(Scenario::Discovery) {
+        discovery::measure(&url, options, &mut report, progress).await?;
+    }
     report.elapsed_s = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 
 use super::support::{CountTo, Pair, ROUND_LIMIT, broker, config, too_slow, unique};
-use super::{BenchOptions, BenchReport, Compared, median};
+use super::{BenchOptions, BenchReport, Compared, Scenario, median};
 use crate::distributed_network::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
@@ -109,24 +109,40 @@ pub(super) async fn measure(
 ) -> Result<()> {
     let n = options.messages;
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
-    let (mut ours, mut raw_rates, mut direct) = (Vec::new(), Vec::new(), Vec::new());
+    let streamed = options.scenarios.contains(&Scenario::Streamed);
+    let direct = options.scenarios.contains(&Scenario::Direct);
+    let (mut ours, mut raw_rates, mut direct_rates) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..options.rounds {
         ours.push(rate(through_pair(nats_pair(url, n), size, n).await?));
-        raw_rates.push(rate(raw(url, size, n).await?));
-        direct.push(rate(through_pair(direct_pair(n), size, n).await?));
+        if streamed {
+            raw_rates.push(rate(raw(url, size, n).await?));
+        }
+        if direct {
+            direct_rates.push(rate(through_pair(direct_pair(n), size, n).await?));
+        }
     }
-    let (ours, raw_rate, direct) = (median(ours), median(raw_rates), median(direct));
-    let target = (size == 128).then_some((0.9, true));
-    let scenario = "streamed throughput";
-    report
-        .add(scenario, Some(size), "msgs_per_s", ours)
-        .against(Compared::RawNats, raw_rate, target);
-    let mb = |rate: f64| rate * size as f64 / 1e6;
-    report
-        .add(scenario, Some(size), "MB_per_s", mb(ours))
-        .against(Compared::RawNats, mb(raw_rate), None);
-    report
-        .add("direct link throughput", Some(size), "msgs_per_s", direct)
-        .against(Compared::NatsPath, ours, Some((1.0, true)));
+    let ours = median(ours);
+    if streamed {
+        let raw_rate = median(raw_rates);
+        let target = (size == 128).then_some((0.9, true));
+        let scenario = "streamed throughput";
+        report
+            .add(scenario, Some(size), "msgs_per_s", ours)
+            .against(Compared::RawNats, raw_rate, target);
+        let mb = |rate: f64| rate * size as f64 / 1e6;
+        report
+            .add(scenario, Some(size), "MB_per_s", mb(ours))
+            .against(Compared::RawNats, mb(raw_rate), None);
+    }
+    if direct {
+        report
+            .add(
+                "direct link throughput",
+                Some(size),
+                "msgs_per_s",
+                median(direct_rates),
+            )
+            .against(Compared::NatsPath, ours, Some((1.0, true)));
+    }
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! A missed target is a measurement, not a failure: the exit code is 0 whenever every
 //! scenario ran.
 
-use reflow_network::bench::{self, BenchOptions};
+use reflow_network::bench::{self, BenchOptions, Scenario};
 
 use crate::Global;
 use crate::output::{self, CliError, CliResult};
@@ -31,6 +31,10 @@ pub(crate) struct Args {
     /// Live network counts for discovery, comma separated [default: 100,500]
     #[arg(long, value_delimiter = ',', value_name = "N")]
     discovery: Option<Vec<usize>>,
+    /// Run only these scenarios, comma separated: streamed, direct, confirmed, call,
+    /// failure, discovery [default: all]
+    #[arg(long, value_delimiter = ',', value_name = "SCENARIO")]
+    only: Option<Vec<Scenario>>,
 }
 
 pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
@@ -74,6 +78,9 @@ fn options(global: &Global, args: Args) -> CliResult<BenchOptions> {
     }
     if let Some(counts) = args.discovery {
         options.discovery_counts = counts;
+    }
+    if let Some(only) = args.only {
+        options.scenarios = only;
     }
     if options.messages == 0 || options.rounds == 0 || options.round_trips == 0 {
         return Err(CliError::usage(
