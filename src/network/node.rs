@@ -9,6 +9,11 @@ use tokio_util::sync::CancellationToken;
 use super::routing::{Delivery, Shared};
 use crate::actor::{Actor, ActorContext};
 
+/// Messages taken from the inbox at once. Taking them together frees their slots
+/// together, so a producer waiting on a full inbox is woken once per batch rather than
+/// once per message.
+const BATCH: usize = 64;
+
 /// Runs a node until its halt token fires or its inbox closes.
 ///
 /// The handler runs inside the same `select!` as the halt token, so a handler blocked on
@@ -31,26 +36,34 @@ pub(crate) async fn run(
             }
         }
     }
-    loop {
-        let delivery = tokio::select! {
+    let mut batch = Vec::with_capacity(BATCH);
+    'run: loop {
+        let received = tokio::select! {
             biased;
             _ = halt.cancelled() => break,
-            delivery = inbox.recv() => match delivery {
-                Some(delivery) => delivery,
-                None => break,
-            },
+            received = inbox.recv_many(&mut batch, BATCH) => received,
         };
-        ctx.set_origin(delivery.origin);
-        let result = tokio::select! {
-            biased;
-            _ = halt.cancelled() => None,
-            result = actor.handle(&mut ctx, &delivery.port, delivery.message) => Some(result),
-        };
-        shared.handled_one();
-        let Some(result) = result else { break };
-        if let Err(err) = result {
-            shared.handler_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(node = %node, port = %delivery.port, error = %err, "actor failed to handle a message");
+        if received == 0 {
+            break;
+        }
+        let mut deliveries = batch.drain(..);
+        while let Some(delivery) = deliveries.next() {
+            ctx.set_origin(delivery.origin);
+            let result = tokio::select! {
+                biased;
+                _ = halt.cancelled() => None,
+                result = actor.handle(&mut ctx, &delivery.port, delivery.message) => Some(result),
+            };
+            shared.handled_one();
+            let Some(result) = result else {
+                // Taken from the inbox but never to be handled: release their count.
+                deliveries.for_each(|_| shared.handled_one());
+                break 'run;
+            };
+            if let Err(err) = result {
+                shared.handler_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %node, port = %delivery.port, error = %err, "actor failed to handle a message");
+            }
         }
     }
     // Messages still queued will never be handled; release their count so that nothing
