@@ -115,7 +115,6 @@ impl Bridge {
             self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let inlets = &mut state.inlets;
         let origin = match &envelope.reply_to {
             Some(reply_to) => Some(
                 self.attach(actor, &envelope.network, reply_to)
@@ -123,23 +122,21 @@ impl Bridge {
             ),
             None => None,
         };
-        let inlet = match inlets.get(subject) {
-            Some(inlet) => inlet.clone(),
-            None => {
-                // Proxies and the bridge's own nodes are not for other networks to feed.
-                if actor.starts_with('_') || self.registry.lock().contains(actor) {
-                    return Err(self.reject(self.no_actor(actor)));
-                }
-                let inlet = self.local.read().inlet(actor, port).map_err(|e| {
-                    self.reject(match e.kind() {
-                        ErrorKind::ActorNotFound => self.no_actor(actor),
-                        _ => e,
-                    })
-                })?;
-                inlets.insert(subject.to_string(), inlet.clone());
-                inlet
+        let inlets = &mut state.inlets;
+        if !inlets.contains_key(subject) {
+            // Proxies and the bridge's own nodes are not for other networks to feed.
+            if actor.starts_with('_') || self.registry.lock().contains(actor) {
+                return Err(self.reject(self.no_actor(actor)));
             }
-        };
+            let inlet = self.local.read().inlet(actor, port).map_err(|e| {
+                self.reject(match e.kind() {
+                    ErrorKind::ActorNotFound => self.no_actor(actor),
+                    _ => e,
+                })
+            })?;
+            inlets.insert(subject.to_string(), inlet);
+        }
+        let inlet = &inlets[subject];
         match inlet.send_from(envelope.message, origin).await {
             Ok(()) => {
                 self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
