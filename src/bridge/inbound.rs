@@ -190,18 +190,20 @@ impl Bridge {
             .ok_or_else(|| self.no_actor(actor))?;
         let subscribers = Arc::new(parking_lot::RwLock::new(vec![subscriber]));
         let node_id = format!("_egress:{actor}");
-        let actor_impl = Egress {
-            bridge: self.weak_self(),
-            actor: actor.into(),
-            outports: outports.clone(),
-            subscribers: subscribers.clone(),
-        };
+        let egress_node = Egress::new(
+            self.weak_self(),
+            actor,
+            outports.clone(),
+            subscribers.clone(),
+        );
+        let inline = egress_node.inline();
         local.add_bridge_node(
             &node_id,
             "egress",
-            Box::new(actor_impl),
+            Box::new(egress_node),
             Default::default(),
             true,
+            Some(inline),
         )?;
         for port in &outports {
             local.add_connection(Connector::new(actor, port, &node_id, port))?;

@@ -232,10 +232,15 @@ impl Bridge {
             }
             registry.insert(info);
         }
-        let added =
-            self.local
-                .write()
-                .add_bridge_node(&alias, "remote", Box::new(proxy), metadata, false);
+        let inline = proxy.inline();
+        let added = self.local.write().add_bridge_node(
+            &alias,
+            "remote",
+            Box::new(proxy),
+            metadata,
+            false,
+            Some(inline),
+        );
         if let Err(err) = added {
             self.registry.lock().remove(&alias);
             return Err(err);

@@ -35,6 +35,7 @@ mod node;
 mod routing;
 
 pub use graph::{ConnectionPoint, Connector, InitialPacket};
+pub(crate) use routing::InlineSink;
 pub use routing::{Inlet, Outlet};
 
 use std::collections::{HashMap, HashSet};
@@ -224,11 +225,20 @@ impl Network {
             )
         })?;
         let actor = factory();
-        self.insert_node(id, component, actor, metadata.unwrap_or_default(), false)
+        self.insert_node(
+            id,
+            component,
+            actor,
+            metadata.unwrap_or_default(),
+            false,
+            None,
+        )
     }
 
     /// Adds a node the bridge makes itself: a remote-actor proxy (whose id, `actor@network`,
-    /// may hold the dots of a network id) or a hidden node that no listing shows.
+    /// may hold the dots of a network id) or a hidden node that no listing shows. With
+    /// `inline`, senders hand the node's messages to it directly (see [`InlineSink`]);
+    /// `actor` still describes its ports.
     pub(crate) fn add_bridge_node(
         &mut self,
         id: &str,
@@ -236,6 +246,7 @@ impl Network {
         actor: Box<dyn Actor>,
         metadata: Metadata,
         hidden: bool,
+        inline: Option<Arc<dyn InlineSink>>,
     ) -> Result<()> {
         if id.is_empty() || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(Error::new(
@@ -243,7 +254,7 @@ impl Network {
                 format!("node id {id:?} is empty or holds whitespace"),
             ));
         }
-        self.insert_node(id, component, actor, metadata, hidden)
+        self.insert_node(id, component, actor, metadata, hidden, inline)
     }
 
     fn insert_node(
@@ -253,6 +264,7 @@ impl Network {
         actor: Box<dyn Actor>,
         metadata: Metadata,
         hidden: bool,
+        inline: Option<Arc<dyn InlineSink>>,
     ) -> Result<()> {
         if self.infos.contains_key(id) {
             return Err(Error::new(
@@ -277,6 +289,7 @@ impl Network {
                 inbox: sender,
                 routes: HashMap::new(),
                 halt: self.shared.halt.child_token(),
+                inline,
             },
         );
         if hidden {
@@ -346,12 +359,7 @@ impl Network {
             ));
         }
         let mut nodes = self.shared.nodes.write();
-        let inbox = nodes[&to.actor].inbox.clone();
-        let target = Target {
-            node: Arc::from(to.actor.as_str()),
-            port: Arc::from(to.port.as_str()),
-            inbox,
-        };
+        let target = Target::new(&to.actor, &to.port, &nodes[&to.actor]);
         let entry = nodes
             .get_mut(&from.actor)
             .expect("routing table matches node infos");
