@@ -20,7 +20,7 @@ use super::Bridge;
 use super::inbound::{DispatchState, return_prefix};
 use crate::discovery::reply_bytes;
 use crate::events::{Direction, NetworkEvent, TransportKind};
-use crate::message::Envelope;
+use crate::message::{EnvelopeView, plain};
 use crate::subject::CONTROL_PREFIX;
 use crate::transport::direct::Inbound;
 
@@ -40,9 +40,10 @@ impl Item {
             Item::Direct(Inbound::Message { payload, .. }) => payload,
             _ => return None,
         };
-        Envelope::decode(payload)
+        let plain = plain(payload).ok()?;
+        EnvelopeView::read(&plain)
             .ok()
-            .map(|e| (e.network, e.instance, e.seq))
+            .map(|e| (e.network.into_owned(), e.instance.into_owned(), e.seq))
     }
 }
 

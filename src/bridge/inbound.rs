@@ -8,13 +8,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use bytes::Bytes;
 use std::sync::atomic::Ordering;
 
 use super::Bridge;
 use super::proxy::{Egress, Subscriber};
 use super::sequence::SeenWindow;
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::Envelope;
+use crate::message::{EnvelopeView, plain};
 use crate::network::{Connector, Inlet, Outlet};
 use crate::subject::parse_data_subject;
 
@@ -36,19 +38,19 @@ pub(crate) struct Senders {
 }
 
 impl Senders {
-    fn first_time(&mut self, envelope: &Envelope) -> bool {
+    fn first_time(&mut self, envelope: &EnvelopeView<'_>) -> bool {
         // Look up by borrowed keys first; allocate only for a new sender.
         if let Some(window) = self
             .windows
-            .get_mut(envelope.network.as_str())
-            .and_then(|instances| instances.get_mut(envelope.instance.as_str()))
+            .get_mut(&*envelope.network)
+            .and_then(|instances| instances.get_mut(&*envelope.instance))
         {
             return window.first_time(envelope.seq);
         }
         self.windows
-            .entry(envelope.network.clone())
+            .entry(envelope.network.to_string())
             .or_default()
-            .entry(envelope.instance.clone())
+            .entry(envelope.instance.to_string())
             .or_default()
             .first_time(envelope.seq)
     }
@@ -100,7 +102,7 @@ impl Bridge {
     pub(crate) async fn deliver_data(
         &self,
         subject: &str,
-        payload: &[u8],
+        payload: &Bytes,
         confirmed: bool,
         state: &mut DispatchState,
     ) -> Result<()> {
@@ -110,7 +112,8 @@ impl Bridge {
                 format!("{subject:?} is not a data subject of this network"),
             )));
         };
-        let envelope = Envelope::decode(payload).map_err(|e| self.reject(e))?;
+        let plain = plain(payload).map_err(|e| self.reject(e))?;
+        let envelope = EnvelopeView::read(&plain).map_err(|e| self.reject(e))?;
         if !confirmed && !state.seen.first_time(&envelope) {
             self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
             return Ok(());
@@ -230,7 +233,7 @@ impl Bridge {
     pub(crate) async fn deliver_return(
         &self,
         subject: &str,
-        payload: &[u8],
+        payload: &Bytes,
         state: &mut DispatchState,
     ) -> Result<()> {
         let prefix = super::inbound::return_prefix(&self.network_id, &self.instance_id);
@@ -245,7 +248,8 @@ impl Bridge {
                 )
             })?;
         let (token, port) = rest;
-        let envelope = Envelope::decode(payload)?;
+        let plain = plain(payload)?;
+        let envelope = EnvelopeView::read(&plain)?;
         let outlets = &mut state.outlets;
         if !state.seen.first_time(&envelope) {
             self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);

@@ -50,7 +50,7 @@ use crate::distributed_network::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventSender, TransportKind};
 use crate::liveness::{self, Liveness};
-use crate::message::{Envelope, EnvelopeRef, Message};
+use crate::message::{Envelope, EnvelopeWriter, Message};
 use crate::network::Network;
 use crate::subject::control_subject;
 use crate::transport::Transport;
@@ -347,6 +347,7 @@ impl Bridge {
         let outbox = Arc::new(tokio::sync::Mutex::new(Outbox::new(
             self.first_seq,
             self.config.local_network_config.max_buffer_size,
+            EnvelopeWriter::new(&self.network_id, &self.instance_id),
         )));
         outboxes.insert(network.to_string(), outbox.clone());
         outbox
@@ -362,15 +363,7 @@ impl Bridge {
     ) -> Result<()> {
         // Held across the send: numbering and sending in one step keeps the order.
         let mut outbox = outbox.lock().await;
-        let payload = EnvelopeRef {
-            version: crate::message::WIRE_VERSION,
-            network: &self.network_id,
-            instance: &self.instance_id,
-            seq: outbox.take_seq(),
-            message,
-            reply_to,
-        }
-        .encode(self.compress_above)?;
+        let payload = outbox.next_envelope(message, reply_to, self.compress_above)?;
         let road = self.reroute(network, &mut outbox).await?;
         self.send_on(road, network, subject, payload.clone())
             .await?;
