@@ -37,6 +37,11 @@ impl CountTo {
         }
     }
 
+    /// How many messages have arrived.
+    pub(super) fn seen(&self) -> usize {
+        self.seen.load(Ordering::Relaxed)
+    }
+
     /// Wakes whoever waits on it once `target` messages have arrived.
     pub(super) fn done(&self) -> Arc<Notify> {
         self.done.clone()
