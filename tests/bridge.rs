@@ -453,12 +453,8 @@ async fn conflict_strategies_do_what_their_names_say() {
             "{alias} is a node"
         );
     }
-    let held = a.get_local_network().read().inlet("mine", "in").unwrap();
     a.unregister_remote_actor("mine").await.unwrap();
     assert!(!a.get_local_network().read().has_actor("mine"));
-    // An inlet taken before carries nothing to the remote actor any more.
-    let err = held.send(Message::Flow).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::ActorNotAvailable, "{err}");
     assert_eq!(a.unregister_all_from_network("B").await.unwrap(), 5);
     assert!(a.list_registered_remote_actors().await.is_empty());
     let err = a.register_remote_actor("nope", "B").await.unwrap_err();

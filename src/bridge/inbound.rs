@@ -193,20 +193,18 @@ impl Bridge {
             .ok_or_else(|| self.no_actor(actor))?;
         let subscribers = Arc::new(parking_lot::RwLock::new(vec![subscriber]));
         let node_id = format!("_egress:{actor}");
-        let egress_node = Egress::new(
-            self.weak_self(),
-            actor,
-            outports.clone(),
-            subscribers.clone(),
-        );
-        let inline = egress_node.inline();
+        let actor_impl = Egress {
+            bridge: self.weak_self(),
+            actor: actor.into(),
+            outports: outports.clone(),
+            subscribers: subscribers.clone(),
+        };
         local.add_bridge_node(
             &node_id,
             "egress",
-            Box::new(egress_node),
+            Box::new(actor_impl),
             Default::default(),
             true,
-            Some(inline),
         )?;
         for port in &outports {
             local.add_connection(Connector::new(actor, port, &node_id, port))?;

@@ -7,11 +7,8 @@
 //! On the hosting side, an [`Egress`] node is wired to every out-port of an actor that
 //! some proxy uses, and sends each output back to every proxy attached to it, which then
 //! emits it on its own out-port in the caller's graph.
-//!
-//! Both take their messages inline (`crate::network::InlineSink`): the sender's task
-//! encodes and publishes, with no queue and task of their own in between.
 
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
@@ -22,7 +19,6 @@ use super::{Bridge, SharedOutbox};
 use crate::actor::{Actor, ActorContext};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
-use crate::network::InlineSink;
 use crate::subject::data_subject;
 
 fn bridge_gone() -> Error {
@@ -30,27 +26,19 @@ fn bridge_gone() -> Error {
 }
 
 /// Stands in for `actor` on `network` in the local graph.
-///
-/// It takes its messages inline ([`InlineSink`]): whoever sends to the proxy encodes and
-/// publishes in its own task, so a message reaches the broker's queue without a hop
-/// through a task of the proxy's own.
 #[derive(Clone)]
 pub(crate) struct RemoteProxy {
-    core: Arc<ProxyCore>,
-}
-
-struct ProxyCore {
-    bridge: Weak<Bridge>,
-    network: Arc<str>,
-    actor: Arc<str>,
-    inports: Vec<String>,
-    outports: Vec<String>,
+    pub(crate) bridge: Weak<Bridge>,
+    pub(crate) network: Arc<str>,
+    pub(crate) actor: Arc<str>,
+    pub(crate) inports: Vec<String>,
+    pub(crate) outports: Vec<String>,
     /// Subject prefix under which the remote actor's outputs come back.
-    reply_to: Arc<str>,
+    pub(crate) reply_to: Arc<str>,
     /// Subjects per in-port, built once.
-    subjects: Vec<(String, Subject)>,
+    pub(crate) subjects: Arc<Vec<(String, Subject)>>,
     /// The stream to the remote network, fetched on first use.
-    outbox: OnceLock<SharedOutbox>,
+    pub(crate) outbox: Option<SharedOutbox>,
 }
 
 impl RemoteProxy {
@@ -72,70 +60,61 @@ impl RemoteProxy {
             })
             .collect();
         RemoteProxy {
-            core: Arc::new(ProxyCore {
-                bridge,
-                network: network.into(),
-                actor: actor.into(),
-                inports,
-                outports,
-                reply_to: reply_to.into(),
-                subjects,
-                outbox: OnceLock::new(),
-            }),
+            bridge,
+            network: network.into(),
+            actor: actor.into(),
+            inports,
+            outports,
+            reply_to: reply_to.into(),
+            subjects: Arc::new(subjects),
+            outbox: None,
         }
-    }
-
-    /// The proxy as a sink its senders hand messages to directly.
-    pub(crate) fn inline(&self) -> Arc<dyn InlineSink> {
-        self.core.clone()
-    }
-}
-
-#[async_trait]
-impl InlineSink for ProxyCore {
-    async fn accept(&self, port: &str, message: Message, _origin: Option<Arc<str>>) -> Result<()> {
-        let bridge = self.bridge.upgrade().ok_or_else(bridge_gone)?;
-        let built;
-        let subject = match self.subjects.iter().find(|(p, _)| p == port) {
-            Some((_, subject)) => subject,
-            None => {
-                built = Subject::from(data_subject(&self.network, &self.actor, port));
-                &built
-            }
-        };
-        let outbox = self.outbox.get_or_init(|| bridge.outbox(&self.network));
-        bridge
-            .publish_envelope(
-                outbox,
-                &self.network,
-                subject,
-                &message,
-                Some(&self.reply_to),
-            )
-            .await
     }
 }
 
 #[async_trait]
 impl Actor for RemoteProxy {
     fn inports(&self) -> Vec<String> {
-        self.core.inports.clone()
+        self.inports.clone()
     }
 
     fn outports(&self) -> Vec<String> {
-        self.core.outports.clone()
+        self.outports.clone()
     }
 
     fn description(&self) -> String {
         format!(
             "proxy for actor {:?} on network {:?}",
-            &*self.core.actor, &*self.core.network
+            &*self.actor, &*self.network
         )
     }
 
-    async fn handle(&mut self, ctx: &mut ActorContext, port: &str, message: Message) -> Result<()> {
-        let origin = ctx.origin().cloned();
-        self.core.accept(port, message, origin).await
+    async fn handle(
+        &mut self,
+        _ctx: &mut ActorContext,
+        port: &str,
+        message: Message,
+    ) -> Result<()> {
+        let bridge = self.bridge.upgrade().ok_or_else(bridge_gone)?;
+        let subject = self
+            .subjects
+            .iter()
+            .find(|(p, _)| p == port)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| Subject::from(data_subject(&self.network, &self.actor, port)));
+        let outbox = self
+            .outbox
+            .get_or_insert_with(|| bridge.outbox(&self.network))
+            .clone();
+        bridge
+            .publish_envelope(
+                &outbox,
+                &self.network,
+                &subject,
+                &message,
+                Some(&self.reply_to),
+            )
+            .await
     }
 }
 
@@ -151,74 +130,19 @@ pub(crate) struct Subscriber {
 /// The attached proxies of one local actor.
 pub(crate) type Subscribers = Arc<RwLock<Vec<Subscriber>>>;
 
-/// Sends a local actor's outputs back to the proxies attached to it. Like a proxy, it
-/// takes its messages inline: the actor's own task publishes its outputs.
+/// Sends a local actor's outputs back to the proxies attached to it.
 #[derive(Clone)]
 pub(crate) struct Egress {
-    core: Arc<EgressCore>,
-}
-
-struct EgressCore {
-    bridge: Weak<Bridge>,
-    actor: Arc<str>,
-    outports: Vec<String>,
-    subscribers: Subscribers,
-}
-
-impl Egress {
-    pub(crate) fn new(
-        bridge: Weak<Bridge>,
-        actor: &str,
-        outports: Vec<String>,
-        subscribers: Subscribers,
-    ) -> Self {
-        Egress {
-            core: Arc::new(EgressCore {
-                bridge,
-                actor: actor.into(),
-                outports,
-                subscribers,
-            }),
-        }
-    }
-
-    /// The egress as a sink its actor hands outputs to directly.
-    pub(crate) fn inline(&self) -> Arc<dyn InlineSink> {
-        self.core.clone()
-    }
-}
-
-#[async_trait]
-impl InlineSink for EgressCore {
-    async fn accept(&self, port: &str, message: Message, origin: Option<Arc<str>>) -> Result<()> {
-        let bridge = self.bridge.upgrade().ok_or_else(bridge_gone)?;
-        // An output caused by a proxy's message goes back to that proxy alone; one the
-        // actor emitted by itself (a source) goes to every attached proxy.
-        let subscribers: Vec<Subscriber> = {
-            let all = self.subscribers.read();
-            match &origin {
-                Some(origin) => all
-                    .iter()
-                    .filter(|s| s.reply_to == *origin)
-                    .cloned()
-                    .collect(),
-                None => all.clone(),
-            }
-        };
-        for subscriber in subscribers {
-            let subject = Subject::from(format!("{}.{port}", subscriber.reply_to));
-            bridge
-                .publish_return(&subscriber.network, &subject, &message)
-                .await?;
-        }
-        Ok(())
-    }
+    pub(crate) bridge: Weak<Bridge>,
+    pub(crate) actor: Arc<str>,
+    pub(crate) outports: Vec<String>,
+    pub(crate) subscribers: Subscribers,
 }
 
 #[async_trait]
 impl Actor for Egress {
     fn inports(&self) -> Vec<String> {
-        self.core.outports.clone()
+        self.outports.clone()
     }
 
     fn outports(&self) -> Vec<String> {
@@ -228,12 +152,34 @@ impl Actor for Egress {
     fn description(&self) -> String {
         format!(
             "returns the outputs of {:?} to remote proxies",
-            &*self.core.actor
+            &*self.actor
         )
     }
 
     async fn handle(&mut self, ctx: &mut ActorContext, port: &str, message: Message) -> Result<()> {
-        let origin = ctx.origin().cloned();
-        self.core.accept(port, message, origin).await
+        let bridge = self.bridge.upgrade().ok_or_else(bridge_gone)?;
+        // An output caused by a proxy's message goes back to that proxy alone; one the
+        // actor emitted by itself (a source) goes to every attached proxy.
+        let subscribers: Vec<Subscriber> = {
+            let all = self.subscribers.read();
+            match ctx.origin() {
+                Some(origin) => all
+                    .iter()
+                    .filter(|s| s.reply_to == *origin)
+                    .cloned()
+                    .collect(),
+                None => all.clone(),
+            }
+        };
+        if subscribers.is_empty() {
+            return Ok(());
+        }
+        for subscriber in subscribers {
+            let subject = Subject::from(format!("{}.{port}", subscriber.reply_to));
+            bridge
+                .publish_return(&subscriber.network, &subject, &message)
+                .await?;
+        }
+        Ok(())
     }
 }

@@ -232,15 +232,10 @@ impl Bridge {
             }
             registry.insert(info);
         }
-        let inline = proxy.inline();
-        let added = self.local.write().add_bridge_node(
-            &alias,
-            "remote",
-            Box::new(proxy),
-            metadata,
-            false,
-            Some(inline),
-        );
+        let added =
+            self.local
+                .write()
+                .add_bridge_node(&alias, "remote", Box::new(proxy), metadata, false);
         if let Err(err) = added {
             self.registry.lock().remove(&alias);
             return Err(err);

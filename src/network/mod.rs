@@ -35,7 +35,6 @@ mod node;
 mod routing;
 
 pub use graph::{ConnectionPoint, Connector, InitialPacket};
-pub(crate) use routing::InlineSink;
 pub use routing::{Inlet, Outlet};
 
 use std::collections::{HashMap, HashSet};
@@ -225,20 +224,11 @@ impl Network {
             )
         })?;
         let actor = factory();
-        self.insert_node(
-            id,
-            component,
-            actor,
-            metadata.unwrap_or_default(),
-            false,
-            None,
-        )
+        self.insert_node(id, component, actor, metadata.unwrap_or_default(), false)
     }
 
     /// Adds a node the bridge makes itself: a remote-actor proxy (whose id, `actor@network`,
-    /// may hold the dots of a network id) or a hidden node that no listing shows. With
-    /// `inline`, senders hand the node's messages to it directly (see [`InlineSink`]);
-    /// `actor` still describes its ports.
+    /// may hold the dots of a network id) or a hidden node that no listing shows.
     pub(crate) fn add_bridge_node(
         &mut self,
         id: &str,
@@ -246,7 +236,6 @@ impl Network {
         actor: Box<dyn Actor>,
         metadata: Metadata,
         hidden: bool,
-        inline: Option<Arc<dyn InlineSink>>,
     ) -> Result<()> {
         if id.is_empty() || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(Error::new(
@@ -254,7 +243,7 @@ impl Network {
                 format!("node id {id:?} is empty or holds whitespace"),
             ));
         }
-        self.insert_node(id, component, actor, metadata, hidden, inline)
+        self.insert_node(id, component, actor, metadata, hidden)
     }
 
     fn insert_node(
@@ -264,7 +253,6 @@ impl Network {
         actor: Box<dyn Actor>,
         metadata: Metadata,
         hidden: bool,
-        inline: Option<Arc<dyn InlineSink>>,
     ) -> Result<()> {
         if self.infos.contains_key(id) {
             return Err(Error::new(
@@ -289,7 +277,6 @@ impl Network {
                 inbox: sender,
                 routes: HashMap::new(),
                 halt: self.shared.halt.child_token(),
-                inline,
             },
         );
         if hidden {
@@ -359,7 +346,12 @@ impl Network {
             ));
         }
         let mut nodes = self.shared.nodes.write();
-        let target = Target::new(&to.actor, &to.port, &nodes[&to.actor]);
+        let inbox = nodes[&to.actor].inbox.clone();
+        let target = Target {
+            node: Arc::from(to.actor.as_str()),
+            port: Arc::from(to.port.as_str()),
+            inbox,
+        };
         let entry = nodes
             .get_mut(&from.actor)
             .expect("routing table matches node infos");

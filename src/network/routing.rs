@@ -4,9 +4,6 @@
 //! inboxes its connections lead to; it is shared by every running node and swapped under
 //! a short read lock, so connections can change while the graph runs.
 //!
-//! A node may instead take its messages inline ([`InlineSink`]): the sender's task hands
-//! them over directly, and no inbox or task of the node is involved.
-//!
 //! The network counts messages in flight: one more when a message enters an inbox, one
 //! less when its handler returns. Because a handler's own emits are counted before it
 //! returns, the count reaches zero only when the whole graph is idle, which is what a
@@ -16,7 +13,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use async_trait::async_trait;
 use parking_lot::RwLock;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -34,51 +30,12 @@ pub(crate) struct Delivery {
     pub(crate) origin: Option<Arc<str>>,
 }
 
-/// A node that takes its messages in the sender's task instead of queueing them for its
-/// own.
-///
-/// The bridge's remote-actor proxies and egress nodes are of this kind: all they do with a
-/// message is encode it and hand it to a transport that has a bounded queue of its own,
-/// so an inbox and a task in front of that queue would only add a hop (a wake-up, often
-/// on another thread) per message. The sender waits while the transport's queue is full,
-/// the same backpressure a full inbox gives, and order per sender holds because each
-/// sender hands its messages over one after the other.
-#[async_trait]
-pub(crate) trait InlineSink: Send + Sync {
-    /// Takes one message that arrived on `port`; `origin` as in [`Delivery`].
-    async fn accept(&self, port: &str, message: Message, origin: Option<Arc<str>>) -> Result<()>;
-}
-
 /// The far end of a connection.
 #[derive(Clone)]
 pub(crate) struct Target {
     pub(crate) node: Arc<str>,
     pub(crate) port: Arc<str>,
     pub(crate) inbox: mpsc::Sender<Delivery>,
-    /// Set for nodes that take messages inline.
-    pub(crate) inline: Option<Arc<dyn InlineSink>>,
-    /// The node's own halt token: an inline node takes nothing once it has stopped.
-    pub(crate) halt: CancellationToken,
-}
-
-impl Target {
-    /// The target of `port` on `node`, whose routing entry is `entry`.
-    pub(crate) fn new(node: &str, port: &str, entry: &NodeEntry) -> Self {
-        Target {
-            node: Arc::from(node),
-            port: Arc::from(port),
-            inbox: entry.inbox.clone(),
-            inline: entry.inline.clone(),
-            halt: entry.halt.clone(),
-        }
-    }
-
-    fn stopped(&self) -> Error {
-        Error::new(
-            ErrorKind::ActorNotAvailable,
-            format!("node {:?} has stopped", &*self.node),
-        )
-    }
 }
 
 /// What the routing table knows of a node.
@@ -90,8 +47,6 @@ pub(crate) struct NodeEntry {
     pub(crate) routes: HashMap<String, Arc<[Target]>>,
     /// Stops this node alone (a child of the network's halt token).
     pub(crate) halt: CancellationToken,
-    /// Set for nodes that take their messages inline.
-    pub(crate) inline: Option<Arc<dyn InlineSink>>,
 }
 
 /// State shared by the network, its running nodes and every outlet and inlet.
@@ -133,15 +88,14 @@ impl Shared {
         message: Message,
         origin: Option<Arc<str>>,
     ) -> Result<()> {
-        if let Some(sink) = &target.inline {
-            if target.halt.is_cancelled() {
-                return Err(target.stopped());
-            }
-            return sink.accept(&target.port, message, origin).await;
-        }
         // Reserve first, count second: a send cancelled while waiting for room leaves
         // neither a message nor a count behind.
-        let permit = target.inbox.reserve().await.map_err(|_| target.stopped())?;
+        let permit = target.inbox.reserve().await.map_err(|_| {
+            Error::new(
+                ErrorKind::ActorNotAvailable,
+                format!("node {:?} has stopped", &*target.node),
+            )
+        })?;
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         permit.send(Delivery {
             port: target.port.clone(),
@@ -177,7 +131,11 @@ impl Shared {
         if !entry.inports.iter().any(|p| p == port) {
             return Err(unknown_port(node, "in-port", port, &entry.inports));
         }
-        Ok(Target::new(node, port, entry))
+        Ok(Target {
+            node: Arc::from(node),
+            port: Arc::from(port),
+            inbox: entry.inbox.clone(),
+        })
     }
 
     fn routes_from(&self, node: &str, port: &str) -> Result<Option<Arc<[Target]>>> {
