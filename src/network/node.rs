@@ -49,10 +49,17 @@ pub(crate) async fn run(
         let mut deliveries = batch.drain(..);
         while let Some(delivery) = deliveries.next() {
             ctx.set_origin(delivery.origin);
-            let result = tokio::select! {
-                biased;
-                _ = halt.cancelled() => None,
-                result = actor.handle(&mut ctx, &delivery.port, delivery.message) => Some(result),
+            let result = if halt.is_cancelled() {
+                None
+            } else {
+                handle_unless_halted(
+                    &mut *actor,
+                    &mut ctx,
+                    &halt,
+                    &delivery.port,
+                    delivery.message,
+                )
+                .await
             };
             shared.handled_one();
             let Some(result) = result else {
@@ -74,5 +81,27 @@ pub(crate) async fn run(
     }
     if let Err(err) = actor.stop(&mut ctx).await {
         tracing::warn!(node = %node, error = %err, "actor stop failed");
+    }
+}
+
+/// Runs the handler for one message, or stops it when the node halts. Most handlers
+/// finish at their first poll; only one that has to wait (on a full downstream inbox, a
+/// timer, a transport) is raced against the halt token, so the common case does not
+/// register with the token and unregister again for every message.
+async fn handle_unless_halted(
+    actor: &mut dyn Actor,
+    ctx: &mut ActorContext,
+    halt: &CancellationToken,
+    port: &str,
+    message: crate::message::Message,
+) -> Option<crate::error::Result<()>> {
+    let mut handling = std::pin::pin!(actor.handle(ctx, port, message));
+    if let std::task::Poll::Ready(result) = futures::poll!(handling.as_mut()) {
+        return Some(result);
+    }
+    tokio::select! {
+        biased;
+        _ = halt.cancelled() => None,
+        result = handling => Some(result),
     }
 }
