@@ -55,8 +55,10 @@ pub(super) async fn measure(
         .add("failure detection", None, "detect_ms", median(times))
         .against(Compared::Heartbeat, options.heartbeat_ms as f64, None)
         .note(format!(
-            "time from SIGKILL to NetworkDown; the entry's TTL is {} ms (three heartbeats, \
-             rounded up to whole seconds)",
+            "time from SIGKILL to NetworkDown at a peer; the victim is killed as soon as the \
+             peer has seen it up, just after its first heartbeat, so this is close to the \
+             worst case: the entry's TTL of {} ms (three heartbeats, rounded up to whole \
+             seconds)",
             ttl.as_millis()
         ));
     Ok(())
