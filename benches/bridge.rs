@@ -1,7 +1,8 @@
 //! `cargo bench --bench bridge`: the same measurements as `reflow-bridge bench`.
 //!
-//! Set `REFLOW_BENCH_SMOKE=1` for a quick end-to-end check, `NATS_URL` to measure against
-//! an existing server. Writes the JSON report to `target/bench-report.json`.
+//! Set `REFLOW_BENCH_SMOKE=1` for a quick end-to-end check, `REFLOW_BENCH_MESSAGES` for
+//! the messages per throughput round, `NATS_URL` to measure against an existing server.
+//! Writes the JSON report to `target/bench-report.json`.
 
 use reflow_network::bench::{self, BenchOptions};
 
@@ -19,7 +20,10 @@ async fn main() -> anyhow::Result<()> {
     {
         options.messages = n;
     }
-    let report = bench::run(&options).await?;
+    // The network that failure detection kills runs as the CLI, built for benches too.
+    options.victim_program = Some(env!("CARGO_BIN_EXE_reflow-bridge").into());
+    let report =
+        bench::run_with_progress(&options, &|stage| eprintln!("bench: {stage}...")).await?;
     println!("{}", report.to_table());
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench-report.json");
     std::fs::write(path, serde_json::to_string_pretty(&report)?)?;

@@ -8,6 +8,10 @@
 //! Cloning a message is cheap for the heavy variants (`String`, `Bytes`, `Error` share
 //! their buffer), because fan-out clones a message once per connection.
 
+mod codec;
+
+pub(crate) use codec::{EnvelopeView, EnvelopeWriter, plain};
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -336,18 +340,22 @@ impl EnvelopeRef<'_> {
         rmp_serde::encode::write_named(&mut plain, self)?;
         match compress_above {
             Some(limit) if plain.len() > limit => {
-                let packed = lz4_flex::compress_prepend_size(&plain);
-                if packed.len() + 1 < plain.len() {
-                    let mut out = Vec::with_capacity(packed.len() + 1);
-                    out.push(COMPRESSED_MARKER);
-                    out.extend_from_slice(&packed);
-                    return Ok(Bytes::from(out));
-                }
-                Ok(Bytes::from(plain))
+                Ok(compress(&plain).unwrap_or_else(|| Bytes::from(plain)))
             }
             _ => Ok(Bytes::from(plain)),
         }
     }
+}
+
+/// `plain` LZ4-compressed behind [`COMPRESSED_MARKER`], if that is shorter.
+fn compress(plain: &[u8]) -> Option<Bytes> {
+    let packed = lz4_flex::compress_prepend_size(plain);
+    (packed.len() + 1 < plain.len()).then(|| {
+        let mut out = Vec::with_capacity(packed.len() + 1);
+        out.push(COMPRESSED_MARKER);
+        out.extend_from_slice(&packed);
+        Bytes::from(out)
+    })
 }
 
 impl Envelope {
@@ -432,7 +440,8 @@ mod tests {
         })
     }
 
-    fn message() -> impl Strategy<Value = Message> {
+    /// Any message, for property tests here and in `codec`.
+    pub(super) fn message() -> impl Strategy<Value = Message> {
         let leaf = prop_oneof![
             Just(Message::Flow),
             any::<bool>().prop_map(Message::Boolean),

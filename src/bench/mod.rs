@@ -1,21 +1,100 @@
 //! Benchmarks: the bridge measured side by side with raw async-nats doing the same job on
 //! the same server, in the same run.
 //!
-//! Absolute numbers depend on the machine; the ratios to the raw baseline are what the
+//! Absolute numbers depend on the machine; the ratios to the baseline are what the
 //! targets speak of. Each figure is the median of several rounds. The same code serves
-//! `reflow-bridge bench` and `benches/`.
+//! `reflow-bridge bench`, `cargo bench --bench bridge` and the smoke test.
+//!
+//! | scenario | measure | compared with |
+//! |---|---|---|
+//! | streamed throughput, A's inlet → B's actor | msgs/s, MB/s | raw publish → subscribe |
+//! | confirmed `send_to_remote_actor` | p50, p99, p999 | raw request → reply |
+//! | remote actor call, into B's actor and back out of A's proxy | p50, p99 | — |
+//! | direct link throughput, no broker | msgs/s | the broker path |
+//! | failure detection, SIGKILL of a child network | ms until `NetworkDown` | heartbeat |
+//! | discovery with N live networks | latency | — |
+//!
+//! ```no_run
+//! use reflow_network::bench::{self, BenchOptions};
+//!
+//! # #[tokio::main] async fn main() -> reflow_network::Result<()> {
+//! let report = bench::run(&BenchOptions::smoke()).await?;
+//! println!("{}", report.to_table());
+//! # Ok(()) }
+//! ```
 
+mod discovery;
+mod failure;
+mod latency;
 mod report;
-mod scenarios;
+mod support;
+mod throughput;
 
-pub use report::{BenchReport, Figure, MachineInfo};
+pub use report::{ASYNC_NATS_VERSION, BenchReport, Compared, Figure, MachineInfo, Versions};
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::local_server::NatsServer;
+
+/// One of the measured scenarios, to run a part of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scenario {
+    /// Streamed throughput through the broker, against raw publish → subscribe.
+    Streamed,
+    /// Streamed throughput over a direct link, against the broker path.
+    Direct,
+    /// Confirmed `send_to_remote_actor` round trips, against raw request → reply.
+    Confirmed,
+    /// A call into a remote actor and back out of its proxy.
+    Call,
+    /// Time until a peer sees a killed network down.
+    Failure,
+    /// `discover_networks` with many live networks.
+    Discovery,
+}
+
+impl Scenario {
+    /// Every scenario, in the order a run measures them.
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Streamed,
+        Scenario::Direct,
+        Scenario::Confirmed,
+        Scenario::Call,
+        Scenario::Failure,
+        Scenario::Discovery,
+    ];
+
+    /// The name used on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Streamed => "streamed",
+            Scenario::Direct => "direct",
+            Scenario::Confirmed => "confirmed",
+            Scenario::Call => "call",
+            Scenario::Failure => "failure",
+            Scenario::Discovery => "discovery",
+        }
+    }
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, Self::Err> {
+        Scenario::ALL
+            .into_iter()
+            .find(|s| s.name() == text.trim())
+            .ok_or_else(|| {
+                let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                format!("no scenario {text:?}; choose from {}", names.join(", "))
+            })
+    }
+}
 
 /// What to measure, and how much.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +109,15 @@ pub struct BenchOptions {
     pub round_trips: usize,
     /// Rounds per figure; the median is reported.
     pub rounds: usize,
+    /// Live network counts at which discovery is timed.
+    pub discovery_counts: Vec<usize>,
+    /// Heartbeat interval of the network killed to time failure detection, in ms.
+    pub heartbeat_ms: u64,
+    /// The `reflow-bridge` binary, to run the network that failure detection kills in a
+    /// process of its own. `None` skips that scenario.
+    pub victim_program: Option<PathBuf>,
+    /// The scenarios to run.
+    pub scenarios: Vec<Scenario>,
 }
 
 impl Default for BenchOptions {
@@ -40,40 +128,79 @@ impl Default for BenchOptions {
             messages: 50_000,
             round_trips: 2_000,
             rounds: 3,
+            discovery_counts: vec![100, 500],
+            heartbeat_ms: 1_000,
+            victim_program: None,
+            scenarios: Scenario::ALL.to_vec(),
         }
     }
 }
 
 impl BenchOptions {
-    /// A quick run that checks every scenario works end to end (for CI): few messages,
-    /// one round, one size. Its timings mean nothing.
+    /// A quick run that checks every scenario works end to end (for CI): a few thousand
+    /// messages, one round, one size, a small fleet. Its timings mean nothing.
     pub fn smoke() -> Self {
         BenchOptions {
-            nats_url: None,
             sizes: vec![128],
             messages: 2_000,
             round_trips: 100,
             rounds: 1,
+            discovery_counts: vec![5],
+            ..BenchOptions::default()
         }
     }
 }
 
-/// Runs every scenario and reports the figures with their ratios to raw async-nats.
+/// Runs every scenario and reports the figures with their ratios to their baselines.
 pub async fn run(options: &BenchOptions) -> Result<BenchReport> {
+    run_with_progress(options, &|_| {}).await
+}
+
+/// As [`run`], telling `progress` which scenario starts.
+pub async fn run_with_progress(
+    options: &BenchOptions,
+    progress: &dyn Fn(&str),
+) -> Result<BenchReport> {
+    let started = Instant::now();
     let (_server, url) = match &options.nats_url {
         Some(url) => (None, url.clone()),
         None => {
+            progress("starting a local nats-server");
             let server = NatsServer::start().await?;
             let url = server.url();
             (Some(server), url)
         }
     };
     let mut report = BenchReport::new(options, &url).await;
-    for &size in &options.sizes {
-        scenarios::throughput(&url, size, options, &mut report).await?;
+    let on = |scenario| options.scenarios.contains(&scenario);
+    if on(Scenario::Streamed) || on(Scenario::Direct) {
+        for &size in &options.sizes {
+            progress(&format!("streamed throughput at {size} B"));
+            throughput::measure(&url, size, options, &mut report).await?;
+        }
     }
-    scenarios::confirmed_latency(&url, options, &mut report).await?;
-    scenarios::remote_call_latency(&url, options, &mut report).await?;
+    if on(Scenario::Confirmed) {
+        progress("confirmed round trips");
+        latency::confirmed(&url, options, &mut report).await?;
+    }
+    if on(Scenario::Call) {
+        progress("remote actor calls");
+        latency::remote_call(&url, options, &mut report).await?;
+    }
+    match (&options.victim_program, on(Scenario::Failure)) {
+        (Some(program), true) => {
+            progress("failure detection");
+            failure::measure(&url, program, options, &mut report).await?;
+        }
+        (None, true) => report
+            .skipped
+            .push("failure detection: no reflow-bridge binary to run the victim".into()),
+        (_, false) => {}
+    }
+    if on(Scenario::Discovery) {
+        discovery::measure(&url, options, &mut report, progress).await?;
+    }
+    report.elapsed_s = started.elapsed().as_secs_f64();
     Ok(report)
 }
 

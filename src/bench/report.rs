@@ -1,8 +1,25 @@
-//! The benchmark's result: figures, ratios, and where they were measured.
+//! The benchmark's result: figures, their ratios to a baseline, and where they were
+//! measured.
 
 use serde::{Deserialize, Serialize};
 
 use super::BenchOptions;
+
+/// The async-nats version this build links, reported beside the figures. A unit test
+/// checks it against `Cargo.lock`.
+pub const ASYNC_NATS_VERSION: &str = "0.51.0";
+
+/// What a figure is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compared {
+    /// Raw async-nats doing the same job on the same server.
+    RawNats,
+    /// The bridge's own path through the broker (for the direct link).
+    NatsPath,
+    /// The heartbeat interval (for failure detection).
+    Heartbeat,
+}
 
 /// One measured figure.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -11,11 +28,15 @@ pub struct Figure {
     pub scenario: String,
     /// Payload size in bytes, where it matters.
     pub size: Option<usize>,
-    /// What was measured (`msgs_per_s`, `p50_us`, ...).
+    /// How many live networks, for discovery.
+    pub networks: Option<usize>,
+    /// What was measured, with its unit (`msgs_per_s`, `p50_us`, `detect_ms`, ...).
     pub metric: String,
     /// The bridge's value (median of the rounds).
     pub value: f64,
-    /// Raw async-nats doing the same job, if there is a baseline.
+    /// What the value is compared with, if anything.
+    pub compared_with: Option<Compared>,
+    /// The baseline's value in the same unit.
     pub baseline: Option<f64>,
     /// `value / baseline`.
     pub ratio: Option<f64>,
@@ -23,21 +44,88 @@ pub struct Figure {
     pub target: Option<String>,
     /// Whether the target is met.
     pub met: Option<bool>,
+    /// What else a reader needs to know about this figure.
+    pub note: Option<String>,
 }
 
-/// The machine and software a report was measured on.
+impl Figure {
+    /// Compares the figure with `baseline`; `target` is `(limit, higher_is_better)`.
+    pub(crate) fn against(
+        &mut self,
+        compared: Compared,
+        baseline: f64,
+        target: Option<(f64, bool)>,
+    ) -> &mut Self {
+        let ratio = (baseline > 0.0).then(|| self.value / baseline);
+        self.compared_with = Some(compared);
+        self.baseline = Some(baseline);
+        self.ratio = ratio;
+        if let (Some((limit, higher)), Some(r)) = (target, ratio) {
+            let sign = if higher { ">=" } else { "<=" };
+            self.target = Some(format!("{sign} {limit}"));
+            self.met = Some(if higher { r >= limit } else { r <= limit });
+        }
+        self
+    }
+
+    /// Sets how many live networks the figure was measured with.
+    pub(crate) fn networks(&mut self, count: usize) -> &mut Self {
+        self.networks = Some(count);
+        self
+    }
+
+    /// Adds a note for readers.
+    pub(crate) fn note(&mut self, text: String) -> &mut Self {
+        self.note = Some(text);
+        self
+    }
+}
+
+/// The machine a report was measured on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MachineInfo {
-    /// CPU cores available.
+    /// CPU cores available to the process.
     pub cores: usize,
+    /// The CPU model, from `/proc/cpuinfo` where there is one.
+    pub cpu_model: Option<String>,
     /// Operating system and architecture.
     pub os: String,
-    /// This library's version.
-    pub reflow_version: String,
-    /// The nats-server version measured against.
-    pub server_version: String,
-    /// The server's URL.
-    pub server_url: String,
+    /// The kernel release, where it can be read.
+    pub kernel: Option<String>,
+}
+
+impl MachineInfo {
+    /// The machine this process runs on.
+    pub fn here() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map(|(_, model)| model.trim().to_string());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .map(|k| k.trim().to_string());
+        MachineInfo {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model,
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            kernel,
+        }
+    }
+}
+
+/// The software a report was measured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Versions {
+    /// This library.
+    pub reflow_network: String,
+    /// The nats-server measured against, as it reports itself.
+    pub nats_server: String,
+    /// The NATS client both the bridge and the baselines use.
+    pub async_nats: String,
+    /// Whether this build has optimisations on (`release`) or not (`debug`).
+    pub build: String,
 }
 
 /// Everything one benchmark run measured.
@@ -45,73 +133,116 @@ pub struct MachineInfo {
 pub struct BenchReport {
     /// Where it ran.
     pub machine: MachineInfo,
+    /// With what.
+    pub versions: Versions,
+    /// The server's URL.
+    pub server_url: String,
     /// With which settings.
     pub settings: BenchOptions,
     /// What it measured.
     pub figures: Vec<Figure>,
+    /// Scenarios left out, and why.
+    pub skipped: Vec<String>,
+    /// When the run started, in seconds since the Unix epoch.
+    pub started_at_s: u64,
+    /// How long the whole run took, in seconds.
+    pub elapsed_s: f64,
 }
 
 impl BenchReport {
     pub(crate) async fn new(options: &BenchOptions, url: &str) -> Self {
-        let server_version = match async_nats::connect(url).await {
+        let nats_server = match async_nats::connect(url).await {
             Ok(client) => client.server_info().version,
             Err(_) => "unknown".into(),
         };
         BenchReport {
-            machine: MachineInfo {
-                cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-                os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
-                reflow_version: env!("CARGO_PKG_VERSION").into(),
-                server_version,
-                server_url: url.into(),
+            machine: MachineInfo::here(),
+            versions: Versions {
+                reflow_network: env!("CARGO_PKG_VERSION").into(),
+                nats_server,
+                async_nats: ASYNC_NATS_VERSION.into(),
+                build: if cfg!(debug_assertions) {
+                    "debug"
+                } else {
+                    "release"
+                }
+                .into(),
             },
+            server_url: url.into(),
             settings: options.clone(),
             figures: Vec::new(),
+            skipped: Vec::new(),
+            started_at_s: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            elapsed_s: 0.0,
         }
     }
 
-    /// Adds a figure; `higher_is_better` says which way the target points.
-    #[allow(clippy::too_many_arguments)]
+    /// Adds a figure without a baseline; chain [`Figure::against`] to give it one.
     pub(crate) fn add(
         &mut self,
         scenario: &str,
         size: Option<usize>,
         metric: &str,
         value: f64,
-        baseline: Option<f64>,
-        target: Option<(f64, bool)>,
-    ) {
-        let ratio = baseline.filter(|b| *b > 0.0).map(|b| value / b);
-        let (target_text, met) = match (target, ratio) {
-            (Some((limit, true)), Some(r)) => (Some(format!(">= {limit}")), Some(r >= limit)),
-            (Some((limit, false)), Some(r)) => (Some(format!("<= {limit}")), Some(r <= limit)),
-            _ => (None, None),
-        };
+    ) -> &mut Figure {
         self.figures.push(Figure {
             scenario: scenario.into(),
             size,
+            networks: None,
             metric: metric.into(),
             value,
-            baseline,
-            ratio,
-            target: target_text,
-            met,
+            compared_with: None,
+            baseline: None,
+            ratio: None,
+            target: None,
+            met: None,
+            note: None,
         });
+        self.figures.last_mut().expect("just pushed")
+    }
+
+    /// The figures whose target is missed.
+    pub fn missed(&self) -> Vec<&Figure> {
+        self.figures
+            .iter()
+            .filter(|f| f.met == Some(false))
+            .collect()
     }
 
     /// A plain-text table for people.
     pub fn to_table(&self) -> String {
         let m = &self.machine;
+        let v = &self.versions;
         let mut out = format!(
-            "reflow_network {} against nats-server {} at {} ({} cores, {})\n\n",
-            m.reflow_version, m.server_version, m.server_url, m.cores, m.os
+            "reflow_network {} ({} build, async-nats {}) against nats-server {} at {}\n\
+             {} cores, {}, {}\n\n",
+            v.reflow_network,
+            v.build,
+            v.async_nats,
+            v.nats_server,
+            self.server_url,
+            m.cores,
+            m.cpu_model.as_deref().unwrap_or("unknown CPU"),
+            m.os,
         );
         out.push_str(&format!(
-            "{:<26} {:>7} {:<12} {:>14} {:>14} {:>7} {:>8}\n",
-            "scenario", "size", "metric", "reflow", "raw nats", "ratio", "target"
+            "{:<24} {:>6} {:<15} {:>12} {:<10} {:>12} {:>6} {:>10}\n",
+            "scenario", "size", "metric", "reflow", "against", "baseline", "ratio", "target"
         ));
         for f in &self.figures {
-            let size = f.size.map_or("-".to_string(), |s| s.to_string());
+            let size = match (f.size, f.networks) {
+                (Some(s), _) => s.to_string(),
+                (None, Some(n)) => format!("n={n}"),
+                _ => "-".into(),
+            };
+            let against = match f.compared_with {
+                Some(Compared::RawNats) => "raw nats",
+                Some(Compared::NatsPath) => "nats path",
+                Some(Compared::Heartbeat) => "heartbeat",
+                None => "-",
+            };
             let baseline = f.baseline.map_or("-".to_string(), |b| format!("{b:.1}"));
             let ratio = f.ratio.map_or("-".to_string(), |r| format!("{r:.2}"));
             let target = match (&f.target, f.met) {
@@ -120,10 +251,55 @@ impl BenchReport {
                 _ => "-".into(),
             };
             out.push_str(&format!(
-                "{:<26} {:>7} {:<12} {:>14.1} {:>14} {:>7} {:>8}\n",
-                f.scenario, size, f.metric, f.value, baseline, ratio, target
+                "{:<24} {:>6} {:<15} {:>12.1} {:<10} {:>12} {:>6} {:>10}\n",
+                f.scenario, size, f.metric, f.value, against, baseline, ratio, target
             ));
         }
+        for skipped in &self.skipped {
+            out.push_str(&format!("\nskipped: {skipped}"));
+        }
+        out.push_str(&format!("\nmeasured in {:.0} s\n", self.elapsed_s));
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reported_async_nats_version_is_the_one_in_cargo_lock() {
+        let lock = include_str!("../../Cargo.lock");
+        let entry = lock
+            .split("[[package]]")
+            .find(|p| p.contains("name = \"async-nats\""))
+            .expect("async-nats in Cargo.lock");
+        assert!(
+            entry.contains(&format!("version = \"{ASYNC_NATS_VERSION}\"")),
+            "update ASYNC_NATS_VERSION to match Cargo.lock: {entry}"
+        );
+    }
+
+    #[test]
+    fn ratios_and_targets_point_the_right_way() {
+        let mut f = Figure {
+            scenario: "s".into(),
+            size: None,
+            networks: None,
+            metric: "m".into(),
+            value: 90.0,
+            compared_with: None,
+            baseline: None,
+            ratio: None,
+            target: None,
+            met: None,
+            note: None,
+        };
+        f.against(Compared::RawNats, 100.0, Some((0.9, true)));
+        assert_eq!(f.ratio, Some(0.9));
+        assert_eq!(f.met, Some(true));
+        f.against(Compared::RawNats, 100.0, Some((0.8, false)));
+        assert_eq!(f.met, Some(false));
+        assert_eq!(f.target.as_deref(), Some("<= 0.8"));
     }
 }

@@ -1,6 +1,7 @@
 //! Which networks exist: this instance's own [`NetworkInfo`], and scatter-gather discovery
 //! of everyone else's, merged with the liveness watcher's roster.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -14,18 +15,25 @@ use crate::subject::DISCOVER_SUBJECT;
 /// Discovery stops listening once no reply has come for this long...
 pub(crate) const QUIET: Duration = Duration::from_millis(250);
 
+/// ...or this long, once every instance the liveness roster knows has answered (a
+/// moment for instances so new that their entry has not reached the roster yet)...
+pub(crate) const QUIET_WHEN_COMPLETE: Duration = Duration::from_millis(25);
+
 /// ...or, at the latest, this long after the request went out.
 pub(crate) const BOUND: Duration = Duration::from_secs(3);
 
-/// Publishes `payload` on `subject` with a fresh inbox as reply subject and collects every
-/// reply until `quiet` passes without one, or `bound` after sending.
+/// Publishes `payload` on `subject` with a fresh inbox as reply subject and hands every
+/// reply to `take` until `quiet` passes without one, or `bound` after sending. Once
+/// `take` says the answers are complete, the quiet period shortens to
+/// [`QUIET_WHEN_COMPLETE`].
 pub(crate) async fn gather(
     client: &async_nats::Client,
     subject: &str,
     payload: bytes::Bytes,
     quiet: Duration,
     bound: Duration,
-) -> Result<Vec<async_nats::Message>> {
+    mut take: impl FnMut(async_nats::Message) -> bool,
+) -> Result<()> {
     let inbox = client.new_inbox();
     let mut replies = client.subscribe(inbox.clone()).await.map_err(|e| {
         Error::with_source(ErrorKind::Broker, format!("cannot subscribe to {inbox}"), e)
@@ -35,16 +43,17 @@ pub(crate) async fn gather(
         .await
         .map_err(|e| crate::transport::nats::publish_error(subject, e))?;
     let deadline = Instant::now() + bound;
-    let mut got = Vec::new();
+    let mut complete = false;
     loop {
-        let until = (Instant::now() + quiet).min(deadline);
+        let wait = if complete { QUIET_WHEN_COMPLETE } else { quiet };
+        let until = (Instant::now() + wait).min(deadline);
         match tokio::time::timeout_at(until, replies.next()).await {
-            Ok(Some(reply)) => got.push(reply),
+            Ok(Some(reply)) => complete = take(reply),
             Ok(None) | Err(_) => break,
         }
     }
     let _ = replies.unsubscribe().await;
-    Ok(got)
+    Ok(())
 }
 
 impl Bridge {
@@ -99,21 +108,34 @@ impl Bridge {
     /// Every network that answers discovery or holds a live entry, one value per network,
     /// sorted by network id.
     pub(crate) async fn discover_networks(&self) -> Result<Vec<NetworkInfo>> {
-        let replies = gather(
+        let live = self.live_instances();
+        let mut waiting: HashSet<(String, String)> = live
+            .iter()
+            .map(|i| (i.network_id.clone(), i.instance_id.clone()))
+            .collect();
+        // An empty roster (the broker joined a moment ago) says nothing about who exists.
+        let roster_known = !waiting.is_empty();
+        let mut answered = Vec::new();
+        gather(
             &self.client,
             DISCOVER_SUBJECT,
             bytes::Bytes::from_static(b"{}"),
             QUIET,
             BOUND,
+            |reply| {
+                match parse_reply::<NetworkInfo>("a discovery reply", &reply.payload) {
+                    Ok(info) => {
+                        waiting.remove(&(info.network_id.clone(), info.instance_id.clone()));
+                        answered.push(info);
+                    }
+                    Err(err) => tracing::debug!(error = %err, "ignoring a discovery reply"),
+                }
+                roster_known && waiting.is_empty()
+            },
         )
         .await?;
-        let answered = replies.iter().filter_map(|reply| {
-            parse_reply::<NetworkInfo>("a discovery reply", &reply.payload)
-                .inspect_err(|err| tracing::debug!(error = %err, "ignoring a discovery reply"))
-                .ok()
-        });
         // Replies come first so they win over (older) liveness entries.
-        let all: Vec<NetworkInfo> = answered.chain(self.live_instances()).collect();
+        let all: Vec<NetworkInfo> = answered.into_iter().chain(live).collect();
         Ok(group_by_network(all))
     }
 }

@@ -20,7 +20,7 @@ use super::Bridge;
 use super::inbound::{DispatchState, return_prefix};
 use crate::discovery::reply_bytes;
 use crate::events::{Direction, NetworkEvent, TransportKind};
-use crate::message::Envelope;
+use crate::message::{EnvelopeView, plain};
 use crate::subject::CONTROL_PREFIX;
 use crate::transport::direct::Inbound;
 
@@ -40,9 +40,10 @@ impl Item {
             Item::Direct(Inbound::Message { payload, .. }) => payload,
             _ => return None,
         };
-        Envelope::decode(payload)
+        let plain = plain(payload).ok()?;
+        EnvelopeView::read(&plain)
             .ok()
-            .map(|e| (e.network, e.instance, e.seq))
+            .map(|e| (e.network.into_owned(), e.instance.into_owned(), e.seq))
     }
 }
 
@@ -146,21 +147,22 @@ fn fill_ready(sources: &mut Sources, slots: &mut [Option<Item>; 3], open: &mut [
 /// Takes the message to handle next: the first filled slot, unless another slot holds an
 /// earlier message of the same sender.
 fn pick(slots: &mut [Option<Item>; 3]) -> Item {
-    let filled: Vec<usize> = (0..3).filter(|i| slots[*i].is_some()).collect();
-    let mut best = filled[0];
-    if filled.len() > 1 {
-        let keys: Vec<_> = filled
-            .iter()
-            .map(|i| slots[*i].as_ref().and_then(Item::order_key))
-            .collect();
-        for (n, key) in keys.iter().enumerate().skip(1) {
-            let best_key = &keys[filled.iter().position(|i| *i == best).unwrap_or(0)];
-            if let (Some((net, inst, seq)), Some((bnet, binst, bseq))) = (key, best_key)
+    let mut filled = (0..3).filter(|i| slots[*i].is_some());
+    let first = filled.next().expect("a filled slot");
+    let mut best = first;
+    let rest: Vec<usize> = filled.collect();
+    if !rest.is_empty() {
+        // Two roads at once, around a switch: rare enough to decode the keys again.
+        let mut best_key = slots[best].as_ref().and_then(Item::order_key);
+        for i in rest {
+            let key = slots[i].as_ref().and_then(Item::order_key);
+            if let (Some((net, inst, seq)), Some((bnet, binst, bseq))) = (&key, &best_key)
                 && net == bnet
                 && inst == binst
                 && seq < bseq
             {
-                best = filled[n];
+                best = i;
+                best_key = key;
             }
         }
     }

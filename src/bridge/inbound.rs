@@ -8,13 +8,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+
+use bytes::Bytes;
 use std::sync::atomic::Ordering;
 
 use super::Bridge;
 use super::proxy::{Egress, Subscriber};
 use super::sequence::SeenWindow;
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::Envelope;
+use crate::message::{EnvelopeView, plain};
 use crate::network::{Connector, Inlet, Outlet};
 use crate::subject::parse_data_subject;
 
@@ -36,19 +38,19 @@ pub(crate) struct Senders {
 }
 
 impl Senders {
-    fn first_time(&mut self, envelope: &Envelope) -> bool {
+    fn first_time(&mut self, envelope: &EnvelopeView<'_>) -> bool {
         // Look up by borrowed keys first; allocate only for a new sender.
         if let Some(window) = self
             .windows
-            .get_mut(envelope.network.as_str())
-            .and_then(|instances| instances.get_mut(envelope.instance.as_str()))
+            .get_mut(&*envelope.network)
+            .and_then(|instances| instances.get_mut(&*envelope.instance))
         {
             return window.first_time(envelope.seq);
         }
         self.windows
-            .entry(envelope.network.clone())
+            .entry(envelope.network.to_string())
             .or_default()
-            .entry(envelope.instance.clone())
+            .entry(envelope.instance.to_string())
             .or_default()
             .first_time(envelope.seq)
     }
@@ -100,7 +102,7 @@ impl Bridge {
     pub(crate) async fn deliver_data(
         &self,
         subject: &str,
-        payload: &[u8],
+        payload: &Bytes,
         confirmed: bool,
         state: &mut DispatchState,
     ) -> Result<()> {
@@ -110,12 +112,12 @@ impl Bridge {
                 format!("{subject:?} is not a data subject of this network"),
             )));
         };
-        let envelope = Envelope::decode(payload).map_err(|e| self.reject(e))?;
+        let plain = plain(payload).map_err(|e| self.reject(e))?;
+        let envelope = EnvelopeView::read(&plain).map_err(|e| self.reject(e))?;
         if !confirmed && !state.seen.first_time(&envelope) {
             self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let inlets = &mut state.inlets;
         let origin = match &envelope.reply_to {
             Some(reply_to) => Some(
                 self.attach(actor, &envelope.network, reply_to)
@@ -123,23 +125,21 @@ impl Bridge {
             ),
             None => None,
         };
-        let inlet = match inlets.get(subject) {
-            Some(inlet) => inlet.clone(),
-            None => {
-                // Proxies and the bridge's own nodes are not for other networks to feed.
-                if actor.starts_with('_') || self.registry.lock().contains(actor) {
-                    return Err(self.reject(self.no_actor(actor)));
-                }
-                let inlet = self.local.read().inlet(actor, port).map_err(|e| {
-                    self.reject(match e.kind() {
-                        ErrorKind::ActorNotFound => self.no_actor(actor),
-                        _ => e,
-                    })
-                })?;
-                inlets.insert(subject.to_string(), inlet.clone());
-                inlet
+        let inlets = &mut state.inlets;
+        if !inlets.contains_key(subject) {
+            // Proxies and the bridge's own nodes are not for other networks to feed.
+            if actor.starts_with('_') || self.registry.lock().contains(actor) {
+                return Err(self.reject(self.no_actor(actor)));
             }
-        };
+            let inlet = self.local.read().inlet(actor, port).map_err(|e| {
+                self.reject(match e.kind() {
+                    ErrorKind::ActorNotFound => self.no_actor(actor),
+                    _ => e,
+                })
+            })?;
+            inlets.insert(subject.to_string(), inlet);
+        }
+        let inlet = &inlets[subject];
         match inlet.send_from(envelope.message, origin).await {
             Ok(()) => {
                 self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
@@ -231,7 +231,7 @@ impl Bridge {
     pub(crate) async fn deliver_return(
         &self,
         subject: &str,
-        payload: &[u8],
+        payload: &Bytes,
         state: &mut DispatchState,
     ) -> Result<()> {
         let prefix = super::inbound::return_prefix(&self.network_id, &self.instance_id);
@@ -246,7 +246,8 @@ impl Bridge {
                 )
             })?;
         let (token, port) = rest;
-        let envelope = Envelope::decode(payload)?;
+        let plain = plain(payload)?;
+        let envelope = EnvelopeView::read(&plain)?;
         let outlets = &mut state.outlets;
         if !state.seen.first_time(&envelope) {
             self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);

@@ -50,7 +50,7 @@ use crate::distributed_network::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventSender, TransportKind};
 use crate::liveness::{self, Liveness};
-use crate::message::{Envelope, EnvelopeRef, Message};
+use crate::message::{Envelope, EnvelopeWriter, Message};
 use crate::network::Network;
 use crate::subject::control_subject;
 use crate::transport::Transport;
@@ -350,6 +350,7 @@ impl Bridge {
         let outbox = Arc::new(tokio::sync::Mutex::new(Outbox::new(
             self.first_seq,
             self.config.local_network_config.max_buffer_size,
+            EnvelopeWriter::new(&self.network_id, &self.instance_id),
         )));
         outboxes.insert(network.to_string(), outbox.clone());
         outbox
@@ -365,15 +366,7 @@ impl Bridge {
     ) -> Result<()> {
         // Held across the send: numbering and sending in one step keeps the order.
         let mut outbox = outbox.lock().await;
-        let payload = EnvelopeRef {
-            version: crate::message::WIRE_VERSION,
-            network: &self.network_id,
-            instance: &self.instance_id,
-            seq: outbox.take_seq(),
-            message,
-            reply_to,
-        }
-        .encode(self.compress_above)?;
+        let payload = outbox.next_envelope(message, reply_to, self.compress_above)?;
         let mut road = self.reroute(network, &mut outbox).await?;
         if road == TransportKind::Nats && !self.broker.is_up() {
             road = self.wait_for_road(network, &mut outbox).await?;
@@ -453,14 +446,22 @@ impl Bridge {
     }
 
     /// Stops taking new inbound work: drains the data subscription (what the client has
-    /// buffered is still delivered), then waits for the dispatcher to finish.
+    /// buffered is still delivered), then waits for the dispatcher to finish, at most
+    /// `drain_timeout_ms` (the broker may go away in the middle of a drain).
     pub(crate) async fn drain_inbound(&self) {
         self.drain.cancel();
         let handle = self.data_done.lock().take();
-        if let Some(handle) = handle
-            && let Err(err) = handle.await
-        {
-            tracing::warn!(error = %err, "data dispatcher ended abnormally");
+        let Some(mut handle) = handle else {
+            return;
+        };
+        let limit = Duration::from_millis(self.config.local_network_config.drain_timeout_ms);
+        match tokio::time::timeout(limit, &mut handle).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "data dispatcher ended abnormally"),
+            Err(_) => {
+                tracing::warn!("inbound traffic did not drain within {limit:?}; stopping anyway");
+                handle.abort();
+            }
         }
     }
 

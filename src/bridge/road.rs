@@ -160,7 +160,7 @@ impl Bridge {
         &self,
         road: TransportKind,
         network: &str,
-        subject: &str,
+        subject: &async_nats::Subject,
         payload: Bytes,
     ) -> Result<()> {
         match road {

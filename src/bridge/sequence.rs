@@ -16,7 +16,9 @@ use std::collections::{BTreeSet, VecDeque};
 use async_nats::Subject;
 use bytes::Bytes;
 
+use crate::error::Result;
 use crate::events::TransportKind;
+use crate::message::{EnvelopeWriter, Message};
 
 /// How many out-of-order numbers a receiver tracks per sender before it treats the
 /// oldest gaps as delivered elsewhere (another instance of its network took them).
@@ -26,6 +28,8 @@ const MAX_TRACKED_GAPS: usize = 8192;
 #[derive(Debug)]
 pub(crate) struct Outbox {
     next_seq: u64,
+    /// Encodes this stream's envelopes.
+    writer: EnvelopeWriter,
     /// The road this stream takes now.
     road: TransportKind,
     /// Sent through the broker while it was down: the kept tail goes again once the
@@ -44,9 +48,10 @@ pub(crate) struct Kept {
 }
 
 impl Outbox {
-    pub(crate) fn new(first_seq: u64, max_bytes: usize) -> Self {
+    pub(crate) fn new(first_seq: u64, max_bytes: usize, writer: EnvelopeWriter) -> Self {
         Outbox {
             next_seq: first_seq,
+            writer,
             road: TransportKind::Nats,
             stale: false,
             kept: VecDeque::new(),
@@ -78,6 +83,17 @@ impl Outbox {
         let seq = self.next_seq;
         self.next_seq += 1;
         seq
+    }
+
+    /// Numbers and encodes the next envelope of this stream.
+    pub(crate) fn next_envelope(
+        &mut self,
+        message: &Message,
+        reply_to: Option<&str>,
+        compress_above: Option<usize>,
+    ) -> Result<Bytes> {
+        let seq = self.take_seq();
+        self.writer.encode(seq, message, reply_to, compress_above)
     }
 
     /// Keeps an envelope that was just sent, forgetting the oldest beyond the byte bound.
@@ -171,7 +187,7 @@ mod tests {
 
     #[test]
     fn outbox_numbers_in_order_and_keeps_a_bounded_tail() {
-        let mut outbox = Outbox::new(7, 100);
+        let mut outbox = Outbox::new(7, 100, EnvelopeWriter::new("n", "i"));
         assert_eq!(outbox.take_seq(), 7);
         assert_eq!(outbox.take_seq(), 8);
         for i in 0..50u8 {

@@ -376,9 +376,9 @@ impl DistributedNetwork {
     /// network id.
     ///
     /// Discovery is scatter-gather on `_reflow.discover`: it listens for replies until
-    /// 250 ms pass without one (3 s at most), then adds the instances the liveness
-    /// watcher knows, so every live entry is included even if its instance was slow to
-    /// answer.
+    /// 250 ms pass without one (25 ms once every instance the liveness watcher knows has
+    /// answered; 3 s at most), then adds the instances the liveness watcher knows, so
+    /// every live entry is included even if its instance was slow to answer.
     pub async fn discover_networks(&self) -> Result<Vec<NetworkInfo>> {
         self.bridge()?.discover_networks().await
     }

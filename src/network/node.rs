@@ -9,6 +9,11 @@ use tokio_util::sync::CancellationToken;
 use super::routing::{Delivery, Shared};
 use crate::actor::{Actor, ActorContext};
 
+/// Messages taken from the inbox at once. Taking them together frees their slots
+/// together, so a producer waiting on a full inbox is woken once per batch rather than
+/// once per message.
+const BATCH: usize = 64;
+
 /// Runs a node until its halt token fires or its inbox closes.
 ///
 /// The handler runs inside the same `select!` as the halt token, so a handler blocked on
@@ -31,26 +36,41 @@ pub(crate) async fn run(
             }
         }
     }
-    loop {
-        let delivery = tokio::select! {
+    let mut batch = Vec::with_capacity(BATCH);
+    'run: loop {
+        let received = tokio::select! {
             biased;
             _ = halt.cancelled() => break,
-            delivery = inbox.recv() => match delivery {
-                Some(delivery) => delivery,
-                None => break,
-            },
+            received = inbox.recv_many(&mut batch, BATCH) => received,
         };
-        ctx.set_origin(delivery.origin);
-        let result = tokio::select! {
-            biased;
-            _ = halt.cancelled() => None,
-            result = actor.handle(&mut ctx, &delivery.port, delivery.message) => Some(result),
-        };
-        shared.handled_one();
-        let Some(result) = result else { break };
-        if let Err(err) = result {
-            shared.handler_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(node = %node, port = %delivery.port, error = %err, "actor failed to handle a message");
+        if received == 0 {
+            break;
+        }
+        let mut deliveries = batch.drain(..);
+        while let Some(delivery) = deliveries.next() {
+            ctx.set_origin(delivery.origin);
+            let result = if halt.is_cancelled() {
+                None
+            } else {
+                handle_unless_halted(
+                    &mut *actor,
+                    &mut ctx,
+                    &halt,
+                    &delivery.port,
+                    delivery.message,
+                )
+                .await
+            };
+            shared.handled_one();
+            let Some(result) = result else {
+                // Taken from the inbox but never to be handled: release their count.
+                deliveries.for_each(|_| shared.handled_one());
+                break 'run;
+            };
+            if let Err(err) = result {
+                shared.handler_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %node, port = %delivery.port, error = %err, "actor failed to handle a message");
+            }
         }
     }
     // Messages still queued will never be handled; release their count so that nothing
@@ -61,5 +81,27 @@ pub(crate) async fn run(
     }
     if let Err(err) = actor.stop(&mut ctx).await {
         tracing::warn!(node = %node, error = %err, "actor stop failed");
+    }
+}
+
+/// Runs the handler for one message, or stops it when the node halts. Most handlers
+/// finish at their first poll; only one that has to wait (on a full downstream inbox, a
+/// timer, a transport) is raced against the halt token, so the common case does not
+/// register with the token and unregister again for every message.
+async fn handle_unless_halted(
+    actor: &mut dyn Actor,
+    ctx: &mut ActorContext,
+    halt: &CancellationToken,
+    port: &str,
+    message: crate::message::Message,
+) -> Option<crate::error::Result<()>> {
+    let mut handling = std::pin::pin!(actor.handle(ctx, port, message));
+    if let std::task::Poll::Ready(result) = futures::poll!(handling.as_mut()) {
+        return Some(result);
+    }
+    tokio::select! {
+        biased;
+        _ = halt.cancelled() => None,
+        result = handling => Some(result),
     }
 }

@@ -21,8 +21,14 @@ pub(crate) trait Transport: Send + Sync {
     fn kind(&self) -> TransportKind;
 
     /// Sends `payload` on `subject` of `network`, in order with earlier publishes to it;
-    /// waits while the road's outbound buffer is full.
-    async fn publish(&self, network: &str, subject: &str, payload: Bytes) -> Result<()>;
+    /// waits while the road's outbound buffer is full. The subject is shared rather than
+    /// copied: a stream sends every message of a port on the same one.
+    async fn publish(
+        &self,
+        network: &str,
+        subject: &async_nats::Subject,
+        payload: Bytes,
+    ) -> Result<()>;
 
     /// Sends `payload` on `subject` of `network` and waits up to `timeout` for the reply.
     async fn request(

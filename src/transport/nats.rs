@@ -243,9 +243,14 @@ impl Transport for NatsTransport {
         TransportKind::Nats
     }
 
-    async fn publish(&self, _network: &str, subject: &str, payload: Bytes) -> Result<()> {
+    async fn publish(
+        &self,
+        _network: &str,
+        subject: &async_nats::Subject,
+        payload: Bytes,
+    ) -> Result<()> {
         self.client
-            .publish(async_nats::Subject::from(subject), payload)
+            .publish(subject.clone(), payload)
             .await
             .map_err(|e| publish_error(subject, e))
     }

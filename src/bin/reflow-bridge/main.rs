@@ -3,10 +3,12 @@
 //! Every subcommand lives in its own file. The inspecting commands (`networks`, `actors`,
 //! `ping`, `send`) join the broker as a short-lived network of their own, `reflow-cli-{random}`,
 //! ask their question and leave; `watch` uses a plain NATS connection; `run` is a long-
-//! lived bridge process; `up` starts a local broker. Output, errors and exit codes are
+//! lived bridge process; `up` starts a local broker; `bench` measures the bridge against
+//! raw async-nats. Output, errors and exit codes are
 //! shared through `output`.
 
 mod actors;
+mod bench;
 mod config;
 mod networks;
 mod output;
@@ -66,6 +68,8 @@ enum Command {
     Send(send::Args),
     /// Tail messages on a subject, decoding envelopes to JSON
     Watch(watch::Args),
+    /// Measure the bridge against raw async-nats on the same server
+    Bench(bench::Args),
 }
 
 impl Global {
@@ -146,6 +150,7 @@ async fn main() -> ExitCode {
         Command::Ping(args) => ping::run(&global, args).await,
         Command::Send(args) => send::run(&global, args).await,
         Command::Watch(args) => watch::run(&global, args).await,
+        Command::Bench(args) => bench::run(&global, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,149 @@
+//! Round trips one at a time: confirmed `send_to_remote_actor` against raw request/reply,
+//! and a call into B's actor whose output comes back out of A's proxy.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::support::{Pair, ROUND_LIMIT, broker, too_slow, unique};
+use super::{BenchOptions, BenchReport, Compared, median, quantile};
+use crate::actor::ProbeActor;
+use crate::components::{Passthrough, Sink};
+use crate::error::Result;
+use crate::message::Message;
+use crate::network::Connector;
+
+/// The payload size of every round trip.
+const SIZE: usize = 16;
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Quantiles (p50, p99, p999) in microseconds of `samples`.
+fn quantiles(mut samples: Vec<Duration>) -> [f64; 3] {
+    samples.sort();
+    [0.5, 0.99, 0.999].map(|q| micros(quantile(&samples, q)))
+}
+
+/// The median over rounds of quantile `i`.
+fn pick(rounds: &[[f64; 3]], i: usize) -> f64 {
+    median(rounds.iter().map(|r| r[i]).collect())
+}
+
+/// Runs `n` timed round trips after `n / 10` untimed ones that warm the path up.
+async fn timed(n: usize, mut once: impl AsyncFnMut() -> Result<()>) -> Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n + n / 10 {
+        let started = Instant::now();
+        once().await?;
+        if i >= n / 10 {
+            samples.push(started.elapsed());
+        }
+    }
+    Ok(samples)
+}
+
+/// Confirmed `send_to_remote_actor` round trips against raw request/reply.
+pub(super) async fn confirmed(
+    url: &str,
+    options: &BenchOptions,
+    report: &mut BenchReport,
+) -> Result<()> {
+    let (mut ours, mut raw) = (Vec::new(), Vec::new());
+    for _ in 0..options.rounds {
+        ours.push(quantiles(confirmed_round(url, options.round_trips).await?));
+        raw.push(quantiles(
+            raw_request_round(url, options.round_trips).await?,
+        ));
+    }
+    let targets = [Some((1.15, false)), Some((1.5, false)), None];
+    for (i, metric) in ["p50_us", "p99_us", "p999_us"].into_iter().enumerate() {
+        report
+            .add("confirmed round trip", Some(SIZE), metric, pick(&ours, i))
+            .against(Compared::RawNats, pick(&raw, i), targets[i]);
+    }
+    Ok(())
+}
+
+async fn confirmed_round(url: &str, n: usize) -> Result<Vec<Duration>> {
+    let pair = Pair::over_nats(url, Sink).await?;
+    let b_id = pair.b.get_config().network_id.clone();
+    let message = Message::Bytes(vec![0x5a; SIZE].into());
+    let a = &pair.a;
+    let samples = timed(n, async || {
+        a.send_to_remote_actor(&b_id, "target", "in", message.clone())
+            .await
+    })
+    .await;
+    pair.close().await?;
+    samples
+}
+
+async fn raw_request_round(url: &str, n: usize) -> Result<Vec<Duration>> {
+    let subject = async_nats::Subject::from(unique("bench.req"));
+    let responder = async_nats::connect(url).await.map_err(broker)?;
+    let mut requests = responder.subscribe(subject.clone()).await.map_err(broker)?;
+    responder.flush().await.map_err(broker)?;
+    let answering = tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            if let Some(reply) = request.reply {
+                let _ = responder.publish(reply, bytes::Bytes::new()).await;
+            }
+        }
+    });
+    let client = async_nats::connect(url).await.map_err(broker)?;
+    let payload = bytes::Bytes::from(vec![0x5a; SIZE]);
+    let samples = timed(n, async || {
+        client
+            .request(subject.clone(), payload.clone())
+            .await
+            .map(drop)
+            .map_err(broker)
+    })
+    .await;
+    answering.abort();
+    samples
+}
+
+/// A call into B's actor and back out of A's proxy, one at a time.
+pub(super) async fn remote_call(
+    url: &str,
+    options: &BenchOptions,
+    report: &mut BenchReport,
+) -> Result<()> {
+    let mut rounds = Vec::new();
+    for _ in 0..options.rounds {
+        rounds.push(quantiles(
+            remote_call_round(url, options.round_trips).await?,
+        ));
+    }
+    for (i, metric) in ["p50_us", "p99_us"].into_iter().enumerate() {
+        report.add("remote actor call", Some(SIZE), metric, pick(&rounds, i));
+    }
+    Ok(())
+}
+
+async fn remote_call_round(url: &str, n: usize) -> Result<Vec<Duration>> {
+    let pair = Pair::over_nats(url, Passthrough).await?;
+    let (probe, mut results) = ProbeActor::channel(16);
+    let inlet = {
+        let local = pair.a.get_local_network();
+        let mut local = local.write();
+        local.register_actor("results", probe)?;
+        local.add_node("results", "results", None)?;
+        local.add_connection(Connector::new(&pair.alias, "out", "results", "in"))?;
+        local.inlet(&pair.alias, "in")?
+    };
+    let message = Message::Bytes(vec![0x5a; SIZE].into());
+    let samples = timed(n, async || {
+        inlet.send(message.clone()).await?;
+        tokio::time::timeout(ROUND_LIMIT, results.recv())
+            .await
+            .map_err(|_| too_slow("remote call"))?;
+        Ok(())
+    })
+    .await;
+    pair.close().await?;
+    samples
+}

@@ -1,0 +1,210 @@
+//! Streamed throughput: an actor's inlet in network A feeding a remote actor in network B,
+//! through the broker and over a direct link, against raw publish → subscribe.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::support::{CountTo, Pair, ROUND_LIMIT, broker, config, too_slow, unique};
+use super::{BenchOptions, BenchReport, Compared, Scenario, median};
+use crate::distributed_network::DistributedConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::message::Message;
+
+/// What one round of streaming measured.
+struct Round {
+    elapsed: Duration,
+    delivered: usize,
+    /// Messages lost on the way: dropped by B's NATS client because its subscription
+    /// buffer was full, or by the server, which cuts a client that falls too far behind.
+    dropped: u64,
+}
+
+impl Round {
+    fn rate(&self) -> f64 {
+        self.delivered as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// How often a round checks whether messages were dropped rather than delivered.
+const DROP_CHECK: Duration = Duration::from_millis(5);
+
+/// A round in which nothing more arrives or is dropped for this long is over.
+const STALL: Duration = Duration::from_secs(2);
+
+/// Sends `n` messages of `size` bytes into the proxy of `pair` and times them until B's
+/// actor has counted the last one.
+///
+/// Core NATS has no flow control from subscriber back to publisher: when B's client
+/// cannot keep up, its subscription buffer overflows and it drops messages (a slow
+/// consumer, which the bridge counts), and past the server's own limit the server cuts
+/// the connection. Such a round ends once every message has arrived or been counted as
+/// dropped, or nothing has moved for [`STALL`], and reports what was lost.
+async fn through_pair(
+    pair: impl std::future::Future<Output = Result<(Pair, CountTo)>>,
+    size: usize,
+    n: usize,
+) -> Result<Round> {
+    let (pair, counter) = pair.await?;
+    let done = counter.done();
+    let inlet = pair.a.get_local_network().read().inlet(&pair.alias, "in")?;
+    let message = Message::Bytes(vec![0x5a; size].into());
+    let finished = done.notified();
+    tokio::pin!(finished);
+    finished.as_mut().enable();
+    let started = Instant::now();
+    for _ in 0..n {
+        inlet.send(message.clone()).await?;
+    }
+    let deadline = started + ROUND_LIMIT;
+    let (mut progress, mut progressed) = (0, Instant::now());
+    let (dropped, elapsed) = loop {
+        tokio::select! {
+            _ = &mut finished => break (0, started.elapsed()),
+            _ = tokio::time::sleep(DROP_CHECK) => {
+                let dropped = pair.b.stats().slow_consumer_drops;
+                let accounted = counter.seen() + dropped as usize;
+                if accounted >= n {
+                    break (dropped, started.elapsed());
+                }
+                if accounted > progress {
+                    (progress, progressed) = (accounted, Instant::now());
+                } else if progressed.elapsed() > STALL {
+                    // The server cut a client that fell too far behind (its own slow
+                    // consumer rule): what it held is gone, uncounted.
+                    break ((n - counter.seen()) as u64, progressed - started);
+                }
+                if Instant::now() > deadline {
+                    return Err(too_slow("streamed throughput"));
+                }
+            }
+        }
+    };
+    pair.close().await?;
+    Ok(Round {
+        elapsed,
+        delivered: n - dropped as usize,
+        dropped,
+    })
+}
+
+async fn nats_pair(url: &str, n: usize) -> Result<(Pair, CountTo)> {
+    let counter = CountTo::new(n);
+    Ok((Pair::over_nats(url, counter.clone()).await?, counter))
+}
+
+/// Two networks with direct listeners and no broker: `discovery_endpoints` names a port
+/// where nothing listens, so both run in direct-link mode, and A reaches B by address.
+async fn direct_pair(n: usize) -> Result<(Pair, CountTo)> {
+    let nowhere = format!("nats://127.0.0.1:{}", free_port()?);
+    let direct = |id: &str, port: u16| DistributedConfig {
+        bind_address: "127.0.0.1".into(),
+        bind_port: port,
+        ..config(&nowhere, id)
+    };
+    let b_port = free_port()?;
+    let a = direct(&unique("bench_da"), free_port()?);
+    let b = direct(&unique("bench_db"), b_port);
+    let counter = CountTo::new(n);
+    let endpoint = format!("127.0.0.1:{b_port}");
+    Ok((Pair::new(a, b, &endpoint, counter.clone()).await?, counter))
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+async fn raw(url: &str, size: usize, n: usize) -> Result<Duration> {
+    let subject = unique("bench.raw");
+    let receiver = async_nats::ConnectOptions::new()
+        .subscription_capacity(n + 1024)
+        .connect(url)
+        .await
+        .map_err(broker)?;
+    let mut subscriber = receiver.subscribe(subject.clone()).await.map_err(broker)?;
+    receiver.flush().await.map_err(broker)?;
+    let sender = async_nats::connect(url).await.map_err(broker)?;
+    let subject = async_nats::Subject::from(subject);
+    let payload = bytes::Bytes::from(vec![0x5a; size]);
+    let counting = tokio::spawn(async move {
+        for _ in 0..n {
+            if subscriber.next().await.is_none() {
+                break;
+            }
+        }
+    });
+    let started = Instant::now();
+    for _ in 0..n {
+        sender
+            .publish(subject.clone(), payload.clone())
+            .await
+            .map_err(broker)?;
+    }
+    sender.flush().await.map_err(broker)?;
+    tokio::time::timeout(ROUND_LIMIT, counting)
+        .await
+        .map_err(|_| too_slow("raw throughput"))?
+        .map_err(|e| Error::new(ErrorKind::Io, format!("counting task failed: {e}")))?;
+    Ok(started.elapsed())
+}
+
+/// Streamed throughput at `size` bytes through the broker, against raw publish/subscribe;
+/// and over a direct link, against the broker path.
+pub(super) async fn measure(
+    url: &str,
+    size: usize,
+    options: &BenchOptions,
+    report: &mut BenchReport,
+) -> Result<()> {
+    let n = options.messages;
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    let streamed = options.scenarios.contains(&Scenario::Streamed);
+    let direct = options.scenarios.contains(&Scenario::Direct);
+    let (mut ours, mut raw_rates, mut direct_rates) = (Vec::new(), Vec::new(), Vec::new());
+    let mut dropped = 0;
+    for _ in 0..options.rounds {
+        let round = through_pair(nats_pair(url, n), size, n).await?;
+        dropped += round.dropped;
+        ours.push(round.rate());
+        if streamed {
+            raw_rates.push(rate(raw(url, size, n).await?));
+        }
+        if direct {
+            direct_rates.push(through_pair(direct_pair(n), size, n).await?.rate());
+        }
+    }
+    let ours = median(ours);
+    if streamed {
+        let raw_rate = median(raw_rates);
+        let target = (size == 128).then_some((0.9, true));
+        let scenario = "streamed throughput";
+        let figure = report
+            .add(scenario, Some(size), "msgs_per_s", ours)
+            .against(Compared::RawNats, raw_rate, target);
+        if dropped > 0 {
+            figure.note(format!(
+                "{dropped} of {} messages were lost to slow-consumer limits (the sender \
+                 outran the receiver; core NATS has no flow control); the rate counts \
+                 delivered messages only",
+                n * options.rounds
+            ));
+        }
+        let mb = |rate: f64| rate * size as f64 / 1e6;
+        report
+            .add(scenario, Some(size), "MB_per_s", mb(ours))
+            .against(Compared::RawNats, mb(raw_rate), None);
+    }
+    if direct {
+        report
+            .add(
+                "direct link throughput",
+                Some(size),
+                "msgs_per_s",
+                median(direct_rates),
+            )
+            .against(Compared::NatsPath, ours, Some((1.0, true)));
+    }
+    Ok(())
+}

@@ -1,0 +1,348 @@
+//! The bridge's hot path through the envelope encoding: the same bytes as [`Envelope`],
+//! written and read with less work per message.
+//!
+//! * [`EnvelopeWriter`] encodes the fields that never change for one sender (version,
+//!   network, instance) once, and cuts each envelope from a shared buffer chunk, so most
+//!   envelopes cost no allocation of their own.
+//! * [`EnvelopeView`] reads an envelope in place: the ids borrow the payload, and a
+//!   `Bytes` message shares the payload's buffer instead of being copied.
+//!
+//! Both fall back to the general serde code for anything unusual, and unit tests check
+//! that their bytes and values are exactly those of [`Envelope::encode`] and
+//! [`Envelope::decode`].
+
+use std::borrow::Cow;
+use std::io::Cursor;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::Deserialize;
+
+use super::{COMPRESSED_MARKER, Envelope, Message, WIRE_VERSION, compress};
+use crate::error::{Error, Result};
+
+/// Bytes of one buffer chunk that envelopes are cut from.
+const CHUNK: usize = 64 * 1024;
+
+fn write_failed(e: impl std::fmt::Display) -> Error {
+    Error::encoding(format!("cannot encode an envelope: {e}"))
+}
+
+/// Encodes the envelopes of one sender.
+#[derive(Debug)]
+pub(crate) struct EnvelopeWriter {
+    /// The encoded map header, version, network, instance and the key of the sequence
+    /// number: for envelopes without `reply_to` (5 fields) and with it (6 fields).
+    heads: [Vec<u8>; 2],
+    buf: BytesMut,
+}
+
+impl EnvelopeWriter {
+    /// A writer for envelopes from `instance` of `network`.
+    pub(crate) fn new(network: &str, instance: &str) -> Self {
+        let head = |fields: u32| {
+            let mut head = Vec::with_capacity(16 + network.len() + instance.len());
+            // Writing into a Vec cannot fail.
+            let _ = rmp::encode::write_map_len(&mut head, fields);
+            let _ = rmp::encode::write_str(&mut head, "v");
+            let _ = rmp::encode::write_uint(&mut head, u64::from(WIRE_VERSION));
+            let _ = rmp::encode::write_str(&mut head, "n");
+            let _ = rmp::encode::write_str(&mut head, network);
+            let _ = rmp::encode::write_str(&mut head, "i");
+            let _ = rmp::encode::write_str(&mut head, instance);
+            let _ = rmp::encode::write_str(&mut head, "s");
+            head
+        };
+        EnvelopeWriter {
+            heads: [head(5), head(6)],
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Encodes envelope `seq` carrying `message`, as [`Envelope::encode`] would.
+    pub(crate) fn encode(
+        &mut self,
+        seq: u64,
+        message: &Message,
+        reply_to: Option<&str>,
+        compress_above: Option<usize>,
+    ) -> Result<Bytes> {
+        let head = &self.heads[usize::from(reply_to.is_some())];
+        let room = head.len() + 16 + message.size_hint() + reply_to.map_or(0, |r| r.len() + 8);
+        if self.buf.capacity() < room {
+            // Envelopes cut from the old chunk keep it alive until they are dropped.
+            self.buf = BytesMut::with_capacity(CHUNK.max(room));
+        }
+        self.buf.extend_from_slice(head);
+        let mut out = (&mut self.buf).writer();
+        rmp::encode::write_uint(&mut out, seq).map_err(write_failed)?;
+        rmp::encode::write_str(&mut out, "m").map_err(write_failed)?;
+        rmp_serde::encode::write_named(&mut out, message)?;
+        if let Some(reply_to) = reply_to {
+            rmp::encode::write_str(&mut out, "r").map_err(write_failed)?;
+            rmp::encode::write_str(&mut out, reply_to).map_err(write_failed)?;
+        }
+        let plain = self.buf.split().freeze();
+        Ok(match compress_above {
+            Some(limit) if plain.len() > limit => compress(&plain).unwrap_or(plain),
+            _ => plain,
+        })
+    }
+}
+
+/// An envelope read in place from its payload.
+#[derive(Debug, PartialEq)]
+pub(crate) struct EnvelopeView<'a> {
+    /// The sending network's id.
+    pub(crate) network: Cow<'a, str>,
+    /// The sending instance's id.
+    pub(crate) instance: Cow<'a, str>,
+    /// The sender's sequence number.
+    pub(crate) seq: u64,
+    /// The message.
+    pub(crate) message: Message,
+    /// Where the target's outputs go back to.
+    pub(crate) reply_to: Option<Cow<'a, str>>,
+}
+
+/// The envelope bytes of `payload`: itself, or decompressed.
+pub(crate) fn plain(payload: &Bytes) -> Result<Cow<'_, Bytes>> {
+    match payload.first() {
+        Some(&COMPRESSED_MARKER) => {
+            let plain = lz4_flex::decompress_size_prepended(&payload[1..])
+                .map_err(|e| Error::encoding(format!("compressed envelope is corrupt: {e}")))?;
+            Ok(Cow::Owned(Bytes::from(plain)))
+        }
+        Some(_) => Ok(Cow::Borrowed(payload)),
+        None => Err(Error::encoding("empty payload is not an envelope")),
+    }
+}
+
+impl<'a> EnvelopeView<'a> {
+    /// Reads the envelope in `plain` (see [`plain`]), accepting and refusing exactly what
+    /// [`Envelope::decode`] does.
+    pub(crate) fn read(plain: &'a Bytes) -> Result<Self> {
+        let view = match Self::read_map(plain) {
+            Some(view) => view,
+            // Not the layout this crate writes (an array, say): the general decoder
+            // accepts every form serde does, and names what is wrong.
+            None => EnvelopeView::from(Envelope::decode(plain)?),
+        };
+        Ok(view)
+    }
+
+    /// The fast reading of the map this crate writes; `None` on anything else.
+    fn read_map(plain: &'a Bytes) -> Option<Self> {
+        let mut rest: &'a [u8] = plain;
+        let fields = rmp::decode::read_map_len(&mut rest).ok()?;
+        let (mut version, mut network, mut instance, mut seq) = (None, None, None, None);
+        let (mut message, mut reply_to, mut seen_reply) = (None, None, false);
+        for _ in 0..fields {
+            let (key, after) = rmp::decode::read_str_from_slice(rest).ok()?;
+            rest = after;
+            // A repeated field is an error for serde; the general road reports it.
+            let fresh = |field: bool| (!field).then_some(());
+            match key {
+                "v" => {
+                    fresh(version.is_some())?;
+                    version = Some(rmp::decode::read_int::<u8, _>(&mut rest).ok()?);
+                }
+                "n" => {
+                    fresh(network.is_some())?;
+                    network = Some(read_str(&mut rest)?);
+                }
+                "i" => {
+                    fresh(instance.is_some())?;
+                    instance = Some(read_str(&mut rest)?);
+                }
+                "s" => {
+                    fresh(seq.is_some())?;
+                    seq = Some(rmp::decode::read_int::<u64, _>(&mut rest).ok()?);
+                }
+                "m" => {
+                    fresh(message.is_some())?;
+                    message = Some(read_message(plain, &mut rest)?);
+                }
+                "r" => {
+                    fresh(seen_reply)?;
+                    seen_reply = true;
+                    if rest.first() == Some(&0xc0) {
+                        rest = &rest[1..];
+                    } else {
+                        reply_to = Some(read_str(&mut rest)?);
+                    }
+                }
+                _ => return None,
+            }
+        }
+        if !rest.is_empty() || !(1..=WIRE_VERSION).contains(&version?) {
+            return None;
+        }
+        Some(EnvelopeView {
+            network: Cow::Borrowed(network?),
+            instance: Cow::Borrowed(instance?),
+            seq: seq?,
+            message: message?,
+            reply_to: reply_to.map(Cow::Borrowed),
+        })
+    }
+}
+
+impl From<Envelope> for EnvelopeView<'static> {
+    fn from(envelope: Envelope) -> Self {
+        EnvelopeView {
+            network: Cow::Owned(envelope.network),
+            instance: Cow::Owned(envelope.instance),
+            seq: envelope.seq,
+            message: envelope.message,
+            reply_to: envelope.reply_to.map(Cow::Owned),
+        }
+    }
+}
+
+fn read_str<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
+    let (text, after) = rmp::decode::read_str_from_slice(*rest).ok()?;
+    *rest = after;
+    Some(text)
+}
+
+/// Reads the message at the front of `rest`. `{"Bytes": bin}` shares `plain`'s buffer;
+/// everything else goes through serde.
+fn read_message(plain: &Bytes, rest: &mut &[u8]) -> Option<Message> {
+    const BYTES_VARIANT: &[u8] = b"\x81\xa5Bytes";
+    if let Some(after) = rest.strip_prefix(BYTES_VARIANT)
+        && matches!(after.first(), Some(0xc4..=0xc6))
+    {
+        let mut body = after;
+        let len = rmp::decode::read_bin_len(&mut body).ok()? as usize;
+        let bin = body.get(..len)?;
+        *rest = &body[len..];
+        return Some(Message::Bytes(plain.slice_ref(bin)));
+    }
+    let mut de = rmp_serde::Deserializer::new(Cursor::new(*rest));
+    let message = Message::deserialize(&mut de).ok()?;
+    let used = usize::try_from(de.position()).ok()?;
+    *rest = &rest[used..];
+    Some(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn messages() -> Vec<Message> {
+        vec![
+            Message::Flow,
+            Message::Boolean(false),
+            Message::Integer(-300),
+            Message::Float(0.25),
+            Message::from("text"),
+            Message::Bytes(Bytes::from(vec![7u8; 300])),
+            Message::Bytes(Bytes::from(vec![1u8; 70_000])),
+            Message::Object(serde_json::json!({"a": [1, {"b": null}]})),
+            Message::Array(vec![
+                Message::Bytes(Bytes::from_static(b"x")),
+                Message::Flow,
+            ]),
+            Message::error("boom"),
+        ]
+    }
+
+    fn envelope(seq: u64, message: Message, reply_to: Option<&str>) -> Envelope {
+        let mut env = Envelope::new("prod.ml", "i-1", seq, message);
+        env.reply_to = reply_to.map(str::to_string);
+        env
+    }
+
+    #[test]
+    fn the_writer_writes_the_bytes_envelope_encode_writes() {
+        let mut writer = EnvelopeWriter::new("prod.ml", "i-1");
+        for (i, message) in messages().into_iter().enumerate() {
+            for seq in [0, 1, 200, 70_000, u64::MAX - i as u64] {
+                for reply_to in [None, Some("_reflow.a.b.ret.7")] {
+                    for limit in [None, Some(64)] {
+                        let expected = envelope(seq, message.clone(), reply_to).encode(limit);
+                        let written = writer.encode(seq, &message, reply_to, limit);
+                        assert_eq!(written.unwrap(), expected.unwrap(), "{message:?} {seq}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_view_reads_what_envelope_decode_reads() {
+        for message in messages() {
+            for reply_to in [None, Some("_reflow.a.b.ret.7")] {
+                let env = envelope(42, message.clone(), reply_to);
+                for limit in [None, Some(64)] {
+                    let payload = env.encode(limit).unwrap();
+                    let plain = plain(&payload).unwrap();
+                    let view = EnvelopeView::read(&plain).unwrap();
+                    assert_eq!(view, EnvelopeView::from(env.clone()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_bytes_message_shares_the_payload_buffer() {
+        let payload = envelope(1, Message::Bytes(Bytes::from(vec![9u8; 64])), None)
+            .encode(None)
+            .unwrap();
+        let view = EnvelopeView::read(&payload).unwrap();
+        let Message::Bytes(bytes) = view.message else {
+            panic!("a bytes message");
+        };
+        let inside = payload.as_ptr_range();
+        assert!(inside.contains(&bytes.as_ptr()));
+    }
+
+    #[test]
+    fn envelopes_in_array_form_and_bad_versions_take_the_general_road() {
+        let env = envelope(3, Message::Integer(1), Some("r"));
+        let array = Bytes::from(rmp_serde::to_vec(&env).unwrap());
+        assert_eq!(
+            EnvelopeView::read(&array).unwrap(),
+            EnvelopeView::from(env.clone())
+        );
+        let mut newer = env;
+        newer.version = WIRE_VERSION + 1;
+        let newer = Bytes::from(rmp_serde::to_vec_named(&newer).unwrap());
+        let err = EnvelopeView::read(&newer).unwrap_err();
+        assert!(err.to_string().contains("version"), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn any_envelope_is_written_and_read_as_the_general_code_does(
+            message in crate::message::tests::message(),
+            seq in any::<u64>(),
+            reply_to in prop::option::of("[a-z._]{0,40}"),
+            limit in prop::option::of(0usize..256),
+        ) {
+            let env = envelope(seq, message.clone(), reply_to.as_deref());
+            let expected = env.encode(limit).unwrap();
+            let mut writer = EnvelopeWriter::new("prod.ml", "i-1");
+            let written = writer.encode(seq, &message, reply_to.as_deref(), limit).unwrap();
+            prop_assert_eq!(&written, &expected);
+            let plain = plain(&written).unwrap();
+            let view = format!("{:?}", EnvelopeView::read(&plain).unwrap());
+            let general = format!("{:?}", EnvelopeView::from(Envelope::decode(&expected).unwrap()));
+            prop_assert_eq!(view, general);
+        }
+
+        #[test]
+        fn arbitrary_bytes_read_as_envelope_decode_reads_them(
+            bytes in prop::collection::vec(any::<u8>(), 0..256)
+        ) {
+            let payload = Bytes::from(bytes);
+            let fast = plain(&payload).and_then(|p| EnvelopeView::read(&p).map(|v| format!("{v:?}")));
+            let general = Envelope::decode(&payload).map(|e| format!("{:?}", EnvelopeView::from(e)));
+            prop_assert_eq!(fast.is_ok(), general.is_ok());
+            if let (Ok(fast), Ok(general)) = (fast, general) {
+                prop_assert_eq!(fast, general);
+            }
+        }
+    }
+}

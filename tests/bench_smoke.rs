@@ -1,0 +1,109 @@
+//! The benchmark's smoke run, end to end through the CLI: every scenario runs against a
+//! real nats-server and reports figures that make sense. No timing is asserted; timings
+//! belong to the benchmark itself.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_reflow-bridge");
+
+fn figures<'a>(report: &'a Value, scenario: &str) -> Vec<&'a Value> {
+    report["figures"]
+        .as_array()
+        .expect("figures is a list")
+        .iter()
+        .filter(|f| f["scenario"] == scenario)
+        .collect()
+}
+
+fn positive(value: &Value, what: &str) -> f64 {
+    let number = value
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what} is not a number: {value}"));
+    assert!(number > 0.0, "{what} is not positive: {number}");
+    number
+}
+
+/// The figure of `scenario` with `metric`, whose value is positive.
+fn figure<'a>(report: &'a Value, scenario: &str, metric: &str) -> &'a Value {
+    let found = figures(report, scenario)
+        .into_iter()
+        .find(|f| f["metric"] == metric)
+        .unwrap_or_else(|| panic!("no {scenario} {metric} in {report}"));
+    positive(&found["value"], &format!("{scenario} {metric}"));
+    found
+}
+
+/// A figure compared with `baseline`: its baseline and ratio are there and positive.
+fn compared<'a>(report: &'a Value, scenario: &str, metric: &str, baseline: &str) -> &'a Value {
+    let f = figure(report, scenario, metric);
+    assert_eq!(f["compared_with"], baseline, "{scenario} {metric}");
+    positive(&f["baseline"], &format!("{scenario} {metric} baseline"));
+    positive(&f["ratio"], &format!("{scenario} {metric} ratio"));
+    f
+}
+
+#[test]
+fn smoke_run_reports_every_scenario_with_positive_figures_as_json() {
+    let out = Command::new(BIN)
+        .args(["bench", "--smoke", "--json"])
+        .env_remove("NATS_URL")
+        .output()
+        .expect("run reflow-bridge bench");
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "one line of JSON: {stdout}");
+    let report: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
+
+    positive(&report["machine"]["cores"], "cores");
+    assert!(report["machine"]["os"].is_string());
+    assert!(report["machine"].get("cpu_model").is_some());
+    for version in ["reflow_network", "nats_server", "async_nats"] {
+        let text = report["versions"][version].as_str().unwrap_or_default();
+        assert!(!text.is_empty(), "no {version} version in {report}");
+    }
+    assert_eq!(report["settings"]["sizes"], serde_json::json!([128]));
+    assert_eq!(report["settings"]["rounds"], 1);
+    assert!(
+        report["server_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("nats://")
+    );
+    assert_eq!(report["skipped"], serde_json::json!([]));
+    positive(&report["elapsed_s"], "elapsed_s");
+
+    let streamed = compared(&report, "streamed throughput", "msgs_per_s", "raw_nats");
+    assert_eq!(streamed["size"], 128);
+    assert_eq!(streamed["target"], ">= 0.9");
+    assert!(streamed["met"].is_boolean());
+    compared(&report, "streamed throughput", "MB_per_s", "raw_nats");
+    compared(&report, "direct link throughput", "msgs_per_s", "nats_path");
+    for metric in ["p50_us", "p99_us", "p999_us"] {
+        compared(&report, "confirmed round trip", metric, "raw_nats");
+    }
+    figure(&report, "remote actor call", "p50_us");
+    figure(&report, "remote actor call", "p99_us");
+    let detection = compared(&report, "failure detection", "detect_ms", "heartbeat");
+    assert_eq!(detection["baseline"], 1000.0);
+    let discovery = figure(&report, "discovery", "latency_ms");
+    assert_eq!(discovery["networks"], 5);
+    let found = figure(&report, "discovery", "networks_found");
+    assert_eq!(found["value"], 5.0, "discovery found every live network");
+}
+
+#[test]
+fn bad_bench_settings_are_usage_errors() {
+    let out = Command::new(BIN)
+        .args(["bench", "--sizes", "0,128"])
+        .output()
+        .expect("run reflow-bridge bench");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--sizes"), "{stderr}");
+}
