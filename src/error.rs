@@ -130,11 +130,8 @@ impl Error {
         detail: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
-        Error {
-            kind,
-            detail: format!("{}: {}", detail.into(), source),
-            source: Some(Box::new(source)),
-        }
+        let detail = format!("{}: {}", detail.into(), source);
+        Error::quoting_source(kind, detail, source)
     }
 
     /// Like [`Error::with_source`], for a `detail` that already quotes the source's words.

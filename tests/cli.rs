@@ -3,6 +3,9 @@
 //! `ping`, `send` and `watch` work against it; `networks` lists what `run` started, with
 //! the capabilities and tags of its config file, and `networks --watch` sees it come and go.
 
+mod common;
+
+use common::free_port;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -14,14 +17,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_reflow-bridge");
 
 fn config(name: &str) -> String {
     format!("{}/examples/configs/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A running `reflow-bridge` whose output is collected; interrupted (like Ctrl-C), then

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::free_port;
+
 use std::time::{Duration, Instant};
 
 use reflow_network::actor::{FnActor, ProbeActor, ProbeMessage};
@@ -14,15 +16,6 @@ use reflow_network::local_server::NatsServer;
 use reflow_network::network::Connector;
 use reflow_network::{ErrorKind, Message};
 use tokio::sync::mpsc;
-
-/// A loopback port nothing listens on at the moment.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A network bound on a free loopback port, using the broker at `url`.
 fn config(url: &str, network: &str, instance: &str) -> DistributedConfig {
@@ -243,6 +236,44 @@ async fn binding_a_port_in_use_keeps_the_os_words_and_names_the_address() {
     caller.shutdown().await.unwrap();
 }
 
+/// What a streaming test needs: B with a probe `sink`, A streaming into `sink@B` from
+/// its `source`, A's events, and the inlet that feeds `source`.
+struct StreamPair {
+    a: DistributedNetwork,
+    b: DistributedNetwork,
+    seen: mpsc::Receiver<ProbeMessage>,
+    events: reflow_network::events::EventStream,
+    input: reflow_network::network::Inlet,
+}
+
+/// Starts B then A from these configurations and wires `source -> sink@B` in A.
+async fn stream_pair(a_config: DistributedConfig, b_config: DistributedConfig) -> StreamPair {
+    let mut b = DistributedNetwork::new(b_config).await.unwrap();
+    let seen = probe(&b, "sink");
+    b.start().await.unwrap();
+    let mut a = DistributedNetwork::new(a_config).await.unwrap();
+    a.register_local_actor("source", Passthrough, None).unwrap();
+    a.start().await.unwrap();
+    let events = a.events();
+    a.connect_to_network("B").await.unwrap();
+    let alias = a.register_remote_actor("sink", "B").await.unwrap();
+    let input = {
+        let local = a.get_local_network();
+        let mut local = local.write();
+        local
+            .add_connection(Connector::new("source", "out", &alias, "in"))
+            .unwrap();
+        local.inlet("source", "in").unwrap()
+    };
+    StreamPair {
+        a,
+        b,
+        seen,
+        events,
+        input,
+    }
+}
+
 /// Whether `event` is traffic to `network` moving from `from` to `to`.
 fn switched(event: &NetworkEvent, network: &str, from: TransportKind, to: TransportKind) -> bool {
     matches!(event, NetworkEvent::TransportSwitched { network: n, from: f, to: t }
@@ -259,28 +290,17 @@ async fn a_stream_survives_the_broker_dying_and_returning_without_loss_or_repeat
     const TOTAL: i64 = 20_000;
     let mut server = NatsServer::start().await.unwrap();
 
-    let mut b = DistributedNetwork::new(config(&server.url(), "B", "b1"))
-        .await
-        .unwrap();
-    let mut seen = probe(&b, "sink");
-    b.start().await.unwrap();
-
-    let mut a = DistributedNetwork::new(config(&server.url(), "A", "a1"))
-        .await
-        .unwrap();
-    a.register_local_actor("source", Passthrough, None).unwrap();
-    a.start().await.unwrap();
-    let mut events = a.events();
-    a.connect_to_network("B").await.unwrap();
-    let alias = a.register_remote_actor("sink", "B").await.unwrap();
-    let input = {
-        let local = a.get_local_network();
-        let mut local = local.write();
-        local
-            .add_connection(Connector::new("source", "out", &alias, "in"))
-            .unwrap();
-        local.inlet("source", "in").unwrap()
-    };
+    let StreamPair {
+        mut a,
+        mut b,
+        mut seen,
+        mut events,
+        input,
+    } = stream_pair(
+        config(&server.url(), "A", "a1"),
+        config(&server.url(), "B", "b1"),
+    )
+    .await;
 
     // The stream runs in three stretches: over the broker, while it is dead, and after
     // it is back. Each stretch is handed over while the previous one is still in flight.
@@ -369,27 +389,17 @@ async fn without_a_direct_link_a_stream_waits_out_the_broker_and_loses_nothing()
     const TOTAL: i64 = 10_000;
     let mut server = NatsServer::start().await.unwrap();
     // B has no bind port: while the broker is down there is no road to it at all.
-    let mut b = DistributedNetwork::new(common::config(&server.url(), "B", "b1", 500))
-        .await
-        .unwrap();
-    let mut seen = probe(&b, "sink");
-    b.start().await.unwrap();
-    let mut a = DistributedNetwork::new(common::config(&server.url(), "A", "a1", 500))
-        .await
-        .unwrap();
-    a.register_local_actor("source", Passthrough, None).unwrap();
-    a.start().await.unwrap();
-    let mut events = a.events();
-    a.connect_to_network("B").await.unwrap();
-    let alias = a.register_remote_actor("sink", "B").await.unwrap();
-    let input = {
-        let local = a.get_local_network();
-        let mut local = local.write();
-        local
-            .add_connection(Connector::new("source", "out", &alias, "in"))
-            .unwrap();
-        local.inlet("source", "in").unwrap()
-    };
+    let StreamPair {
+        mut a,
+        mut b,
+        mut seen,
+        mut events,
+        input,
+    } = stream_pair(
+        common::config(&server.url(), "A", "a1", 500),
+        common::config(&server.url(), "B", "b1", 500),
+    )
+    .await;
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
     let feeder = {
         let sent = sent.clone();

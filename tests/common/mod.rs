@@ -4,6 +4,15 @@
 use std::future::Future;
 use std::time::Duration;
 
+/// A loopback port nothing listens on at the moment.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A configuration for `network`/`instance` on the server at `url`.
 pub(crate) fn config(
     url: &str,
