@@ -2,7 +2,7 @@
 #   docker build -t reflow-bridge .
 #   docker run --rm reflow-bridge --help
 
-FROM rust:1.89-bookworm AS builder
+FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --bin reflow-bridge \
