@@ -54,19 +54,15 @@ pub(crate) struct Sources {
     pub(crate) direct: mpsc::Receiver<Inbound>,
 }
 
-/// How long a drain waits for the broker to end the data subscription.
-const DRAIN_AT_MOST: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Delivers until asked to drain; then delivers what the data subscription still holds,
 /// and stops.
 pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, drain: CancellationToken) {
     let mut state = DispatchState::default();
     let mut slots: [Option<Item>; 3] = [None, None, None];
     let mut open = [true, true, true];
+    // How long a drain may wait for the broker is bounded by the caller
+    // (`Bridge::drain_inbound`, `drain_timeout_ms`).
     let mut draining = false;
-    // Past this instant a drain stops waiting for the subscription to end: the broker
-    // that must confirm it may be gone.
-    let mut drain_until = tokio::time::Instant::now();
     loop {
         fill_ready(&mut sources, &mut slots, &mut open);
         if draining && !open[0] && slots.iter().all(Option::is_none) {
@@ -98,15 +94,10 @@ pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, drain: Cance
                         open[0] = false;
                         continue;
                     }
-                    drain_until = tokio::time::Instant::now() + DRAIN_AT_MOST;
                     if let Err(err) = sources.data.drain().await {
                         tracing::debug!(error = %err, "draining the data subscription");
                         break;
                     }
-                }
-                _ = tokio::time::sleep_until(drain_until), if draining => {
-                    tracing::warn!("the broker did not finish the drain in {DRAIN_AT_MOST:?}; stopping without it");
-                    break;
                 }
             }
             continue;
