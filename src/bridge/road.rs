@@ -46,7 +46,7 @@ impl Bridge {
         if self.direct.is_linked(network) || self.dial(network).await {
             return TransportKind::Direct;
         }
-        // No other road: the client holds what is published until the broker is back.
+        // No other road: the stream waits for the broker (`wait_for_road`).
         TransportKind::Nats
     }
 
@@ -193,10 +193,7 @@ impl Bridge {
                         network,
                         "the peer is back on the broker; sending the kept tail again"
                     );
-                    for kept in outbox.kept() {
-                        self.send_on(to, network, &kept.subject, kept.payload)
-                            .await?;
-                    }
+                    self.resend_kept(to, network, outbox).await?;
                 } else {
                     tracing::warn!(
                         network,
@@ -218,12 +215,18 @@ impl Bridge {
         });
         if to == TransportKind::Direct {
             outbox.set_stale(false);
-            for kept in outbox.kept() {
-                self.send_on(to, network, &kept.subject, kept.payload)
-                    .await?;
-            }
+            self.resend_kept(to, network, outbox).await?;
         }
         Ok(to)
+    }
+
+    /// Sends `outbox`'s kept tail again on `road`, oldest first.
+    async fn resend_kept(&self, road: TransportKind, network: &str, outbox: &Outbox) -> Result<()> {
+        for kept in outbox.kept() {
+            self.send_on(road, network, &kept.subject, kept.payload)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Re-checks every stream's road: run when the broker is lost or regained, so that
