@@ -38,24 +38,27 @@ impl Bridge {
 
     /// Connects to `endpoint`: a network id, through the broker, or `host:port`, a direct
     /// link whose handshake tells the peer's network id.
-    pub(crate) async fn connect_peer(&self, endpoint: &str) -> Result<String> {
-        if let Some(addr) = direct_address(endpoint) {
-            return self.connect_direct(addr).await;
+    pub(crate) async fn connect_peer(&self, endpoint: &str) -> Result<()> {
+        match direct_address(endpoint) {
+            Some(addr) => self.connect_direct(addr).await,
+            None => self.connect_over_broker(endpoint).await,
         }
-        self.connect_over_broker(endpoint).await?;
-        Ok(endpoint.to_string())
     }
 
-    async fn connect_direct(&self, addr: &str) -> Result<String> {
+    async fn connect_direct(&self, addr: &str) -> Result<()> {
         let peer = self.direct.connect(addr).await?;
-        let fresh = !self.peers.lock().is_connected(&peer.network);
-        self.peers.lock().add(
-            Direction::Outbound,
-            &peer.network,
-            &peer.instance,
-            peer.endpoint.clone().or_else(|| Some(addr.to_string())),
-            TransportKind::Direct,
-        );
+        let fresh = {
+            let mut peers = self.peers.lock();
+            let fresh = !peers.is_connected(&peer.network);
+            peers.add(
+                Direction::Outbound,
+                &peer.network,
+                &peer.instance,
+                peer.endpoint.clone().or_else(|| Some(addr.to_string())),
+                TransportKind::Direct,
+            );
+            fresh
+        };
         if fresh {
             tracing::info!(peer = %peer.network, addr, "connected over a direct link");
             self.events.send(NetworkEvent::PeerConnected {
@@ -65,7 +68,7 @@ impl Bridge {
                 transport: TransportKind::Direct,
             });
         }
-        Ok(peer.network.clone())
+        Ok(())
     }
 
     /// The connect handshake with `network` through the broker.

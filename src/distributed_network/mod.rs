@@ -305,7 +305,7 @@ impl DistributedNetwork {
     /// operating system's words, such as `Connection refused`), `Authentication failed`,
     /// `Refused: max connections reached`, or `Timeout`.
     pub async fn connect_to_network(&self, endpoint: &str) -> Result<()> {
-        self.bridge()?.connect_peer(endpoint).await.map(|_| ())
+        self.bridge()?.connect_peer(endpoint).await
     }
 
     /// Ends the connection to `network_id`.
