@@ -67,17 +67,7 @@ async fn cross_network_pipeline_carries_10k_messages_in_order() {
     a.connect_to_network("B").await.unwrap();
     let alias = a.register_remote_actor("double", "B").await.unwrap();
     assert_eq!(alias, "double@B");
-    let input = {
-        let local = a.get_local_network();
-        let mut local = local.write();
-        local
-            .add_connection(Connector::new("source", "out", &alias, "in"))
-            .unwrap();
-        local
-            .add_connection(Connector::new(&alias, "out", "sink", "in"))
-            .unwrap();
-        local.inlet("source", "in").unwrap()
-    };
+    let input = common::wire_source_through(&a, &alias, Some("sink"));
     let feeder = tokio::spawn(async move {
         for i in 0..10_000i64 {
             input.send(Message::Integer(i)).await.unwrap();

@@ -13,7 +13,6 @@ use reflow_network::components::Passthrough;
 use reflow_network::distributed_network::{DistributedConfig, DistributedNetwork};
 use reflow_network::events::{NetworkEvent, TransportKind};
 use reflow_network::local_server::NatsServer;
-use reflow_network::network::Connector;
 use reflow_network::{ErrorKind, Message};
 use tokio::sync::mpsc;
 
@@ -101,17 +100,7 @@ async fn with_no_broker_two_networks_exchange_10k_messages_through_remote_actors
     assert!(actors.iter().any(|actor| actor.id == "double"));
 
     let alias = a.register_remote_actor("double", "B").await.unwrap();
-    let input = {
-        let local = a.get_local_network();
-        let mut local = local.write();
-        local
-            .add_connection(Connector::new("source", "out", &alias, "in"))
-            .unwrap();
-        local
-            .add_connection(Connector::new(&alias, "out", "sink", "in"))
-            .unwrap();
-        local.inlet("source", "in").unwrap()
-    };
+    let input = common::wire_source_through(&a, &alias, Some("sink"));
     let feeder = tokio::spawn(async move {
         for i in 0..10_000i64 {
             input.send(Message::Integer(i)).await.unwrap();
@@ -257,14 +246,7 @@ async fn stream_pair(a_config: DistributedConfig, b_config: DistributedConfig) -
     let events = a.events();
     a.connect_to_network("B").await.unwrap();
     let alias = a.register_remote_actor("sink", "B").await.unwrap();
-    let input = {
-        let local = a.get_local_network();
-        let mut local = local.write();
-        local
-            .add_connection(Connector::new("source", "out", &alias, "in"))
-            .unwrap();
-        local.inlet("source", "in").unwrap()
-    };
+    let input = common::wire_source_through(&a, &alias, None);
     StreamPair {
         a,
         b,

@@ -29,6 +29,27 @@ pub(crate) fn config(
     }
 }
 
+/// Wires `source.out -> {through}.in` in `network`, and `{through}.out -> sink.in` when
+/// `back_to` names a sink; returns the inlet that feeds `source.in`.
+pub(crate) fn wire_source_through(
+    network: &reflow_network::distributed_network::DistributedNetwork,
+    through: &str,
+    back_to: Option<&str>,
+) -> reflow_network::network::Inlet {
+    use reflow_network::network::Connector;
+    let local = network.get_local_network();
+    let mut local = local.write();
+    local
+        .add_connection(Connector::new("source", "out", through, "in"))
+        .unwrap();
+    if let Some(sink) = back_to {
+        local
+            .add_connection(Connector::new(through, "out", sink, "in"))
+            .unwrap();
+    }
+    local.inlet("source", "in").unwrap()
+}
+
 /// A started network.
 pub(crate) async fn started(
     config: reflow_network::distributed_network::DistributedConfig,
