@@ -46,11 +46,12 @@ impl Actor for Source {
     }
 }
 
-/// Takes one permit from a gate before handling each message, and reports each arrival.
+/// Takes one permit from a gate before handling each message, and reports each arrival
+/// with whether more messages were queued behind it.
 #[derive(Clone)]
 struct Gated {
     gate: Arc<Semaphore>,
-    arrived: mpsc::UnboundedSender<i64>,
+    arrived: mpsc::UnboundedSender<(i64, bool)>,
 }
 
 #[async_trait]
@@ -61,11 +62,40 @@ impl Actor for Gated {
     fn outports(&self) -> Vec<String> {
         Vec::new()
     }
-    async fn handle(&mut self, _: &mut ActorContext, _: &str, m: Message) -> Result<()> {
-        let _ = self.arrived.send(m.as_integer().unwrap());
+    async fn handle(&mut self, ctx: &mut ActorContext, _: &str, m: Message) -> Result<()> {
+        let _ = self
+            .arrived
+            .send((m.as_integer().unwrap(), ctx.more_queued()));
         self.gate.acquire().await.unwrap().forget();
         Ok(())
     }
+}
+
+/// A started network whose one node `slow` is [`Gated`]: the network, the gate, what
+/// arrived, and the inlet to `slow.in`.
+fn gated(
+    config: NetworkConfig,
+) -> (
+    Network,
+    Arc<Semaphore>,
+    mpsc::UnboundedReceiver<(i64, bool)>,
+    reflow_network::network::Inlet,
+) {
+    let mut net = Network::new(config);
+    let gate = Arc::new(Semaphore::new(0));
+    let (arrived_tx, arrived) = mpsc::unbounded_channel();
+    net.register_actor(
+        "gated",
+        Gated {
+            gate: gate.clone(),
+            arrived: arrived_tx,
+        },
+    )
+    .unwrap();
+    net.add_node("slow", "gated", None).unwrap();
+    net.start().unwrap();
+    let inlet = net.inlet("slow", "in").unwrap();
+    (net, gate, arrived, inlet)
 }
 
 fn doubler() -> FnActor {
@@ -103,26 +133,13 @@ async fn a_slow_consumer_makes_the_producer_wait_instead_of_buffering() {
         inbox_capacity: CAPACITY,
         ..NetworkConfig::default()
     };
-    let mut net = Network::new(config);
-    let gate = Arc::new(Semaphore::new(0));
-    let (arrived_tx, mut arrived) = mpsc::unbounded_channel();
-    net.register_actor(
-        "gated",
-        Gated {
-            gate: gate.clone(),
-            arrived: arrived_tx,
-        },
-    )
-    .unwrap();
-    net.add_node("slow", "gated", None).unwrap();
-    net.start().unwrap();
-    let inlet = net.inlet("slow", "in").unwrap();
+    let (net, gate, mut arrived, inlet) = gated(config);
 
     // The consumer takes the first message and blocks on the gate.
     inlet.send(Message::Integer(0)).await.unwrap();
     assert_eq!(
         tokio::time::timeout(WAIT, arrived.recv()).await.unwrap(),
-        Some(0)
+        Some((0, false))
     );
 
     // Its inbox takes exactly CAPACITY more without waiting...
@@ -142,11 +159,44 @@ async fn a_slow_consumer_makes_the_producer_wait_instead_of_buffering() {
     gate.add_permits(usize::MAX >> 4);
     tokio::time::timeout(WAIT, blocked).await.unwrap().unwrap();
     for i in 1..=CAPACITY as i64 + 1 {
-        assert_eq!(
-            tokio::time::timeout(WAIT, arrived.recv()).await.unwrap(),
-            Some(i)
-        );
+        let (arrived, _) = tokio::time::timeout(WAIT, arrived.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(arrived, i);
     }
+    net.shutdown().await;
+}
+
+#[tokio::test]
+async fn more_queued_says_whether_a_backlog_waits_behind_a_message() {
+    let (net, gate, mut arrived, inlet) = gated(NetworkConfig::default());
+    let mut next = async || {
+        tokio::time::timeout(WAIT, arrived.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    };
+
+    // Alone in the inbox: nothing follows it.
+    inlet.send(Message::Integer(0)).await.unwrap();
+    assert_eq!(next().await, (0, false));
+    // While the actor is held, five more queue up behind it.
+    for i in 1..=5 {
+        inlet.send(Message::Integer(i)).await.unwrap();
+    }
+    gate.add_permits(1);
+    // Each of the backlog but the last has more behind it.
+    for i in 1..=4 {
+        assert_eq!(next().await, (i, true));
+        gate.add_permits(1);
+    }
+    assert_eq!(next().await, (5, false));
+    gate.add_permits(1);
+    // A message sent after the backlog drained is alone again.
+    inlet.send(Message::Integer(6)).await.unwrap();
+    assert_eq!(next().await, (6, false));
+    gate.add_permits(1);
     net.shutdown().await;
 }
 

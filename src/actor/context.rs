@@ -23,6 +23,8 @@ pub struct ActorContext {
     /// emitted while handling it carry this along, so they find their way back to that
     /// proxy and no other.
     origin: Option<Arc<str>>,
+    /// Whether more messages were already waiting when this one was handed over.
+    more_queued: bool,
 }
 
 impl ActorContext {
@@ -38,6 +40,7 @@ impl ActorContext {
             outlet,
             stopping,
             origin: None,
+            more_queued: false,
         }
     }
 
@@ -47,6 +50,22 @@ impl ActorContext {
 
     pub(crate) fn origin(&self) -> Option<&Arc<str>> {
         self.origin.as_ref()
+    }
+
+    pub(crate) fn set_more_queued(&mut self, more: bool) {
+        self.more_queued = more;
+    }
+
+    /// Whether more messages were already waiting in this node's inbox when the one being
+    /// handled was handed over: the next call to `handle` follows at once.
+    ///
+    /// An actor that writes in batches (to a database, a socket, another network) can
+    /// hold a message while this is true and write what it holds when it is false, so
+    /// it batches exactly as far as a backlog allows and adds no delay when there is
+    /// none. Whatever it still holds when [`Actor::stop`](crate::actor::Actor::stop) is
+    /// called is its own to write out.
+    pub fn more_queued(&self) -> bool {
+        self.more_queued
     }
 
     /// The id of the node this actor runs as.

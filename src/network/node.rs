@@ -49,6 +49,7 @@ pub(crate) async fn run(
         let mut deliveries = batch.drain(..);
         while let Some(delivery) = deliveries.next() {
             ctx.set_origin(delivery.origin);
+            ctx.set_more_queued(deliveries.len() > 0 || !inbox.is_empty());
             let result = if halt.is_cancelled() {
                 None
             } else {
