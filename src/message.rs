@@ -10,7 +10,7 @@
 
 mod codec;
 
-pub(crate) use codec::{EnvelopeView, EnvelopeWriter, plain};
+pub(crate) use codec::{Body, EnvelopeView, EnvelopeWriter, plain};
 
 use std::sync::Arc;
 
@@ -386,8 +386,68 @@ impl Envelope {
     }
 
     /// Decodes an envelope, compressed or not, and refuses versions newer than this build.
+    ///
+    /// A payload that holds a batch of several messages (see `docs/wire.md`) is refused
+    /// with an error that says so; [`Envelope::decode_all`] reads both kinds.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let envelope: Envelope = match bytes.first() {
+        let mut all = Self::decode_all(bytes)?;
+        match all.len() {
+            1 => Ok(all.remove(0)),
+            n => Err(Error::encoding(format!(
+                "the payload is a batch of {n} messages; read it with Envelope::decode_all"
+            ))),
+        }
+    }
+
+    /// Decodes a payload into its envelopes: one, or one per message of a batch, each
+    /// with its own sequence number (the batch's first, then counting up).
+    pub fn decode_all(bytes: &[u8]) -> Result<Vec<Self>> {
+        let wire = WireEnvelope::decode(bytes)?;
+        let reply_to = wire.reply_to;
+        Ok(wire
+            .messages
+            .into_iter()
+            .zip(wire.seq..)
+            .map(|(message, seq)| Envelope {
+                version: wire.version,
+                network: wire.network.clone(),
+                instance: wire.instance.clone(),
+                seq,
+                message,
+                reply_to: reply_to.clone(),
+            })
+            .collect())
+    }
+}
+
+/// The envelope as it is on the wire, one message or a batch; what the general decoder
+/// reads.
+#[derive(Debug, Deserialize)]
+pub(crate) struct WireEnvelope {
+    #[serde(rename = "v")]
+    pub(crate) version: u8,
+    #[serde(rename = "n")]
+    pub(crate) network: String,
+    #[serde(rename = "i")]
+    pub(crate) instance: String,
+    #[serde(rename = "s")]
+    pub(crate) seq: u64,
+    #[serde(rename = "m", default)]
+    message: Option<Message>,
+    // `r` before `b`: an envelope serde wrote as an array ([v, n, i, s, m, r]) reads too.
+    #[serde(rename = "r", default)]
+    pub(crate) reply_to: Option<String>,
+    #[serde(rename = "b", default)]
+    batch: Option<Vec<Message>>,
+    #[serde(skip)]
+    pub(crate) messages: Body,
+}
+
+impl WireEnvelope {
+    /// Decodes a payload, compressed or not: refuses versions newer than this build, and
+    /// anything but exactly one of `m` and a non-empty `b`.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut envelope: WireEnvelope = match bytes.first() {
             Some(&COMPRESSED_MARKER) => {
                 let plain = lz4_flex::decompress_size_prepended(&bytes[1..])
                     .map_err(|e| Error::encoding(format!("compressed envelope is corrupt: {e}")))?;
@@ -402,7 +462,37 @@ impl Envelope {
                 envelope.version
             )));
         }
+        envelope.messages = match (envelope.message.take(), envelope.batch.take()) {
+            (Some(message), None) => Body::One(message),
+            (None, Some(batch)) if !batch.is_empty() => Body::Many(batch),
+            (None, Some(_)) => return Err(Error::encoding("the envelope's batch `b` is empty")),
+            (None, None) => {
+                return Err(Error::encoding(
+                    "the envelope holds no message: it needs `m` or `b`",
+                ));
+            }
+            (Some(_), Some(_)) => {
+                return Err(Error::encoding(
+                    "the envelope holds both `m` and `b`; it may hold one",
+                ));
+            }
+        };
         Ok(envelope)
+    }
+}
+
+impl From<Envelope> for WireEnvelope {
+    fn from(envelope: Envelope) -> Self {
+        WireEnvelope {
+            version: envelope.version,
+            network: envelope.network,
+            instance: envelope.instance,
+            seq: envelope.seq,
+            message: None,
+            batch: None,
+            reply_to: envelope.reply_to,
+            messages: Body::One(envelope.message),
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use reflow_network::distributed_network::{
     ConflictResolutionStrategy, DistributedConfig, DistributedNetwork,
 };
 use reflow_network::events::{Direction, NetworkEvent};
-use reflow_network::local_server::NatsServer;
+use reflow_network::local_server::{NatsServer, ServerOptions};
 use reflow_network::network::{Connector, NetworkConfig};
 use reflow_network::{ErrorKind, Message};
 use tokio::sync::mpsc;
@@ -784,4 +784,153 @@ async fn wait_event(
     })
     .await
     .expect("event did not arrive")
+}
+
+/// Reads what the tap saw on a data subject until `n` messages came, decoding batch
+/// envelopes into their messages; returns the messages in order and how many NATS
+/// messages carried them.
+async fn tapped(tap: &mut async_nats::Subscriber, n: usize) -> (Vec<Message>, usize, usize) {
+    let (mut messages, mut nats_messages, mut largest) = (Vec::new(), 0, 0);
+    while messages.len() < n {
+        let msg = tokio::time::timeout(Duration::from_secs(10), tap.next())
+            .await
+            .unwrap_or_else(|_| panic!("the tap saw {} of {n} messages", messages.len()))
+            .unwrap();
+        nats_messages += 1;
+        largest = largest.max(msg.payload.len());
+        let envelopes = reflow_network::message::Envelope::decode_all(&msg.payload).unwrap();
+        messages.extend(envelopes.into_iter().map(|e| e.message));
+    }
+    (messages, nats_messages, largest)
+}
+
+/// Network A streaming through a proxy to B's probe `sink`, with a raw subscriber
+/// tapping `B.sink.in`.
+struct TappedPair {
+    a: DistributedNetwork,
+    b: DistributedNetwork,
+    /// Feeds A's `source`, wired to the proxy `sink@B`.
+    input: reflow_network::network::Inlet,
+    seen: mpsc::Receiver<ProbeMessage>,
+    tap: async_nats::Subscriber,
+}
+
+impl TappedPair {
+    async fn start(url: &str, n: usize) -> Self {
+        let raw = async_nats::ConnectOptions::new()
+            .subscription_capacity(n + 1024)
+            .connect(url)
+            .await
+            .unwrap();
+        let tap = raw.subscribe("B.sink.in").await.unwrap();
+        raw.flush().await.unwrap();
+        let mut b = DistributedNetwork::new(config(url, "B", "b1"))
+            .await
+            .unwrap();
+        let seen = probe(&b, "sink");
+        b.start().await.unwrap();
+        let mut a = DistributedNetwork::new(config(url, "A", "a1"))
+            .await
+            .unwrap();
+        a.register_local_actor("source", Passthrough, None).unwrap();
+        a.start().await.unwrap();
+        a.connect_to_network("B").await.unwrap();
+        let alias = a.register_remote_actor("sink", "B").await.unwrap();
+        let input = common::wire_source_through(&a, &alias, None);
+        TappedPair {
+            a,
+            b,
+            input,
+            seen,
+            tap,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_goes_out_in_batch_envelopes_and_arrives_whole_and_in_order() {
+    const N: i64 = 20_000;
+    let server = NatsServer::start().await.unwrap();
+    let TappedPair {
+        mut a,
+        mut b,
+        input,
+        mut seen,
+        mut tap,
+    } = TappedPair::start(&server.url(), N as usize).await;
+
+    // One message with nothing behind it goes at once, in a plain envelope.
+    input.send(Message::Integer(-1)).await.unwrap();
+    assert_eq!(
+        recv_n(&mut seen, 1, "the lone message").await,
+        [Message::Integer(-1)]
+    );
+    let lone = tap.next().await.unwrap();
+    reflow_network::message::Envelope::decode(&lone.payload).expect("a plain envelope");
+
+    // A backlog: the proxy takes what waits in its inbox together.
+    let feeder = tokio::spawn(async move {
+        for i in 0..N {
+            input.send(Message::Integer(i)).await.unwrap();
+        }
+    });
+    let expected: Vec<Message> = (0..N).map(Message::Integer).collect();
+    let got = recv_n(&mut seen, N as usize, "the backlog").await;
+    feeder.await.unwrap();
+    assert!(
+        got == expected,
+        "the receiver's messages are out of order or altered"
+    );
+    let (on_wire, nats_messages, _) = tapped(&mut tap, N as usize).await;
+    assert!(
+        on_wire == expected,
+        "the envelopes' messages are out of order or altered"
+    );
+    assert!(
+        nats_messages < N as usize / 2,
+        "{N} messages took {nats_messages} NATS messages: the backlog was not batched"
+    );
+    assert_eq!(b.stats().messages_in, N as u64 + 1);
+    assert_eq!(a.stats().messages_out, N as u64 + 1);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_are_cut_to_the_servers_max_payload() {
+    const N: i64 = 3_000;
+    const MAX_PAYLOAD: usize = 4096;
+    let server = NatsServer::start_with(ServerOptions::new().max_payload(MAX_PAYLOAD))
+        .await
+        .unwrap();
+    let TappedPair {
+        mut a,
+        mut b,
+        input,
+        mut seen,
+        mut tap,
+    } = TappedPair::start(&server.url(), N as usize).await;
+    // 700 B each: 64 KiB batches would be far over the server's 4 KiB.
+    let message = |i: i64| Message::from(format!("{i:0>700}"));
+    let feeder = tokio::spawn(async move {
+        for i in 0..N {
+            input.send(message(i)).await.unwrap();
+        }
+    });
+    let expected: Vec<Message> = (0..N).map(message).collect();
+    let got = recv_n(&mut seen, N as usize, "messages under a small max_payload").await;
+    feeder.await.unwrap();
+    assert!(got == expected, "messages lost, repeated or out of order");
+    let (on_wire, nats_messages, largest) = tapped(&mut tap, N as usize).await;
+    assert!(on_wire == expected);
+    assert!(
+        largest <= MAX_PAYLOAD,
+        "a {largest}-byte payload passed a {MAX_PAYLOAD}-byte limit"
+    );
+    assert!(
+        nats_messages < N as usize,
+        "{nats_messages} NATS messages for {N}: the cut batches should still hold several"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }

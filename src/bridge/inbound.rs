@@ -16,7 +16,7 @@ use super::Bridge;
 use super::proxy::{Egress, Subscriber};
 use super::sequence::SeenWindow;
 use crate::error::{Error, ErrorKind, Result};
-use crate::message::{EnvelopeView, plain};
+use crate::message::{EnvelopeView, Message, plain};
 use crate::network::{Connector, Inlet, Outlet};
 use crate::subject::parse_data_subject;
 
@@ -38,21 +38,26 @@ pub(crate) struct Senders {
 }
 
 impl Senders {
-    fn first_time(&mut self, envelope: &EnvelopeView<'_>) -> bool {
-        // Look up by borrowed keys first; allocate only for a new sender.
-        if let Some(window) = self
+    /// The window of `instance` of `network`.
+    fn window(&mut self, network: &str, instance: &str) -> &mut SeenWindow {
+        // Look up by borrowed keys first; allocate only for a new sender. (Two lookups
+        // because the borrow of the first cannot end early on the found branch.)
+        if self
             .windows
-            .get_mut(&*envelope.network)
-            .and_then(|instances| instances.get_mut(&*envelope.instance))
+            .get(network)
+            .is_some_and(|instances| instances.contains_key(instance))
         {
-            return window.first_time(envelope.seq);
+            return self
+                .windows
+                .get_mut(network)
+                .and_then(|instances| instances.get_mut(instance))
+                .expect("present: just checked");
         }
         self.windows
-            .entry(envelope.network.to_string())
+            .entry(network.to_string())
             .or_default()
-            .entry(envelope.instance.to_string())
+            .entry(instance.to_string())
             .or_default()
-            .first_time(envelope.seq)
     }
 }
 
@@ -96,9 +101,9 @@ impl Bridge {
         err
     }
 
-    /// Puts one inbound envelope into its actor's in-port. Streamed envelopes (those
-    /// without a reply) are checked against the sender's sequence, so one sent again
-    /// after a switch of road is delivered once.
+    /// Puts the messages of one inbound envelope into its actor's in-port, in order.
+    /// Streamed envelopes (those without a reply) are checked against the sender's
+    /// sequence, so a message sent again after a switch of road is delivered once.
     pub(crate) async fn deliver_data(
         &self,
         subject: &str,
@@ -114,43 +119,84 @@ impl Bridge {
         };
         let plain = plain(payload).map_err(|e| self.reject(e))?;
         let envelope = EnvelopeView::read(&plain).map_err(|e| self.reject(e))?;
-        if !confirmed && !state.seen.first_time(&envelope) {
-            self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+        let mut left = envelope.messages.len();
+        let (mut origin, mut inlet) = (None, None);
+        let mut window =
+            (!confirmed).then(|| state.seen.window(&envelope.network, &envelope.instance));
+        let mut delivered = 0;
+        let result = async {
+            for (message, seq) in envelope.messages.into_iter().zip(envelope.seq..) {
+                left -= 1;
+                if let Some(window) = window.as_mut()
+                    && !window.first_time(seq)
+                {
+                    self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let inlet = match &inlet {
+                    Some(inlet) => inlet,
+                    None => {
+                        if let Some(reply_to) = &envelope.reply_to {
+                            origin = Some(
+                                self.attach(actor, &envelope.network, reply_to)
+                                    .map_err(|e| self.reject_rest(e, left))?,
+                            );
+                        }
+                        let found = self
+                            .inlet(subject, actor, port, &mut state.inlets)
+                            .map_err(|e| self.reject_rest(e, left))?;
+                        inlet.insert(found.clone())
+                    }
+                };
+                if let Err(err) = inlet.send_from(message, origin.clone()).await {
+                    // The node may have been removed; look it up afresh next time.
+                    state.inlets.remove(subject);
+                    return Err(self.reject_rest(err, left));
+                }
+                delivered += 1;
+            }
+            Ok(())
         }
-        let origin = match &envelope.reply_to {
-            Some(reply_to) => Some(
-                self.attach(actor, &envelope.network, reply_to)
-                    .map_err(|e| self.reject(e))?,
-            ),
-            None => None,
-        };
-        let inlets = &mut state.inlets;
+        .await;
+        self.counters
+            .messages_in
+            .fetch_add(delivered, Ordering::Relaxed);
+        result
+    }
+
+    /// Counts a refused message and the `left` after it in its envelope, which share its
+    /// fate.
+    fn reject_rest(&self, err: Error, left: usize) -> Error {
+        self.counters
+            .rejected_in
+            .fetch_add(left as u64, Ordering::Relaxed);
+        self.reject(err)
+    }
+
+    /// The inlet for `subject` (`actor`'s in-port `port`), looked up once and kept.
+    fn inlet<'s>(
+        &self,
+        subject: &str,
+        actor: &str,
+        port: &str,
+        inlets: &'s mut HashMap<String, Inlet>,
+    ) -> Result<&'s Inlet> {
         if !inlets.contains_key(subject) {
             // Proxies and the bridge's own nodes are not for other networks to feed.
             if actor.starts_with('_') || self.registry.lock().contains(actor) {
-                return Err(self.reject(self.no_actor(actor)));
+                return Err(self.no_actor(actor));
             }
-            let inlet = self.local.read().inlet(actor, port).map_err(|e| {
-                self.reject(match e.kind() {
+            let inlet = self
+                .local
+                .read()
+                .inlet(actor, port)
+                .map_err(|e| match e.kind() {
                     ErrorKind::ActorNotFound => self.no_actor(actor),
                     _ => e,
-                })
-            })?;
+                })?;
             inlets.insert(subject.to_string(), inlet);
         }
-        let inlet = &inlets[subject];
-        match inlet.send_from(envelope.message, origin).await {
-            Ok(()) => {
-                self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(err) => {
-                // The node may have been removed; look it up afresh next time.
-                inlets.remove(subject);
-                Err(self.reject(err))
-            }
-        }
+        Ok(&inlets[subject])
     }
 
     fn no_actor(&self, actor: &str) -> Error {
@@ -248,11 +294,26 @@ impl Bridge {
         let (token, port) = rest;
         let plain = plain(payload)?;
         let envelope = EnvelopeView::read(&plain)?;
-        let outlets = &mut state.outlets;
-        if !state.seen.first_time(&envelope) {
-            self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
-            return Ok(());
+        let window = state.seen.window(&envelope.network, &envelope.instance);
+        for (message, seq) in envelope.messages.into_iter().zip(envelope.seq..) {
+            if !window.first_time(seq) {
+                self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            self.emit_return(token, port, message, &mut state.outlets)
+                .await?;
         }
+        Ok(())
+    }
+
+    /// Emits one returned output on the out-port `port` of the proxy with `token`.
+    async fn emit_return(
+        &self,
+        token: &str,
+        port: &str,
+        message: Message,
+        outlets: &mut HashMap<String, Outlet>,
+    ) -> Result<()> {
         let outlet = match outlets.get(token) {
             Some(outlet) => outlet.clone(),
             None => {
@@ -272,7 +333,7 @@ impl Bridge {
                 outlet
             }
         };
-        match outlet.emit(port, envelope.message).await {
+        match outlet.emit(port, message).await {
             Ok(()) => {
                 self.counters.returns_in.fetch_add(1, Ordering::Relaxed);
                 Ok(())

@@ -310,20 +310,23 @@ impl Bridge {
         Envelope::new(&self.network_id, &self.instance_id, seq, message)
     }
 
-    /// Streams `message` to `subject` on `network`, numbered in this instance's stream to
-    /// that network; waits while the road's outbound buffer is full. `reply_to` says
-    /// where the target actor's outputs should come back to.
+    /// Streams `messages` to `subject` on `network` in one envelope (a batch, when there
+    /// are several), numbered in this instance's stream to that network; waits while the
+    /// road's outbound buffer is full. `reply_to` says where the target actor's outputs
+    /// should come back to.
     pub(crate) async fn publish_envelope(
         &self,
         outbox: &SharedOutbox,
         network: &str,
         subject: &async_nats::Subject,
-        message: &Message,
+        messages: &[Message],
         reply_to: Option<&str>,
     ) -> Result<()> {
-        self.stream(outbox, network, subject, message, reply_to)
+        self.stream(outbox, network, subject, messages, reply_to)
             .await?;
-        self.counters.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .messages_out
+            .fetch_add(messages.len() as u64, Ordering::Relaxed);
         Ok(())
     }
 
@@ -335,8 +338,14 @@ impl Bridge {
         message: &Message,
     ) -> Result<()> {
         let outbox = self.outbox(network);
-        self.stream(&outbox, network, subject, message, None)
-            .await?;
+        self.stream(
+            &outbox,
+            network,
+            subject,
+            std::slice::from_ref(message),
+            None,
+        )
+        .await?;
         self.counters.returns_out.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -361,20 +370,42 @@ impl Bridge {
         outbox: &SharedOutbox,
         network: &str,
         subject: &async_nats::Subject,
-        message: &Message,
+        messages: &[Message],
         reply_to: Option<&str>,
     ) -> Result<()> {
         // Held across the send: numbering and sending in one step keeps the order.
         let mut outbox = outbox.lock().await;
-        let payload = outbox.next_envelope(message, reply_to, self.compress_above)?;
+        let first = outbox.take_seqs(messages.len());
         let mut road = self.reroute(network, &mut outbox).await?;
         if road == TransportKind::Nats && !self.broker.is_up() {
             road = self.wait_for_road(network, &mut outbox).await?;
         }
-        self.send_on(road, network, subject, payload.clone())
-            .await?;
-        outbox.keep(subject.clone(), payload);
+        // A batch too large for the broker is halved until its parts fit; each message
+        // keeps the number the whole batch gave it. Ranges still to send, next one last.
+        let max = self.max_payload();
+        let mut ranges = vec![(0, messages.len())];
+        while let Some((lo, hi)) = ranges.pop() {
+            let part = &messages[lo..hi];
+            let payload = outbox.encode(first + lo as u64, part, reply_to, self.compress_above)?;
+            if part.len() > 1 && payload.len() > max {
+                let mid = lo + part.len() / 2;
+                ranges.push((mid, hi));
+                ranges.push((lo, mid));
+                continue;
+            }
+            self.send_on(road, network, subject, payload.clone())
+                .await?;
+            outbox.keep(subject.clone(), payload);
+        }
         Ok(())
+    }
+
+    /// The largest payload the broker takes, as it announced; unbounded before it has.
+    fn max_payload(&self) -> usize {
+        match self.client.server_info().max_payload {
+            0 => usize::MAX,
+            max => max,
+        }
     }
 
     /// Sends a request and waits for its reply, mapping no-responders and timeouts to

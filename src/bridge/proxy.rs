@@ -39,7 +39,24 @@ pub(crate) struct RemoteProxy {
     pub(crate) subjects: Arc<Vec<(String, Subject)>>,
     /// The stream to the remote network, fetched on first use.
     pub(crate) outbox: Option<SharedOutbox>,
+    /// Messages held while more wait in this node's inbox, sent as one batch.
+    pending: Pending,
 }
+
+/// Messages a proxy holds for one subject until its inbox has no more ready.
+#[derive(Clone, Default)]
+struct Pending {
+    subject: Option<Subject>,
+    messages: Vec<Message>,
+    bytes: usize,
+}
+
+/// The most messages one batch envelope carries.
+const BATCH_MESSAGES: usize = 128;
+
+/// About the most bytes of messages one batch envelope carries; a message larger than
+/// this goes in an envelope of its own.
+const BATCH_BYTES: usize = 64 * 1024;
 
 impl RemoteProxy {
     pub(crate) fn new(
@@ -68,7 +85,53 @@ impl RemoteProxy {
             reply_to: reply_to.into(),
             subjects: Arc::new(subjects),
             outbox: None,
+            pending: Pending::default(),
         }
+    }
+
+    fn subject(&self, port: &str) -> Subject {
+        self.subjects
+            .iter()
+            .find(|(p, _)| p == port)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_else(|| Subject::from(data_subject(&self.network, &self.actor, port)))
+    }
+
+    /// Sends what the proxy holds, as one envelope.
+    async fn flush(&mut self) -> Result<()> {
+        let Some(subject) = self.pending.subject.take() else {
+            return Ok(());
+        };
+        let messages = std::mem::take(&mut self.pending.messages);
+        self.pending.bytes = 0;
+        let bridge = self.bridge.upgrade().ok_or_else(bridge_gone)?;
+        let outbox = self
+            .outbox
+            .get_or_insert_with(|| bridge.outbox(&self.network))
+            .clone();
+        let sent = bridge
+            .publish_envelope(
+                &outbox,
+                &self.network,
+                &subject,
+                &messages,
+                Some(&self.reply_to),
+            )
+            .await;
+        let count = messages.len();
+        // The buffer goes back for the next batch.
+        self.pending.messages = messages;
+        self.pending.messages.clear();
+        sent.map_err(|err| match count {
+            1 => err,
+            n => Error::new(
+                err.kind(),
+                format!(
+                    "{} (a batch of {n} messages to {subject} was not sent)",
+                    err.detail()
+                ),
+            ),
+        })
     }
 }
 
@@ -89,32 +152,28 @@ impl Actor for RemoteProxy {
         )
     }
 
-    async fn handle(
-        &mut self,
-        _ctx: &mut ActorContext,
-        port: &str,
-        message: Message,
-    ) -> Result<()> {
-        let bridge = self.bridge.upgrade().ok_or_else(bridge_gone)?;
-        let subject = self
-            .subjects
-            .iter()
-            .find(|(p, _)| p == port)
-            .map(|(_, s)| s.clone())
-            .unwrap_or_else(|| Subject::from(data_subject(&self.network, &self.actor, port)));
-        let outbox = self
-            .outbox
-            .get_or_insert_with(|| bridge.outbox(&self.network))
-            .clone();
-        bridge
-            .publish_envelope(
-                &outbox,
-                &self.network,
-                &subject,
-                &message,
-                Some(&self.reply_to),
-            )
-            .await
+    /// Streams `message` to the remote actor. While more messages wait in the inbox,
+    /// it is held and goes with them in one batch envelope, so a backlog costs the
+    /// broker one message per batch; with no backlog it goes at once, alone.
+    async fn handle(&mut self, ctx: &mut ActorContext, port: &str, message: Message) -> Result<()> {
+        let subject = self.subject(port);
+        if self.pending.subject.as_ref().is_some_and(|s| *s != subject)
+            || self.pending.bytes + message.size_hint() > BATCH_BYTES
+        {
+            self.flush().await?;
+        }
+        self.pending.bytes += message.size_hint();
+        self.pending.messages.push(message);
+        self.pending.subject = Some(subject);
+        if ctx.more_queued() && self.pending.messages.len() < BATCH_MESSAGES {
+            return Ok(());
+        }
+        self.flush().await
+    }
+
+    /// Sends what is still held (the node halted in the middle of a backlog).
+    async fn stop(&mut self, _ctx: &mut ActorContext) -> Result<()> {
+        self.flush().await
     }
 }
 

@@ -78,22 +78,24 @@ impl Outbox {
         self.stale = stale;
     }
 
-    /// The number of the next envelope.
-    pub(crate) fn take_seq(&mut self) -> u64 {
+    /// Takes the next `count` numbers of this stream; returns the first.
+    pub(crate) fn take_seqs(&mut self, count: usize) -> u64 {
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq += count as u64;
         seq
     }
 
-    /// Numbers and encodes the next envelope of this stream.
-    pub(crate) fn next_envelope(
+    /// Encodes `messages` as one envelope of this stream, numbered from `first` (taken
+    /// with [`Outbox::take_seqs`]).
+    pub(crate) fn encode(
         &mut self,
-        message: &Message,
+        first: u64,
+        messages: &[Message],
         reply_to: Option<&str>,
         compress_above: Option<usize>,
     ) -> Result<Bytes> {
-        let seq = self.take_seq();
-        self.writer.encode(seq, message, reply_to, compress_above)
+        self.writer
+            .encode_batch(first, messages, reply_to, compress_above)
     }
 
     /// Keeps an envelope that was just sent, forgetting the oldest beyond the byte bound.
@@ -188,8 +190,9 @@ mod tests {
     #[test]
     fn outbox_numbers_in_order_and_keeps_a_bounded_tail() {
         let mut outbox = Outbox::new(7, 100, EnvelopeWriter::new("n", "i"));
-        assert_eq!(outbox.take_seq(), 7);
-        assert_eq!(outbox.take_seq(), 8);
+        assert_eq!(outbox.take_seqs(1), 7);
+        assert_eq!(outbox.take_seqs(3), 8);
+        assert_eq!(outbox.take_seqs(1), 11);
         for i in 0..50u8 {
             outbox.keep(Subject::from("a.b.c"), Bytes::from(vec![i; 10]));
         }

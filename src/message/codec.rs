@@ -17,7 +17,7 @@ use std::io::Cursor;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
 
-use super::{COMPRESSED_MARKER, Envelope, Message, WIRE_VERSION, compress};
+use super::{COMPRESSED_MARKER, Envelope, Message, WIRE_VERSION, WireEnvelope, compress};
 use crate::error::{Error, Result};
 
 /// Bytes of one buffer chunk that envelopes are cut from.
@@ -59,6 +59,7 @@ impl EnvelopeWriter {
     }
 
     /// Encodes envelope `seq` carrying `message`, as [`Envelope::encode`] would.
+    #[cfg(test)]
     pub(crate) fn encode(
         &mut self,
         seq: u64,
@@ -66,8 +67,22 @@ impl EnvelopeWriter {
         reply_to: Option<&str>,
         compress_above: Option<usize>,
     ) -> Result<Bytes> {
+        self.encode_batch(seq, std::slice::from_ref(message), reply_to, compress_above)
+    }
+
+    /// Encodes `messages` as one envelope numbered `seq`, `seq + 1`, ...: with one
+    /// message, exactly what [`Envelope::encode`] writes; with more, a batch (key `b`, an
+    /// array, in place of `m`; see `docs/wire.md`).
+    pub(crate) fn encode_batch(
+        &mut self,
+        seq: u64,
+        messages: &[Message],
+        reply_to: Option<&str>,
+        compress_above: Option<usize>,
+    ) -> Result<Bytes> {
         let head = &self.heads[usize::from(reply_to.is_some())];
-        let room = head.len() + 16 + message.size_hint() + reply_to.map_or(0, |r| r.len() + 8);
+        let body: usize = messages.iter().map(|m| m.size_hint() + 8).sum();
+        let room = head.len() + 16 + body + reply_to.map_or(0, |r| r.len() + 8);
         if self.buf.capacity() < room {
             // Envelopes cut from the old chunk keep it alive until they are dropped.
             self.buf = BytesMut::with_capacity(CHUNK.max(room));
@@ -75,8 +90,21 @@ impl EnvelopeWriter {
         self.buf.extend_from_slice(head);
         let mut out = (&mut self.buf).writer();
         rmp::encode::write_uint(&mut out, seq).map_err(write_failed)?;
-        rmp::encode::write_str(&mut out, "m").map_err(write_failed)?;
-        rmp_serde::encode::write_named(&mut out, message)?;
+        match messages {
+            [] => return Err(Error::encoding("an envelope needs at least one message")),
+            [message] => {
+                rmp::encode::write_str(&mut out, "m").map_err(write_failed)?;
+                rmp_serde::encode::write_named(&mut out, message)?;
+            }
+            _ => {
+                let len = u32::try_from(messages.len()).map_err(write_failed)?;
+                rmp::encode::write_str(&mut out, "b").map_err(write_failed)?;
+                rmp::encode::write_array_len(&mut out, len).map_err(write_failed)?;
+                for message in messages {
+                    rmp_serde::encode::write_named(&mut out, message)?;
+                }
+            }
+        }
         if let Some(reply_to) = reply_to {
             rmp::encode::write_str(&mut out, "r").map_err(write_failed)?;
             rmp::encode::write_str(&mut out, reply_to).map_err(write_failed)?;
@@ -96,12 +124,64 @@ pub(crate) struct EnvelopeView<'a> {
     pub(crate) network: Cow<'a, str>,
     /// The sending instance's id.
     pub(crate) instance: Cow<'a, str>,
-    /// The sender's sequence number.
+    /// The sender's sequence number of the first message.
     pub(crate) seq: u64,
-    /// The message.
-    pub(crate) message: Message,
+    /// The message, or the batch numbered `seq`, `seq + 1`, ...
+    pub(crate) messages: Body,
     /// Where the target's outputs go back to.
     pub(crate) reply_to: Option<Cow<'a, str>>,
+}
+
+/// What an envelope carries: one message (`m`) or a batch (`b`).
+#[derive(Debug, PartialEq)]
+pub(crate) enum Body {
+    One(Message),
+    Many(Vec<Message>),
+}
+
+impl Body {
+    /// How many messages, and so sequence numbers, the envelope holds.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Body::One(_) => 1,
+            Body::Many(messages) => messages.len(),
+        }
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Body::Many(Vec::new())
+    }
+}
+
+impl IntoIterator for Body {
+    type Item = Message;
+    type IntoIter = BodyIter;
+
+    fn into_iter(self) -> BodyIter {
+        match self {
+            Body::One(message) => BodyIter::One(Some(message)),
+            Body::Many(messages) => BodyIter::Many(messages.into_iter()),
+        }
+    }
+}
+
+/// The messages of a [`Body`], in sequence order.
+pub(crate) enum BodyIter {
+    One(Option<Message>),
+    Many(std::vec::IntoIter<Message>),
+}
+
+impl Iterator for BodyIter {
+    type Item = Message;
+
+    fn next(&mut self) -> Option<Message> {
+        match self {
+            BodyIter::One(message) => message.take(),
+            BodyIter::Many(messages) => messages.next(),
+        }
+    }
 }
 
 /// The envelope bytes of `payload`: itself, or decompressed.
@@ -125,7 +205,7 @@ impl<'a> EnvelopeView<'a> {
             Some(view) => view,
             // Not the layout this crate writes (an array, say): the general decoder
             // accepts every form serde does, and names what is wrong.
-            None => EnvelopeView::from(Envelope::decode(plain)?),
+            None => EnvelopeView::from(WireEnvelope::decode(plain)?),
         };
         Ok(view)
     }
@@ -135,7 +215,7 @@ impl<'a> EnvelopeView<'a> {
         let mut rest: &'a [u8] = plain;
         let fields = rmp::decode::read_map_len(&mut rest).ok()?;
         let (mut version, mut network, mut instance, mut seq) = (None, None, None, None);
-        let (mut message, mut reply_to, mut seen_reply) = (None, None, false);
+        let (mut messages, mut reply_to, mut seen_reply) = (None, None, false);
         for _ in 0..fields {
             let (key, after) = rmp::decode::read_str_from_slice(rest).ok()?;
             rest = after;
@@ -159,8 +239,20 @@ impl<'a> EnvelopeView<'a> {
                     seq = Some(rmp::decode::read_int::<u64, _>(&mut rest).ok()?);
                 }
                 "m" => {
-                    fresh(message.is_some())?;
-                    message = Some(read_message(plain, &mut rest)?);
+                    fresh(messages.is_some())?;
+                    messages = Some(Body::One(read_message(plain, &mut rest)?));
+                }
+                "b" => {
+                    fresh(messages.is_some())?;
+                    let len = rmp::decode::read_array_len(&mut rest).ok()?;
+                    if len == 0 {
+                        return None;
+                    }
+                    let mut batch = Vec::with_capacity(len.min(4096) as usize);
+                    for _ in 0..len {
+                        batch.push(read_message(plain, &mut rest)?);
+                    }
+                    messages = Some(Body::Many(batch));
                 }
                 "r" => {
                     fresh(seen_reply)?;
@@ -181,7 +273,7 @@ impl<'a> EnvelopeView<'a> {
             network: Cow::Borrowed(network?),
             instance: Cow::Borrowed(instance?),
             seq: seq?,
-            message: message?,
+            messages: messages?,
             reply_to: reply_to.map(Cow::Borrowed),
         })
     }
@@ -189,11 +281,17 @@ impl<'a> EnvelopeView<'a> {
 
 impl From<Envelope> for EnvelopeView<'static> {
     fn from(envelope: Envelope) -> Self {
+        EnvelopeView::from(WireEnvelope::from(envelope))
+    }
+}
+
+impl From<WireEnvelope> for EnvelopeView<'static> {
+    fn from(envelope: WireEnvelope) -> Self {
         EnvelopeView {
             network: Cow::Owned(envelope.network),
             instance: Cow::Owned(envelope.instance),
             seq: envelope.seq,
-            message: envelope.message,
+            messages: envelope.messages,
             reply_to: envelope.reply_to.map(Cow::Owned),
         }
     }
@@ -291,7 +389,7 @@ mod tests {
             .encode(None)
             .unwrap();
         let view = EnvelopeView::read(&payload).unwrap();
-        let Message::Bytes(bytes) = view.message else {
+        let Body::One(Message::Bytes(bytes)) = view.messages else {
             panic!("a bytes message");
         };
         let inside = payload.as_ptr_range();
@@ -313,7 +411,93 @@ mod tests {
         assert!(err.to_string().contains("version"), "{err}");
     }
 
+    #[test]
+    fn a_batch_reads_back_as_its_messages_numbered_from_its_first() {
+        let mut writer = EnvelopeWriter::new("prod.ml", "i-1");
+        let batch = messages();
+        for reply_to in [None, Some("_reflow.a.b.ret.7")] {
+            for limit in [None, Some(64)] {
+                let payload = writer.encode_batch(40, &batch, reply_to, limit).unwrap();
+                let plain = plain(&payload).unwrap();
+                let view = EnvelopeView::read(&plain).unwrap();
+                assert_eq!(view.seq, 40);
+                assert_eq!(view.reply_to.as_deref(), reply_to);
+                assert_eq!(view.messages, Body::Many(batch.clone()));
+                let all = Envelope::decode_all(&payload).unwrap();
+                assert_eq!(all.len(), batch.len());
+                for (k, (env, message)) in all.iter().zip(&batch).enumerate() {
+                    assert_eq!(env.seq, 40 + k as u64);
+                    assert_eq!(&env.message, message);
+                    assert_eq!(env.reply_to.as_deref(), reply_to);
+                    assert_eq!((&*env.network, &*env.instance), ("prod.ml", "i-1"));
+                }
+                let err = Envelope::decode(&payload).unwrap_err();
+                assert!(err.to_string().contains("batch of 10 messages"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_of_one_is_the_plain_envelope() {
+        let mut writer = EnvelopeWriter::new("prod.ml", "i-1");
+        let one = writer
+            .encode_batch(9, &[Message::Integer(3)], None, None)
+            .unwrap();
+        let plain_env = envelope(9, Message::Integer(3), None).encode(None).unwrap();
+        assert_eq!(one, plain_env);
+        assert!(writer.encode_batch(9, &[], None, None).is_err());
+    }
+
+    #[test]
+    fn envelopes_with_no_message_an_empty_batch_or_both_are_refused_by_name() {
+        let head = serde_json::json!({"v": 1, "n": "a", "i": "x", "s": 1});
+        let with = |extra: serde_json::Value| {
+            let mut map = head.clone();
+            map.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            Bytes::from(rmp_serde::to_vec_named(&map).unwrap())
+        };
+        let cases = [
+            (serde_json::json!({}), "needs `m` or `b`"),
+            (serde_json::json!({"b": []}), "batch `b` is empty"),
+            (
+                serde_json::json!({"m": {"Integer": 1}, "b": [{"Integer": 2}]}),
+                "both `m` and `b`",
+            ),
+        ];
+        for (extra, expected) in cases {
+            let payload = with(extra);
+            let err = EnvelopeView::read(&payload).unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+            let err = Envelope::decode_all(&payload).unwrap_err();
+            assert!(err.to_string().contains(expected), "{err}");
+        }
+        // The same keys in a well-formed batch read fine, through both readers.
+        let good = with(serde_json::json!({"b": [{"Integer": 1}, {"Integer": 2}]}));
+        assert_eq!(EnvelopeView::read(&good).unwrap().messages.len(), 2);
+        assert_eq!(Envelope::decode_all(&good).unwrap()[1].seq, 2);
+    }
+
     proptest! {
+        #[test]
+        fn any_batch_is_read_as_the_general_code_reads_it(
+            batch in prop::collection::vec(crate::message::tests::message(), 1..6),
+            seq in 0u64..u64::MAX / 2,
+            reply_to in prop::option::of("[a-z._]{0,40}"),
+            limit in prop::option::of(0usize..256),
+        ) {
+            let mut writer = EnvelopeWriter::new("prod.ml", "i-1");
+            let written = writer.encode_batch(seq, &batch, reply_to.as_deref(), limit).unwrap();
+            let plain = plain(&written).unwrap();
+            let view = format!("{:?}", EnvelopeView::read(&plain).unwrap());
+            let general = format!("{:?}", EnvelopeView::from(WireEnvelope::decode(&written).unwrap()));
+            prop_assert_eq!(view, general);
+            let all = Envelope::decode_all(&written).unwrap();
+            prop_assert_eq!(all.len(), batch.len());
+            prop_assert_eq!(all.last().unwrap().seq, seq + batch.len() as u64 - 1);
+        }
+
         #[test]
         fn any_envelope_is_written_and_read_as_the_general_code_does(
             message in crate::message::tests::message(),
@@ -338,7 +522,7 @@ mod tests {
         ) {
             let payload = Bytes::from(bytes);
             let fast = plain(&payload).and_then(|p| EnvelopeView::read(&p).map(|v| format!("{v:?}")));
-            let general = Envelope::decode(&payload).map(|e| format!("{:?}", EnvelopeView::from(e)));
+            let general = WireEnvelope::decode(&payload).map(|e| format!("{:?}", EnvelopeView::from(e)));
             prop_assert_eq!(fast.is_ok(), general.is_ok());
             if let (Ok(fast), Ok(general)) = (fast, general) {
                 prop_assert_eq!(fast, general);

@@ -17,23 +17,29 @@ pub(crate) struct Args {
     subject: String,
 }
 
-/// What one NATS message shows as.
-fn describe(subject: &str, payload: &[u8]) -> Value {
+/// What one NATS message shows as: one entry per message it carries (a batch envelope
+/// carries several), or the payload itself.
+fn describe(subject: &str, payload: &[u8]) -> Vec<Value> {
     let control = subject.starts_with("_reflow.") || subject.starts_with("_INBOX.");
-    if !control && let Ok(envelope) = Envelope::decode(payload) {
-        return json!({
-            "subject": subject,
-            "from": envelope.network,
-            "instance": envelope.instance,
-            "seq": envelope.seq,
-            "message": envelope.message.to_json(),
-            "reply_to": envelope.reply_to,
-        });
+    if !control && let Ok(envelopes) = Envelope::decode_all(payload) {
+        return envelopes
+            .into_iter()
+            .map(|envelope| {
+                json!({
+                    "subject": subject,
+                    "from": envelope.network,
+                    "instance": envelope.instance,
+                    "seq": envelope.seq,
+                    "message": envelope.message.to_json(),
+                    "reply_to": envelope.reply_to,
+                })
+            })
+            .collect();
     }
-    match serde_json::from_slice::<Value>(payload) {
+    vec![match serde_json::from_slice::<Value>(payload) {
         Ok(value) => json!({ "subject": subject, "json": value }),
         Err(_) => json!({ "subject": subject, "text": String::from_utf8_lossy(payload) }),
-    }
+    }]
 }
 
 fn human_line(value: &Value) -> String {
@@ -99,11 +105,12 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
         tokio::select! {
             message = messages.next() => {
                 let Some(message) = message else { break };
-                let value = describe(&message.subject, &message.payload);
-                if output::human(global.json) {
-                    println!("{}", human_line(&value));
-                } else {
-                    output::print_json(&value);
+                for value in describe(&message.subject, &message.payload) {
+                    if output::human(global.json) {
+                        println!("{}", human_line(&value));
+                    } else {
+                        output::print_json(&value);
+                    }
                 }
             }
             _ = tokio::signal::ctrl_c() => break,
@@ -122,10 +129,30 @@ mod tests {
         let bytes = Envelope::new("A", "a1", 7, Message::Integer(5))
             .encode(None)
             .unwrap();
-        let value = describe("B.double.in", &bytes);
+        let value = &describe("B.double.in", &bytes)[0];
         assert_eq!(value["from"], "A");
         assert_eq!(value["message"], 5);
-        let control = describe("_reflow.B.ping", br#"{"actor":null}"#);
+        let control = &describe("_reflow.B.ping", br#"{"actor":null}"#)[0];
         assert_eq!(control["json"], json!({ "actor": null }));
+    }
+
+    #[test]
+    fn a_batch_envelope_shows_one_entry_per_message_with_its_number() {
+        let batch = json!({
+            "v": 1, "n": "A", "i": "a1", "s": 7,
+            "b": [{ "Integer": 5 }, { "String": "x" }],
+        });
+        let bytes = rmp_serde::to_vec_named(&batch).unwrap();
+        let shown = describe("B.double.in", &bytes);
+        assert_eq!(shown.len(), 2);
+        assert_eq!(
+            (&shown[0]["seq"], &shown[0]["message"]),
+            (&json!(7), &json!(5))
+        );
+        assert_eq!(
+            (&shown[1]["seq"], &shown[1]["message"]),
+            (&json!(8), &json!("x"))
+        );
+        assert_eq!(human_line(&shown[1]), "B.double.in  from A/a1 #8: \"x\"");
     }
 }
