@@ -103,8 +103,12 @@ pub struct BenchOptions {
     pub nats_url: Option<String>,
     /// Payload sizes, in bytes.
     pub sizes: Vec<usize>,
-    /// Messages per throughput round.
+    /// Messages per throughput round (at most [`max_round_bytes`](Self::max_round_bytes)
+    /// of payload).
     pub messages: usize,
+    /// Payload bytes a throughput round sends at most: large payloads send fewer
+    /// messages, so a round takes about as long at every size.
+    pub max_round_bytes: usize,
     /// Round trips per latency round.
     pub round_trips: usize,
     /// Rounds per figure; the median is reported.
@@ -125,9 +129,10 @@ impl Default for BenchOptions {
         BenchOptions {
             nats_url: None,
             sizes: vec![16, 128, 1024, 16 * 1024],
-            messages: 50_000,
+            messages: 200_000,
+            max_round_bytes: 512 * 1024 * 1024,
             round_trips: 2_000,
-            rounds: 3,
+            rounds: 5,
             discovery_counts: vec![100, 500],
             heartbeat_ms: 1_000,
             victim_program: None,
@@ -148,6 +153,12 @@ impl BenchOptions {
             discovery_counts: vec![5],
             ..BenchOptions::default()
         }
+    }
+
+    /// Messages per throughput round at `size` bytes: [`messages`](Self::messages), or
+    /// fewer where that would send more than [`max_round_bytes`](Self::max_round_bytes).
+    pub fn messages_at(&self, size: usize) -> usize {
+        self.messages.min(self.max_round_bytes / size.max(1)).max(1)
     }
 }
 

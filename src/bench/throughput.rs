@@ -158,7 +158,7 @@ pub(super) async fn measure(
     options: &BenchOptions,
     report: &mut BenchReport,
 ) -> Result<()> {
-    let n = options.messages;
+    let n = options.messages_at(size);
     let rate = |d: Duration| n as f64 / d.as_secs_f64();
     let streamed = options.scenarios.contains(&Scenario::Streamed);
     let direct = options.scenarios.contains(&Scenario::Direct);

@@ -16,13 +16,13 @@ pub(crate) struct Args {
     /// A quick run that checks every scenario works (a few thousand messages, one round)
     #[arg(long)]
     smoke: bool,
-    /// Messages per throughput round [default: 50000; 2000 with --smoke]
+    /// Messages per throughput round, at most 512 MiB of payload [default: 200000; 2000 with --smoke]
     #[arg(long, value_name = "N")]
     messages: Option<usize>,
     /// Payload sizes in bytes, comma separated [default: 16,128,1024,16384]
     #[arg(long, value_delimiter = ',', value_name = "BYTES")]
     sizes: Option<Vec<usize>>,
-    /// Rounds per figure; the median is reported [default: 3; 1 with --smoke]
+    /// Rounds per figure; the median is reported [default: 5; 1 with --smoke]
     #[arg(long, value_name = "R")]
     rounds: Option<usize>,
     /// Round trips per latency round [default: 2000; 100 with --smoke]
