@@ -129,7 +129,7 @@ impl Default for BenchOptions {
         BenchOptions {
             nats_url: None,
             sizes: vec![16, 128, 1024, 16 * 1024],
-            messages: 200_000,
+            messages: 1_000_000,
             max_round_bytes: 512 * 1024 * 1024,
             round_trips: 2_000,
             rounds: 5,

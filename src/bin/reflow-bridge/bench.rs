@@ -16,7 +16,7 @@ pub(crate) struct Args {
     /// A quick run that checks every scenario works (a few thousand messages, one round)
     #[arg(long)]
     smoke: bool,
-    /// Messages per throughput round, at most 512 MiB of payload [default: 200000; 2000 with --smoke]
+    /// Messages per throughput round, at most 512 MiB of payload [default: 1000000; 2000 with --smoke]
     #[arg(long, value_name = "N")]
     messages: Option<usize>,
     /// Payload sizes in bytes, comma separated [default: 16,128,1024,16384]
