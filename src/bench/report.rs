@@ -211,13 +211,30 @@ impl BenchReport {
             .collect()
     }
 
+    /// The settings the figures depend on, as one line.
+    fn settings_line(&self) -> String {
+        let s = &self.settings;
+        let sizes: Vec<String> = s.sizes.iter().map(|b| format!("{b} B")).collect();
+        format!(
+            "{} rounds per figure, the median reported; {} messages per throughput round \
+             (at most {} MiB of payload); {} round trips per latency round; sizes {}; \
+             heartbeat {} ms\n\n",
+            s.rounds,
+            s.messages,
+            s.max_round_bytes / (1024 * 1024),
+            s.round_trips,
+            sizes.join(", "),
+            s.heartbeat_ms,
+        )
+    }
+
     /// A plain-text table for people.
     pub fn to_table(&self) -> String {
         let m = &self.machine;
         let v = &self.versions;
         let mut out = format!(
             "reflow_network {} ({} build, async-nats {}) against nats-server {} at {}\n\
-             {} cores, {}, {}\n\n",
+             {} cores, {}, {}\n",
             v.reflow_network,
             v.build,
             v.async_nats,
@@ -227,10 +244,12 @@ impl BenchReport {
             m.cpu_model.as_deref().unwrap_or("unknown CPU"),
             m.os,
         );
+        out.push_str(&self.settings_line());
         out.push_str(&format!(
-            "{:<24} {:>6} {:<15} {:>12} {:<10} {:>12} {:>6} {:>10}\n",
+            "{:<28} {:>6} {:<15} {:>12} {:<10} {:>12} {:>6} {:>10}\n",
             "scenario", "size", "metric", "reflow", "against", "baseline", "ratio", "target"
         ));
+        let mut notes = Vec::new();
         for f in &self.figures {
             let size = match (f.size, f.networks) {
                 (Some(s), _) => s.to_string(),
@@ -250,10 +269,23 @@ impl BenchReport {
                 (Some(t), Some(false)) => format!("{t} MISS"),
                 _ => "-".into(),
             };
+            let scenario = match &f.note {
+                Some(note) => {
+                    notes.push(note);
+                    format!("{} [{}]", f.scenario, notes.len())
+                }
+                None => f.scenario.clone(),
+            };
             out.push_str(&format!(
-                "{:<24} {:>6} {:<15} {:>12.1} {:<10} {:>12} {:>6} {:>10}\n",
-                f.scenario, size, f.metric, f.value, against, baseline, ratio, target
+                "{:<28} {:>6} {:<15} {:>12.1} {:<10} {:>12} {:>6} {:>10}\n",
+                scenario, size, f.metric, f.value, against, baseline, ratio, target
             ));
+        }
+        for (i, note) in notes.iter().enumerate() {
+            out.push_str(&format!("\n[{}] {note}", i + 1));
+        }
+        if !notes.is_empty() {
+            out.push('\n');
         }
         for skipped in &self.skipped {
             out.push_str(&format!("\nskipped: {skipped}"));
@@ -301,5 +333,45 @@ mod tests {
         f.against(Compared::RawNats, 100.0, Some((0.8, false)));
         assert_eq!(f.met, Some(false));
         assert_eq!(f.target.as_deref(), Some("<= 0.8"));
+    }
+
+    #[test]
+    fn the_table_shows_the_settings_and_each_figures_note() {
+        let mut report = BenchReport {
+            machine: MachineInfo::here(),
+            versions: Versions {
+                reflow_network: "0.1.0".into(),
+                nats_server: "2.15.1".into(),
+                async_nats: ASYNC_NATS_VERSION.into(),
+                build: "release".into(),
+            },
+            server_url: "nats://127.0.0.1:4222".into(),
+            settings: BenchOptions {
+                sizes: vec![16, 1024],
+                messages: 1234,
+                rounds: 7,
+                ..BenchOptions::default()
+            },
+            figures: Vec::new(),
+            skipped: Vec::new(),
+            started_at_s: 0,
+            elapsed_s: 1.0,
+        };
+        report
+            .add("streamed throughput", Some(16), "msgs_per_s", 10.0)
+            .note("3 of 1234 messages were lost".into());
+        report.add("discovery", None, "latency_ms", 5.0);
+        let table = report.to_table();
+        assert!(
+            table.contains("7 rounds per figure, the median reported; 1234 messages per")
+                && table.contains("sizes 16 B, 1024 B"),
+            "settings missing from:\n{table}"
+        );
+        assert!(
+            table.contains("streamed throughput [1]")
+                && table.contains("[1] 3 of 1234 messages were lost"),
+            "note missing from:\n{table}"
+        );
+        assert!(!table.contains("discovery ["), "{table}");
     }
 }
