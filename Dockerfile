@@ -1,6 +1,7 @@
 # Multi-stage build of the reflow-bridge binary.
 #   docker build -t reflow-bridge .
 #   docker run --rm reflow-bridge --help
+#   No registry to pull rust and debian from? docker/build-images.sh builds FROM scratch.
 
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src

@@ -1,8 +1,11 @@
-//! `docker-compose.yml` is accepted by `docker compose config`, and the bridge configs
-//! it mounts parse. Where Docker Compose is not installed the compose check is skipped
-//! with a note.
+//! `docker-compose.yml` is accepted by `docker compose config`, the bridge configs it
+//! mounts exist, and it runs for real: `docker/build-images.sh` builds both images from
+//! scratch (no registry needed), two bridges on separate Docker networks reach each other
+//! through NATS alone, and keep doing so after the NATS container is killed and started
+//! again. Where Docker or Compose is missing, these tests are skipped with a note.
 
-use std::process::Command;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 /// The compose command this machine has: the `docker compose` plugin or the standalone
 /// `docker-compose`.
@@ -53,4 +56,210 @@ fn compose_mounts_configs_that_exist() {
         // tests/cli.rs runs both files for real.
         assert!(text.contains("[network]"), "{name}");
     }
+}
+
+/// The bridge binary on the host, to talk to the composed setup from outside.
+const BIN: &str = env!("CARGO_BIN_EXE_reflow-bridge");
+
+/// Image tags of this test, apart from the `:local` ones a user builds.
+const BRIDGE_IMAGE: &str = "reflow-bridge:compose-test";
+const NATS_IMAGE: &str = "reflow-nats:compose-test";
+
+/// How long the composed setup may take for any one step.
+const STEP: Duration = Duration::from_secs(60);
+
+fn docker_answers() -> bool {
+    Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// One composed project, taken down with its volume when dropped.
+struct Project {
+    compose: Vec<&'static str>,
+    name: String,
+    port: u16,
+}
+
+impl Project {
+    fn command(&self) -> Command {
+        let dir = env!("CARGO_MANIFEST_DIR");
+        let mut command = Command::new(self.compose[0]);
+        command
+            .args(&self.compose[1..])
+            .args(["-p", &self.name, "-f", &format!("{dir}/docker-compose.yml")])
+            .env("NATS_IMAGE", NATS_IMAGE)
+            .env("BRIDGE_IMAGE", BRIDGE_IMAGE)
+            .env("NATS_PORT", self.port.to_string())
+            .env_remove("REFLOW_AUTH_TOKEN");
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> String {
+        let out = self.command().args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "compose {args:?} failed: {}",
+            text(&out)
+        );
+        text(&out)
+    }
+
+    fn logs(&self, service: &str) -> String {
+        self.run(&["logs", "--no-color", service])
+    }
+
+    /// Waits until `service` has logged a line that ends with `needle`.
+    fn wait_for_log(&self, service: &str, needle: &str) {
+        let deadline = Instant::now() + STEP;
+        loop {
+            let logs = self.logs(service);
+            if logs.lines().any(|line| line.trim_end().ends_with(needle)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{service} logged no {needle:?} within {STEP:?}:\n{logs}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The Docker networks the container of `service` is on.
+    fn networks_of(&self, service: &str) -> Vec<String> {
+        let id = self.run(&["ps", "-q", service]).trim().to_string();
+        let out = Command::new("docker")
+            .args([
+                "inspect",
+                "--format",
+                "{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}",
+                &id,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker inspect: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Runs the host's `reflow-bridge` against the composed server.
+    fn bridge(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(["--nats-url", &format!("nats://127.0.0.1:{}", self.port)])
+            .args(args)
+            .env_remove("REFLOW_AUTH_TOKEN")
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = self.command().args(["down", "-v", "-t", "5"]).output();
+    }
+}
+
+/// Builds both images with `docker/build-images.sh`, packaging the nats-server the tests
+/// use; the static bridge is built in a target folder of its own.
+fn build_images() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let nats = reflow_network::local_server::find_nats_server().unwrap();
+    let out = Command::new(format!("{dir}/docker/build-images.sh"))
+        .env("PROFILE", "dev")
+        .env(
+            "CARGO_TARGET_DIR",
+            format!("{}/docker-build", env!("CARGO_TARGET_TMPDIR")),
+        )
+        .env("NATS_SERVER_BIN", nats.path())
+        .env("BRIDGE_IMAGE", BRIDGE_IMAGE)
+        .env("NATS_IMAGE", NATS_IMAGE)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "build-images.sh failed: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn composed_bridges_share_only_nats_and_outlive_a_killed_server() {
+    let Some(compose) = compose_command() else {
+        eprintln!("note: neither `docker compose` nor `docker-compose` is installed; skipped");
+        return;
+    };
+    if !docker_answers() {
+        eprintln!("note: the Docker daemon does not answer; skipped");
+        return;
+    }
+    build_images();
+    let project = Project {
+        compose,
+        name: format!("reflow-compose-test-{}", std::process::id()),
+        port: free_port(),
+    };
+    project.run(&["up", "-d", "--no-build"]);
+
+    // feeder's initial message went to stats' tally through NATS, and the count came back.
+    project.wait_for_log("stats", "node=shout 1");
+    project.wait_for_log("feeder", "node=print 1");
+
+    // The two bridges share no Docker network: NATS is the only way between them.
+    let (stats, feeder, nats) = (
+        project.networks_of("stats"),
+        project.networks_of("feeder"),
+        project.networks_of("nats"),
+    );
+    assert!(
+        stats.iter().all(|n| !feeder.contains(n)),
+        "stats {stats:?} and feeder {feeder:?} share a network"
+    );
+    assert!(
+        stats.iter().chain(&feeder).all(|n| nats.contains(n)),
+        "nats {nats:?} is not on every bridge's network ({stats:?}, {feeder:?})"
+    );
+
+    // Seen from the host through the published port, both are live.
+    let listing = project.bridge(&["--json", "networks"]);
+    assert!(listing.status.success(), "networks: {}", text(&listing));
+    let listing = String::from_utf8_lossy(&listing.stdout).to_string();
+    for id in ["\"stats\"", "\"feeder\""] {
+        assert!(listing.contains(id), "{id} missing from {listing}");
+    }
+
+    // Kill the server outright and start it again: both bridges reconnect by themselves,
+    // and feeder -> tally@stats -> back to feeder works once more.
+    project.run(&["kill", "nats"]);
+    project.run(&["start", "nats"]);
+    let deadline = Instant::now() + STEP;
+    loop {
+        let sent = project.bridge(&["send", "feeder", "feed", "in", "7"]);
+        if sent.status.success() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "feeder took no message within {STEP:?} of the restart: {}",
+            text(&sent)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    project.wait_for_log("stats", "node=shout 2");
+    project.wait_for_log("feeder", "node=print 2");
 }
