@@ -272,26 +272,104 @@ async fn dropping_a_server_kills_it_and_removes_its_files() -> anyhow::Result<()
     Ok(())
 }
 
+/// Whether the Docker daemon answers here.
+#[cfg(feature = "docker")]
+fn docker_answers() -> bool {
+    std::process::Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// Builds `tag` from `docker/nats.Dockerfile` around the nats-server the other tests run.
+#[cfg(feature = "docker")]
+fn build_nats_image(tag: &str) -> anyhow::Result<()> {
+    let context = std::env::temp_dir().join(format!("reflow-nats-image-{}", std::process::id()));
+    std::fs::create_dir_all(&context)?;
+    std::fs::copy(find_nats_server()?.path(), context.join("nats-server"))?;
+    let dockerfile = concat!(env!("CARGO_MANIFEST_DIR"), "/docker/nats.Dockerfile");
+    let out = std::process::Command::new("docker")
+        .args(["build", "--quiet", "--tag", tag, "--file", dockerfile])
+        .arg(&context)
+        .output()?;
+    std::fs::remove_dir_all(&context)?;
+    anyhow::ensure!(
+        out.status.success(),
+        "docker build failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 #[cfg(feature = "docker")]
 #[tokio::test(flavor = "multi_thread")]
-async fn docker_fallback_runs_the_pinned_image_or_says_what_is_missing() -> anyhow::Result<()> {
-    use reflow_network::ErrorKind;
-    use reflow_network::local_server::NATS_IMAGE;
-
-    match NatsServer::start_in_docker(ServerOptions::default()).await {
-        Ok(server) => {
-            assert!(server.version() >= MIN_VERSION);
-            roundtrip(&connect(&server).await?, "from a container").await?;
-        }
-        Err(err) => {
-            eprintln!("no container here: {err}");
-            assert_eq!(err.kind(), ErrorKind::LocalServer);
-            let text = err.to_string();
-            assert!(
-                text.contains(NATS_IMAGE) || text.contains("Docker"),
-                "the error names neither the image nor Docker: {text}"
-            );
-        }
+async fn docker_fallback_runs_a_local_image_and_kills_pauses_and_restarts_it() -> anyhow::Result<()>
+{
+    if !docker_answers() {
+        eprintln!("note: the Docker daemon does not answer; skipped");
+        return Ok(());
     }
+    let image = "reflow-nats:container-test";
+    build_nats_image(image)?;
+    let mut server =
+        NatsServer::start_in_docker(ServerOptions::new().docker_image(image).token("t0k")).await?;
+    assert!(server.version() >= MIN_VERSION, "{:?}", server.version());
+    assert_eq!(server.pid(), None, "a container has no local pid");
+    let port = server.port();
+    let client = connect(&server).await?;
+    roundtrip(&client, "from a container").await?;
+    // The options reach the containerised server as they reach a process.
+    let refused = ConnectOptions::new().connect(server.url()).await;
+    assert!(refused.is_err(), "a client without the token got in");
+
+    let mut during = client.subscribe("during.pause").await?;
+    client.flush().await?;
+    server.pause().await?;
+    client.publish("during.pause", "held".into()).await?;
+    let frozen = timeout(Duration::from_millis(500), during.next()).await;
+    assert!(frozen.is_err(), "a paused container passed a message on");
+    server.resume().await?;
+    let held = timeout(WAIT, during.next())
+        .await?
+        .expect("subscription open");
+    assert_eq!(held.payload, "held", "the message waited out the pause");
+
+    server.kill().await?;
+    assert!(!server.is_running());
+    wait_for("the client to see the container gone", WAIT, || async {
+        client.connection_state() != State::Connected
+    })
+    .await;
+    server.restart().await?;
+    assert_eq!(server.port(), port, "a restarted container keeps its port");
+    wait_for("the client to reconnect", WAIT, || async {
+        client.connection_state() == State::Connected
+    })
+    .await;
+    roundtrip(&client, "after the restart").await?;
     Ok(())
+}
+
+#[cfg(feature = "docker")]
+#[tokio::test(flavor = "multi_thread")]
+async fn docker_fallback_names_an_image_that_is_not_here() {
+    use reflow_network::ErrorKind;
+
+    let image = "reflow-nats:no-such-tag";
+    let err = NatsServer::start_in_docker(ServerOptions::new().docker_image(image))
+        .await
+        .expect_err("no such image, so no server");
+    assert_eq!(err.kind(), ErrorKind::LocalServer);
+    let text = err.to_string();
+    if docker_answers() {
+        assert!(
+            text.contains(image) && text.contains("not present locally"),
+            "the error does not name the missing image: {text}"
+        );
+    } else {
+        assert!(
+            text.contains("Docker"),
+            "the error does not name Docker: {text}"
+        );
+    }
 }

@@ -19,9 +19,32 @@ use super::config::ConfigSpec;
 use super::{POLL_EVERY, READY_TIMEOUT, ServerOptions, free_ports, greets};
 use crate::error::{Error, ErrorKind, Result};
 
-/// The NATS image the Docker fallback runs (2.11 or newer, with JetStream on). It must be
-/// present locally: `docker pull nats:2.11` where a registry is reachable.
+/// The NATS image the Docker fallback runs (2.11 or newer, with JetStream on) unless
+/// [`ServerOptions::docker_image`] or `$REFLOW_NATS_IMAGE` names another. It must be
+/// present locally: `docker pull nats:2.11` where a registry is reachable, or
+/// `docker/build-images.sh` (which builds `reflow-nats:local` from scratch) where not.
 pub const NATS_IMAGE: &str = "nats:2.11";
+
+/// The environment variable that names the image in place of [`NATS_IMAGE`].
+pub const NATS_IMAGE_ENV: &str = "REFLOW_NATS_IMAGE";
+
+/// The image `options` asks for: its own, else `$REFLOW_NATS_IMAGE`, else [`NATS_IMAGE`].
+fn image_of(options: &ServerOptions) -> String {
+    options
+        .docker_image
+        .clone()
+        .or_else(|| std::env::var(NATS_IMAGE_ENV).ok().filter(|i| !i.is_empty()))
+        .unwrap_or_else(|| NATS_IMAGE.to_string())
+}
+
+/// `name` and `tag` of an image reference; `latest` when it has no tag. A registry's port
+/// (`host:5000/nats`) is not a tag.
+fn name_and_tag(image: &str) -> (&str, &str) {
+    match image.rsplit_once(':') {
+        Some((name, tag)) if !tag.contains('/') => (name, tag),
+        _ => (image, "latest"),
+    }
+}
 
 const CONFIG_PATH: &str = "/etc/reflow/nats-server.conf";
 const CLIENT_PORT: u16 = 4222;
@@ -37,13 +60,14 @@ impl Container {
     /// Starts a container of [`NATS_IMAGE`] set up by `options`; returns it and the version
     /// the server reports.
     pub(super) async fn start(options: &ServerOptions) -> Result<(Container, Version)> {
-        require_local_image().await?;
+        let image = image_of(options);
+        require_local_image(&image).await?;
         let port = free_ports(1)?[0];
         let mut spec = ConfigSpec::new(options.clone(), "0.0.0.0", "/data".into());
         spec.client_port = Some(CLIENT_PORT);
         spec.options.monitoring = false;
 
-        let (name, tag) = NATS_IMAGE.split_once(':').expect("the image has a tag");
+        let (name, tag) = name_and_tag(&image);
         let container = GenericImage::new(name, tag)
             .with_wait_for(WaitFor::message_on_stderr("Server is ready"))
             .with_mapped_port(port, CLIENT_PORT.tcp())
@@ -52,7 +76,7 @@ impl Container {
             .with_startup_timeout(READY_TIMEOUT * 3)
             .start()
             .await
-            .map_err(|err| failed(&format!("cannot start a {NATS_IMAGE} container"), err))?;
+            .map_err(|err| failed(&format!("cannot start a {image} container"), err))?;
         let log = container.stderr_to_vec().await.unwrap_or_default();
         let version = logged_version(&String::from_utf8_lossy(&log))
             .or_else(|| Version::parse(tag))
@@ -124,8 +148,8 @@ impl Container {
     }
 }
 
-/// Fails clearly unless Docker answers and [`NATS_IMAGE`] is present locally.
-async fn require_local_image() -> Result<()> {
+/// Fails clearly unless Docker answers and `image` is present locally.
+async fn require_local_image(image: &str) -> Result<()> {
     let docker =
         Docker::connect_with_defaults().map_err(|err| failed("Docker is not reachable", err))?;
     match tokio::time::timeout(Duration::from_secs(5), docker.ping()).await {
@@ -138,19 +162,15 @@ async fn require_local_image() -> Result<()> {
             ));
         }
     }
-    docker
-        .inspect_image(NATS_IMAGE)
-        .await
-        .map(drop)
-        .map_err(|err| {
-            failed(
-                &format!(
-                    "the image {NATS_IMAGE} is not present locally (run `docker pull {NATS_IMAGE}` \
-                 where a registry is reachable)"
-                ),
-                err,
-            )
-        })
+    docker.inspect_image(image).await.map(drop).map_err(|err| {
+        failed(
+            &format!(
+                "the image {image} is not present locally (run `docker pull {image}` where a \
+                 registry is reachable, or docker/build-images.sh where not)"
+            ),
+            err,
+        )
+    })
 }
 
 /// The version in the server's start-up banner (`[INF]   Version:  2.11.4`).
@@ -166,6 +186,26 @@ fn failed(what: &str, err: impl std::error::Error + Send + Sync + 'static) -> Er
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn image_references_split_into_name_and_tag() {
+        assert_eq!(name_and_tag("nats:2.11"), ("nats", "2.11"));
+        assert_eq!(name_and_tag("reflow-nats"), ("reflow-nats", "latest"));
+        assert_eq!(
+            name_and_tag("registry:5000/nats:2.15.1"),
+            ("registry:5000/nats", "2.15.1")
+        );
+        assert_eq!(
+            name_and_tag("registry:5000/nats"),
+            ("registry:5000/nats", "latest")
+        );
+    }
+
+    #[test]
+    fn the_options_image_comes_first() {
+        let options = ServerOptions::new().docker_image("mine:1");
+        assert_eq!(image_of(&options), "mine:1");
+    }
 
     #[test]
     fn reads_the_version_from_the_banner() {

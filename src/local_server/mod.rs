@@ -14,8 +14,8 @@
 //! * [`NatsCluster`] runs several such servers routed together as one cluster.
 //!
 //! When no binary can be had and Docker runs, [`NatsServer::start`] falls back to a
-//! container of a NATS image that is present locally (`NATS_IMAGE`, with the `docker`
-//! feature).
+//! container of a NATS image that is present locally (`NATS_IMAGE`, `$REFLOW_NATS_IMAGE`
+//! or [`ServerOptions::docker_image`], with the `docker` feature).
 //!
 //! Servers started here die with the process that started them, even when it crashes, so a
 //! failed test run leaves nothing listening.
@@ -47,7 +47,7 @@ pub use binary::{
 };
 pub use cluster::NatsCluster;
 #[cfg(feature = "docker")]
-pub use container::NATS_IMAGE;
+pub use container::{NATS_IMAGE, NATS_IMAGE_ENV};
 pub use server::NatsServer;
 
 use std::time::Duration;
@@ -91,6 +91,10 @@ pub struct ServerOptions {
     /// Whether to run the HTTP monitoring endpoint, on a loopback port the server picks;
     /// see [`NatsServer::monitoring_url`].
     pub monitoring: bool,
+    /// The image the Docker fallback runs (feature `docker`); `None` means
+    /// `$REFLOW_NATS_IMAGE`, else `nats:2.11`. It must be present locally and take
+    /// nats-server's arguments, as the official image and `docker/nats.Dockerfile` do.
+    pub docker_image: Option<String>,
 }
 
 impl Default for ServerOptions {
@@ -103,6 +107,7 @@ impl Default for ServerOptions {
             max_payload: None,
             extra_config: None,
             monitoring: false,
+            docker_image: None,
         }
     }
 }
@@ -152,6 +157,12 @@ impl ServerOptions {
     /// Turns the HTTP monitoring endpoint on or off.
     pub fn monitoring(mut self, on: bool) -> Self {
         self.monitoring = on;
+        self
+    }
+
+    /// Names the image the Docker fallback runs.
+    pub fn docker_image(mut self, image: impl Into<String>) -> Self {
+        self.docker_image = Some(image.into());
         self
     }
 }

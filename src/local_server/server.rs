@@ -71,7 +71,8 @@ impl NatsServer {
         }
     }
 
-    /// Starts a server in a Docker container of [`super::NATS_IMAGE`], which must be present
+    /// Starts a server in a Docker container of the image `options` names (see
+    /// [`ServerOptions::docker_image`]; [`super::NATS_IMAGE`] by default), which must be present
     /// locally. [`start_with`](Self::start_with) does this by itself when there is no binary.
     ///
     /// Such a server has no pid, log file or store folder on this machine, and no
