@@ -107,3 +107,45 @@ fn bad_bench_settings_are_usage_errors() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--sizes"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn nats_url_measures_against_an_existing_server() {
+    let server = reflow_network::local_server::NatsServer::start()
+        .await
+        .unwrap();
+    let url = server.url();
+    let out = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            Command::new(BIN)
+                .args(["--nats-url", &url, "bench", "--smoke", "--json"])
+                .args(["--only", "streamed,confirmed,discovery"])
+                .output()
+                .expect("run reflow-bridge bench")
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(report["server_url"], url.as_str(), "measured elsewhere");
+    assert_eq!(report["settings"]["nats_url"], url.as_str());
+    compared(&report, "streamed throughput", "msgs_per_s", "raw_nats");
+    compared(&report, "confirmed round trip", "p50_us", "raw_nats");
+    let found = figure(&report, "discovery", "networks_found");
+    assert_eq!(found["value"], 5.0, "discovery found every live network");
+    // The live networks the bench started are gone from the server when it ends.
+    let client = async_nats::connect(&url).await.unwrap();
+    let kv = async_nats::jetstream::new(client);
+    let bucket = kv
+        .get_key_value(reflow_network::liveness::BUCKET)
+        .await
+        .expect("the bench's networks made the liveness bucket");
+    let mut keys = bucket.keys().await.unwrap();
+    let left = futures::StreamExt::next(&mut keys).await;
+    assert!(left.is_none(), "the bench left {left:?} live behind");
+}
