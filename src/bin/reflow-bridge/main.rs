@@ -69,6 +69,11 @@ enum Command {
     /// Tail messages on a subject, decoding envelopes to JSON
     Watch(watch::Args),
     /// Measure the bridge against raw async-nats on the same server
+    ///
+    /// Starts a local nats-server of its own unless --nats-url or NATS_URL names one.
+    /// Prints a table, or with --json every figure with its ratio to its baseline, the
+    /// machine, the versions and the settings. A missed target is a measurement, not a
+    /// failure: the exit code is 0 whenever every scenario ran.
     Bench(bench::Args),
 }
 
