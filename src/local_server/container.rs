@@ -57,8 +57,8 @@ pub(super) struct Container {
 }
 
 impl Container {
-    /// Starts a container of the image `options` names, set up by `options`; returns it and the version
-    /// the server reports.
+    /// Starts a container of the image `options` names, set up by `options`; returns it
+    /// and the version the server reports.
     pub(super) async fn start(options: &ServerOptions) -> Result<(Container, Version)> {
         let image = image_of(options);
         require_local_image(&image).await?;
