@@ -139,7 +139,13 @@ impl Liveness {
                     _ = ticks.tick() => {}
                 }
                 let Some(info) = info() else { break };
-                if let Err(err) = me.put(&info).await {
+                // A refresh can wait out the ack timeout on a broker that stopped
+                // answering; leaving does not wait for it.
+                let refreshed = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    refreshed = me.put(&info) => refreshed,
+                };
+                if let Err(err) = refreshed {
                     tracing::warn!(error = %err, "heartbeat failed; retrying at the next one");
                 }
             }

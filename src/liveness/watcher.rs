@@ -142,7 +142,13 @@ pub(crate) async fn run(
             _ = timer.tick() => relist_at = Some(Instant::now()),
             _ = relist => {
                 relist_at = None;
-                match liveness.listing().await {
+                // A listing can wait out a request timeout on a broker that stopped
+                // answering; shutting down does not wait for it.
+                let listed = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    listed = liveness.listing() => listed,
+                };
+                match listed {
                     Ok((changes, listed_at, fresh)) => {
                         let happened = liveness.roster.write().reconcile(changes, listed_at);
                         happened.into_iter().for_each(|e| events.send(e));
