@@ -445,3 +445,82 @@ async fn without_a_direct_link_a_stream_waits_out_the_broker_and_loses_nothing()
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_broker_is_given_up_within_a_few_heartbeats_and_the_stream_goes_direct() {
+    // A broker that stops answering without closing its sockets (frozen, or cut off by a
+    // partition) looks alive to TCP. The client's pings, paced by the heartbeat (500 ms
+    // here), must find it out; the default NATS ping interval would take two minutes.
+    const TOTAL: i64 = 6_000;
+    let server = NatsServer::start().await.unwrap();
+    let StreamPair {
+        mut a,
+        mut b,
+        mut seen,
+        mut events,
+        input,
+    } = stream_pair(
+        config(&server.url(), "A", "a1"),
+        config(&server.url(), "B", "b1"),
+    )
+    .await;
+    let (stretch_tx, mut stretch_rx) = mpsc::channel::<std::ops::Range<i64>>(2);
+    let feeder = tokio::spawn(async move {
+        while let Some(range) = stretch_rx.recv().await {
+            for i in range {
+                input.send(Message::Integer(i)).await.unwrap();
+            }
+        }
+    });
+    stretch_tx.send(0..2_000).await.unwrap();
+    let mut got = recv_ints(
+        &mut seen,
+        2_000,
+        Duration::from_secs(30),
+        "before the freeze",
+    )
+    .await;
+
+    server.pause().await.unwrap();
+    let frozen = Instant::now();
+    stretch_tx.send(2_000..TOTAL).await.unwrap();
+    drop(stretch_tx);
+    common::next_event(
+        &mut events,
+        "the switch to the direct link",
+        Duration::from_secs(10),
+        |e| switched(e, "B", TransportKind::Nats, TransportKind::Direct),
+    )
+    .await;
+    println!(
+        "switched to the direct link {:?} after the freeze",
+        frozen.elapsed()
+    );
+    got.extend(
+        recv_ints(
+            &mut seen,
+            (TOTAL - 2_000) as usize,
+            Duration::from_secs(30),
+            "while the broker is frozen",
+        )
+        .await,
+    );
+    feeder.await.unwrap();
+    assert_eq!(
+        got,
+        (0..TOTAL).collect::<Vec<_>>(),
+        "B's stream is out of order, repeats or misses"
+    );
+    // Shutting down does not wait out request timeouts on the frozen broker: leaving
+    // gives up on deleting the liveness entry after 2 s (it expires instead).
+    let stopping = Instant::now();
+    let (a_down, b_down) = tokio::join!(a.shutdown(), b.shutdown());
+    a_down.unwrap();
+    b_down.unwrap();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(4),
+        "shutting down beside a frozen broker took {:?}",
+        stopping.elapsed()
+    );
+    server.resume().await.unwrap();
+}

@@ -23,6 +23,18 @@ pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 11, 0);
 /// How long the first connection attempt may take before `start()` gives up on it.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// How often the client pings a broker that has sent it nothing: once per heartbeat
+/// interval, kept between these bounds. The client gives the broker up after three
+/// unanswered pings, so a broker that stops answering without closing the connection
+/// (frozen, or cut off by a partition) is found out within about three intervals rather
+/// than the two minutes of the NATS client's default.
+const PING_BOUNDS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(5));
+
+/// The client's ping interval for `heartbeat_interval_ms`.
+pub(crate) fn ping_interval(heartbeat_interval_ms: u64) -> Duration {
+    Duration::from_millis(heartbeat_interval_ms).clamp(PING_BOUNDS.0, PING_BOUNDS.1)
+}
+
 /// What the bridge learns from the broker connection while it runs.
 #[derive(Debug)]
 pub(crate) struct BrokerState {
@@ -111,6 +123,7 @@ pub(crate) async fn connect(
             config.network_id, config.instance_id
         ))
         .connection_timeout(CONNECT_TIMEOUT)
+        .ping_interval(ping_interval(config.heartbeat_interval_ms))
         .max_reconnects(None)
         .reconnect_delay_callback(|attempts| {
             // Quick first retries so a restarted broker is found within a second; capped so
@@ -327,5 +340,13 @@ mod tests {
         assert!(parse_version("2.9.25").unwrap() < MIN_SERVER_VERSION);
         assert!(parse_version("2.11.0").unwrap() >= MIN_SERVER_VERSION);
         assert_eq!(parse_version("garbage"), None);
+    }
+
+    #[test]
+    fn pings_follow_the_heartbeat_within_bounds() {
+        assert_eq!(ping_interval(2_000), Duration::from_secs(2));
+        assert_eq!(ping_interval(100), Duration::from_secs(1));
+        assert_eq!(ping_interval(0), Duration::from_secs(1));
+        assert_eq!(ping_interval(30_000), Duration::from_secs(5));
     }
 }
