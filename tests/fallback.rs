@@ -256,10 +256,48 @@ async fn stream_pair(a_config: DistributedConfig, b_config: DistributedConfig) -
     }
 }
 
-/// Whether `event` is traffic to `network` moving from `from` to `to`.
-fn switched(event: &NetworkEvent, network: &str, from: TransportKind, to: TransportKind) -> bool {
-    matches!(event, NetworkEvent::TransportSwitched { network: n, from: f, to: t }
-        if n == network && *f == from && *t == to)
+/// A stream pair over `server` in which both networks have a bind port.
+async fn bound_pair(server: &NatsServer) -> StreamPair {
+    let url = server.url();
+    stream_pair(config(&url, "A", "a1"), config(&url, "B", "b1")).await
+}
+
+/// Feeds each range sent to the returned channel into `input`, in order; a range is
+/// handed over while the previous one may still be in flight.
+fn stretch_feeder(
+    input: reflow_network::network::Inlet,
+) -> (
+    mpsc::Sender<std::ops::Range<i64>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stretch_tx, mut stretch_rx) = mpsc::channel::<std::ops::Range<i64>>(3);
+    let feeder = tokio::spawn(async move {
+        while let Some(range) = stretch_rx.recv().await {
+            for i in range {
+                input.send(Message::Integer(i)).await.unwrap();
+            }
+        }
+    });
+    (stretch_tx, feeder)
+}
+
+/// Waits up to `secs` seconds for traffic to B to move from `from` to `to`.
+async fn switch_to_b(
+    events: &mut reflow_network::events::EventStream,
+    from: TransportKind,
+    to: TransportKind,
+    secs: u64,
+) {
+    common::next_event(
+        events,
+        &format!("traffic to B switching from {from:?} to {to:?}"),
+        Duration::from_secs(secs),
+        |e| {
+            matches!(e, NetworkEvent::TransportSwitched { network, from: f, to: t }
+                if network == "B" && *f == from && *t == to)
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,22 +316,11 @@ async fn a_stream_survives_the_broker_dying_and_returning_without_loss_or_repeat
         mut seen,
         mut events,
         input,
-    } = stream_pair(
-        config(&server.url(), "A", "a1"),
-        config(&server.url(), "B", "b1"),
-    )
-    .await;
+    } = bound_pair(&server).await;
 
     // The stream runs in three stretches: over the broker, while it is dead, and after
     // it is back. Each stretch is handed over while the previous one is still in flight.
-    let (stretch_tx, mut stretch_rx) = mpsc::channel::<std::ops::Range<i64>>(3);
-    let feeder = tokio::spawn(async move {
-        while let Some(range) = stretch_rx.recv().await {
-            for i in range {
-                input.send(Message::Integer(i)).await.unwrap();
-            }
-        }
-    });
+    let (stretch_tx, feeder) = stretch_feeder(input);
     let mut got = Vec::with_capacity(TOTAL as usize);
 
     stretch_tx.send(0..8_000).await.unwrap();
@@ -302,13 +329,7 @@ async fn a_stream_survives_the_broker_dying_and_returning_without_loss_or_repeat
     let killed = tokio::time::Instant::now();
     println!("broker killed after B received {}", got.len());
     stretch_tx.send(8_000..14_000).await.unwrap();
-    common::next_event(
-        &mut events,
-        "the switch to the direct link",
-        Duration::from_secs(10),
-        |e| switched(e, "B", TransportKind::Nats, TransportKind::Direct),
-    )
-    .await;
+    switch_to_b(&mut events, TransportKind::Nats, TransportKind::Direct, 10).await;
     got.extend(
         recv_ints(
             &mut seen,
@@ -330,13 +351,7 @@ async fn a_stream_survives_the_broker_dying_and_returning_without_loss_or_repeat
     println!("broker restarted after B received {}", got.len());
     stretch_tx.send(14_000..TOTAL).await.unwrap();
     drop(stretch_tx);
-    common::next_event(
-        &mut events,
-        "the switch back to the broker",
-        Duration::from_secs(30),
-        |e| switched(e, "B", TransportKind::Direct, TransportKind::Nats),
-    )
-    .await;
+    switch_to_b(&mut events, TransportKind::Direct, TransportKind::Nats, 30).await;
     let rest = TOTAL as usize - got.len();
     got.extend(
         recv_ints(
@@ -459,19 +474,8 @@ async fn a_frozen_broker_is_given_up_within_a_few_heartbeats_and_the_stream_goes
         mut seen,
         mut events,
         input,
-    } = stream_pair(
-        config(&server.url(), "A", "a1"),
-        config(&server.url(), "B", "b1"),
-    )
-    .await;
-    let (stretch_tx, mut stretch_rx) = mpsc::channel::<std::ops::Range<i64>>(2);
-    let feeder = tokio::spawn(async move {
-        while let Some(range) = stretch_rx.recv().await {
-            for i in range {
-                input.send(Message::Integer(i)).await.unwrap();
-            }
-        }
-    });
+    } = bound_pair(&server).await;
+    let (stretch_tx, feeder) = stretch_feeder(input);
     stretch_tx.send(0..2_000).await.unwrap();
     let mut got = recv_ints(
         &mut seen,
@@ -485,13 +489,7 @@ async fn a_frozen_broker_is_given_up_within_a_few_heartbeats_and_the_stream_goes
     let frozen = Instant::now();
     stretch_tx.send(2_000..TOTAL).await.unwrap();
     drop(stretch_tx);
-    common::next_event(
-        &mut events,
-        "the switch to the direct link",
-        Duration::from_secs(10),
-        |e| switched(e, "B", TransportKind::Nats, TransportKind::Direct),
-    )
-    .await;
+    switch_to_b(&mut events, TransportKind::Nats, TransportKind::Direct, 10).await;
     println!(
         "switched to the direct link {:?} after the freeze",
         frozen.elapsed()
