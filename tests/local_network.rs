@@ -460,3 +460,39 @@ async fn a_failing_handler_is_counted_and_the_node_keeps_running() {
     assert_eq!(net.handler_errors(), 1);
     net.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_added_while_held_start_at_release_with_their_connections_in_place() {
+    let mut net = Network::new(NetworkConfig::default());
+    components::register_builtins(&mut net).unwrap();
+    let (probe, mut seen) = ProbeActor::channel(64);
+    net.register_actor("probe", probe).unwrap();
+    net.add_node("sink", "probe", None).unwrap();
+    net.start().unwrap();
+    for round in 0..5 {
+        let id = format!("numbers{round}");
+        let metadata = [("count".to_string(), serde_json::json!(3))].into();
+        net.hold();
+        net.add_node(&id, "generator", Some(metadata)).unwrap();
+        // Time enough for a started generator to emit into a port with no connection
+        // yet, which would drop its numbers: a held one has not started.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        net.add_connection(Connector::new(&id, "out", "sink", "in"))
+            .unwrap();
+        net.release().unwrap();
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let message = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+                .await
+                .expect("the generator's numbers arrive")
+                .unwrap();
+            got.push(message.message);
+        }
+        assert_eq!(
+            got,
+            [0, 1, 2].map(Message::Integer),
+            "round {round}: the held generator's numbers"
+        );
+    }
+    net.shutdown().await;
+}

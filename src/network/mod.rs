@@ -148,6 +148,8 @@ pub struct Network {
     hidden: HashSet<String>,
     shared: Arc<Shared>,
     running: bool,
+    /// Nodes added now wait for [`Network::release`] rather than starting at once.
+    holding: bool,
 }
 
 impl Network {
@@ -163,6 +165,7 @@ impl Network {
             hidden: HashSet::new(),
             shared: Arc::new(Shared::new()),
             running: false,
+            holding: false,
         }
     }
 
@@ -290,6 +293,42 @@ impl Network {
                 inbox,
             },
         );
+        if self.running && !self.holding {
+            self.spawn_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Holds the nodes added from now on: on a running network they start at
+    /// [`release`](Self::release) rather than at once. A running graph can so gain nodes
+    /// together with their connections, and a source among them emits nothing before
+    /// the connections it emits into are in place.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> reflow_network::Result<()> {
+    /// use reflow_network::network::{Connector, Network, NetworkConfig};
+    ///
+    /// let mut network = Network::new(NetworkConfig::default());
+    /// reflow_network::components::register_builtins(&mut network)?;
+    /// network.add_node("sink", "sink", None)?;
+    /// network.start()?;
+    /// network.hold();
+    /// network.add_node("numbers", "generator", None)?; // does not run yet
+    /// network.add_connection(Connector::new("numbers", "out", "sink", "in"))?;
+    /// network.release()?; // now it runs, and its first number reaches the sink
+    /// # network.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn hold(&mut self) {
+        self.holding = true;
+    }
+
+    /// Starts the nodes added since [`hold`](Self::hold), if the network runs, and stops
+    /// holding.
+    pub fn release(&mut self) -> Result<()> {
+        self.holding = false;
         if self.running {
             self.spawn_pending()?;
         }
