@@ -421,3 +421,58 @@ fn up_which_prints_the_binary_the_harness_finds_bare_or_as_json() {
     assert_eq!(listing["path"], found.path().display().to_string());
     assert_eq!(listing["version"], found.version().to_string());
 }
+
+#[test]
+fn a_generator_feeding_a_remote_actor_loses_none_of_its_first_numbers() {
+    let port = free_port();
+    let up = Running::spawn(&["up", "--port", &port.to_string()]);
+    up.wait_for("up to print its URL", false, |l| l.contains("\"url\""));
+    let url = format!("nats://127.0.0.1:{port}");
+    let dir = std::env::temp_dir().join(format!("reflow-gen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shows = dir.join("shows.toml");
+    std::fs::write(
+        &shows,
+        "[network]\nnetwork_id = \"shows\"\n\n[[nodes]]\nid = \"show\"\ncomponent = \"log\"\n",
+    )
+    .unwrap();
+    let numbers = dir.join("numbers.toml");
+    // The generator emits at once when it starts; it must not start before show@shows
+    // is wired, or its first numbers go nowhere.
+    std::fs::write(
+        &numbers,
+        "[network]\nnetwork_id = \"numbers\"\n\n[[nodes]]\nid = \"gen\"\n\
+         component = \"generator\"\nmetadata = { count = 5 }\n\n[[connections]]\n\
+         from = \"gen.out\"\nto = \"show@shows.in\"\n",
+    )
+    .unwrap();
+    let shows_run = Running::spawn(&[
+        "--nats-url",
+        &url,
+        "run",
+        "--config",
+        shows.to_str().unwrap(),
+    ]);
+    shows_run.wait_for("shows to run", false, |l| l.contains("\"running\""));
+    let numbers_run = Running::spawn(&[
+        "--nats-url",
+        &url,
+        "run",
+        "--config",
+        numbers.to_str().unwrap(),
+    ]);
+    numbers_run.wait_for("numbers to run", false, |l| l.contains("\"running\""));
+    shows_run.wait_for("the last number", true, |l| logged(l, "show", "4"));
+    let shown: Vec<String> = shows_run
+        .stderr
+        .lock()
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("node=show"))
+        .map(|l| l.trim_end().rsplit(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(shown, ["0", "1", "2", "3", "4"]);
+    drop(numbers_run);
+    drop(shows_run);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -2,9 +2,11 @@
 //! (see `config`). It builds the local graph from built-in components, sets the
 //! capabilities and tags the network advertises in discovery, joins the broker,
 //! connects to every network whose actors the connections name (waiting for networks
-//! that are not up yet), registers those actors as proxies, wires everything, delivers
+//! that are not up yet), registers those actors as proxies, wires everything (the nodes
+//! that feed remote actors start only then, so none of their messages is lost), delivers
 //! the initial packets, and runs until Ctrl-C or SIGTERM, then shuts down gracefully.
 
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -15,7 +17,7 @@ use reflow_network::{ErrorKind, Message};
 use serde_json::json;
 
 use crate::Global;
-use crate::config::{self, RunConfig};
+use crate::config::{self, Endpoint, RunConfig};
 use crate::output::{self, CliError, CliResult};
 
 #[derive(Debug, clap::Args)]
@@ -64,17 +66,51 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
     Ok(())
 }
 
-/// The local nodes and the connections between them; both exist before the network
-/// starts, so nothing a node emits at start is lost.
+/// The local nodes whose messages can reach a remote actor: those connected to one, and
+/// every node upstream of them. They start only once the remote actors are wired, so
+/// nothing they emit at start (a generator's first numbers) is lost.
+fn feeding_remote(plan: &RunConfig) -> HashSet<&str> {
+    let local =
+        |(from, to): &&(Endpoint, Endpoint)| from.remote().is_none() && to.remote().is_none();
+    let mut feeding: HashSet<&str> = plan
+        .connections
+        .iter()
+        .filter(|(from, to)| from.remote().is_none() && to.remote().is_some())
+        .map(|(from, _)| from.node.as_str())
+        .collect();
+    loop {
+        let before = feeding.len();
+        for (from, to) in plan.connections.iter().filter(local) {
+            if feeding.contains(to.node.as_str()) {
+                feeding.insert(from.node.as_str());
+            }
+        }
+        if feeding.len() == before {
+            return feeding;
+        }
+    }
+}
+
+/// Whether a connection joins two local nodes that start with the network.
+fn starts_with_network(from: &Endpoint, to: &Endpoint, held: &HashSet<&str>) -> bool {
+    from.remote().is_none()
+        && to.remote().is_none()
+        && !held.contains(from.node.as_str())
+        && !held.contains(to.node.as_str())
+}
+
+/// The local nodes and connections that do not wait for remote actors; they exist
+/// before the network starts, so nothing a node emits at start is lost.
 fn build_local(network: &DistributedNetwork, plan: &RunConfig) -> reflow_network::Result<()> {
+    let held = feeding_remote(plan);
     let local = network.get_local_network();
     let mut local = local.write();
     register_builtins(&mut local)?;
-    for node in &plan.nodes {
+    for node in plan.nodes.iter().filter(|n| !held.contains(n.id.as_str())) {
         local.add_node(&node.id, &node.component, Some(node.metadata.clone()))?;
     }
     for (from, to) in &plan.connections {
-        if from.remote().is_none() && to.remote().is_none() {
+        if starts_with_network(from, to, &held) {
             local.add_connection(Connector::new(&from.node, &from.port, &to.node, &to.port))?;
         }
     }
@@ -110,15 +146,25 @@ async fn wire_remote(network: &DistributedNetwork, plan: &RunConfig, wait: Durat
             .await
             .map_err(CliError::from_lib)?;
     }
+    // The nodes that feed remote actors, with every connection not made yet, start
+    // together once all of them are in place.
+    let held = feeding_remote(plan);
     let local = network.get_local_network();
     let mut local = local.write();
-    for (from, to) in &plan.connections {
-        if from.remote().is_some() || to.remote().is_some() {
-            local
-                .add_connection(Connector::new(&from.node, &from.port, &to.node, &to.port))
-                .map_err(CliError::from_lib)?;
+    local.hold();
+    let added = (|| {
+        for node in plan.nodes.iter().filter(|n| held.contains(n.id.as_str())) {
+            local.add_node(&node.id, &node.component, Some(node.metadata.clone()))?;
         }
-    }
+        for (from, to) in &plan.connections {
+            if !starts_with_network(from, to, &held) {
+                local.add_connection(Connector::new(&from.node, &from.port, &to.node, &to.port))?;
+            }
+        }
+        Ok(())
+    })();
+    let released = local.release();
+    added.and(released).map_err(CliError::from_lib)?;
     for (to, value) in &plan.initial {
         let packet = InitialPacket::new(&to.node, &to.port, Message::from_json(value.clone()));
         local.add_initial(packet).map_err(CliError::from_lib)?;
