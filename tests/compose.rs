@@ -91,17 +91,18 @@ fn free_port() -> u16 {
 /// One composed project, taken down with its volume when dropped.
 struct Project {
     compose: Vec<&'static str>,
+    /// The compose file.
+    file: String,
     name: String,
     port: u16,
 }
 
 impl Project {
     fn command(&self) -> Command {
-        let dir = env!("CARGO_MANIFEST_DIR");
         let mut command = Command::new(self.compose[0]);
         command
             .args(&self.compose[1..])
-            .args(["-p", &self.name, "-f", &format!("{dir}/docker-compose.yml")])
+            .args(["-p", &self.name, "-f", &self.file])
             .env("NATS_IMAGE", NATS_IMAGE)
             .env("BRIDGE_IMAGE", BRIDGE_IMAGE)
             .env("NATS_PORT", self.port.to_string())
@@ -175,9 +176,14 @@ impl Drop for Project {
     }
 }
 
-/// Builds both images with `docker/build-images.sh`, packaging the nats-server the tests
-/// use; the static bridge is built in a target folder of its own.
+/// Builds both images with `docker/build-images.sh` (once per test run), packaging the
+/// nats-server the tests use; the static bridge is built in a target folder of its own.
 fn build_images() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(build_images_now);
+}
+
+fn build_images_now() {
     let dir = env!("CARGO_MANIFEST_DIR");
     let nats = reflow_network::local_server::find_nats_server().unwrap();
     let out = Command::new(format!("{dir}/docker/build-images.sh"))
@@ -211,6 +217,7 @@ fn composed_bridges_share_only_nats_and_outlive_a_killed_server() {
     build_images();
     let project = Project {
         compose,
+        file: concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml").into(),
         name: format!("reflow-compose-test-{}", std::process::id()),
         port: free_port(),
     };
@@ -262,4 +269,142 @@ fn composed_bridges_share_only_nats_and_outlive_a_killed_server() {
     }
     project.wait_for_log("stats", "node=shout 2");
     project.wait_for_log("feeder", "node=print 2");
+}
+
+/// Two bridges in containers of their own, each with a bind port, on one Docker network
+/// with NATS: `relay_a`'s generator streams into the `show` actor of `relay_b`.
+const RELAY_COMPOSE: &str = r#"
+services:
+  nats:
+    image: ${NATS_IMAGE}
+    command: ["--jetstream", "--store_dir", "/data"]
+    ports: ["${NATS_PORT}:4222"]
+  relay_b:
+    image: ${BRIDGE_IMAGE}
+    command: ["run", "--config", "/etc/relay/b.toml"]
+    environment: { NATS_URL: "nats://nats:4222" }
+    volumes: ["./b.toml:/etc/relay/b.toml:ro"]
+    depends_on: [nats]
+  relay_a:
+    image: ${BRIDGE_IMAGE}
+    command: ["run", "--config", "/etc/relay/a.toml", "--wait-secs", "60"]
+    environment:
+      NATS_URL: "nats://nats:4222"
+      RUST_LOG: "warn,reflow_network::components=info,reflow_network::bridge::road=info"
+    volumes: ["./a.toml:/etc/relay/a.toml:ro"]
+    depends_on: [nats, relay_b]
+"#;
+
+const RELAY_B: &str = r#"
+[network]
+network_id = "relay_b"
+instance_id = "b1"
+bind_address = "0.0.0.0"
+bind_port = 7000
+heartbeat_interval_ms = 1000
+
+[[nodes]]
+id = "show"
+component = "log"
+"#;
+
+const RELAY_A: &str = r#"
+[network]
+network_id = "relay_a"
+instance_id = "a1"
+bind_address = "0.0.0.0"
+bind_port = 7000
+heartbeat_interval_ms = 1000
+
+[[nodes]]
+id = "gen"
+component = "generator"
+metadata = { count = 1000000, interval_ms = 10 }
+
+[[connections]]
+from = "gen.out"
+to = "show@relay_b.in"
+"#;
+
+/// The values `relay_b`'s `show` node has logged, in order.
+fn shown(project: &Project) -> Vec<i64> {
+    project
+        .logs("relay_b")
+        .lines()
+        .filter(|line| line.contains("node=show"))
+        .filter_map(|line| line.trim_end().rsplit(' ').next()?.parse().ok())
+        .collect()
+}
+
+/// Waits until `relay_b` has shown more than `count` values; returns them.
+fn shown_past(project: &Project, count: usize, what: &str) -> Vec<i64> {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let values = shown(project);
+        if values.len() > count {
+            return values;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay_b showed {} values, not more than {count}, {what}",
+            values.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn containers_stream_over_a_direct_link_while_the_nats_container_is_dead() {
+    let Some(compose) = compose_command() else {
+        eprintln!("note: neither `docker compose` nor `docker-compose` is installed; skipped");
+        return;
+    };
+    if !docker_answers() {
+        eprintln!("note: the Docker daemon does not answer; skipped");
+        return;
+    }
+    build_images();
+    let dir = std::env::temp_dir().join(format!("reflow-relay-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, text) in [
+        ("docker-compose.yml", RELAY_COMPOSE),
+        ("a.toml", RELAY_A),
+        ("b.toml", RELAY_B),
+    ] {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let project = Project {
+        compose,
+        file: dir.join("docker-compose.yml").display().to_string(),
+        name: format!("reflow-relay-test-{}", std::process::id()),
+        port: free_port(),
+    };
+    project.run(&["up", "-d", "--no-build"]);
+
+    // Through NATS first.
+    let before = shown_past(&project, 20, "through NATS").len();
+    project.run(&["kill", "nats"]);
+    project.wait_for_log("relay_a", "from=Nats to=Direct");
+    // The stream goes on between the two containers with no broker at all.
+    let during = shown_past(&project, before + 100, "with the NATS container dead").len();
+    project.run(&["start", "nats"]);
+    project.wait_for_log("relay_a", "from=Direct to=Nats");
+    let values = shown_past(&project, during + 100, "after NATS came back");
+
+    // Every value once, in order, from the generator's first (it starts only once its
+    // remote target is wired) and across both switches.
+    let expected: Vec<i64> = (0..values.len() as i64).collect();
+    if values != expected {
+        let bad = values
+            .iter()
+            .zip(&expected)
+            .position(|(v, e)| v != e)
+            .unwrap_or(0);
+        panic!(
+            "relay_b's values are out of order, repeated or missing from index {bad}: {:?}",
+            &values[bad.saturating_sub(3)..(bad + 5).min(values.len())]
+        );
+    }
+    drop(project);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
