@@ -476,3 +476,25 @@ fn a_generator_feeding_a_remote_actor_loses_none_of_its_first_numbers() {
     drop(shows_run);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn run_reports_the_broker_lost_and_back_on_stdout() {
+    let port = free_port();
+    let mut up = Running::spawn(&["up", "--port", &port.to_string()]);
+    up.wait_for("up to print its URL", false, |l| l.contains("\"url\""));
+    let url = format!("nats://127.0.0.1:{port}");
+    let stats = Running::spawn(&["--nats-url", &url, "run", "--config", &config("stats.toml")]);
+    stats.wait_for("stats to run", false, |l| l.contains("\"running\""));
+
+    assert!(up.interrupt().success());
+    stats.wait_for("the broker lost", false, |l| {
+        l.contains(r#""event":"broker_lost""#)
+    });
+    let up = Running::spawn(&["up", "--port", &port.to_string()]);
+    up.wait_for("up to print its URL again", false, |l| {
+        l.contains("\"url\"")
+    });
+    stats.wait_for("the broker back", false, |l| {
+        l.contains(r#""event":"broker_regained""#)
+    });
+}

@@ -126,18 +126,32 @@ impl Project {
 
     /// Waits until `service` has logged a line that ends with `needle`.
     fn wait_for_log(&self, service: &str, needle: &str) {
+        self.wait_for_line(service, needle, |line| line.trim_end().ends_with(needle));
+    }
+
+    /// Waits until `service` has logged a line for which `found` holds.
+    fn wait_for_line(&self, service: &str, what: &str, found: impl Fn(&str) -> bool) {
         let deadline = Instant::now() + STEP;
         loop {
             let logs = self.logs(service);
-            if logs.lines().any(|line| line.trim_end().ends_with(needle)) {
+            if logs.lines().any(&found) {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "{service} logged no {needle:?} within {STEP:?}:\n{logs}"
+                "{service} logged no {what} within {STEP:?}:\n{logs}"
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Waits until `service` reports traffic to `network` switching to `road`.
+    fn wait_for_switch(&self, service: &str, network: &str, road: &str) {
+        self.wait_for_line(service, &format!("a switch to {road}"), |line| {
+            line.contains(r#""event":"road_switched""#)
+                && line.contains(&format!(r#""network":"{network}""#))
+                && line.contains(&format!(r#""to":"{road}""#))
+        });
     }
 
     /// The Docker networks the container of `service` is on.
@@ -254,6 +268,10 @@ fn composed_bridges_share_only_nats_and_outlive_a_killed_server() {
     // and feeder -> tally@stats -> back to feeder works once more.
     project.run(&["kill", "nats"]);
     project.run(&["start", "nats"]);
+    for event in ["broker_lost", "broker_regained"] {
+        let needle = format!(r#""event":"{event}""#);
+        project.wait_for_line("stats", event, |line| line.contains(&needle));
+    }
     let deadline = Instant::now() + STEP;
     loop {
         let sent = project.bridge(&["send", "feeder", "feed", "in", "7"]);
@@ -288,9 +306,7 @@ services:
   relay_a:
     image: ${BRIDGE_IMAGE}
     command: ["run", "--config", "/etc/relay/a.toml", "--wait-secs", "60"]
-    environment:
-      NATS_URL: "nats://nats:4222"
-      RUST_LOG: "warn,reflow_network::components=info,reflow_network::bridge::road=info"
+    environment: { NATS_URL: "nats://nats:4222" }
     volumes: ["./a.toml:/etc/relay/a.toml:ro"]
     depends_on: [nats, relay_b]
 "#;
@@ -384,11 +400,11 @@ fn containers_stream_over_a_direct_link_while_the_nats_container_is_dead() {
     // Through NATS first.
     let before = shown_past(&project, 20, "through NATS").len();
     project.run(&["kill", "nats"]);
-    project.wait_for_log("relay_a", "from=Nats to=Direct");
+    project.wait_for_switch("relay_a", "relay_b", "direct");
     // The stream goes on between the two containers with no broker at all.
     let during = shown_past(&project, before + 100, "with the NATS container dead").len();
     project.run(&["start", "nats"]);
-    project.wait_for_log("relay_a", "from=Direct to=Nats");
+    project.wait_for_switch("relay_a", "relay_b", "nats");
     let values = shown_past(&project, during + 100, "after NATS came back");
 
     // Every value once, in order, from the generator's first (it starts only once its

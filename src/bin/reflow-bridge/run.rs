@@ -5,6 +5,8 @@
 //! that are not up yet), registers those actors as proxies, wires everything (the nodes
 //! that feed remote actors start only then, so none of their messages is lost), delivers
 //! the initial packets, and runs until Ctrl-C or SIGTERM, then shuts down gracefully.
+//! Meanwhile it reports on stdout what an operator needs to see: the broker lost and
+//! back, peers, road switches and slow-consumer drops.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use reflow_network::components::register_builtins;
 use reflow_network::distributed_network::DistributedNetwork;
+use reflow_network::events::{EventStream, NetworkEvent, TransportKind};
 use reflow_network::network::{Connector, InitialPacket};
 use reflow_network::{ErrorKind, Message};
 use serde_json::json;
@@ -38,6 +41,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
     let mut network = DistributedNetwork::new(plan.network.clone())
         .await
         .map_err(CliError::from_lib)?;
+    let reporter = report_events(global, network.events());
     // Set before start(), so the first liveness entry and every discovery reply carry them.
     network.set_capabilities(plan.capabilities.iter().cloned());
     network.set_tags(plan.tags.iter().cloned());
@@ -56,6 +60,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
     crate::up::stop_signal().await;
     let spinner = output::Spinner::start("shutting down");
     let stopped = network.shutdown().await;
+    reporter.abort();
     drop(spinner);
     stopped.map_err(CliError::from_lib)?;
     if output::human(global.json) {
@@ -170,6 +175,85 @@ async fn wire_remote(network: &DistributedNetwork, plan: &RunConfig, wait: Durat
         local.add_initial(packet).map_err(CliError::from_lib)?;
     }
     Ok(())
+}
+
+/// Prints what the operator of a bridge process wants to know as it runs: the broker
+/// lost and back, peers connecting, leaving or refused, traffic changing road, and
+/// messages dropped. One line each, or one JSON object each with `--json` or into a pipe.
+fn report_events(global: &Global, mut events: EventStream) -> tokio::task::JoinHandle<()> {
+    let human = output::human(global.json);
+    tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let Some((json, words)) = describe(&event) {
+                if human {
+                    println!("{words}");
+                } else {
+                    output::print_json(&json);
+                }
+            }
+        }
+    })
+}
+
+fn road(kind: TransportKind) -> &'static str {
+    match kind {
+        TransportKind::Nats => "nats",
+        TransportKind::Direct => "direct",
+    }
+}
+
+/// An event as JSON and in words; `None` for those `networks --watch` is for.
+fn describe(event: &NetworkEvent) -> Option<(serde_json::Value, String)> {
+    Some(match event {
+        NetworkEvent::BrokerLost => (
+            json!({ "event": "broker_lost" }),
+            "lost the NATS server; reconnecting (peers with a bind port are reached directly)"
+                .to_string(),
+        ),
+        NetworkEvent::BrokerRegained => (
+            json!({ "event": "broker_regained" }),
+            "the NATS server is back".to_string(),
+        ),
+        NetworkEvent::TransportSwitched { network, from, to } => (
+            json!({ "event": "road_switched", "network": network, "from": road(*from), "to": road(*to) }),
+            format!(
+                "traffic to {network} now goes over {} (was {})",
+                road(*to),
+                road(*from)
+            ),
+        ),
+        NetworkEvent::PeerConnected {
+            network,
+            instance,
+            transport,
+            ..
+        } => (
+            json!({ "event": "peer_connected", "network": network, "instance": instance, "road": road(*transport) }),
+            format!(
+                "connected to {network} ({instance}) over {}",
+                road(*transport)
+            ),
+        ),
+        NetworkEvent::PeerDisconnected { network, reason } => (
+            json!({ "event": "peer_disconnected", "network": network, "reason": reason }),
+            format!("disconnected from {network}: {reason}"),
+        ),
+        NetworkEvent::PeerRefused { peer, reason } => (
+            json!({ "event": "peer_refused", "peer": peer, "reason": reason }),
+            format!("refused {peer}: {reason}"),
+        ),
+        NetworkEvent::SlowConsumer { total_dropped } => (
+            json!({ "event": "slow_consumer", "total_dropped": total_dropped }),
+            format!(
+                "fell behind: the NATS client dropped inbound messages ({total_dropped} so far)"
+            ),
+        ),
+        NetworkEvent::Lagged { missed } => (
+            json!({ "event": "lagged", "missed": missed }),
+            format!("missed {missed} events"),
+        ),
+        _ => return None,
+    })
 }
 
 fn announce(global: &Global, plan: &RunConfig) {
