@@ -106,6 +106,17 @@ impl Drop for Running {
     }
 }
 
+impl Running {
+    /// `run --config CONFIG` against `url`, once it says it is running.
+    fn network(url: &str, config: &str, name: &str) -> Running {
+        let running = Running::spawn(&["--nats-url", url, "run", "--config", config]);
+        running.wait_for(&format!("{name} to run"), false, |l| {
+            l.contains("\"running\"")
+        });
+        running
+    }
+}
+
 /// Runs a one-shot command to completion.
 fn cli(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(BIN)
@@ -152,16 +163,8 @@ fn up_run_actors_ping_send_and_watch_work_together() {
     std::net::TcpStream::connect(("127.0.0.1", port)).expect("the server accepts");
 
     // Two networks, one process each, that share nothing but the broker.
-    let stats = Running::spawn(&["--nats-url", &url, "run", "--config", &config("stats.toml")]);
-    stats.wait_for("stats to run", false, |l| l.contains("\"running\""));
-    let mut feeder = Running::spawn(&[
-        "--nats-url",
-        &url,
-        "run",
-        "--config",
-        &config("feeder.toml"),
-    ]);
-    feeder.wait_for("feeder to run", false, |l| l.contains("\"running\""));
+    let stats = Running::network(&url, &config("stats.toml"), "stats");
+    let mut feeder = Running::network(&url, &config("feeder.toml"), "feeder");
     // feeder's initial packet went through stats' `tally` and its count came back.
     feeder.wait_for("the count back in feeder", true, |l| {
         logged(l, "print", "1")
@@ -337,14 +340,7 @@ fn networks_lists_what_run_started_with_its_capabilities_and_tags_and_watch_sees
         "#,
     )
     .unwrap();
-    let mut catalog = Running::spawn(&[
-        "--nats-url",
-        &url,
-        "run",
-        "--config",
-        path.to_str().unwrap(),
-    ]);
-    catalog.wait_for("catalog to run", false, |l| l.contains("\"running\""));
+    let mut catalog = Running::network(&url, path.to_str().unwrap(), "catalog");
 
     let event = |what: &'static str| {
         move |l: &str| {
@@ -446,22 +442,8 @@ fn a_generator_feeding_a_remote_actor_loses_none_of_its_first_numbers() {
          from = \"gen.out\"\nto = \"show@shows.in\"\n",
     )
     .unwrap();
-    let shows_run = Running::spawn(&[
-        "--nats-url",
-        &url,
-        "run",
-        "--config",
-        shows.to_str().unwrap(),
-    ]);
-    shows_run.wait_for("shows to run", false, |l| l.contains("\"running\""));
-    let numbers_run = Running::spawn(&[
-        "--nats-url",
-        &url,
-        "run",
-        "--config",
-        numbers.to_str().unwrap(),
-    ]);
-    numbers_run.wait_for("numbers to run", false, |l| l.contains("\"running\""));
+    let shows_run = Running::network(&url, shows.to_str().unwrap(), "shows");
+    let numbers_run = Running::network(&url, numbers.to_str().unwrap(), "numbers");
     shows_run.wait_for("the last number", true, |l| logged(l, "show", "4"));
     let shown: Vec<String> = shows_run
         .stderr
@@ -483,8 +465,7 @@ fn run_reports_the_broker_lost_and_back_on_stdout() {
     let mut up = Running::spawn(&["up", "--port", &port.to_string()]);
     up.wait_for("up to print its URL", false, |l| l.contains("\"url\""));
     let url = format!("nats://127.0.0.1:{port}");
-    let stats = Running::spawn(&["--nats-url", &url, "run", "--config", &config("stats.toml")]);
-    stats.wait_for("stats to run", false, |l| l.contains("\"running\""));
+    let stats = Running::network(&url, &config("stats.toml"), "stats");
 
     assert!(up.interrupt().success());
     stats.wait_for("the broker lost", false, |l| {

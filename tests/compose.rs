@@ -190,6 +190,21 @@ impl Drop for Project {
     }
 }
 
+/// The compose command, with both images built; `None`, with a note, where Docker or
+/// Compose is missing.
+fn ready_to_compose() -> Option<Vec<&'static str>> {
+    let Some(compose) = compose_command() else {
+        eprintln!("note: neither `docker compose` nor `docker-compose` is installed; skipped");
+        return None;
+    };
+    if !docker_answers() {
+        eprintln!("note: the Docker daemon does not answer; skipped");
+        return None;
+    }
+    build_images();
+    Some(compose)
+}
+
 /// Builds both images with `docker/build-images.sh` (once per test run), packaging the
 /// nats-server the tests use; the static bridge is built in a target folder of its own.
 fn build_images() {
@@ -220,15 +235,9 @@ fn build_images_now() {
 
 #[test]
 fn composed_bridges_share_only_nats_and_outlive_a_killed_server() {
-    let Some(compose) = compose_command() else {
-        eprintln!("note: neither `docker compose` nor `docker-compose` is installed; skipped");
+    let Some(compose) = ready_to_compose() else {
         return;
     };
-    if !docker_answers() {
-        eprintln!("note: the Docker daemon does not answer; skipped");
-        return;
-    }
-    build_images();
     let project = Project {
         compose,
         file: concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml").into(),
@@ -371,15 +380,9 @@ fn shown_past(project: &Project, count: usize, what: &str) -> Vec<i64> {
 
 #[test]
 fn containers_stream_over_a_direct_link_while_the_nats_container_is_dead() {
-    let Some(compose) = compose_command() else {
-        eprintln!("note: neither `docker compose` nor `docker-compose` is installed; skipped");
+    let Some(compose) = ready_to_compose() else {
         return;
     };
-    if !docker_answers() {
-        eprintln!("note: the Docker daemon does not answer; skipped");
-        return;
-    }
-    build_images();
     let dir = std::env::temp_dir().join(format!("reflow-relay-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     for (name, text) in [
