@@ -45,13 +45,16 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
     // Set before start(), so the first liveness entry and every discovery reply carry them.
     network.set_capabilities(plan.capabilities.iter().cloned());
     network.set_tags(plan.tags.iter().cloned());
-    build_local(&network, &plan).map_err(CliError::from_lib)?;
+    // The nodes that feed remote actors start once those are wired, the rest at start.
+    let held = feeding_remote(&plan);
+    build_local(&network, &plan, &held).map_err(CliError::from_lib)?;
     let spinner = output::Spinner::start("connecting to the NATS server");
     let started = network.start().await;
     drop(spinner);
     started.map_err(CliError::from_broker)?;
 
-    let wired = wire_remote(&network, &plan, Duration::from_secs(args.wait_secs)).await;
+    let wait = Duration::from_secs(args.wait_secs);
+    let wired = wire_remote(&network, &plan, &held, wait).await;
     if let Err(err) = wired {
         let _ = network.shutdown().await;
         return Err(err);
@@ -106,8 +109,11 @@ fn starts_with_network(from: &Endpoint, to: &Endpoint, held: &HashSet<&str>) -> 
 
 /// The local nodes and connections that do not wait for remote actors; they exist
 /// before the network starts, so nothing a node emits at start is lost.
-fn build_local(network: &DistributedNetwork, plan: &RunConfig) -> reflow_network::Result<()> {
-    let held = feeding_remote(plan);
+fn build_local(
+    network: &DistributedNetwork,
+    plan: &RunConfig,
+    held: &HashSet<&str>,
+) -> reflow_network::Result<()> {
     let local = network.get_local_network();
     let mut local = local.write();
     register_builtins(&mut local)?;
@@ -115,7 +121,7 @@ fn build_local(network: &DistributedNetwork, plan: &RunConfig) -> reflow_network
         local.add_node(&node.id, &node.component, Some(node.metadata.clone()))?;
     }
     for (from, to) in &plan.connections {
-        if starts_with_network(from, to, &held) {
+        if starts_with_network(from, to, held) {
             local.add_connection(Connector::new(&from.node, &from.port, &to.node, &to.port))?;
         }
     }
@@ -124,7 +130,12 @@ fn build_local(network: &DistributedNetwork, plan: &RunConfig) -> reflow_network
 
 /// Connects to each remote network (retrying while it is not up yet), registers its
 /// actors as proxies, adds the connections that touch them, then the initial packets.
-async fn wire_remote(network: &DistributedNetwork, plan: &RunConfig, wait: Duration) -> CliResult {
+async fn wire_remote(
+    network: &DistributedNetwork,
+    plan: &RunConfig,
+    held: &HashSet<&str>,
+    wait: Duration,
+) -> CliResult {
     let deadline = Instant::now() + wait;
     for (actor, remote) in plan.remote_actors() {
         let spinner = output::Spinner::start(&format!("waiting for network {remote}"));
@@ -151,9 +162,8 @@ async fn wire_remote(network: &DistributedNetwork, plan: &RunConfig, wait: Durat
             .await
             .map_err(CliError::from_lib)?;
     }
-    // The nodes that feed remote actors, with every connection not made yet, start
-    // together once all of them are in place.
-    let held = feeding_remote(plan);
+    // The held nodes, with every connection not made yet, start together once all of
+    // them are in place.
     let local = network.get_local_network();
     let mut local = local.write();
     local.hold();
@@ -162,7 +172,7 @@ async fn wire_remote(network: &DistributedNetwork, plan: &RunConfig, wait: Durat
             local.add_node(&node.id, &node.component, Some(node.metadata.clone()))?;
         }
         for (from, to) in &plan.connections {
-            if !starts_with_network(from, to, &held) {
+            if !starts_with_network(from, to, held) {
                 local.add_connection(Connector::new(&from.node, &from.port, &to.node, &to.port))?;
             }
         }
