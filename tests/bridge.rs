@@ -68,11 +68,7 @@ async fn cross_network_pipeline_carries_10k_messages_in_order() {
     let alias = a.register_remote_actor("double", "B").await.unwrap();
     assert_eq!(alias, "double@B");
     let input = common::wire_source_through(&a, &alias, Some("sink"));
-    let feeder = tokio::spawn(async move {
-        for i in 0..10_000i64 {
-            input.send(Message::Integer(i)).await.unwrap();
-        }
-    });
+    let feeder = common::feed(input, 0..10_000i64, Message::Integer);
     let got = recv_n(&mut seen, 10_000, "pipeline").await;
     feeder.await.unwrap();
     let expected: Vec<Message> = (0..10_000i64).map(|i| Message::Integer(i * 2)).collect();
@@ -869,11 +865,7 @@ async fn a_backlog_goes_out_in_batch_envelopes_and_arrives_whole_and_in_order() 
     reflow_network::message::Envelope::decode(&lone.payload).expect("a plain envelope");
 
     // A backlog: the proxy takes what waits in its inbox together.
-    let feeder = tokio::spawn(async move {
-        for i in 0..N {
-            input.send(Message::Integer(i)).await.unwrap();
-        }
-    });
+    let feeder = common::feed(input, 0..N, Message::Integer);
     let expected: Vec<Message> = (0..N).map(Message::Integer).collect();
     let got = recv_n(&mut seen, N as usize, "the backlog").await;
     feeder.await.unwrap();
@@ -912,11 +904,7 @@ async fn batches_are_cut_to_the_servers_max_payload() {
     } = TappedPair::start(&server.url(), N as usize).await;
     // 700 B each: 64 KiB batches would be far over the server's 4 KiB.
     let message = |i: i64| Message::from(format!("{i:0>700}"));
-    let feeder = tokio::spawn(async move {
-        for i in 0..N {
-            input.send(message(i)).await.unwrap();
-        }
-    });
+    let feeder = common::feed(input, 0..N, message);
     let expected: Vec<Message> = (0..N).map(message).collect();
     let got = recv_n(&mut seen, N as usize, "messages under a small max_payload").await;
     feeder.await.unwrap();

@@ -5,15 +5,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::free_port;
 use reflow_network::Message;
 use reflow_network::actor::ProbeActor;
 use reflow_network::distributed_network::{DistributedConfig, DistributedNetwork};
-
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
 
 /// A network with a direct listener on `port`, whose broker URL leads nowhere.
 fn brokerless(network: &str, port: u16, nowhere: &str) -> DistributedConfig {

@@ -4,8 +4,12 @@
 //! through NATS alone, and keep doing so after the NATS container is killed and started
 //! again. Where Docker or Compose is missing, these tests are skipped with a note.
 
+mod common;
+
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+use common::free_port;
 
 /// The compose command this machine has: the `docker compose` plugin or the standalone
 /// `docker-compose`.
@@ -81,11 +85,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// One composed project, taken down with its volume when dropped.

@@ -101,11 +101,7 @@ async fn with_no_broker_two_networks_exchange_10k_messages_through_remote_actors
 
     let alias = a.register_remote_actor("double", "B").await.unwrap();
     let input = common::wire_source_through(&a, &alias, Some("sink"));
-    let feeder = tokio::spawn(async move {
-        for i in 0..10_000i64 {
-            input.send(Message::Integer(i)).await.unwrap();
-        }
-    });
+    let feeder = common::feed(input, 0..10_000i64, Message::Integer);
     let got = recv_ints(
         &mut seen,
         10_000,

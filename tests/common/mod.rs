@@ -50,6 +50,19 @@ pub(crate) fn wire_source_through(
     local.inlet("source", "in").unwrap()
 }
 
+/// Sends `make(i)` for every `i` in `range` into `input`, in order, from a task of its own.
+pub(crate) fn feed(
+    input: reflow_network::network::Inlet,
+    range: std::ops::Range<i64>,
+    make: impl Fn(i64) -> reflow_network::Message + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        for i in range {
+            input.send(make(i)).await.unwrap();
+        }
+    })
+}
+
 /// A started network.
 pub(crate) async fn started(
     config: reflow_network::distributed_network::DistributedConfig,
