@@ -44,6 +44,29 @@ async fn timed(n: usize, mut once: impl AsyncFnMut() -> Result<()>) -> Result<Ve
     Ok(samples)
 }
 
+/// Times `n` round trips of each of `ours` and `raw`, taken in turn, after `n / 10`
+/// untimed ones of each that warm both paths up. Taken in turn, a shared machine's
+/// drifting load falls on both alike, so their ratio holds steadier than that of rounds
+/// measured one after the other.
+async fn timed_in_turn(
+    n: usize,
+    mut ours: impl AsyncFnMut() -> Result<()>,
+    mut raw: impl AsyncFnMut() -> Result<()>,
+) -> Result<[Vec<Duration>; 2]> {
+    let mut samples = [Vec::with_capacity(n), Vec::with_capacity(n)];
+    for i in 0..n + n / 10 {
+        let started = Instant::now();
+        ours().await?;
+        let between = Instant::now();
+        raw().await?;
+        if i >= n / 10 {
+            samples[0].push(between - started);
+            samples[1].push(between.elapsed());
+        }
+    }
+    Ok(samples)
+}
+
 /// Confirmed `send_to_remote_actor` round trips against raw request/reply.
 pub(super) async fn confirmed(
     url: &str,
@@ -52,10 +75,9 @@ pub(super) async fn confirmed(
 ) -> Result<()> {
     let (mut ours, mut raw) = (Vec::new(), Vec::new());
     for _ in 0..options.rounds {
-        ours.push(quantiles(confirmed_round(url, options.round_trips).await?));
-        raw.push(quantiles(
-            raw_request_round(url, options.round_trips).await?,
-        ));
+        let [o, r] = confirmed_round(url, options.round_trips).await?;
+        ours.push(quantiles(o));
+        raw.push(quantiles(r));
     }
     let targets = [Some((1.15, false)), Some((1.5, false)), None];
     for (i, metric) in ["p50_us", "p99_us", "p999_us"].into_iter().enumerate() {
@@ -66,44 +88,69 @@ pub(super) async fn confirmed(
     Ok(())
 }
 
-async fn confirmed_round(url: &str, n: usize) -> Result<Vec<Duration>> {
+/// One round: `n` confirmed sends from A to B's actor, each followed by a raw request
+/// to a raw responder on the same server.
+async fn confirmed_round(url: &str, n: usize) -> Result<[Vec<Duration>; 2]> {
     let pair = Pair::over_nats(url, Sink).await?;
     let b_id = pair.b.get_config().network_id.clone();
     let message = Message::Bytes(vec![0x5a; SIZE].into());
     let a = &pair.a;
-    let samples = timed(n, async || {
-        a.send_to_remote_actor(&b_id, "target", "in", message.clone())
-            .await
-    })
+    let raw = RawResponder::start(url).await?;
+    let payload = bytes::Bytes::from(vec![0x5a; SIZE]);
+    let samples = timed_in_turn(
+        n,
+        async || {
+            a.send_to_remote_actor(&b_id, "target", "in", message.clone())
+                .await
+        },
+        async || raw.request(payload.clone()).await,
+    )
     .await;
+    raw.stop();
     pair.close().await?;
     samples
 }
 
-async fn raw_request_round(url: &str, n: usize) -> Result<Vec<Duration>> {
-    let subject = async_nats::Subject::from(unique("bench.req"));
-    let responder = async_nats::connect(url).await.map_err(broker)?;
-    let mut requests = responder.subscribe(subject.clone()).await.map_err(broker)?;
-    responder.flush().await.map_err(broker)?;
-    let answering = tokio::spawn(async move {
-        while let Some(request) = requests.next().await {
-            if let Some(reply) = request.reply {
-                let _ = responder.publish(reply, bytes::Bytes::new()).await;
+/// Raw async-nats request/reply: a client, and a responder that answers each request
+/// with an empty reply as soon as it arrives.
+struct RawResponder {
+    subject: async_nats::Subject,
+    client: async_nats::Client,
+    answering: tokio::task::JoinHandle<()>,
+}
+
+impl RawResponder {
+    async fn start(url: &str) -> Result<Self> {
+        let subject = async_nats::Subject::from(unique("bench.req"));
+        let responder = async_nats::connect(url).await.map_err(broker)?;
+        let mut requests = responder.subscribe(subject.clone()).await.map_err(broker)?;
+        responder.flush().await.map_err(broker)?;
+        let answering = tokio::spawn(async move {
+            while let Some(request) = requests.next().await {
+                if let Some(reply) = request.reply {
+                    let _ = responder.publish(reply, bytes::Bytes::new()).await;
+                }
             }
-        }
-    });
-    let client = async_nats::connect(url).await.map_err(broker)?;
-    let payload = bytes::Bytes::from(vec![0x5a; SIZE]);
-    let samples = timed(n, async || {
-        client
-            .request(subject.clone(), payload.clone())
+        });
+        let client = async_nats::connect(url).await.map_err(broker)?;
+        Ok(RawResponder {
+            subject,
+            client,
+            answering,
+        })
+    }
+
+    async fn request(&self, payload: bytes::Bytes) -> Result<()> {
+        self.client
+            .request(self.subject.clone(), payload)
             .await
             .map(drop)
             .map_err(broker)
-    })
-    .await;
-    answering.abort();
-    samples
+    }
+
+    fn stop(self) {
+        self.answering.abort();
+    }
 }
 
 /// A call into B's actor and back out of A's proxy, one at a time.
