@@ -6,6 +6,10 @@
 
 use reflow_network::bench::{self, BenchOptions};
 
+/// Counts the heap for the memory figures.
+#[global_allocator]
+static HEAP: bench::CountingAllocator = bench::CountingAllocator;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut options = if std::env::var_os("REFLOW_BENCH_SMOKE").is_some() {

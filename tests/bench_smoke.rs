@@ -95,6 +95,38 @@ fn smoke_run_reports_every_scenario_with_positive_figures_as_json() {
     assert_eq!(discovery["networks"], 5);
     let found = figure(&report, "discovery", "networks_found");
     assert_eq!(found["value"], 5.0, "discovery found every live network");
+    let at_rest = compared(
+        &report,
+        "memory at rest",
+        "heap_KiB_per_network",
+        "raw_nats",
+    );
+    assert_eq!(at_rest["networks"], 3);
+    compared(
+        &report,
+        "memory while streaming",
+        "peak_heap_MiB",
+        "raw_nats",
+    );
+}
+
+/// This test binary keeps the system allocator, so nothing counts the heap: the memory
+/// figures are left out and the report says why, rather than showing zeros.
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_figures_are_skipped_with_a_reason_where_the_heap_is_not_counted() {
+    use reflow_network::bench::{self, BenchOptions, Scenario};
+    let options = BenchOptions {
+        scenarios: vec![Scenario::Memory],
+        ..BenchOptions::smoke()
+    };
+    let report = bench::run(&options).await.unwrap();
+    assert!(report.figures.is_empty(), "{:?}", report.figures);
+    assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
+    assert!(
+        report.skipped[0].contains("CountingAllocator"),
+        "{:?}",
+        report.skipped
+    );
 }
 
 #[test]

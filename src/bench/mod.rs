@@ -13,6 +13,10 @@
 //! | direct link throughput, no broker | msgs/s | the broker path |
 //! | failure detection, SIGKILL of a child network | ms until `NetworkDown` | heartbeat |
 //! | discovery with N live networks | latency | — |
+//! | memory: a network at rest, a streamed round | heap bytes | raw client, raw pub/sub |
+//!
+//! The memory figures count the heap with [`CountingAllocator`], which the binary running
+//! the benchmark installs as its global allocator; without it they are skipped.
 //!
 //! ```no_run
 //! use reflow_network::bench::{self, BenchOptions};
@@ -25,11 +29,14 @@
 
 mod discovery;
 mod failure;
+mod heap;
 mod latency;
+mod memory;
 mod report;
 mod support;
 mod throughput;
 
+pub use heap::CountingAllocator;
 pub use report::{ASYNC_NATS_VERSION, BenchReport, Compared, Figure, MachineInfo, Versions};
 
 use std::path::PathBuf;
@@ -56,17 +63,20 @@ pub enum Scenario {
     Failure,
     /// `discover_networks` with many live networks.
     Discovery,
+    /// The heap a network holds at rest and while streaming, against raw clients.
+    Memory,
 }
 
 impl Scenario {
     /// Every scenario, in the order a run measures them.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Streamed,
         Scenario::Direct,
         Scenario::Confirmed,
         Scenario::Call,
         Scenario::Failure,
         Scenario::Discovery,
+        Scenario::Memory,
     ];
 
     /// The name used on the command line and in JSON.
@@ -78,6 +88,7 @@ impl Scenario {
             Scenario::Call => "call",
             Scenario::Failure => "failure",
             Scenario::Discovery => "discovery",
+            Scenario::Memory => "memory",
         }
     }
 }
@@ -115,6 +126,8 @@ pub struct BenchOptions {
     pub rounds: usize,
     /// Live network counts at which discovery is timed.
     pub discovery_counts: Vec<usize>,
+    /// Networks started at once to count the heap each holds at rest.
+    pub memory_networks: usize,
     /// Heartbeat interval of the network killed to time failure detection, in ms.
     pub heartbeat_ms: u64,
     /// The `reflow-bridge` binary, to run the network that failure detection kills in a
@@ -134,6 +147,7 @@ impl Default for BenchOptions {
             round_trips: 2_000,
             rounds: 5,
             discovery_counts: vec![100, 500],
+            memory_networks: 20,
             heartbeat_ms: 1_000,
             victim_program: None,
             scenarios: Scenario::ALL.to_vec(),
@@ -151,6 +165,7 @@ impl BenchOptions {
             round_trips: 100,
             rounds: 1,
             discovery_counts: vec![5],
+            memory_networks: 3,
             ..BenchOptions::default()
         }
     }
@@ -210,6 +225,10 @@ pub async fn run_with_progress(
     }
     if on(Scenario::Discovery) {
         discovery::measure(&url, options, &mut report, progress).await?;
+    }
+    if on(Scenario::Memory) {
+        progress("memory at rest and while streaming");
+        memory::measure(&url, options, &mut report).await?;
     }
     report.elapsed_s = started.elapsed().as_secs_f64();
     Ok(report)

@@ -246,7 +246,7 @@ impl BenchReport {
         );
         out.push_str(&self.settings_line());
         out.push_str(&format!(
-            "{:<28} {:>6} {:<15} {:>12} {:<10} {:>12} {:>6} {:>10}\n",
+            "{:<28} {:>6} {:<20} {:>12} {:<10} {:>12} {:>6} {:>10}\n",
             "scenario", "size", "metric", "reflow", "against", "baseline", "ratio", "target"
         ));
         let mut notes = Vec::new();
@@ -277,7 +277,7 @@ impl BenchReport {
                 None => f.scenario.clone(),
             };
             out.push_str(&format!(
-                "{:<28} {:>6} {:<15} {:>12.1} {:<10} {:>12} {:>6} {:>10}\n",
+                "{:<28} {:>6} {:<20} {:>12.1} {:<10} {:>12} {:>6} {:>10}\n",
                 scenario, size, f.metric, f.value, against, baseline, ratio, target
             ));
         }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
+use super::heap::Window;
 use super::support::{CountTo, Pair, ROUND_LIMIT, broker, config, too_slow, unique};
 use super::{BenchOptions, BenchReport, Compared, Scenario, median};
 use crate::distributed_network::DistributedConfig;
@@ -12,16 +13,19 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
 
 /// What one round of streaming measured.
-struct Round {
+pub(super) struct Round {
     elapsed: Duration,
     delivered: usize,
     /// Messages lost on the way: dropped by B's NATS client because its subscription
     /// buffer was full, or by the server, which cuts a client that falls too far behind.
-    dropped: u64,
+    pub(super) dropped: u64,
+    /// The most heap the round held above what was held as it began, when it was
+    /// counted.
+    pub(super) peak_heap: Option<isize>,
 }
 
 impl Round {
-    fn rate(&self) -> f64 {
+    pub(super) fn rate(&self) -> f64 {
         self.delivered as f64 / self.elapsed.as_secs_f64()
     }
 }
@@ -33,17 +37,18 @@ const DROP_CHECK: Duration = Duration::from_millis(5);
 const STALL: Duration = Duration::from_secs(2);
 
 /// Sends `n` messages of `size` bytes into the proxy of `pair` and times them until B's
-/// actor has counted the last one.
+/// actor has counted the last one; with `heap`, counts the heap the round holds.
 ///
 /// Core NATS has no flow control from subscriber back to publisher: when B's client
 /// cannot keep up, its subscription buffer overflows and it drops messages (a slow
 /// consumer, which the bridge counts), and past the server's own limit the server cuts
 /// the connection. Such a round ends once every message has arrived or been counted as
 /// dropped, or nothing has moved for [`STALL`], and reports what was lost.
-async fn through_pair(
+pub(super) async fn through_pair(
     pair: impl std::future::Future<Output = Result<(Pair, CountTo)>>,
     size: usize,
     n: usize,
+    heap: Option<&Window>,
 ) -> Result<Round> {
     let (pair, counter) = pair.await?;
     let done = counter.done();
@@ -52,6 +57,7 @@ async fn through_pair(
     let finished = done.notified();
     tokio::pin!(finished);
     finished.as_mut().enable();
+    heap.inspect(|w| w.restart());
     let started = Instant::now();
     for _ in 0..n {
         inlet.send(message.clone()).await?;
@@ -80,15 +86,17 @@ async fn through_pair(
             }
         }
     };
+    let peak_heap = heap.map(Window::peak);
     pair.close().await?;
     Ok(Round {
         elapsed,
         delivered: n - dropped as usize,
         dropped,
+        peak_heap,
     })
 }
 
-async fn nats_pair(url: &str, n: usize) -> Result<(Pair, CountTo)> {
+pub(super) async fn nats_pair(url: &str, n: usize) -> Result<(Pair, CountTo)> {
     let counter = CountTo::new(n);
     Ok((Pair::over_nats(url, counter.clone()).await?, counter))
 }
@@ -116,7 +124,10 @@ fn free_port() -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-async fn raw(url: &str, size: usize, n: usize) -> Result<Duration> {
+/// Raw async-nats: `n` messages of `size` bytes published to a subscriber on another
+/// connection whose buffer holds them all, timed until it has the last one; with `heap`,
+/// counts the heap the round holds.
+pub(super) async fn raw(url: &str, size: usize, n: usize, heap: Option<&Window>) -> Result<Round> {
     let subject = unique("bench.raw");
     let receiver = async_nats::ConnectOptions::new()
         .subscription_capacity(n + 1024)
@@ -135,6 +146,7 @@ async fn raw(url: &str, size: usize, n: usize) -> Result<Duration> {
             }
         }
     });
+    heap.inspect(|w| w.restart());
     let started = Instant::now();
     for _ in 0..n {
         sender
@@ -147,7 +159,12 @@ async fn raw(url: &str, size: usize, n: usize) -> Result<Duration> {
         .await
         .map_err(|_| too_slow("raw throughput"))?
         .map_err(|e| Error::new(ErrorKind::Io, format!("counting task failed: {e}")))?;
-    Ok(started.elapsed())
+    Ok(Round {
+        elapsed: started.elapsed(),
+        delivered: n,
+        dropped: 0,
+        peak_heap: heap.map(Window::peak),
+    })
 }
 
 /// Streamed throughput at `size` bytes through the broker, against raw publish/subscribe;
@@ -159,20 +176,19 @@ pub(super) async fn measure(
     report: &mut BenchReport,
 ) -> Result<()> {
     let n = options.messages_at(size);
-    let rate = |d: Duration| n as f64 / d.as_secs_f64();
     let streamed = options.scenarios.contains(&Scenario::Streamed);
     let direct = options.scenarios.contains(&Scenario::Direct);
     let (mut ours, mut raw_rates, mut direct_rates) = (Vec::new(), Vec::new(), Vec::new());
     let mut dropped = 0;
     for _ in 0..options.rounds {
-        let round = through_pair(nats_pair(url, n), size, n).await?;
+        let round = through_pair(nats_pair(url, n), size, n, None).await?;
         dropped += round.dropped;
         ours.push(round.rate());
         if streamed {
-            raw_rates.push(rate(raw(url, size, n).await?));
+            raw_rates.push(raw(url, size, n, None).await?.rate());
         }
         if direct {
-            direct_rates.push(through_pair(direct_pair(n), size, n).await?.rate());
+            direct_rates.push(through_pair(direct_pair(n), size, n, None).await?.rate());
         }
     }
     let ours = median(ours);

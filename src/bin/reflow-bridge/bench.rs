@@ -32,7 +32,7 @@ pub(crate) struct Args {
     #[arg(long, value_delimiter = ',', value_name = "N")]
     discovery: Option<Vec<usize>>,
     /// Run only these scenarios, comma separated: streamed, direct, confirmed, call,
-    /// failure, discovery [default: all]
+    /// failure, discovery, memory [default: all]
     #[arg(long, value_delimiter = ',', value_name = "SCENARIO")]
     only: Option<Vec<Scenario>>,
 }

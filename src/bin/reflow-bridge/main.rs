@@ -25,6 +25,11 @@ use reflow_network::distributed_network::{DistributedConfig, DistributedNetwork}
 
 use output::{CliError, CliResult, Exit};
 
+/// Counts the heap while `bench` measures memory; otherwise the system allocator, at the
+/// cost of one relaxed load per allocation.
+#[global_allocator]
+static HEAP: reflow_network::bench::CountingAllocator = reflow_network::bench::CountingAllocator;
+
 /// Run, inspect and poke reflow networks joined through NATS.
 #[derive(Debug, Parser)]
 #[command(name = "reflow-bridge", version, about, long_about = None)]
