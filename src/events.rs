@@ -6,6 +6,7 @@
 //! without limit or slowing the bridge down.
 
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -154,25 +155,33 @@ impl Stream for EventStream {
 }
 
 /// The sending side, shared by everything that reports events.
-#[derive(Clone)]
+///
+/// The channel is made when the first subscriber asks for it: a network nobody listens
+/// to would otherwise hold [`EVENT_CAPACITY`] empty slots (over 300 KiB) for nothing.
+/// Nothing is lost by waiting, since a subscriber only ever sees events sent after it
+/// subscribed.
+#[derive(Clone, Default)]
 pub(crate) struct EventSender {
-    sender: broadcast::Sender<NetworkEvent>,
+    sender: Arc<OnceLock<broadcast::Sender<NetworkEvent>>>,
 }
 
 impl EventSender {
     pub(crate) fn new() -> Self {
-        EventSender {
-            sender: broadcast::channel(EVENT_CAPACITY).0,
-        }
+        EventSender::default()
     }
 
     pub(crate) fn send(&self, event: NetworkEvent) {
         tracing::debug!(?event, "network event");
         // No subscriber is not an error: events are for whoever listens.
-        let _ = self.sender.send(event);
+        if let Some(sender) = self.sender.get() {
+            let _ = sender.send(event);
+        }
     }
 
     pub(crate) fn subscribe(&self) -> EventStream {
-        EventStream::new(self.sender.subscribe())
+        let sender = self
+            .sender
+            .get_or_init(|| broadcast::channel(EVENT_CAPACITY).0);
+        EventStream::new(sender.subscribe())
     }
 }
