@@ -118,8 +118,11 @@ impl Global {
     }
 }
 
-fn init_logging(verbose: u8) {
+fn init_logging(verbose: u8, command: &Command) {
     let default = match verbose {
+        // The benchmark starts networks with no broker on purpose (the direct-link
+        // rounds), and reports what it measures in its figures, not in warnings.
+        0 if matches!(command, Command::Bench(_)) => "error",
         0 => "warn,reflow_network::components=info",
         1 => "info",
         _ => "debug",
@@ -148,7 +151,7 @@ async fn main() -> ExitCode {
             };
         }
     };
-    init_logging(cli.global.verbose);
+    init_logging(cli.global.verbose, &cli.command);
     let mut global = cli.global;
     // An empty REFLOW_AUTH_TOKEN (as compose passes when it is unset) means no token.
     global.token = global.token.filter(|t| !t.is_empty());
