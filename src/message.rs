@@ -313,6 +313,10 @@ pub struct Envelope {
     /// `{network}.{proxy}`: set by remote-actor proxies, absent for plain sends.
     #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    /// The lowest number its sender still waits to hear acknowledged, on streamed
+    /// envelopes: every number below it was delivered, so receivers may forget it.
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub acked_below: Option<u64>,
 }
 
 /// An envelope that borrows its parts, so the bridge's hot path encodes without copying
@@ -331,6 +335,8 @@ pub(crate) struct EnvelopeRef<'a> {
     pub(crate) message: &'a Message,
     #[serde(rename = "r", skip_serializing_if = "Option::is_none")]
     pub(crate) reply_to: Option<&'a str>,
+    #[serde(rename = "a", skip_serializing_if = "Option::is_none")]
+    pub(crate) acked_below: Option<u64>,
 }
 
 impl EnvelopeRef<'_> {
@@ -368,6 +374,7 @@ impl Envelope {
             seq,
             message,
             reply_to: None,
+            acked_below: None,
         }
     }
 
@@ -381,6 +388,7 @@ impl Envelope {
             seq: self.seq,
             message: &self.message,
             reply_to: self.reply_to.as_deref(),
+            acked_below: self.acked_below,
         }
         .encode(compress_above)
     }
@@ -404,6 +412,7 @@ impl Envelope {
     pub fn decode_all(bytes: &[u8]) -> Result<Vec<Self>> {
         let wire = WireEnvelope::decode(bytes)?;
         let reply_to = wire.reply_to;
+        let acked_below = wire.acked_below;
         Ok(wire
             .messages
             .into_iter()
@@ -415,6 +424,7 @@ impl Envelope {
                 seq,
                 message,
                 reply_to: reply_to.clone(),
+                acked_below,
             })
             .collect())
     }
@@ -439,6 +449,8 @@ pub(crate) struct WireEnvelope {
     pub(crate) reply_to: Option<String>,
     #[serde(rename = "b", default)]
     batch: Option<Vec<Message>>,
+    #[serde(rename = "a", default)]
+    pub(crate) acked_below: Option<u64>,
     #[serde(skip)]
     pub(crate) messages: Body,
 }
@@ -491,6 +503,7 @@ impl From<Envelope> for WireEnvelope {
             message: None,
             batch: None,
             reply_to: envelope.reply_to,
+            acked_below: envelope.acked_below,
             messages: Body::One(envelope.message),
         }
     }

@@ -7,8 +7,10 @@
 //! ready, the one earlier in its sender's stream goes first: around a switch of road, a
 //! sender's last direct frames and first broker messages can arrive together.
 //!
-//! The task waits while a target's inbox is full, so a slow actor slows its senders (the
-//! client's subscription buffer absorbs bursts; what it drops is counted and reported).
+//! The task waits while a target's inbox is full, so a slow actor slows its senders: it
+//! acknowledges what it has handled (see [`super::ack`]), and a sender holds back once
+//! its window of unacknowledged envelopes is full, so the client's subscription buffer
+//! holds at most one window from each sender.
 
 use std::sync::Weak;
 
@@ -73,7 +75,14 @@ pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, drain: Cance
             if !open.iter().any(|o| *o) {
                 break;
             }
+            let ack_due = state.ack_due;
             tokio::select! {
+                _ = tokio::time::sleep_until(ack_due.unwrap_or_else(std::time::Instant::now).into()),
+                    if ack_due.is_some() =>
+                {
+                    let Some(bridge) = bridge.upgrade() else { break };
+                    bridge.flush_acks(&mut state).await;
+                }
                 m = sources.data.next(), if open[0] => match m {
                     Some(m) => slots[0] = Some(Item::Data(m)),
                     None => open[0] = false,
@@ -107,6 +116,17 @@ pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, drain: Cance
             break;
         };
         bridge.handle(next, &mut state).await;
+        // A dispatcher that is never idle still acknowledges in time.
+        if state.ack_now
+            || state
+                .ack_due
+                .is_some_and(|due| due <= std::time::Instant::now())
+        {
+            bridge.flush_acks(&mut state).await;
+        }
+    }
+    if let Some(bridge) = bridge.upgrade() {
+        bridge.flush_acks(&mut state).await;
     }
 }
 
@@ -169,6 +189,7 @@ impl Bridge {
                         &message.subject,
                         &message.payload,
                         message.reply.is_some(),
+                        TransportKind::Nats,
                         state,
                     )
                     .await;
@@ -191,7 +212,12 @@ impl Bridge {
             }
             Item::Return(message) => {
                 if let Err(err) = self
-                    .deliver_return(&message.subject, &message.payload, state)
+                    .deliver_return(
+                        &message.subject,
+                        &message.payload,
+                        TransportKind::Nats,
+                        state,
+                    )
                     .await
                 {
                     tracing::warn!(subject = %message.subject, error = %err, "returned output refused");
@@ -207,10 +233,15 @@ impl Bridge {
             Inbound::Message {
                 subject, payload, ..
             } => {
-                let result = if subject.starts_with(&returns) {
-                    self.deliver_return(&subject, &payload, state).await
+                let road = TransportKind::Direct;
+                let result = if subject == self.ack_subject {
+                    self.take_ack(&payload);
+                    Ok(())
+                } else if subject.starts_with(&returns) {
+                    self.deliver_return(&subject, &payload, road, state).await
                 } else {
-                    self.deliver_data(&subject, &payload, false, state).await
+                    self.deliver_data(&subject, &payload, false, road, state)
+                        .await
                 };
                 if let Err(err) = result {
                     tracing::warn!(subject, error = %err, "inbound direct message refused");
@@ -225,7 +256,11 @@ impl Bridge {
                 let answer = if subject.starts_with(CONTROL_PREFIX) {
                     self.answer_control(&subject, &payload).unwrap_or_default()
                 } else {
-                    match self.deliver_data(&subject, &payload, true, state).await {
+                    let road = TransportKind::Direct;
+                    match self
+                        .deliver_data(&subject, &payload, true, road, state)
+                        .await
+                    {
                         Ok(()) => bytes::Bytes::new(),
                         Err(err) => reply_bytes::<()>(Err(err)),
                     }

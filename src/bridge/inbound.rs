@@ -8,14 +8,17 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::Bytes;
-use std::sync::atomic::Ordering;
 
 use super::Bridge;
+use super::ack::{ACK_DELAY, Pending};
 use super::proxy::{Egress, Subscriber};
 use super::sequence::SeenWindow;
 use crate::error::{Error, ErrorKind, Result};
+use crate::events::TransportKind;
 use crate::message::{EnvelopeView, Message, plain};
 use crate::network::{Connector, Inlet, Outlet};
 use crate::subject::parse_data_subject;
@@ -28,18 +31,38 @@ pub(crate) struct DispatchState {
     /// Inlets by data subject, so the hot path needs no lock and no allocation.
     inlets: HashMap<String, Inlet>,
     seen: Senders,
+    /// When the acknowledgements waiting must go, at the latest.
+    pub(crate) ack_due: Option<Instant>,
+    /// Some sender has enough waiting that its acknowledgement goes now.
+    pub(crate) ack_now: bool,
 }
 
-/// The sequence windows of every sender this dispatcher has heard from.
+impl DispatchState {
+    /// Notes that an envelope was acknowledged into `pending`; `full` when enough waits.
+    fn acknowledged(&mut self, full: bool) {
+        self.ack_due
+            .get_or_insert_with(|| Instant::now() + ACK_DELAY);
+        self.ack_now |= full;
+    }
+}
+
+/// What the dispatcher knows of every sender it has heard from.
 #[derive(Default)]
 pub(crate) struct Senders {
     /// By network, then instance.
-    windows: HashMap<String, HashMap<String, SeenWindow>>,
+    windows: HashMap<String, HashMap<String, Sender>>,
+}
+
+/// One sender: what it delivered, and what waits to be acknowledged to it.
+#[derive(Default)]
+pub(crate) struct Sender {
+    seen: SeenWindow,
+    ack: Pending,
 }
 
 impl Senders {
-    /// The window of `instance` of `network`.
-    fn window(&mut self, network: &str, instance: &str) -> &mut SeenWindow {
+    /// The state of `instance` of `network`.
+    fn sender(&mut self, network: &str, instance: &str) -> &mut Sender {
         // Look up by borrowed keys first; allocate only for a new sender. (Two lookups
         // because the borrow of the first cannot end early on the found branch.)
         if self
@@ -59,6 +82,11 @@ impl Senders {
             .entry(instance.to_string())
             .or_default()
     }
+}
+
+/// The last number of an envelope numbered from `first` holding `count` messages.
+fn last_of(first: u64, count: usize) -> u64 {
+    first + count.max(1) as u64 - 1
 }
 
 /// The subject prefix of this instance's return traffic.
@@ -103,12 +131,14 @@ impl Bridge {
 
     /// Puts the messages of one inbound envelope into its actor's in-port, in order.
     /// Streamed envelopes (those without a reply) are checked against the sender's
-    /// sequence, so a message sent again after a switch of road is delivered once.
+    /// sequence, so a message sent again after a switch of road is delivered once, and
+    /// acknowledged to the sender, which came by `road`.
     pub(crate) async fn deliver_data(
         &self,
         subject: &str,
         payload: &Bytes,
         confirmed: bool,
+        road: TransportKind,
         state: &mut DispatchState,
     ) -> Result<()> {
         let Some((actor, port)) = parse_data_subject(&self.network_id, subject) else {
@@ -119,16 +149,20 @@ impl Bridge {
         };
         let plain = plain(payload).map_err(|e| self.reject(e))?;
         let envelope = EnvelopeView::read(&plain).map_err(|e| self.reject(e))?;
-        let mut left = envelope.messages.len();
+        let (first, count) = (envelope.seq, envelope.messages.len());
+        let mut left = count;
         let (mut origin, mut inlet) = (None, None);
-        let mut window =
-            (!confirmed).then(|| state.seen.window(&envelope.network, &envelope.instance));
+        let mut sender =
+            (!confirmed).then(|| state.seen.sender(&envelope.network, &envelope.instance));
+        if let (Some(sender), Some(floor)) = (sender.as_mut(), envelope.acked_below) {
+            sender.seen.raise_floor(floor);
+        }
         let mut delivered = 0;
         let result = async {
-            for (message, seq) in envelope.messages.into_iter().zip(envelope.seq..) {
+            for (message, seq) in envelope.messages.into_iter().zip(first..) {
                 left -= 1;
-                if let Some(window) = window.as_mut()
-                    && !window.first_time(seq)
+                if let Some(sender) = sender.as_mut()
+                    && !sender.seen.first_time(seq)
                 {
                     self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
                     continue;
@@ -161,6 +195,13 @@ impl Bridge {
         self.counters
             .messages_in
             .fetch_add(delivered, Ordering::Relaxed);
+        if let Some(sender) = sender {
+            // Handled, delivered or refused: either way the sender need not send it again.
+            let full = sender
+                .ack
+                .record(first, last_of(first, count), payload.len(), road);
+            state.acknowledged(full);
+        }
         result
     }
 
@@ -273,11 +314,13 @@ impl Bridge {
         }
     }
 
-    /// Emits a returned output on its proxy's out-port, once per sequence number.
+    /// Emits a returned output on its proxy's out-port, once per sequence number, and
+    /// acknowledges it to its sender, which came by `road`.
     pub(crate) async fn deliver_return(
         &self,
         subject: &str,
         payload: &Bytes,
+        road: TransportKind,
         state: &mut DispatchState,
     ) -> Result<()> {
         let prefix = super::inbound::return_prefix(&self.network_id, &self.instance_id);
@@ -294,16 +337,42 @@ impl Bridge {
         let (token, port) = rest;
         let plain = plain(payload)?;
         let envelope = EnvelopeView::read(&plain)?;
-        let window = state.seen.window(&envelope.network, &envelope.instance);
-        for (message, seq) in envelope.messages.into_iter().zip(envelope.seq..) {
-            if !window.first_time(seq) {
+        let (first, count) = (envelope.seq, envelope.messages.len());
+        let sender = state.seen.sender(&envelope.network, &envelope.instance);
+        if let Some(floor) = envelope.acked_below {
+            sender.seen.raise_floor(floor);
+        }
+        let mut result = Ok(());
+        for (message, seq) in envelope.messages.into_iter().zip(first..) {
+            if !sender.seen.first_time(seq) {
                 self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            self.emit_return(token, port, message, &mut state.outlets)
-                .await?;
+            result = self
+                .emit_return(token, port, message, &mut state.outlets)
+                .await;
+            if result.is_err() {
+                break;
+            }
         }
-        Ok(())
+        let full = sender
+            .ack
+            .record(first, last_of(first, count), payload.len(), road);
+        state.acknowledged(full);
+        result
+    }
+
+    /// Sends every acknowledgement that waits.
+    pub(crate) async fn flush_acks(&self, state: &mut DispatchState) {
+        state.ack_due = None;
+        state.ack_now = false;
+        for (network, instances) in &mut state.seen.windows {
+            for (instance, sender) in instances {
+                if !sender.ack.is_empty() {
+                    self.send_ack(network, instance, &mut sender.ack).await;
+                }
+            }
+        }
     }
 
     /// Emits one returned output on the out-port `port` of the proxy with `token`.

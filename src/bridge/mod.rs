@@ -16,6 +16,7 @@
 //! else's; [`services`] registers the instance with the NATS Services API. The liveness
 //! entry and watcher ([`crate::liveness`]) start and stop with the bridge.
 
+mod ack;
 mod control;
 mod discover;
 mod dispatch;
@@ -27,6 +28,7 @@ mod remote;
 mod road;
 mod sequence;
 mod services;
+mod window;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -44,6 +46,7 @@ pub(crate) use peers::Peers;
 use proxy::Subscribers;
 use registry::Registry;
 use sequence::Outbox;
+use window::SendWindow;
 
 use crate::discovery::Profile;
 use crate::distributed_network::DistributedConfig;
@@ -81,6 +84,11 @@ pub struct BridgeStats {
     pub duplicates_in: u64,
     /// Messages the NATS client dropped because a subscription's buffer was full.
     pub slow_consumer_drops: u64,
+    /// Envelopes streamed to other networks and not yet acknowledged by them.
+    pub unacknowledged: u64,
+    /// Envelopes streamed again: because the road changed, or no acknowledgement came in
+    /// time (the broker or a slow receiver lost them, or the acknowledgement was lost).
+    pub resent: u64,
 }
 
 #[derive(Debug, Default)]
@@ -91,6 +99,7 @@ struct Counters {
     returns_in: AtomicU64,
     rejected_in: AtomicU64,
     duplicates_in: AtomicU64,
+    resent: AtomicU64,
 }
 
 /// What the facade hands the bridge to start with.
@@ -107,6 +116,14 @@ pub(crate) struct Parts {
 
 /// One numbered stream of envelopes to another network.
 pub(crate) type SharedOutbox = Arc<tokio::sync::Mutex<Outbox>>;
+
+/// A stream to another network: the outbox its senders take turns at, and its send
+/// window, which acknowledgements reach without waiting for the outbox.
+#[derive(Clone)]
+pub(crate) struct Stream {
+    pub(crate) outbox: SharedOutbox,
+    pub(crate) window: Arc<SendWindow>,
+}
 
 /// The running core of a distributed network.
 pub(crate) struct Bridge {
@@ -142,7 +159,9 @@ pub(crate) struct Bridge {
     counters: Counters,
     confirmed_seq: AtomicU64,
     /// Streams to other networks, by network id.
-    outboxes: Mutex<HashMap<String, SharedOutbox>>,
+    outboxes: Mutex<HashMap<String, Stream>>,
+    /// Where this instance hears acknowledgements of what it streams.
+    pub(crate) ack_subject: String,
     /// The first number of every stream: this instance's start in microseconds.
     first_seq: u64,
     tracker: TaskTracker,
@@ -171,6 +190,7 @@ impl Bridge {
         let net = config.local_network_config.clone();
         let cancel = CancellationToken::new();
         let key = format!("{}.{}", config.network_id, config.instance_id);
+        let ack_subject = ack::ack_subject(&config.network_id, &config.instance_id);
         let heartbeat = Duration::from_millis(config.heartbeat_interval_ms);
         let started_at_ms = crate::discovery::now_ms();
         let bridge = Arc::new_cyclic(|me| Bridge {
@@ -201,6 +221,7 @@ impl Bridge {
             counters: Counters::default(),
             confirmed_seq: AtomicU64::new(0),
             outboxes: Mutex::new(HashMap::new()),
+            ack_subject,
             first_seq: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_micros() as u64)
@@ -213,6 +234,7 @@ impl Bridge {
         let data = inbound::subscribe_data(&bridge).await?;
         let returns = inbound::subscribe_returns(&bridge).await?;
         let control = control::subscribe(&bridge).await?;
+        let acks = ack::subscribe(&bridge).await?;
         let sources = dispatch::Sources {
             data,
             returns,
@@ -227,6 +249,11 @@ impl Bridge {
         bridge.tracker.spawn(control::run(
             Arc::downgrade(&bridge),
             control,
+            bridge.cancel.clone(),
+        ));
+        bridge.tracker.spawn(ack::run(
+            Arc::downgrade(&bridge),
+            acks,
             bridge.cancel.clone(),
         ));
         bridge.tracker.spawn(watch_roads(
@@ -353,15 +380,24 @@ impl Bridge {
     /// The stream of envelopes to `network`; callers on a hot path keep it.
     pub(crate) fn outbox(&self, network: &str) -> SharedOutbox {
         let mut outboxes = self.outboxes.lock();
-        if let Some(outbox) = outboxes.get(network) {
-            return outbox.clone();
+        if let Some(stream) = outboxes.get(network) {
+            return stream.outbox.clone();
         }
+        let window = Arc::new(SendWindow::new(
+            self.config.local_network_config.max_buffer_size,
+        ));
         let outbox = Arc::new(tokio::sync::Mutex::new(Outbox::new(
             self.first_seq,
-            self.config.local_network_config.max_buffer_size,
+            window.clone(),
             EnvelopeWriter::new(&self.network_id, &self.instance_id),
         )));
-        outboxes.insert(network.to_string(), outbox.clone());
+        outboxes.insert(
+            network.to_string(),
+            Stream {
+                outbox: outbox.clone(),
+                window,
+            },
+        );
         outbox
     }
 
@@ -375,6 +411,7 @@ impl Bridge {
     ) -> Result<()> {
         // Held across the send: numbering and sending in one step keeps the order.
         let mut outbox = outbox.lock().await;
+        self.wait_for_room(network, &mut outbox).await?;
         let first = outbox.take_seqs(messages.len());
         let mut road = self.reroute(network, &mut outbox).await?;
         if road == TransportKind::Nats && !self.broker.is_up() {
@@ -395,7 +432,7 @@ impl Bridge {
             }
             self.send_on(road, network, subject, payload.clone())
                 .await?;
-            outbox.keep(subject.clone(), payload);
+            outbox.keep(first + lo as u64, part.len(), subject.clone(), payload);
         }
         Ok(())
     }
@@ -473,6 +510,13 @@ impl Bridge {
             rejected_in: c.rejected_in.load(Ordering::Relaxed),
             duplicates_in: c.duplicates_in.load(Ordering::Relaxed),
             slow_consumer_drops: self.broker.slow_consumer_drops.load(Ordering::Relaxed),
+            unacknowledged: self
+                .outboxes
+                .lock()
+                .values()
+                .map(|s| s.window.unacked_count() as u64)
+                .sum(),
+            resent: c.resent.load(Ordering::Relaxed),
         }
     }
 

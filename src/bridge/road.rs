@@ -8,6 +8,7 @@
 //! comes after every earlier frame was handed to the peer's dispatcher, and the peer
 //! answering a ping over the broker shows its subscriptions are back.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -220,11 +221,22 @@ impl Bridge {
         Ok(to)
     }
 
-    /// Sends `outbox`'s kept tail again on `road`, oldest first.
+    /// Sends `outbox`'s unacknowledged envelopes again on `road`, oldest first.
     async fn resend_kept(&self, road: TransportKind, network: &str, outbox: &Outbox) -> Result<()> {
-        for kept in outbox.kept() {
+        self.resend(road, network, outbox.resend_all()).await
+    }
+
+    /// Sends `kept` envelopes again on `road`, oldest first.
+    pub(crate) async fn resend(
+        &self,
+        road: TransportKind,
+        network: &str,
+        kept: Vec<super::window::Kept>,
+    ) -> Result<()> {
+        for kept in kept {
             self.send_on(road, network, &kept.subject, kept.payload)
                 .await?;
+            self.counters.resent.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())
     }
@@ -238,7 +250,7 @@ impl Bridge {
             .outboxes
             .lock()
             .iter()
-            .map(|(network, outbox)| (network.clone(), outbox.clone()))
+            .map(|(network, stream)| (network.clone(), stream.outbox.clone()))
             .collect();
         let mut settled = true;
         for (network, outbox) in outboxes {

@@ -1,21 +1,25 @@
 //! Sequence numbers: how a message survives a switch between the broker and a direct
-//! link, neither lost nor doubled.
+//! link, a lost envelope or a receiver's restart, neither lost nor doubled.
 //!
 //! Every instance numbers the envelopes it streams to each target network ([`Outbox`]),
-//! and keeps the most recent ones, up to `max_buffer_size` bytes. When its road to that
-//! network changes (the broker is lost and a direct link takes over, or the broker comes
-//! back), it sends the kept envelopes again over the new road: whatever the dead broker
-//! swallowed arrives that way. The receiver remembers which numbers it has delivered per
-//! sender ([`SeenWindow`]) and drops the repeats.
+//! and keeps each one until the receiver acknowledges it ([`super::window`]). When its
+//! road to that network changes (the broker is lost and a direct link takes over, or the
+//! broker comes back), or no acknowledgement comes in time, it sends the unacknowledged
+//! envelopes again. The receiver remembers which numbers it has delivered per sender
+//! ([`SeenWindow`]) and drops the repeats. Each envelope also tells the lowest number its
+//! sender still waits on (`a`): everything below was delivered, so a receiver may forget
+//! it, and a receiver that has just started knows where the sender's stream stands.
 //!
 //! Numbers start at the sender's start time in microseconds, so a restarted sender with
 //! the same ids is not mistaken for a repeat of its previous life.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use async_nats::Subject;
 use bytes::Bytes;
 
+use super::window::{Kept, SendWindow};
 use crate::error::Result;
 use crate::events::TransportKind;
 use crate::message::{EnvelopeWriter, Message};
@@ -24,7 +28,7 @@ use crate::message::{EnvelopeWriter, Message};
 /// oldest gaps as delivered elsewhere (another instance of its network took them).
 const MAX_TRACKED_GAPS: usize = 8192;
 
-/// The envelopes recently streamed to one network.
+/// The envelopes streamed to one network.
 #[derive(Debug)]
 pub(crate) struct Outbox {
     next_seq: u64,
@@ -32,31 +36,21 @@ pub(crate) struct Outbox {
     writer: EnvelopeWriter,
     /// The road this stream takes now.
     road: TransportKind,
-    /// Sent through the broker while it was down: the kept tail goes again once the
-    /// peer answers through the broker.
+    /// Sent through the broker while it was down: the unacknowledged envelopes go again
+    /// once the peer answers through the broker.
     stale: bool,
-    kept: VecDeque<Kept>,
-    kept_bytes: usize,
-    max_bytes: usize,
-}
-
-/// One envelope kept for sending again.
-#[derive(Debug, Clone)]
-pub(crate) struct Kept {
-    pub(crate) subject: Subject,
-    pub(crate) payload: Bytes,
+    /// What was sent and not yet acknowledged.
+    window: Arc<SendWindow>,
 }
 
 impl Outbox {
-    pub(crate) fn new(first_seq: u64, max_bytes: usize, writer: EnvelopeWriter) -> Self {
+    pub(crate) fn new(first_seq: u64, window: Arc<SendWindow>, writer: EnvelopeWriter) -> Self {
         Outbox {
             next_seq: first_seq,
             writer,
             road: TransportKind::Nats,
             stale: false,
-            kept: VecDeque::new(),
-            kept_bytes: 0,
-            max_bytes,
+            window,
         }
     }
 
@@ -78,6 +72,11 @@ impl Outbox {
         self.stale = stale;
     }
 
+    /// What this stream sent and has not heard acknowledged.
+    pub(crate) fn window(&self) -> &SendWindow {
+        &self.window
+    }
+
     /// Takes the next `count` numbers of this stream; returns the first.
     pub(crate) fn take_seqs(&mut self, count: usize) -> u64 {
         let seq = self.next_seq;
@@ -86,7 +85,7 @@ impl Outbox {
     }
 
     /// Encodes `messages` as one envelope of this stream, numbered from `first` (taken
-    /// with [`Outbox::take_seqs`]).
+    /// with [`Outbox::take_seqs`]), telling the lowest number still unacknowledged.
     pub(crate) fn encode(
         &mut self,
         first: u64,
@@ -94,29 +93,19 @@ impl Outbox {
         reply_to: Option<&str>,
         compress_above: Option<usize>,
     ) -> Result<Bytes> {
+        let floor = self.window.floor(first);
         self.writer
-            .encode_batch(first, messages, reply_to, compress_above)
+            .encode_batch(first, floor, messages, reply_to, compress_above)
     }
 
-    /// Keeps an envelope that was just sent, forgetting the oldest beyond the byte bound.
-    pub(crate) fn keep(&mut self, subject: Subject, payload: Bytes) {
-        self.kept_bytes += payload.len() + subject.len();
-        self.kept.push_back(Kept { subject, payload });
-        while self.kept_bytes > self.max_bytes && self.kept.len() > 1 {
-            if let Some(old) = self.kept.pop_front() {
-                self.kept_bytes -= old.payload.len() + old.subject.len();
-            }
-        }
+    /// Keeps an envelope just sent, numbered from `first`, until it is acknowledged.
+    pub(crate) fn keep(&mut self, first: u64, count: usize, subject: Subject, payload: Bytes) {
+        self.window.keep(first, count, subject, payload);
     }
 
-    /// The kept envelopes, oldest first.
-    pub(crate) fn kept(&self) -> Vec<Kept> {
-        self.kept.iter().cloned().collect()
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.kept.len()
+    /// Every unacknowledged envelope, oldest first, to send again now.
+    pub(crate) fn resend_all(&self) -> Vec<Kept> {
+        self.window.resend_all()
     }
 }
 
@@ -158,6 +147,23 @@ impl SeenWindow {
         self.floor = Some(floor);
         true
     }
+
+    /// Learns from the sender that every number below `below` has been delivered
+    /// somewhere (here, or at another instance of this network): they need no tracking,
+    /// and any that comes again is a repeat. A receiver that has just started learns
+    /// where the sender's stream stands, so what the sender sends again is not mistaken
+    /// for old news.
+    pub(crate) fn raise_floor(&mut self, below: u64) {
+        let Some(at_least) = below.checked_sub(1) else {
+            return;
+        };
+        let mut floor = self.floor.map_or(at_least, |f| f.max(at_least));
+        self.above = self.above.split_off(&(floor + 1));
+        while self.above.remove(&(floor + 1)) {
+            floor += 1;
+        }
+        self.floor = Some(floor);
+    }
 }
 
 #[cfg(test)]
@@ -188,17 +194,43 @@ mod tests {
     }
 
     #[test]
-    fn outbox_numbers_in_order_and_keeps_a_bounded_tail() {
-        let mut outbox = Outbox::new(7, 100, EnvelopeWriter::new("n", "i"));
+    fn a_raised_floor_forgets_gaps_and_tells_a_new_receiver_where_the_stream_is() {
+        let mut seen = SeenWindow::default();
+        seen.raise_floor(500);
+        assert!(seen.first_time(503), "sent after the floor: new");
+        assert!(seen.first_time(500), "sent again from the floor: new here");
+        assert!(
+            !seen.first_time(499),
+            "below the floor: delivered elsewhere"
+        );
+        seen.raise_floor(502);
+        assert!(seen.above.len() == 1 && seen.floor == Some(501), "{seen:?}");
+        assert!(!seen.first_time(501));
+        assert!(seen.first_time(502));
+        assert_eq!(seen.floor, Some(503), "502 closed the gap up to 503");
+        seen.raise_floor(10);
+        assert_eq!(seen.floor, Some(503), "a floor never goes down");
+    }
+
+    #[test]
+    fn outbox_numbers_in_order_and_keeps_what_is_unacknowledged() {
+        let window = Arc::new(SendWindow::new(1 << 20));
+        let mut outbox = Outbox::new(7, window.clone(), EnvelopeWriter::new("n", "i"));
         assert_eq!(outbox.take_seqs(1), 7);
         assert_eq!(outbox.take_seqs(3), 8);
         assert_eq!(outbox.take_seqs(1), 11);
-        for i in 0..50u8 {
-            outbox.keep(Subject::from("a.b.c"), Bytes::from(vec![i; 10]));
+        for (i, first) in [(0u8, 7), (1, 8), (2, 11)] {
+            outbox.keep(first, 1, Subject::from("a.b.c"), Bytes::from(vec![i; 10]));
         }
-        // 15 bytes each: at most 6 fit in 100.
-        assert_eq!(outbox.len(), 6);
-        assert_eq!(outbox.kept()[0].payload[0], 44);
-        assert_eq!(outbox.kept()[5].payload[0], 49);
+        window.acknowledge(&[(8, 8)]);
+        let kept: Vec<u8> = outbox.resend_all().iter().map(|k| k.payload[0]).collect();
+        assert_eq!(kept, [0, 2]);
+        let payload = outbox.encode(12, &[Message::Flow], None, None).unwrap();
+        let view = crate::message::EnvelopeView::read(&payload).unwrap();
+        assert_eq!(
+            view.acked_below,
+            Some(7),
+            "the oldest unacknowledged number"
+        );
     }
 }

@@ -31,7 +31,7 @@ fn write_failed(e: impl std::fmt::Display) -> Error {
 #[derive(Debug)]
 pub(crate) struct EnvelopeWriter {
     /// The encoded map header, version, network, instance and the key of the sequence
-    /// number: for envelopes without `reply_to` (5 fields) and with it (6 fields).
+    /// number: for envelopes without `reply_to` (6 fields) and with it (7 fields).
     heads: [Vec<u8>; 2],
     buf: BytesMut,
 }
@@ -53,7 +53,7 @@ impl EnvelopeWriter {
             head
         };
         EnvelopeWriter {
-            heads: [head(5), head(6)],
+            heads: [head(6), head(7)],
             buf: BytesMut::new(),
         }
     }
@@ -63,26 +63,35 @@ impl EnvelopeWriter {
     pub(crate) fn encode(
         &mut self,
         seq: u64,
+        acked_below: u64,
         message: &Message,
         reply_to: Option<&str>,
         compress_above: Option<usize>,
     ) -> Result<Bytes> {
-        self.encode_batch(seq, std::slice::from_ref(message), reply_to, compress_above)
+        self.encode_batch(
+            seq,
+            acked_below,
+            std::slice::from_ref(message),
+            reply_to,
+            compress_above,
+        )
     }
 
-    /// Encodes `messages` as one envelope numbered `seq`, `seq + 1`, ...: with one
-    /// message, exactly what [`Envelope::encode`] writes; with more, a batch (key `b`, an
-    /// array, in place of `m`; see `docs/wire.md`).
+    /// Encodes `messages` as one envelope numbered `seq`, `seq + 1`, ..., telling that
+    /// every number below `acked_below` was delivered: with one message, exactly what
+    /// [`Envelope::encode`] writes; with more, a batch (key `b`, an array, in place of
+    /// `m`; see `docs/wire.md`).
     pub(crate) fn encode_batch(
         &mut self,
         seq: u64,
+        acked_below: u64,
         messages: &[Message],
         reply_to: Option<&str>,
         compress_above: Option<usize>,
     ) -> Result<Bytes> {
         let head = &self.heads[usize::from(reply_to.is_some())];
         let body: usize = messages.iter().map(|m| m.size_hint() + 8).sum();
-        let room = head.len() + 16 + body + reply_to.map_or(0, |r| r.len() + 8);
+        let room = head.len() + 28 + body + reply_to.map_or(0, |r| r.len() + 8);
         if self.buf.capacity() < room {
             // Envelopes cut from the old chunk keep it alive until they are dropped.
             self.buf = BytesMut::with_capacity(CHUNK.max(room));
@@ -109,6 +118,8 @@ impl EnvelopeWriter {
             rmp::encode::write_str(&mut out, "r").map_err(write_failed)?;
             rmp::encode::write_str(&mut out, reply_to).map_err(write_failed)?;
         }
+        rmp::encode::write_str(&mut out, "a").map_err(write_failed)?;
+        rmp::encode::write_uint(&mut out, acked_below).map_err(write_failed)?;
         let plain = self.buf.split().freeze();
         Ok(match compress_above {
             Some(limit) if plain.len() > limit => compress(&plain).unwrap_or(plain),
@@ -130,6 +141,8 @@ pub(crate) struct EnvelopeView<'a> {
     pub(crate) messages: Body,
     /// Where the target's outputs go back to.
     pub(crate) reply_to: Option<Cow<'a, str>>,
+    /// Every number of the sender's below this one was delivered.
+    pub(crate) acked_below: Option<u64>,
 }
 
 /// What an envelope carries: one message (`m`) or a batch (`b`).
@@ -216,6 +229,7 @@ impl<'a> EnvelopeView<'a> {
         let fields = rmp::decode::read_map_len(&mut rest).ok()?;
         let (mut version, mut network, mut instance, mut seq) = (None, None, None, None);
         let (mut messages, mut reply_to, mut seen_reply) = (None, None, false);
+        let mut acked_below = None;
         for _ in 0..fields {
             let (key, after) = rmp::decode::read_str_from_slice(rest).ok()?;
             rest = after;
@@ -254,6 +268,10 @@ impl<'a> EnvelopeView<'a> {
                     }
                     messages = Some(Body::Many(batch));
                 }
+                "a" => {
+                    fresh(acked_below.is_some())?;
+                    acked_below = Some(rmp::decode::read_int::<u64, _>(&mut rest).ok()?);
+                }
                 "r" => {
                     fresh(seen_reply)?;
                     seen_reply = true;
@@ -275,6 +293,7 @@ impl<'a> EnvelopeView<'a> {
             seq: seq?,
             messages: messages?,
             reply_to: reply_to.map(Cow::Borrowed),
+            acked_below,
         })
     }
 }
@@ -293,6 +312,7 @@ impl From<WireEnvelope> for EnvelopeView<'static> {
             seq: envelope.seq,
             messages: envelope.messages,
             reply_to: envelope.reply_to.map(Cow::Owned),
+            acked_below: envelope.acked_below,
         }
     }
 }
@@ -352,6 +372,13 @@ mod tests {
         env
     }
 
+    /// What the writer writes: a streamed envelope, which tells its floor.
+    fn streamed(seq: u64, message: Message, reply_to: Option<&str>) -> Envelope {
+        let mut env = envelope(seq, message, reply_to);
+        env.acked_below = Some(seq / 2);
+        env
+    }
+
     #[test]
     fn the_writer_writes_the_bytes_envelope_encode_writes() {
         let mut writer = EnvelopeWriter::new("prod.ml", "i-1");
@@ -359,8 +386,8 @@ mod tests {
             for seq in [0, 1, 200, 70_000, u64::MAX - i as u64] {
                 for reply_to in [None, Some("_reflow.a.b.ret.7")] {
                     for limit in [None, Some(64)] {
-                        let expected = envelope(seq, message.clone(), reply_to).encode(limit);
-                        let written = writer.encode(seq, &message, reply_to, limit);
+                        let expected = streamed(seq, message.clone(), reply_to).encode(limit);
+                        let written = writer.encode(seq, seq / 2, &message, reply_to, limit);
                         assert_eq!(written.unwrap(), expected.unwrap(), "{message:?} {seq}");
                     }
                 }
@@ -417,10 +444,13 @@ mod tests {
         let batch = messages();
         for reply_to in [None, Some("_reflow.a.b.ret.7")] {
             for limit in [None, Some(64)] {
-                let payload = writer.encode_batch(40, &batch, reply_to, limit).unwrap();
+                let payload = writer
+                    .encode_batch(40, 31, &batch, reply_to, limit)
+                    .unwrap();
                 let plain = plain(&payload).unwrap();
                 let view = EnvelopeView::read(&plain).unwrap();
                 assert_eq!(view.seq, 40);
+                assert_eq!(view.acked_below, Some(31));
                 assert_eq!(view.reply_to.as_deref(), reply_to);
                 assert_eq!(view.messages, Body::Many(batch.clone()));
                 let all = Envelope::decode_all(&payload).unwrap();
@@ -429,6 +459,7 @@ mod tests {
                     assert_eq!(env.seq, 40 + k as u64);
                     assert_eq!(&env.message, message);
                     assert_eq!(env.reply_to.as_deref(), reply_to);
+                    assert_eq!(env.acked_below, Some(31));
                     assert_eq!((&*env.network, &*env.instance), ("prod.ml", "i-1"));
                 }
                 let err = Envelope::decode(&payload).unwrap_err();
@@ -441,11 +472,11 @@ mod tests {
     fn a_batch_of_one_is_the_plain_envelope() {
         let mut writer = EnvelopeWriter::new("prod.ml", "i-1");
         let one = writer
-            .encode_batch(9, &[Message::Integer(3)], None, None)
+            .encode_batch(9, 4, &[Message::Integer(3)], None, None)
             .unwrap();
-        let plain_env = envelope(9, Message::Integer(3), None).encode(None).unwrap();
+        let plain_env = streamed(9, Message::Integer(3), None).encode(None).unwrap();
         assert_eq!(one, plain_env);
-        assert!(writer.encode_batch(9, &[], None, None).is_err());
+        assert!(writer.encode_batch(9, 4, &[], None, None).is_err());
     }
 
     #[test]
@@ -488,7 +519,7 @@ mod tests {
             limit in prop::option::of(0usize..256),
         ) {
             let mut writer = EnvelopeWriter::new("prod.ml", "i-1");
-            let written = writer.encode_batch(seq, &batch, reply_to.as_deref(), limit).unwrap();
+            let written = writer.encode_batch(seq, seq / 2, &batch, reply_to.as_deref(), limit).unwrap();
             let plain = plain(&written).unwrap();
             let view = format!("{:?}", EnvelopeView::read(&plain).unwrap());
             let general = format!("{:?}", EnvelopeView::from(WireEnvelope::decode(&written).unwrap()));
@@ -505,10 +536,10 @@ mod tests {
             reply_to in prop::option::of("[a-z._]{0,40}"),
             limit in prop::option::of(0usize..256),
         ) {
-            let env = envelope(seq, message.clone(), reply_to.as_deref());
+            let env = streamed(seq, message.clone(), reply_to.as_deref());
             let expected = env.encode(limit).unwrap();
             let mut writer = EnvelopeWriter::new("prod.ml", "i-1");
-            let written = writer.encode(seq, &message, reply_to.as_deref(), limit).unwrap();
+            let written = writer.encode(seq, seq / 2, &message, reply_to.as_deref(), limit).unwrap();
             prop_assert_eq!(&written, &expected);
             let plain = plain(&written).unwrap();
             let view = format!("{:?}", EnvelopeView::read(&plain).unwrap());

@@ -56,9 +56,11 @@ use routing::{Delivery, NodeEntry, Shared, Target, unknown_node, unknown_port};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct NetworkConfig {
-    /// Bytes of outbound traffic the bridge may hold for a peer it cannot reach right now
-    /// (for example while switching between the broker and a direct link). Past this, a
-    /// sender waits, then fails; nothing is dropped silently.
+    /// Bytes streamed to one peer network that may wait for its acknowledgement: the
+    /// bridge keeps them to send again (after a loss, or on a switch between the broker
+    /// and a direct link), and a sender waits while this much is unacknowledged, so a
+    /// slow receiver slows its senders instead of filling its client's buffer. Keep it
+    /// well above 256 KiB (what a receiver acknowledges at once) for full speed.
     pub max_buffer_size: usize,
     /// Compress envelopes larger than [`NetworkConfig::compression_threshold`] with LZ4.
     pub enable_compression: bool,

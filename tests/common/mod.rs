@@ -74,6 +74,19 @@ pub(crate) async fn started(
     network
 }
 
+/// A network started from `config` once `setup` has registered what it hosts.
+pub(crate) async fn started_with(
+    config: reflow_network::distributed_network::DistributedConfig,
+    setup: impl FnOnce(&reflow_network::distributed_network::DistributedNetwork),
+) -> reflow_network::distributed_network::DistributedNetwork {
+    let mut network = reflow_network::distributed_network::DistributedNetwork::new(config)
+        .await
+        .unwrap();
+    setup(&network);
+    network.start().await.unwrap();
+    network
+}
+
 /// Polls `condition` every 20 ms until it holds; panics naming `what` after `timeout`.
 pub(crate) async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut condition: F)
 where

@@ -366,6 +366,21 @@ impl DirectTransport {
             .await
     }
 
+    /// Queues a small message on `subject` to `network` ahead of the data waiting on the
+    /// link, if there is room now; false when there is no link or no room. For notices
+    /// that are worth sending only if they cost no wait, such as acknowledgements (a
+    /// later one covers what an unsent one would have said).
+    pub fn offer(&self, network: &str, subject: &str, payload: Bytes) -> bool {
+        self.shared().link_to(network).is_ok_and(|link| {
+            link.check_size("message", subject.len() + payload.len())
+                .is_ok()
+                && link.try_control(Frame::Message {
+                    subject: subject.to_owned(),
+                    payload,
+                })
+        })
+    }
+
     /// Sends `payload` on `subject` to `network` and waits up to `timeout` for the answer.
     ///
     /// Fails like [`publish`](Self::publish), with `Timeout` when no answer comes in time,

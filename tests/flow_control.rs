@@ -1,0 +1,325 @@
+//! Acknowledged streams against a real nats-server: a healthy stream is acknowledged in
+//! full with nothing sent twice (through the broker and over a direct link), a sender is
+//! held back while its receiver takes nothing, and what a receiver cut off from the
+//! broker missed is sent again and arrives once.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use common::{CutProxy, free_port, wait_for};
+use reflow_network::Message;
+use reflow_network::actor::{Actor, ActorContext, ProbeActor, ProbeMessage};
+use reflow_network::components::Passthrough;
+use reflow_network::distributed_network::{DistributedConfig, DistributedNetwork};
+use reflow_network::local_server::NatsServer;
+use reflow_network::network::Connector;
+use tokio::sync::{mpsc, watch};
+
+fn config(url: &str, network: &str, instance: &str) -> DistributedConfig {
+    common::config(url, network, instance, 500)
+}
+
+/// A started network `A` with a `source` node feeding `target@{b}`; returns it and the
+/// inlet of `source`.
+async fn sender(
+    config: DistributedConfig,
+    b: &str,
+) -> (DistributedNetwork, reflow_network::network::Inlet) {
+    let a = common::started_with(config, |a| {
+        a.register_local_actor("source", Passthrough, None).unwrap();
+    })
+    .await;
+    a.connect_to_network(b).await.unwrap();
+    let alias = a.register_remote_actor("target", &b_id(b)).await.unwrap();
+    let input = common::wire_source_through(&a, &alias, None);
+    (a, input)
+}
+
+/// The network id behind `endpoint`: itself, or `B` for a direct address.
+fn b_id(endpoint: &str) -> String {
+    if endpoint.contains(':') {
+        "B".into()
+    } else {
+        endpoint.into()
+    }
+}
+
+/// The next `n` integers `seen` receives, within `timeout`.
+async fn recv_ints(
+    seen: &mut mpsc::Receiver<ProbeMessage>,
+    n: usize,
+    timeout: Duration,
+) -> Vec<i64> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, seen.recv()).await {
+            Ok(Some(m)) => out.push(m.message.as_integer().expect("an integer")),
+            _ => panic!("got {} of {n} messages", out.len()),
+        }
+    }
+    out
+}
+
+/// Streams 5,000 messages from A to B and checks that every one arrives once, in order,
+/// that A hears every envelope acknowledged, and that nothing went twice.
+async fn acknowledged_in_full(
+    a_config: DistributedConfig,
+    b_config: DistributedConfig,
+    endpoint: &str,
+) {
+    let (probe, mut seen) = ProbeActor::channel(10_000);
+    let b = common::started_with(b_config, |b| {
+        b.register_local_actor("target", probe, None).unwrap();
+    })
+    .await;
+    let (a, input) = sender(a_config, endpoint).await;
+    let feeder = common::feed(input, 0..5_000, Message::Integer);
+    let got = recv_ints(&mut seen, 5_000, Duration::from_secs(30)).await;
+    feeder.await.unwrap();
+    assert!(
+        got.iter().copied().eq(0..5_000),
+        "out of order, lost or doubled"
+    );
+    wait_for(
+        "A to hear every envelope acknowledged",
+        Duration::from_secs(5),
+        || async { a.stats().unacknowledged == 0 },
+    )
+    .await;
+    let (a_stats, b_stats) = (a.stats(), b.stats());
+    assert_eq!(
+        a_stats.resent, 0,
+        "nothing was lost, so nothing went twice: {a_stats:?}"
+    );
+    assert_eq!(b_stats.duplicates_in, 0, "{b_stats:?}");
+    assert_eq!(b_stats.messages_in, 5_000);
+    let mut a = a;
+    let mut b = b;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_through_the_broker_is_acknowledged_in_full_and_nothing_goes_twice() {
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    acknowledged_in_full(config(&url, "A", "a1"), config(&url, "B", "b1"), "B").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_over_a_direct_link_is_acknowledged_in_full_and_nothing_goes_twice() {
+    // No broker anywhere: acknowledgements travel on the link, ahead of its data.
+    let nowhere = format!("nats://127.0.0.1:{}", free_port());
+    let bound = |network: &str, instance: &str, port: u16| DistributedConfig {
+        bind_address: "127.0.0.1".into(),
+        bind_port: port,
+        ..config(&nowhere, network, instance)
+    };
+    let b_port = free_port();
+    acknowledged_in_full(
+        bound("A", "a1", free_port()),
+        bound("B", "b1", b_port),
+        &format!("127.0.0.1:{b_port}"),
+    )
+    .await;
+}
+
+/// Passes each message on once it is open; until then it holds the first and takes no
+/// more, so its inbox fills behind it.
+#[derive(Clone)]
+struct Gate(watch::Receiver<bool>);
+
+#[async_trait]
+impl Actor for Gate {
+    fn inports(&self) -> Vec<String> {
+        vec!["in".into()]
+    }
+    fn outports(&self) -> Vec<String> {
+        vec!["out".into()]
+    }
+    async fn handle(
+        &mut self,
+        ctx: &mut ActorContext,
+        _port: &str,
+        message: Message,
+    ) -> reflow_network::Result<()> {
+        let _ = self.0.wait_for(|open| *open).await;
+        ctx.emit("out", message).await
+    }
+}
+
+/// A message of about 1 KiB that carries `i`.
+fn kib(i: i64) -> Message {
+    let mut body = i.to_be_bytes().to_vec();
+    body.resize(1024, 0);
+    Message::Bytes(body.into())
+}
+
+fn kib_index(message: &Message) -> i64 {
+    let Message::Bytes(body) = message else {
+        panic!("not bytes: {message:?}");
+    };
+    i64::from_be_bytes(body[..8].try_into().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_is_held_back_while_its_receiver_takes_nothing_then_all_arrives_in_order() {
+    const N: usize = 20_000;
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let small = |mut config: DistributedConfig| {
+        config.local_network_config.max_buffer_size = 512 * 1024;
+        config.local_network_config.inbox_capacity = 64;
+        config
+    };
+    let (open, gate) = watch::channel(false);
+    let (probe, mut seen) = ProbeActor::channel(N);
+    let b = common::started_with(small(config(&url, "B", "b1")), |b| {
+        b.register_local_actor("target", Gate(gate), None).unwrap();
+        b.register_local_actor("sink", probe, None).unwrap();
+        let local = b.get_local_network();
+        local
+            .write()
+            .add_connection(Connector::new("target", "out", "sink", "in"))
+            .unwrap();
+    })
+    .await;
+    let (a, input) = sender(small(config(&url, "A", "a1")), "B").await;
+
+    let sent = Arc::new(AtomicUsize::new(0));
+    let feeder = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            for i in 0..N as i64 {
+                input.send(kib(i)).await.unwrap();
+                sent.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    // Held back: the count stops moving with envelopes waiting to be acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = usize::MAX;
+    let held_at = loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = sent.load(Ordering::Relaxed);
+        if now == last && a.stats().unacknowledged > 0 {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sender never stopped: {now} sent"
+        );
+        last = now;
+    };
+    // Without acknowledgements every message would have gone: B's client buffer holds
+    // 65,536. What got out is the inboxes, the proxy's batch and one window of 512 KiB.
+    assert!(
+        held_at < 2_000,
+        "held back only after {held_at} of {N} messages"
+    );
+    assert_eq!(b.stats().slow_consumer_drops, 0);
+
+    open.send(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for expected in 0..N as i64 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let got = tokio::time::timeout(left, seen.recv())
+            .await
+            .unwrap_or_else(|_| panic!("got {expected} of {N} after the gate opened"))
+            .unwrap();
+        assert_eq!(
+            kib_index(&got.message),
+            expected,
+            "out of order, lost or doubled"
+        );
+    }
+    feeder.await.unwrap();
+    assert_eq!(b.stats().slow_consumer_drops, 0);
+    assert_eq!(b.stats().messages_in, N as u64);
+    let (mut a, mut b) = (a, b);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_receiver_cut_off_from_the_broker_missed_is_sent_again_and_arrives_once() {
+    const N: usize = 3_000;
+    let server = NatsServer::start().await.unwrap();
+    let proxy = CutProxy::start(server.port()).await;
+    // B reaches the broker through a proxy the test cuts; A reaches it directly, so A
+    // never learns of the cut: only the missing acknowledgements tell.
+    let (probe, mut seen) = ProbeActor::channel(N * 2);
+    let b = common::started_with(config(&proxy.url(), "B", "b1"), |b| {
+        b.register_local_actor("target", probe, None).unwrap();
+    })
+    .await;
+    let (a, input) = sender(config(&server.url(), "A", "a1"), "B").await;
+
+    let feeder = tokio::spawn(async move {
+        // About a thousand a second, so that the cut falls in the middle of the stream.
+        for i in 0..N as i64 {
+            input.send(Message::Integer(i)).await.unwrap();
+            if i % 10 == 9 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    let received = Arc::new(AtomicUsize::new(0));
+    let collector = {
+        let received = received.clone();
+        tokio::spawn(async move {
+            let mut got = Vec::with_capacity(N);
+            while got.len() < N {
+                match tokio::time::timeout(Duration::from_secs(30), seen.recv()).await {
+                    Ok(Some(m)) => got.push(m.message.as_integer().unwrap()),
+                    _ => break,
+                }
+                received.store(got.len(), Ordering::Relaxed);
+            }
+            got
+        })
+    };
+    wait_for(
+        "B to receive the start of the stream",
+        Duration::from_secs(10),
+        || async { received.load(Ordering::Relaxed) >= 300 },
+    )
+    .await;
+    proxy.cut();
+    wait_for("B to lose the broker", Duration::from_secs(5), || async {
+        !b.is_broker_connected()
+    })
+    .await;
+    let sent_at_cut = a.stats().messages_out;
+    wait_for("A to send into the cut", Duration::from_secs(5), || async {
+        a.stats().messages_out >= sent_at_cut + 200
+    })
+    .await;
+    proxy.restore();
+
+    let mut got = collector.await.unwrap();
+    feeder.await.unwrap();
+    assert_eq!(got.len(), N, "B got {} of {N}", got.len());
+    got.sort_unstable();
+    assert!(got.iter().copied().eq(0..N as i64), "lost or doubled");
+    let a_stats = a.stats();
+    assert!(
+        a_stats.resent > 0,
+        "what the cut swallowed was sent again: {a_stats:?}"
+    );
+    wait_for(
+        "A to hear every envelope acknowledged",
+        Duration::from_secs(10),
+        || async { a.stats().unacknowledged == 0 },
+    )
+    .await;
+    let (mut a, mut b) = (a, b);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
