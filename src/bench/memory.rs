@@ -82,9 +82,10 @@ pub(super) async fn measure(
         .against(Compared::RawNats, median(theirs), None)
         .note(format!(
             "the most heap a streamed round of {n} messages held above where it began: \
-             the bridge's bounded inboxes, the NATS client's subscription buffer and the \
-             sender's resend window (max_buffer_size), against raw publish to a subscriber \
-             whose buffer holds every message it has not yet taken"
+             the bridge's bounded inboxes, and the sender's window of unacknowledged \
+             envelopes (max_buffer_size), which bounds what the receiving client buffers; \
+             against raw publish to a subscriber whose buffer holds every message it has \
+             not yet taken"
         ));
     Ok(())
 }
