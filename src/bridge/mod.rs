@@ -578,10 +578,10 @@ impl Bridge {
 }
 
 /// Moves streams between roads as the broker comes and goes, so idle streams switch
-/// (and send their kept tails) too. Until every stream is on the road it should take
-/// (the broker while it is up; a direct link, where the peer has one, while it is not),
-/// it looks again every [`road::REDIAL_AFTER`]: a peer's own client reconnects some time
-/// after ours, and a direct endpoint may refuse the first dial.
+/// (and send their unacknowledged envelopes again) too. Until every stream is on the road
+/// it should take (the broker while it is up; a direct link, where the peer has one,
+/// while it is not), it looks again every [`road::REDIAL_AFTER`]: a peer's own client
+/// reconnects some time after ours, and a direct endpoint may refuse the first dial.
 async fn watch_roads(
     bridge: Weak<Bridge>,
     mut up: tokio::sync::watch::Receiver<bool>,

@@ -2,9 +2,9 @@
 //! it is not, and back to the broker once the peer answers there again.
 //!
 //! Each stream to a network ([`Outbox`]) remembers its road. When the road changes, the
-//! change is an event, and on a move to a direct link the stream's kept tail is sent
-//! again, so whatever the dead broker swallowed still arrives; the receiver drops what it
-//! already has. Before moving back to the broker, the direct link is pinged: its pong
+//! change is an event, and on a move to a direct link the stream's unacknowledged
+//! envelopes go again, so whatever the dead broker swallowed still arrives; the receiver
+//! drops what it already has. Before moving back to the broker, the direct link is pinged: its pong
 //! comes after every earlier frame was handed to the peer's dispatcher, and the peer
 //! answering a ping over the broker shows its subscriptions are back.
 
@@ -68,8 +68,8 @@ impl Bridge {
 
     /// With the broker down and no direct link to `network`, a stream waits here rather
     /// than pile its messages into the client's reconnect buffer, where a second failure
-    /// would lose them unseen. It goes on when the broker is back (after the kept tail is
-    /// sent again) or a direct link opens.
+    /// would lose them unseen. It goes on when the broker is back (after its
+    /// unacknowledged envelopes go again) or a direct link opens.
     pub(crate) async fn wait_for_road(
         &self,
         network: &str,
@@ -96,7 +96,8 @@ impl Bridge {
     }
 
     /// Waits, at most [`STALE_WAIT`], for `network` to answer through the broker; the
-    /// stream holds meanwhile, so that nothing newer overtakes its kept tail.
+    /// stream holds meanwhile, so that nothing newer overtakes its unacknowledged
+    /// envelopes.
     async fn peer_back_on_broker(&self, network: &str) -> bool {
         let deadline = Instant::now() + STALE_WAIT;
         loop {
@@ -171,12 +172,13 @@ impl Bridge {
     }
 
     /// Moves `outbox` to the road it should take now; on a move to a direct link, sends
-    /// its kept tail again.
+    /// its unacknowledged envelopes again.
     ///
     /// A stream that stays on the broker while it is down goes into the client's
     /// reconnect buffer, and what the dead server swallowed, or what reached the new one
     /// before the peer subscribed again, is gone. So such a stream is marked stale, and
-    /// once the peer answers through the broker again its kept tail is sent again there.
+    /// once the peer answers through the broker again its unacknowledged envelopes go
+    /// again there.
     pub(crate) async fn reroute(
         &self,
         network: &str,
@@ -192,13 +194,13 @@ impl Bridge {
                 if self.peer_back_on_broker(network).await {
                     tracing::info!(
                         network,
-                        "the peer is back on the broker; sending the kept tail again"
+                        "the peer is back on the broker; sending the unacknowledged envelopes again"
                     );
                     self.resend_kept(to, network, outbox).await?;
                 } else {
                     tracing::warn!(
                         network,
-                        "the peer did not answer through the broker after it came back; what the outage swallowed is not sent again"
+                        "the peer did not answer through the broker after it came back; what the outage swallowed goes again once its acknowledgement is overdue"
                     );
                 }
             }
@@ -242,9 +244,9 @@ impl Bridge {
     }
 
     /// Re-checks every stream's road: run when the broker is lost or regained, so that
-    /// idle streams move (and send their kept tails again) too. True when every stream
-    /// is where it should be: on the broker while it is up, and while it is down, on a
-    /// direct link wherever the peer has advertised one.
+    /// idle streams move (and send their unacknowledged envelopes again) too. True when
+    /// every stream is where it should be: on the broker while it is up, and while it is
+    /// down, on a direct link wherever the peer has advertised one.
     pub(crate) async fn reroute_all(&self) -> bool {
         let outboxes: Vec<(String, super::SharedOutbox)> = self
             .outboxes
