@@ -43,25 +43,6 @@ fn probe(network: &DistributedNetwork, id: &str) -> mpsc::Receiver<ProbeMessage>
     seen
 }
 
-/// The next `n` integers `seen` receives, within `timeout`.
-async fn recv_ints(
-    seen: &mut mpsc::Receiver<ProbeMessage>,
-    n: usize,
-    timeout: Duration,
-    what: &str,
-) -> Vec<i64> {
-    let deadline = Instant::now() + timeout;
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, seen.recv()).await {
-            Ok(Some(m)) => out.push(m.message.as_integer().expect("an integer")),
-            _ => panic!("{what}: got {} of {n} messages", out.len()),
-        }
-    }
-    out
-}
-
 /// Starts `network`, failing the test if startup takes longer than `limit`.
 async fn start_within(network: &mut DistributedNetwork, limit: Duration) {
     let began = Instant::now();
@@ -102,7 +83,7 @@ async fn with_no_broker_two_networks_exchange_10k_messages_through_remote_actors
     let alias = a.register_remote_actor("double", "B").await.unwrap();
     let input = common::wire_source_through(&a, &alias, Some("sink"));
     let feeder = common::feed(input, 0..10_000i64, Message::Integer);
-    let got = recv_ints(
+    let got = common::recv_ints(
         &mut seen,
         10_000,
         Duration::from_secs(60),
@@ -119,7 +100,7 @@ async fn with_no_broker_two_networks_exchange_10k_messages_through_remote_actors
         .await
         .unwrap();
     assert_eq!(
-        recv_ints(&mut seen, 1, Duration::from_secs(5), "confirmed send").await,
+        common::recv_ints(&mut seen, 1, Duration::from_secs(5), "confirmed send").await,
         vec![42]
     );
     let err = a
@@ -320,14 +301,16 @@ async fn a_stream_survives_the_broker_dying_and_returning_without_loss_or_repeat
     let mut got = Vec::with_capacity(TOTAL as usize);
 
     stretch_tx.send(0..8_000).await.unwrap();
-    got.extend(recv_ints(&mut seen, 2_000, Duration::from_secs(30), "before the kill").await);
+    got.extend(
+        common::recv_ints(&mut seen, 2_000, Duration::from_secs(30), "before the kill").await,
+    );
     server.kill().await.unwrap();
     let killed = tokio::time::Instant::now();
     println!("broker killed after B received {}", got.len());
     stretch_tx.send(8_000..14_000).await.unwrap();
     switch_to_b(&mut events, TransportKind::Nats, TransportKind::Direct, 10).await;
     got.extend(
-        recv_ints(
+        common::recv_ints(
             &mut seen,
             10_000,
             Duration::from_secs(30),
@@ -350,7 +333,7 @@ async fn a_stream_survives_the_broker_dying_and_returning_without_loss_or_repeat
     switch_to_b(&mut events, TransportKind::Direct, TransportKind::Nats, 30).await;
     let rest = TOTAL as usize - got.len();
     got.extend(
-        recv_ints(
+        common::recv_ints(
             &mut seen,
             rest,
             Duration::from_secs(30),
@@ -370,7 +353,7 @@ async fn a_stream_survives_the_broker_dying_and_returning_without_loss_or_repeat
         .await
         .unwrap();
     assert_eq!(
-        recv_ints(&mut seen, 1, Duration::from_secs(10), "the marker").await,
+        common::recv_ints(&mut seen, 1, Duration::from_secs(10), "the marker").await,
         vec![-1]
     );
     a.shutdown().await.unwrap();
@@ -403,7 +386,8 @@ async fn without_a_direct_link_a_stream_waits_out_the_broker_and_loses_nothing()
             }
         })
     };
-    let mut got = recv_ints(&mut seen, 1_000, Duration::from_secs(30), "before the kill").await;
+    let mut got =
+        common::recv_ints(&mut seen, 1_000, Duration::from_secs(30), "before the kill").await;
     server.kill().await.unwrap();
     common::next_event(
         &mut events,
@@ -431,7 +415,7 @@ async fn without_a_direct_link_a_stream_waits_out_the_broker_and_loses_nothing()
     println!("with the broker down the feeder waits after {last} messages");
 
     server.restart().await.unwrap();
-    let rest = recv_ints(
+    let rest = common::recv_ints(
         &mut seen,
         (TOTAL as usize) - got.len(),
         Duration::from_secs(60),
@@ -449,7 +433,7 @@ async fn without_a_direct_link_a_stream_waits_out_the_broker_and_loses_nothing()
         .await
         .unwrap();
     assert_eq!(
-        recv_ints(&mut seen, 1, Duration::from_secs(10), "the marker").await,
+        common::recv_ints(&mut seen, 1, Duration::from_secs(10), "the marker").await,
         vec![-1],
         "a repeat arrived late"
     );
@@ -473,7 +457,7 @@ async fn a_frozen_broker_is_given_up_within_a_few_heartbeats_and_the_stream_goes
     } = bound_pair(&server).await;
     let (stretch_tx, feeder) = stretch_feeder(input);
     stretch_tx.send(0..2_000).await.unwrap();
-    let mut got = recv_ints(
+    let mut got = common::recv_ints(
         &mut seen,
         2_000,
         Duration::from_secs(30),
@@ -491,7 +475,7 @@ async fn a_frozen_broker_is_given_up_within_a_few_heartbeats_and_the_stream_goes
         frozen.elapsed()
     );
     got.extend(
-        recv_ints(
+        common::recv_ints(
             &mut seen,
             (TOTAL - 2_000) as usize,
             Duration::from_secs(30),

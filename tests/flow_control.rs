@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use common::{CutProxy, free_port, wait_for};
 use reflow_network::Message;
-use reflow_network::actor::{Actor, ActorContext, ProbeActor, ProbeMessage};
+use reflow_network::actor::{Actor, ActorContext, ProbeActor};
 use reflow_network::components::Passthrough;
 use reflow_network::distributed_network::{DistributedConfig, DistributedNetwork};
 use reflow_network::local_server::NatsServer;
 use reflow_network::network::Connector;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 fn config(url: &str, network: &str, instance: &str) -> DistributedConfig {
     common::config(url, network, instance, 500)
@@ -48,22 +48,19 @@ fn b_id(endpoint: &str) -> String {
     }
 }
 
-/// The next `n` integers `seen` receives, within `timeout`.
-async fn recv_ints(
-    seen: &mut mpsc::Receiver<ProbeMessage>,
-    n: usize,
-    timeout: Duration,
-) -> Vec<i64> {
-    let deadline = Instant::now() + timeout;
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, seen.recv()).await {
-            Ok(Some(m)) => out.push(m.message.as_integer().expect("an integer")),
-            _ => panic!("got {} of {n} messages", out.len()),
-        }
-    }
-    out
+/// Waits until A has heard every envelope it streamed acknowledged.
+async fn all_acknowledged(a: &DistributedNetwork) {
+    wait_for(
+        "A to hear every envelope acknowledged",
+        Duration::from_secs(10),
+        || async { a.stats().unacknowledged == 0 },
+    )
+    .await;
+}
+
+async fn shut_down(mut a: DistributedNetwork, mut b: DistributedNetwork) {
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }
 
 /// Streams 5,000 messages from A to B and checks that every one arrives once, in order,
@@ -80,18 +77,13 @@ async fn acknowledged_in_full(
     .await;
     let (a, input) = sender(a_config, endpoint).await;
     let feeder = common::feed(input, 0..5_000, Message::Integer);
-    let got = recv_ints(&mut seen, 5_000, Duration::from_secs(30)).await;
+    let got = common::recv_ints(&mut seen, 5_000, Duration::from_secs(30), "the stream").await;
     feeder.await.unwrap();
     assert!(
         got.iter().copied().eq(0..5_000),
         "out of order, lost or doubled"
     );
-    wait_for(
-        "A to hear every envelope acknowledged",
-        Duration::from_secs(5),
-        || async { a.stats().unacknowledged == 0 },
-    )
-    .await;
+    all_acknowledged(&a).await;
     let (a_stats, b_stats) = (a.stats(), b.stats());
     assert_eq!(
         a_stats.resent, 0,
@@ -99,10 +91,7 @@ async fn acknowledged_in_full(
     );
     assert_eq!(b_stats.duplicates_in, 0, "{b_stats:?}");
     assert_eq!(b_stats.messages_in, 5_000);
-    let mut a = a;
-    let mut b = b;
-    a.shutdown().await.unwrap();
-    b.shutdown().await.unwrap();
+    shut_down(a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,9 +231,7 @@ async fn a_sender_is_held_back_while_its_receiver_takes_nothing_then_all_arrives
     feeder.await.unwrap();
     assert_eq!(b.stats().slow_consumer_drops, 0);
     assert_eq!(b.stats().messages_in, N as u64);
-    let (mut a, mut b) = (a, b);
-    a.shutdown().await.unwrap();
-    b.shutdown().await.unwrap();
+    shut_down(a, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,13 +300,6 @@ async fn what_a_receiver_cut_off_from_the_broker_missed_is_sent_again_and_arrive
         a_stats.resent > 0,
         "what the cut swallowed was sent again: {a_stats:?}"
     );
-    wait_for(
-        "A to hear every envelope acknowledged",
-        Duration::from_secs(10),
-        || async { a.stats().unacknowledged == 0 },
-    )
-    .await;
-    let (mut a, mut b) = (a, b);
-    a.shutdown().await.unwrap();
-    b.shutdown().await.unwrap();
+    all_acknowledged(&a).await;
+    shut_down(a, b).await;
 }

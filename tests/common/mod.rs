@@ -74,6 +74,25 @@ pub(crate) async fn started(
     network
 }
 
+/// The next `n` integers `seen` receives, within `timeout`.
+pub(crate) async fn recv_ints(
+    seen: &mut tokio::sync::mpsc::Receiver<reflow_network::actor::ProbeMessage>,
+    n: usize,
+    timeout: Duration,
+    what: &str,
+) -> Vec<i64> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match tokio::time::timeout(left, seen.recv()).await {
+            Ok(Some(m)) => out.push(m.message.as_integer().expect("an integer")),
+            _ => panic!("{what}: got {} of {n} messages", out.len()),
+        }
+    }
+    out
+}
+
 /// A network started from `config` once `setup` has registered what it hosts.
 pub(crate) async fn started_with(
     config: reflow_network::distributed_network::DistributedConfig,
