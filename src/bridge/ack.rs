@@ -12,8 +12,9 @@
 //!   unacknowledged envelopes again.
 //!
 //! Acknowledgements go back the way the data came: through the broker, or ahead of the
-//! data queued on a direct link. One that is lost costs nothing but a repeat, which the
-//! receiver drops and acknowledges again.
+//! data queued on a direct link, where the link hands them straight to that task. One
+//! that is lost costs nothing but a repeat, which the receiver drops and acknowledges
+//! again.
 
 use std::sync::Weak;
 use std::time::{Duration, Instant};
@@ -22,6 +23,7 @@ use async_nats::Subject;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Bridge;
@@ -37,6 +39,10 @@ pub(crate) const ACK_BYTES: usize = 256 * 1024;
 
 /// How long an acknowledgement may wait for others to go with it.
 pub(crate) const ACK_DELAY: Duration = Duration::from_millis(10);
+
+/// Acknowledgements from direct links waiting to be applied, at most; more are dropped
+/// (a later one covers what they said).
+pub(crate) const DIRECT_ACKS: usize = 256;
 
 /// How often the sender looks for streams whose acknowledgements are overdue.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
@@ -117,11 +123,12 @@ pub(crate) async fn subscribe(bridge: &Bridge) -> Result<async_nats::Subscriber>
     })
 }
 
-/// Applies the acknowledgements that come through the broker, and sends again what
-/// waits too long for one, until cancelled.
+/// Applies the acknowledgements that come through the broker and over direct links, and
+/// sends again what waits too long for one, until cancelled.
 pub(crate) async fn run(
     bridge: Weak<Bridge>,
     mut acks: async_nats::Subscriber,
+    mut direct: mpsc::Receiver<Bytes>,
     cancel: CancellationToken,
 ) {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
@@ -134,6 +141,10 @@ pub(crate) async fn run(
                 let Some(bridge) = bridge.upgrade() else { return };
                 bridge.take_ack(&message.payload);
             }
+            Some(payload) = direct.recv() => {
+                let Some(bridge) = bridge.upgrade() else { return };
+                bridge.take_ack(&payload);
+            }
             _ = sweep.tick() => {
                 let Some(bridge) = bridge.upgrade() else { return };
                 bridge.resend_overdue().await;
@@ -144,7 +155,7 @@ pub(crate) async fn run(
 
 impl Bridge {
     /// Applies an acknowledgement to the stream it speaks of.
-    pub(crate) fn take_ack(&self, payload: &Bytes) {
+    fn take_ack(&self, payload: &Bytes) {
         let ack: Ack = match serde_json::from_slice(payload) {
             Ok(ack) => ack,
             Err(err) => {

@@ -234,10 +234,7 @@ impl Bridge {
                 subject, payload, ..
             } => {
                 let road = TransportKind::Direct;
-                let result = if subject == self.ack_subject {
-                    self.take_ack(&payload);
-                    Ok(())
-                } else if subject.starts_with(&returns) {
+                let result = if subject.starts_with(&returns) {
                     self.deliver_return(&subject, &payload, road, state).await
                 } else {
                     self.deliver_data(&subject, &payload, false, road, state)

@@ -161,7 +161,7 @@ pub(crate) struct Bridge {
     /// Streams to other networks, by network id.
     outboxes: Mutex<HashMap<String, Stream>>,
     /// Where this instance hears acknowledgements of what it streams.
-    pub(crate) ack_subject: String,
+    ack_subject: String,
     /// The first number of every stream: this instance's start in microseconds.
     first_seq: u64,
     tracker: TaskTracker,
@@ -251,9 +251,16 @@ impl Bridge {
             control,
             bridge.cancel.clone(),
         ));
+        // Acknowledgements over direct links skip the dispatcher too: one stuck behind
+        // data it cannot deliver could wait for the very room it would free.
+        let (direct_acks, direct_acks_rx) = mpsc::channel(ack::DIRECT_ACKS);
+        bridge
+            .direct
+            .route_notices(bridge.ack_subject.clone(), direct_acks);
         bridge.tracker.spawn(ack::run(
             Arc::downgrade(&bridge),
             acks,
+            direct_acks_rx,
             bridge.cancel.clone(),
         ));
         bridge.tracker.spawn(watch_roads(

@@ -488,6 +488,13 @@ async fn handle(shared: &Shared, link: &Arc<Link>, frame: Frame) -> Option<Endin
     let peer = || link.peer.clone();
     match frame {
         Frame::Message { subject, payload } => {
+            if shared
+                .notices
+                .get()
+                .is_some_and(|notices| notices.take(&subject, &payload))
+            {
+                return None;
+            }
             let item = Inbound::Message {
                 peer: peer(),
                 subject,

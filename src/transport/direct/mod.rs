@@ -59,7 +59,7 @@ mod stats;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -125,6 +125,27 @@ pub(crate) struct Shared {
     links: RwLock<HashMap<String, Vec<Arc<Link>>>>,
     next_link: AtomicU64,
     stopped: AtomicBool,
+    /// Where messages on the notice subject go instead of `inbound`.
+    pub(crate) notices: OnceLock<Notices>,
+}
+
+/// Messages on one subject that must not wait behind data: see
+/// [`DirectTransport::route_notices`].
+pub(crate) struct Notices {
+    pub(crate) subject: String,
+    pub(crate) to: mpsc::Sender<Bytes>,
+}
+
+impl Notices {
+    /// Takes `payload` if it was sent on the notice subject; true when it was (a full
+    /// channel drops it: notices are worth nothing late).
+    pub(crate) fn take(&self, subject: &str, payload: &Bytes) -> bool {
+        if subject != self.subject {
+            return false;
+        }
+        let _ = self.to.try_send(payload.clone());
+        true
+    }
 }
 
 impl Shared {
@@ -242,6 +263,7 @@ impl DirectTransport {
             links: RwLock::new(HashMap::new()),
             next_link: AtomicU64::new(1),
             stopped: AtomicBool::new(false),
+            notices: OnceLock::new(),
         });
         if let Some(listener) = listener {
             tracing::info!(
@@ -364,6 +386,17 @@ impl DirectTransport {
             .link_to(network)?
             .publish(subject, payload)
             .await
+    }
+
+    /// Hands the payloads of messages that peers send on `subject` to `to` rather than to
+    /// the inbound channel, where they would wait behind data: for notices, such as
+    /// acknowledgements, that the data's consumer must not hold up. Never waits: a full
+    /// `to` drops the notice. Set once; later calls change nothing.
+    pub fn route_notices(&self, subject: impl Into<String>, to: mpsc::Sender<Bytes>) {
+        let _ = self.shared().notices.set(Notices {
+            subject: subject.into(),
+            to,
+        });
     }
 
     /// Queues a small message on `subject` to `network` ahead of the data waiting on the
