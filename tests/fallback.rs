@@ -361,7 +361,7 @@ async fn a_stream_survives_the_broker_dying_and_returning_without_loss_or_repeat
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_direct_link_a_stream_waits_out_the_broker_and_loses_nothing() {
+async fn without_a_direct_link_a_stream_waits_out_the_broker_and_loses_nothing_nor_order() {
     const TOTAL: i64 = 10_000;
     let mut server = NatsServer::start().await.unwrap();
     // B has no bind port: while the broker is down there is no road to it at all.
@@ -424,11 +424,11 @@ async fn without_a_direct_link_a_stream_waits_out_the_broker_and_loses_nothing()
     .await;
     got.extend(rest);
     feeder.await.unwrap();
-    let mut numbers = got.clone();
-    numbers.sort_unstable();
-    numbers.dedup();
-    assert_eq!(numbers.len(), TOTAL as usize, "B received repeats");
-    assert_eq!(numbers, (0..TOTAL).collect::<Vec<_>>(), "B missed messages");
+    // B is its network's only instance: what arrived ahead of the resent ones waited.
+    assert!(
+        got.iter().copied().eq(0..TOTAL),
+        "out of order, lost or doubled"
+    );
     a.send_to_remote_actor("B", "sink", "in", Message::Integer(-1))
         .await
         .unwrap();

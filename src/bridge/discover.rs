@@ -105,6 +105,15 @@ impl Bridge {
             .unwrap_or_default()
     }
 
+    /// Whether this instance is its network's only live one, as far as the liveness
+    /// roster knows. Without the broker there is no roster, and a direct link reaches one
+    /// instance: alone.
+    pub(crate) fn alone(&self) -> bool {
+        self.liveness
+            .get()
+            .is_none_or(|liveness| liveness.roster.read().others_of(&self.network_id) == 0)
+    }
+
     /// Every network that answers discovery or holds a live entry, one value per network,
     /// sorted by network id.
     pub(crate) async fn discover_networks(&self) -> Result<Vec<NetworkInfo>> {

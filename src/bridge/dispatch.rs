@@ -116,6 +116,9 @@ pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, drain: Cance
             break;
         };
         bridge.handle(next, &mut state).await;
+        while let Some((network, instance)) = state.release.take() {
+            bridge.release_held(&network, &instance, &mut state).await;
+        }
         // A dispatcher that is never idle still acknowledges in time.
         if state.ack_now
             || state

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use super::Bridge;
 use super::ack::{ACK_DELAY, Pending};
 use super::proxy::{Egress, Subscriber};
-use super::sequence::SeenWindow;
+use super::sequence::{HeldBack, SeenWindow};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::TransportKind;
 use crate::message::{EnvelopeView, Message, plain};
@@ -35,6 +35,8 @@ pub(crate) struct DispatchState {
     pub(crate) ack_due: Option<Instant>,
     /// Some sender has enough waiting that its acknowledgement goes now.
     pub(crate) ack_now: bool,
+    /// A sender (network, instance) with envelopes held back that may go now.
+    pub(crate) release: Option<(String, String)>,
 }
 
 impl DispatchState {
@@ -53,11 +55,39 @@ pub(crate) struct Senders {
     windows: HashMap<String, HashMap<String, Sender>>,
 }
 
-/// One sender: what it delivered, and what waits to be acknowledged to it.
+/// One sender: what it delivered, what waits to be acknowledged to it, and what arrived
+/// ahead of a gap.
 #[derive(Default)]
 pub(crate) struct Sender {
     seen: SeenWindow,
     ack: Pending,
+    held: HeldBack,
+}
+
+impl Sender {
+    /// Learns the sender's floor (`acked_below`), then holds the envelope numbered from
+    /// `first` if something before it is missing and this instance is its network's only
+    /// one (`alone`): true when held. Only a sender that tells its floor sends again
+    /// what is missing, so only its envelopes are held.
+    #[allow(clippy::too_many_arguments)]
+    fn hold_if_early(
+        &mut self,
+        first: u64,
+        acked_below: Option<u64>,
+        alone: impl FnOnce() -> bool,
+        subject: &str,
+        payload: &Bytes,
+        road: TransportKind,
+        returned: bool,
+    ) -> bool {
+        if let Some(floor) = acked_below {
+            self.seen.raise_floor(floor);
+        }
+        acked_below.is_some()
+            && self.seen.waits_before(first)
+            && alone()
+            && self.held.hold(first, subject, payload, road, returned)
+    }
 }
 
 impl Senders {
@@ -154,8 +184,19 @@ impl Bridge {
         let (mut origin, mut inlet) = (None, None);
         let mut sender =
             (!confirmed).then(|| state.seen.sender(&envelope.network, &envelope.instance));
-        if let (Some(sender), Some(floor)) = (sender.as_mut(), envelope.acked_below) {
-            sender.seen.raise_floor(floor);
+        if let Some(sender) = sender.as_mut()
+            && sender.hold_if_early(
+                first,
+                envelope.acked_below,
+                || self.alone(),
+                subject,
+                payload,
+                road,
+                false,
+            )
+        {
+            state.release = Some((envelope.network.to_string(), envelope.instance.to_string()));
+            return Ok(());
         }
         let mut delivered = 0;
         let result = async {
@@ -200,6 +241,9 @@ impl Bridge {
             let full = sender
                 .ack
                 .record(first, last_of(first, count), payload.len(), road);
+            if !sender.held.is_empty() {
+                state.release = Some((envelope.network.to_string(), envelope.instance.to_string()));
+            }
             state.acknowledged(full);
         }
         result
@@ -339,8 +383,17 @@ impl Bridge {
         let envelope = EnvelopeView::read(&plain)?;
         let (first, count) = (envelope.seq, envelope.messages.len());
         let sender = state.seen.sender(&envelope.network, &envelope.instance);
-        if let Some(floor) = envelope.acked_below {
-            sender.seen.raise_floor(floor);
+        if sender.hold_if_early(
+            first,
+            envelope.acked_below,
+            || self.alone(),
+            subject,
+            payload,
+            road,
+            true,
+        ) {
+            state.release = Some((envelope.network.to_string(), envelope.instance.to_string()));
+            return Ok(());
         }
         let mut result = Ok(());
         for (message, seq) in envelope.messages.into_iter().zip(first..) {
@@ -358,8 +411,53 @@ impl Bridge {
         let full = sender
             .ack
             .record(first, last_of(first, count), payload.len(), road);
+        if !sender.held.is_empty() {
+            state.release = Some((envelope.network.to_string(), envelope.instance.to_string()));
+        }
         state.acknowledged(full);
         result
+    }
+
+    /// Delivers the envelopes of `instance` of `network` held back that may go now, in
+    /// order: those whose gap has filled, and those that waited too long for it.
+    pub(crate) async fn release_held(
+        &self,
+        network: &str,
+        instance: &str,
+        state: &mut DispatchState,
+    ) {
+        loop {
+            let Sender { seen, held, .. } = state.seen.sender(network, instance);
+            let Some((first, envelope, gave_up)) =
+                held.next_due(|first| seen.waits_before(first), Instant::now())
+            else {
+                return;
+            };
+            if gave_up {
+                tracing::warn!(
+                    network,
+                    instance,
+                    "what came before envelope {first} did not arrive in time; delivering on"
+                );
+                seen.raise_floor(first);
+            }
+            let result = if envelope.returned {
+                self.deliver_return(&envelope.subject, &envelope.payload, envelope.road, state)
+                    .await
+            } else {
+                self.deliver_data(
+                    &envelope.subject,
+                    &envelope.payload,
+                    false,
+                    envelope.road,
+                    state,
+                )
+                .await
+            };
+            if let Err(err) = result {
+                tracing::warn!(subject = envelope.subject, error = %err, "held envelope refused");
+            }
+        }
     }
 
     /// Sends every acknowledgement that waits.

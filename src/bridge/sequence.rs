@@ -13,8 +13,9 @@
 //! Numbers start at the sender's start time in microseconds, so a restarted sender with
 //! the same ids is not mistaken for a repeat of its previous life.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_nats::Subject;
 use bytes::Bytes;
@@ -22,6 +23,13 @@ use bytes::Bytes;
 use super::window::{Kept, SendWindow};
 use crate::error::Result;
 use crate::events::TransportKind;
+
+/// How long an envelope waits for those before it; past this the gap is given up on.
+pub(crate) const HOLD_LIMIT: Duration = Duration::from_secs(10);
+
+/// The most envelopes held back per sender: a sender that keeps its window has far fewer
+/// unacknowledged, so more means it does not, and they go on out of order.
+const MAX_HELD: usize = 4096;
 use crate::message::{EnvelopeWriter, Message};
 
 /// How many out-of-order numbers a receiver tracks per sender before it treats the
@@ -148,6 +156,13 @@ impl SeenWindow {
         true
     }
 
+    /// Whether an envelope numbered from `first` would skip numbers not yet delivered:
+    /// something before it is missing (lost, or on its way again).
+    pub(crate) fn waits_before(&self, first: u64) -> bool {
+        self.floor
+            .is_some_and(|floor| first > floor + 1 && !self.above.contains(&first))
+    }
+
     /// Learns from the sender that every number below `below` has been delivered
     /// somewhere (here, or at another instance of this network): they need no tracking,
     /// and any that comes again is a repeat. A receiver that has just started learns
@@ -163,6 +178,77 @@ impl SeenWindow {
             floor += 1;
         }
         self.floor = Some(floor);
+    }
+}
+
+/// An envelope that arrived ahead of a gap, kept until the gap fills.
+#[derive(Debug)]
+pub(crate) struct Held {
+    pub(crate) subject: String,
+    pub(crate) payload: Bytes,
+    pub(crate) road: TransportKind,
+    /// A returned output (else data for a local actor).
+    pub(crate) returned: bool,
+    since: Instant,
+}
+
+/// The envelopes of one sender held back, by first number.
+///
+/// A receiver that is its network's only instance sees every number of a sender's stream
+/// to it, so a gap means something was lost and is on its way again: the sender keeps it
+/// until acknowledged, and sends it again soon. What came after waits here meanwhile,
+/// unacknowledged, so the sender's stream is delivered in order. Where other instances
+/// share the work, gaps are theirs and nothing is held.
+#[derive(Debug, Default)]
+pub(crate) struct HeldBack {
+    by_first: BTreeMap<u64, Held>,
+}
+
+impl HeldBack {
+    /// Holds the envelope numbered from `first`; false, holding nothing, when full.
+    pub(crate) fn hold(
+        &mut self,
+        first: u64,
+        subject: &str,
+        payload: &Bytes,
+        road: TransportKind,
+        returned: bool,
+    ) -> bool {
+        if self.by_first.len() >= MAX_HELD {
+            return false;
+        }
+        self.by_first.insert(
+            first,
+            Held {
+                subject: subject.to_string(),
+                payload: payload.clone(),
+                road,
+                returned,
+                since: Instant::now(),
+            },
+        );
+        true
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.by_first.is_empty()
+    }
+
+    /// Takes the first held envelope if it may go now: nothing before it is missing any
+    /// more (`waits` says whether something is), or it has waited longer than
+    /// [`HOLD_LIMIT`]. Returns its first number, the envelope, and whether it gave up.
+    pub(crate) fn next_due(
+        &mut self,
+        waits: impl Fn(u64) -> bool,
+        now: Instant,
+    ) -> Option<(u64, Held, bool)> {
+        let entry = self.by_first.first_entry()?;
+        let first = *entry.key();
+        let expired = now.duration_since(entry.get().since) > HOLD_LIMIT;
+        if waits(first) && !expired {
+            return None;
+        }
+        Some((first, entry.remove(), expired))
     }
 }
 
@@ -210,6 +296,35 @@ mod tests {
         assert_eq!(seen.floor, Some(503), "502 closed the gap up to 503");
         seen.raise_floor(10);
         assert_eq!(seen.floor, Some(503), "a floor never goes down");
+    }
+
+    #[test]
+    fn an_envelope_after_a_gap_waits_and_goes_once_the_gap_fills() {
+        let mut seen = SeenWindow::default();
+        let mut held = HeldBack::default();
+        assert!(seen.first_time(10));
+        assert!(!seen.waits_before(11), "the next number");
+        assert!(seen.waits_before(13), "11 and 12 are missing");
+        let payload = Bytes::from_static(b"x");
+        assert!(held.hold(13, "B.t.in", &payload, TransportKind::Nats, false));
+        assert!(held.hold(12, "B.t.in", &payload, TransportKind::Nats, false));
+        let now = Instant::now();
+        assert!(held.next_due(|f| seen.waits_before(f), now).is_none());
+        assert!(seen.first_time(11));
+        let (first, _, gave_up) = held.next_due(|f| seen.waits_before(f), now).unwrap();
+        assert_eq!((first, gave_up), (12, false));
+        assert!(seen.first_time(12));
+        assert_eq!(held.next_due(|f| seen.waits_before(f), now).unwrap().0, 13);
+        assert!(held.is_empty());
+
+        assert!(held.hold(20, "B.t.in", &payload, TransportKind::Nats, false));
+        let later = now + HOLD_LIMIT + Duration::from_millis(1);
+        let (first, _, gave_up) = held.next_due(|f| seen.waits_before(f), later).unwrap();
+        assert_eq!(
+            (first, gave_up),
+            (20, true),
+            "a gap is not waited on for ever"
+        );
     }
 
     #[test]

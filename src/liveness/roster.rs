@@ -53,6 +53,15 @@ impl Roster {
         self.members.values().map(|m| m.info.clone()).collect()
     }
 
+    /// How many live instances of `network` there are besides this one.
+    pub(crate) fn others_of(&self, network: &str) -> usize {
+        self.members
+            .range(format!("{network}.")..)
+            .take_while(|(key, _)| key.starts_with(network))
+            .filter(|(key, m)| m.info.network_id == network && **key != self.own_key)
+            .count()
+    }
+
     /// Whether `key` is live.
     #[cfg(test)]
     pub(crate) fn contains(&self, key: &str) -> bool {
