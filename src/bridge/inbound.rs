@@ -16,7 +16,7 @@ use bytes::Bytes;
 use super::Bridge;
 use super::ack::{ACK_DELAY, Pending};
 use super::proxy::{Egress, Subscriber};
-use super::sequence::{HeldBack, SeenWindow};
+use super::sequence::{Held, HeldBack, SeenWindow};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::TransportKind;
 use crate::message::{EnvelopeView, Message, plain};
@@ -40,11 +40,22 @@ pub(crate) struct DispatchState {
 }
 
 impl DispatchState {
-    /// Notes that an envelope was acknowledged into `pending`; `full` when enough waits.
-    fn acknowledged(&mut self, full: bool) {
+    /// Notes that an envelope of `instance` of `network` was handled: its
+    /// acknowledgement waits (`full` when enough waits to send it now), and, when that
+    /// sender has envelopes `held` back, they are looked at next.
+    fn handled(&mut self, network: &str, instance: &str, full: bool, held: bool) {
         self.ack_due
             .get_or_insert_with(|| Instant::now() + ACK_DELAY);
         self.ack_now |= full;
+        if held {
+            self.held_back(network, instance);
+        }
+    }
+
+    /// Asks for the envelopes held back from `instance` of `network` to be looked at
+    /// once the current one is handled.
+    fn held_back(&mut self, network: &str, instance: &str) {
+        self.release = Some((network.to_string(), instance.to_string()));
     }
 }
 
@@ -69,16 +80,12 @@ impl Sender {
     /// `first` if something before it is missing and this instance is its network's only
     /// one (`alone`): true when held. Only a sender that tells its floor sends again
     /// what is missing, so only its envelopes are held.
-    #[allow(clippy::too_many_arguments)]
     fn hold_if_early(
         &mut self,
         first: u64,
         acked_below: Option<u64>,
         alone: impl FnOnce() -> bool,
-        subject: &str,
-        payload: &Bytes,
-        road: TransportKind,
-        returned: bool,
+        envelope: impl FnOnce() -> Held,
     ) -> bool {
         if let Some(floor) = acked_below {
             self.seen.raise_floor(floor);
@@ -86,7 +93,7 @@ impl Sender {
         acked_below.is_some()
             && self.seen.waits_before(first)
             && alone()
-            && self.held.hold(first, subject, payload, road, returned)
+            && self.held.hold(first, envelope)
     }
 }
 
@@ -189,13 +196,10 @@ impl Bridge {
                 first,
                 envelope.acked_below,
                 || self.alone(),
-                subject,
-                payload,
-                road,
-                false,
+                || Held::new(subject, payload, road, false),
             )
         {
-            state.release = Some((envelope.network.to_string(), envelope.instance.to_string()));
+            state.held_back(&envelope.network, &envelope.instance);
             return Ok(());
         }
         let mut delivered = 0;
@@ -241,10 +245,8 @@ impl Bridge {
             let full = sender
                 .ack
                 .record(first, last_of(first, count), payload.len(), road);
-            if !sender.held.is_empty() {
-                state.release = Some((envelope.network.to_string(), envelope.instance.to_string()));
-            }
-            state.acknowledged(full);
+            let held = !sender.held.is_empty();
+            state.handled(&envelope.network, &envelope.instance, full, held);
         }
         result
     }
@@ -387,12 +389,9 @@ impl Bridge {
             first,
             envelope.acked_below,
             || self.alone(),
-            subject,
-            payload,
-            road,
-            true,
+            || Held::new(subject, payload, road, true),
         ) {
-            state.release = Some((envelope.network.to_string(), envelope.instance.to_string()));
+            state.held_back(&envelope.network, &envelope.instance);
             return Ok(());
         }
         let mut result = Ok(());
@@ -411,10 +410,8 @@ impl Bridge {
         let full = sender
             .ack
             .record(first, last_of(first, count), payload.len(), road);
-        if !sender.held.is_empty() {
-            state.release = Some((envelope.network.to_string(), envelope.instance.to_string()));
-        }
-        state.acknowledged(full);
+        let held = !sender.held.is_empty();
+        state.handled(&envelope.network, &envelope.instance, full, held);
         result
     }
 

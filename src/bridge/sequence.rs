@@ -192,6 +192,18 @@ pub(crate) struct Held {
     since: Instant,
 }
 
+impl Held {
+    pub(crate) fn new(subject: &str, payload: &Bytes, road: TransportKind, returned: bool) -> Self {
+        Held {
+            subject: subject.to_string(),
+            payload: payload.clone(),
+            road,
+            returned,
+            since: Instant::now(),
+        }
+    }
+}
+
 /// The envelopes of one sender held back, by first number.
 ///
 /// A receiver that is its network's only instance sees every number of a sender's stream
@@ -206,27 +218,11 @@ pub(crate) struct HeldBack {
 
 impl HeldBack {
     /// Holds the envelope numbered from `first`; false, holding nothing, when full.
-    pub(crate) fn hold(
-        &mut self,
-        first: u64,
-        subject: &str,
-        payload: &Bytes,
-        road: TransportKind,
-        returned: bool,
-    ) -> bool {
+    pub(crate) fn hold(&mut self, first: u64, envelope: impl FnOnce() -> Held) -> bool {
         if self.by_first.len() >= MAX_HELD {
             return false;
         }
-        self.by_first.insert(
-            first,
-            Held {
-                subject: subject.to_string(),
-                payload: payload.clone(),
-                road,
-                returned,
-                since: Instant::now(),
-            },
-        );
+        self.by_first.insert(first, envelope());
         true
     }
 
@@ -306,8 +302,9 @@ mod tests {
         assert!(!seen.waits_before(11), "the next number");
         assert!(seen.waits_before(13), "11 and 12 are missing");
         let payload = Bytes::from_static(b"x");
-        assert!(held.hold(13, "B.t.in", &payload, TransportKind::Nats, false));
-        assert!(held.hold(12, "B.t.in", &payload, TransportKind::Nats, false));
+        let envelope = || Held::new("B.t.in", &payload, TransportKind::Nats, false);
+        assert!(held.hold(13, envelope));
+        assert!(held.hold(12, envelope));
         let now = Instant::now();
         assert!(held.next_due(|f| seen.waits_before(f), now).is_none());
         assert!(seen.first_time(11));
@@ -317,7 +314,7 @@ mod tests {
         assert_eq!(held.next_due(|f| seen.waits_before(f), now).unwrap().0, 13);
         assert!(held.is_empty());
 
-        assert!(held.hold(20, "B.t.in", &payload, TransportKind::Nats, false));
+        assert!(held.hold(20, envelope));
         let later = now + HOLD_LIMIT + Duration::from_millis(1);
         let (first, _, gave_up) = held.next_due(|f| seen.waits_before(f), later).unwrap();
         assert_eq!(
