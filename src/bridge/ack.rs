@@ -222,6 +222,11 @@ impl Bridge {
                     ));
                 }
             }
+            if self.reroute(network, outbox).await? == TransportKind::Nats && !self.broker.is_up() {
+                // Nothing can go again with no road; wait for one rather than look again
+                // and again.
+                self.wait_for_road(network, outbox).await?;
+            }
             self.resend_due(network, outbox).await?;
         }
         Ok(())

@@ -120,7 +120,7 @@ pub(crate) type SharedOutbox = Arc<tokio::sync::Mutex<Outbox>>;
 /// A stream to another network: the outbox its senders take turns at, and its send
 /// window, which acknowledgements reach without waiting for the outbox.
 #[derive(Clone)]
-pub(crate) struct Stream {
+pub(crate) struct OutboundStream {
     pub(crate) outbox: SharedOutbox,
     pub(crate) window: Arc<SendWindow>,
 }
@@ -159,7 +159,7 @@ pub(crate) struct Bridge {
     counters: Counters,
     confirmed_seq: AtomicU64,
     /// Streams to other networks, by network id.
-    outboxes: Mutex<HashMap<String, Stream>>,
+    outboxes: Mutex<HashMap<String, OutboundStream>>,
     /// Where this instance hears acknowledgements of what it streams.
     ack_subject: String,
     /// The first number of every stream: this instance's start in microseconds.
@@ -400,7 +400,7 @@ impl Bridge {
         )));
         outboxes.insert(
             network.to_string(),
-            Stream {
+            OutboundStream {
                 outbox: outbox.clone(),
                 window,
             },
