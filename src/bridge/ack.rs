@@ -41,7 +41,7 @@ pub(crate) const ACK_BYTES: usize = 256 * 1024;
 pub(crate) const ACK_DELAY: Duration = Duration::from_millis(10);
 
 /// Acknowledgements from direct links waiting to be applied, at most; more are dropped
-/// (a later one covers what they said).
+/// (what they acknowledged is sent again, and acknowledged then).
 pub(crate) const DIRECT_ACKS: usize = 256;
 
 /// How often the sender looks for streams whose acknowledgements are overdue.

@@ -138,7 +138,7 @@ pub(crate) struct Notices {
 
 impl Notices {
     /// Takes `payload` if it was sent on the notice subject; true when it was (a full
-    /// channel drops it: notices are worth nothing late).
+    /// channel drops it: notices must be worth losing).
     pub(crate) fn take(&self, subject: &str, payload: &Bytes) -> bool {
         if subject != self.subject {
             return false;
@@ -401,8 +401,8 @@ impl DirectTransport {
 
     /// Queues a small message on `subject` to `network` ahead of the data waiting on the
     /// link, if there is room now; false when there is no link or no room. For notices
-    /// that are worth sending only if they cost no wait, such as acknowledgements (a
-    /// later one covers what an unsent one would have said).
+    /// that are worth sending only if they cost no wait, such as acknowledgements (what
+    /// an unsent one would have acknowledged is sent again, and acknowledged then).
     pub fn offer(&self, network: &str, subject: &str, payload: Bytes) -> bool {
         self.shared().link_to(network).is_ok_and(|link| {
             link.check_size("message", subject.len() + payload.len())
