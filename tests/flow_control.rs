@@ -306,3 +306,62 @@ async fn what_a_receiver_cut_off_from_the_broker_missed_is_sent_again_and_arrive
     all_acknowledged(&a).await;
     shut_down(a, b).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_shutdown_waits_until_the_peer_has_acknowledged_what_it_was_sent() {
+    const N: i64 = 300;
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let (open, gate) = watch::channel(false);
+    let (probe, mut seen) = ProbeActor::channel(N as usize);
+    let mut b_config = config(&url, "B", "b1");
+    // A small inbox, so that B's dispatcher stops taking (and acknowledging) what A sent
+    // while the gate is shut.
+    b_config.local_network_config.inbox_capacity = 8;
+    let b = common::started_with(b_config, |b| {
+        b.register_local_actor("target", Gate(gate), None).unwrap();
+        b.register_local_actor("sink", probe, None).unwrap();
+        let local = b.get_local_network();
+        local
+            .write()
+            .add_connection(Connector::new("target", "out", "sink", "in"))
+            .unwrap();
+    })
+    .await;
+    let (mut a, input) = sender(config(&url, "A", "a1"), "B").await;
+    common::feed(input, 0..N, Message::Integer).await.unwrap();
+    wait_for("A to send everything", Duration::from_secs(10), || async {
+        a.stats().messages_out == N as u64
+    })
+    .await;
+    assert!(a.stats().unacknowledged > 0, "B took everything already");
+
+    let shutdown = tokio::spawn(async move {
+        a.shutdown().await.unwrap();
+        a
+    });
+    // A bounded look for an absence: the shutdown must still be waiting.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !shutdown.is_finished(),
+        "shut down with envelopes unacknowledged"
+    );
+    let opened = Instant::now();
+    open.send(true).unwrap();
+    let a = tokio::time::timeout(Duration::from_secs(10), shutdown)
+        .await
+        .expect("shutdown finished once B acknowledged")
+        .unwrap();
+    assert!(
+        opened.elapsed() < Duration::from_secs(4),
+        "it waited for the acknowledgements, not for its time limit"
+    );
+    assert_eq!(a.stats().unacknowledged, 0);
+    let got = common::recv_ints(&mut seen, N as usize, Duration::from_secs(10), "at B").await;
+    assert!(
+        got.iter().copied().eq(0..N),
+        "out of order, lost or doubled"
+    );
+    let mut b = b;
+    b.shutdown().await.unwrap();
+}

@@ -269,6 +269,56 @@ impl Bridge {
         self.resend(road, network, kept).await
     }
 
+    /// Waits, at most `limit`, until every peer that can still be reached has
+    /// acknowledged all it was streamed, so that a graceful shutdown leaves nothing
+    /// unconfirmed that could still arrive; says what is left when the time runs out.
+    pub(crate) async fn await_acknowledged(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let waiting: Vec<(String, std::sync::Arc<super::window::SendWindow>)> = self
+                .outboxes
+                .lock()
+                .iter()
+                .filter(|(_, s)| s.window.unacked_count() > 0)
+                .map(|(network, s)| (network.clone(), s.window.clone()))
+                .collect();
+            let reachable: Vec<_> = waiting
+                .into_iter()
+                .filter(|(network, _)| self.reachable(network))
+                .collect();
+            let Some((_, window)) = reachable.first() else {
+                return;
+            };
+            if Instant::now() >= deadline {
+                for (network, window) in &reachable {
+                    tracing::warn!(
+                        network,
+                        "shutting down with {} envelopes to network {network:?} not yet \
+                         acknowledged",
+                        window.unacked_count()
+                    );
+                }
+                return;
+            }
+            // Acknowledgements keep coming through the acknowledgement task; resends of
+            // what is overdue keep going through its sweep.
+            window
+                .acknowledged_or(deadline.min(Instant::now() + SWEEP_EVERY))
+                .await;
+        }
+    }
+
+    /// Whether `network` can still be reached: by a direct link, or through the broker
+    /// while the liveness roster shows one of its instances.
+    fn reachable(&self, network: &str) -> bool {
+        self.direct.is_linked(network)
+            || (self.broker.is_up()
+                && self
+                    .live_instances()
+                    .iter()
+                    .any(|instance| instance.network_id == network))
+    }
+
     /// Resends for every idle stream whose acknowledgement is overdue; a busy stream (its
     /// lock held) does so itself while it waits for room.
     async fn resend_overdue(&self) {

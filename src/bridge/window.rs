@@ -187,6 +187,21 @@ impl SendWindow {
         }
     }
 
+    /// Waits until an acknowledgement frees something, or `deadline` passes; at once
+    /// when nothing waits for one.
+    pub(crate) async fn acknowledged_or(&self, deadline: Instant) {
+        let freed = self.freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        if self.unacked_count() == 0 {
+            return;
+        }
+        tokio::select! {
+            _ = freed => {}
+            _ = tokio::time::sleep_until(deadline.into()) => {}
+        }
+    }
+
     /// Marks every envelope whose numbers lie wholly in one of `ranges` (first, last) as
     /// delivered; returns how many were newly acknowledged.
     pub(crate) fn acknowledge(&self, ranges: &[(u64, u64)]) -> usize {
@@ -224,7 +239,7 @@ impl SendWindow {
             state.probes = 0;
             state.probed = None;
             drop(state);
-            self.freed.notify_one();
+            self.freed.notify_waiters();
         }
         newly
     }

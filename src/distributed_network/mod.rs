@@ -209,8 +209,9 @@ impl DistributedNetwork {
     /// [`NetworkEvent::NetworkDown`](crate::events::NetworkEvent::NetworkDown) with reason
     /// `Left`), stops accepting connections, says goodbye to peers, lets the
     /// messages already received and in flight finish (bounded by
-    /// `local_network_config.drain_timeout_ms`), then stops every task and closes the
-    /// broker connection.
+    /// `local_network_config.drain_timeout_ms`), waits for the peers it can still reach
+    /// to acknowledge what it streamed to them (bounded the same way), then stops every
+    /// task and closes the broker connection.
     pub async fn shutdown(&mut self) -> Result<()> {
         if self.phase == Phase::ShutDown {
             return Ok(());
@@ -229,6 +230,11 @@ impl DistributedNetwork {
         bridge.drain_inbound().await;
         let drained = self.local.read().shutdown();
         drained.await;
+        bridge
+            .await_acknowledged(Duration::from_millis(
+                self.config.local_network_config.drain_timeout_ms,
+            ))
+            .await;
         bridge.stop().await;
         tracing::info!(network = %self.config.network_id, "network shut down");
         Ok(())
