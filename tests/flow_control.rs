@@ -143,6 +143,31 @@ impl Actor for Gate {
     }
 }
 
+/// A started network B whose actor `target` is a shut [`Gate`] in front of a probe that
+/// holds up to `n` messages; returns it, the gate's switch and what the probe receives.
+async fn gated(
+    config: DistributedConfig,
+    n: usize,
+) -> (
+    DistributedNetwork,
+    watch::Sender<bool>,
+    tokio::sync::mpsc::Receiver<reflow_network::actor::ProbeMessage>,
+) {
+    let (open, gate) = watch::channel(false);
+    let (probe, seen) = ProbeActor::channel(n);
+    let b = common::started_with(config, |b| {
+        b.register_local_actor("target", Gate(gate), None).unwrap();
+        b.register_local_actor("sink", probe, None).unwrap();
+        let local = b.get_local_network();
+        local
+            .write()
+            .add_connection(Connector::new("target", "out", "sink", "in"))
+            .unwrap();
+    })
+    .await;
+    (b, open, seen)
+}
+
 /// A message of about 1 KiB that carries `i`.
 fn kib(i: i64) -> Message {
     let mut body = i.to_be_bytes().to_vec();
@@ -167,18 +192,7 @@ async fn a_sender_is_held_back_while_its_receiver_takes_nothing_then_all_arrives
         config.local_network_config.inbox_capacity = 64;
         config
     };
-    let (open, gate) = watch::channel(false);
-    let (probe, mut seen) = ProbeActor::channel(N);
-    let b = common::started_with(small(config(&url, "B", "b1")), |b| {
-        b.register_local_actor("target", Gate(gate), None).unwrap();
-        b.register_local_actor("sink", probe, None).unwrap();
-        let local = b.get_local_network();
-        local
-            .write()
-            .add_connection(Connector::new("target", "out", "sink", "in"))
-            .unwrap();
-    })
-    .await;
+    let (b, open, mut seen) = gated(small(config(&url, "B", "b1")), N).await;
     let (a, input) = sender(small(config(&url, "A", "a1")), "B").await;
 
     let sent = Arc::new(AtomicUsize::new(0));
@@ -312,22 +326,11 @@ async fn a_graceful_shutdown_waits_until_the_peer_has_acknowledged_what_it_was_s
     const N: i64 = 300;
     let server = NatsServer::start().await.unwrap();
     let url = server.url();
-    let (open, gate) = watch::channel(false);
-    let (probe, mut seen) = ProbeActor::channel(N as usize);
     let mut b_config = config(&url, "B", "b1");
     // A small inbox, so that B's dispatcher stops taking (and acknowledging) what A sent
     // while the gate is shut.
     b_config.local_network_config.inbox_capacity = 8;
-    let b = common::started_with(b_config, |b| {
-        b.register_local_actor("target", Gate(gate), None).unwrap();
-        b.register_local_actor("sink", probe, None).unwrap();
-        let local = b.get_local_network();
-        local
-            .write()
-            .add_connection(Connector::new("target", "out", "sink", "in"))
-            .unwrap();
-    })
-    .await;
+    let (b, open, mut seen) = gated(b_config, N as usize).await;
     let (mut a, input) = sender(config(&url, "A", "a1"), "B").await;
     common::feed(input, 0..N, Message::Integer).await.unwrap();
     wait_for("A to send everything", Duration::from_secs(10), || async {
