@@ -111,16 +111,19 @@ impl Pending {
     }
 }
 
-/// Subscribes to this instance's acknowledgement subject.
-pub(crate) async fn subscribe(bridge: &Bridge) -> Result<async_nats::Subscriber> {
-    let subject = ack_subject(&bridge.network_id, &bridge.instance_id);
-    bridge.client.subscribe(subject.clone()).await.map_err(|e| {
-        Error::with_source(
-            ErrorKind::Broker,
-            format!("cannot subscribe to {subject}"),
-            e,
-        )
-    })
+/// Subscribes to `subject`, this instance's acknowledgement subject.
+pub(crate) async fn subscribe(bridge: &Bridge, subject: &str) -> Result<async_nats::Subscriber> {
+    bridge
+        .client
+        .subscribe(subject.to_string())
+        .await
+        .map_err(|e| {
+            Error::with_source(
+                ErrorKind::Broker,
+                format!("cannot subscribe to {subject}"),
+                e,
+            )
+        })
 }
 
 /// Applies the acknowledgements that come through the broker and over direct links, and
@@ -222,30 +225,27 @@ impl Bridge {
                     ));
                 }
             }
-            if self.reroute(network, outbox).await? == TransportKind::Nats && !self.broker.is_up() {
+            if !is_due(outbox) {
+                continue;
+            }
+            let mut road = self.reroute(network, outbox).await?;
+            if road == TransportKind::Nats && !self.broker.is_up() {
                 // Nothing can go again with no road; wait for one rather than look again
                 // and again.
-                self.wait_for_road(network, outbox).await?;
+                road = self.wait_for_road(network, outbox).await?;
             }
-            self.resend_due(network, outbox).await?;
+            self.resend_due(road, network, outbox).await?;
         }
         Ok(())
     }
 
-    /// Sends `outbox`'s unacknowledged envelopes again if no acknowledgement came in time.
-    async fn resend_due(&self, network: &str, outbox: &mut Outbox) -> Result<()> {
-        if outbox
-            .window()
-            .retransmit_at()
-            .is_none_or(|at| at > Instant::now())
-        {
-            return Ok(());
-        }
-        let road = self.reroute(network, outbox).await?;
-        if road == TransportKind::Nats && !self.broker.is_up() {
-            // No road now: the stream resends when it gets one.
-            return Ok(());
-        }
+    /// Sends on `road` what of `outbox` is due to go again (see [`super::window`]).
+    async fn resend_due(
+        &self,
+        road: TransportKind,
+        network: &str,
+        outbox: &mut Outbox,
+    ) -> Result<()> {
         let now = Instant::now();
         let silent = outbox.window().silent_for(now);
         let kept = outbox.window().due(now);
@@ -275,22 +275,19 @@ impl Bridge {
     pub(crate) async fn await_acknowledged(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
-            let waiting: Vec<(String, std::sync::Arc<super::window::SendWindow>)> = self
+            let mut waiting: Vec<(String, std::sync::Arc<super::window::SendWindow>)> = self
                 .outboxes
                 .lock()
                 .iter()
                 .filter(|(_, s)| s.window.unacked_count() > 0)
                 .map(|(network, s)| (network.clone(), s.window.clone()))
                 .collect();
-            let reachable: Vec<_> = waiting
-                .into_iter()
-                .filter(|(network, _)| self.reachable(network))
-                .collect();
-            let Some((_, window)) = reachable.first() else {
+            waiting.retain(|(network, _)| self.reachable(network));
+            let Some((_, window)) = waiting.first() else {
                 return;
             };
             if Instant::now() >= deadline {
-                for (network, window) in &reachable {
+                for (network, window) in &waiting {
                     tracing::warn!(
                         network,
                         "shutting down with {} envelopes to network {network:?} not yet \
@@ -314,9 +311,9 @@ impl Bridge {
         self.direct.is_linked(network)
             || (self.broker.is_up()
                 && self
-                    .live_instances()
-                    .iter()
-                    .any(|instance| instance.network_id == network))
+                    .liveness
+                    .get()
+                    .is_some_and(|liveness| liveness.roster.read().others_of(network) > 0))
     }
 
     /// Resends for every idle stream whose acknowledgement is overdue; a busy stream (its
@@ -334,11 +331,31 @@ impl Bridge {
             let Ok(mut outbox) = outbox.try_lock() else {
                 continue;
             };
-            if let Err(err) = self.resend_due(&network, &mut outbox).await {
+            if !is_due(&outbox) {
+                continue;
+            }
+            let road = match self.reroute(&network, &mut outbox).await {
+                // No road now: the stream resends when it gets one.
+                Ok(TransportKind::Nats) if !self.broker.is_up() => continue,
+                Ok(road) => road,
+                Err(err) => {
+                    tracing::warn!(network, error = %err, "could not choose a road to send again on");
+                    continue;
+                }
+            };
+            if let Err(err) = self.resend_due(road, &network, &mut outbox).await {
                 tracing::warn!(network, error = %err, "could not send unacknowledged envelopes again");
             }
         }
     }
+}
+
+/// Whether something of `outbox` is due to go again now.
+fn is_due(outbox: &Outbox) -> bool {
+    outbox
+        .window()
+        .retransmit_at()
+        .is_some_and(|at| at <= Instant::now())
 }
 
 #[cfg(test)]

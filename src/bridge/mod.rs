@@ -160,8 +160,6 @@ pub(crate) struct Bridge {
     confirmed_seq: AtomicU64,
     /// Streams to other networks, by network id.
     outboxes: Mutex<HashMap<String, OutboundStream>>,
-    /// Where this instance hears acknowledgements of what it streams.
-    ack_subject: String,
     /// The first number of every stream: this instance's start in microseconds.
     first_seq: u64,
     tracker: TaskTracker,
@@ -190,7 +188,6 @@ impl Bridge {
         let net = config.local_network_config.clone();
         let cancel = CancellationToken::new();
         let key = format!("{}.{}", config.network_id, config.instance_id);
-        let ack_subject = ack::ack_subject(&config.network_id, &config.instance_id);
         let heartbeat = Duration::from_millis(config.heartbeat_interval_ms);
         let started_at_ms = crate::discovery::now_ms();
         let bridge = Arc::new_cyclic(|me| Bridge {
@@ -221,7 +218,6 @@ impl Bridge {
             counters: Counters::default(),
             confirmed_seq: AtomicU64::new(0),
             outboxes: Mutex::new(HashMap::new()),
-            ack_subject,
             first_seq: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_micros() as u64)
@@ -234,7 +230,8 @@ impl Bridge {
         let data = inbound::subscribe_data(&bridge).await?;
         let returns = inbound::subscribe_returns(&bridge).await?;
         let control = control::subscribe(&bridge).await?;
-        let acks = ack::subscribe(&bridge).await?;
+        let ack_subject = ack::ack_subject(&bridge.network_id, &bridge.instance_id);
+        let acks = ack::subscribe(&bridge, &ack_subject).await?;
         let sources = dispatch::Sources {
             data,
             returns,
@@ -254,9 +251,7 @@ impl Bridge {
         // Acknowledgements over direct links skip the dispatcher too: one stuck behind
         // data it cannot deliver could wait for the very room it would free.
         let (direct_acks, direct_acks_rx) = mpsc::channel(ack::DIRECT_ACKS);
-        bridge
-            .direct
-            .route_notices(bridge.ack_subject.clone(), direct_acks);
+        bridge.direct.route_notices(ack_subject, direct_acks);
         bridge.tracker.spawn(ack::run(
             Arc::downgrade(&bridge),
             acks,

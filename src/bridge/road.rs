@@ -4,9 +4,9 @@
 //! Each stream to a network ([`Outbox`]) remembers its road. When the road changes, the
 //! change is an event, and on a move to a direct link the stream's unacknowledged
 //! envelopes go again, so whatever the dead broker swallowed still arrives; the receiver
-//! drops what it already has. Before moving back to the broker, the direct link is pinged: its pong
-//! comes after every earlier frame was handed to the peer's dispatcher, and the peer
-//! answering a ping over the broker shows its subscriptions are back.
+//! drops what it already has. Before moving back to the broker, the direct link is
+//! pinged: its pong comes after every earlier frame was handed to the peer's dispatcher,
+//! and the peer answering a ping over the broker shows its subscriptions are back.
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

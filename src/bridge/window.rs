@@ -70,6 +70,13 @@ impl Sent {
     fn last(&self) -> u64 {
         self.first + self.count - 1
     }
+
+    /// Counts it as sent again at `now`, and gives what to send.
+    fn send_again(&mut self, now: Instant) -> Kept {
+        self.sent_at = now;
+        self.resent = true;
+        self.kept.clone()
+    }
 }
 
 #[derive(Debug)]
@@ -89,6 +96,13 @@ struct State {
 }
 
 impl State {
+    /// The window moved at `now`: the receiver is heard from, and probing starts over.
+    fn progressed(&mut self, now: Instant) {
+        self.progress = now;
+        self.probes = 0;
+        self.probed = None;
+    }
+
     fn timeout(&self) -> Duration {
         self.smoothed
             .map_or(RETRANSMIT_AFTER, |s| s * 4)
@@ -149,9 +163,7 @@ impl SendWindow {
         let now = Instant::now();
         let mut state = self.state.lock();
         if state.unacked == 0 {
-            state.progress = now;
-            state.probes = 0;
-            state.probed = None;
+            state.progressed(now);
         }
         let sent = Sent {
             first,
@@ -175,25 +187,24 @@ impl SendWindow {
 
     /// Waits until an acknowledgement frees room, or `deadline` passes.
     pub(crate) async fn freed_or(&self, deadline: Instant) {
-        let freed = self.freed.notified();
-        tokio::pin!(freed);
-        freed.as_mut().enable();
-        if self.has_room() {
-            return;
-        }
-        tokio::select! {
-            _ = freed => {}
-            _ = tokio::time::sleep_until(deadline.into()) => {}
-        }
+        self.acknowledged_unless(Self::has_room, deadline).await;
     }
 
     /// Waits until an acknowledgement frees something, or `deadline` passes; at once
     /// when nothing waits for one.
     pub(crate) async fn acknowledged_or(&self, deadline: Instant) {
+        self.acknowledged_unless(|w| w.unacked_count() == 0, deadline)
+            .await;
+    }
+
+    /// Waits for the next acknowledgement that frees something, or `deadline`; at once
+    /// when `done` already holds. The wait is registered before `done` is looked at, so
+    /// an acknowledgement in between is not missed.
+    async fn acknowledged_unless(&self, done: impl Fn(&Self) -> bool, deadline: Instant) {
         let freed = self.freed.notified();
         tokio::pin!(freed);
         freed.as_mut().enable();
-        if self.unacked_count() == 0 {
+        if done(self) {
             return;
         }
         tokio::select! {
@@ -235,9 +246,7 @@ impl SendWindow {
             state.sent.pop_front();
         }
         if newly > 0 {
-            state.progress = now;
-            state.probes = 0;
-            state.probed = None;
+            state.progressed(now);
             drop(state);
             self.freed.notify_waiters();
         }
@@ -258,11 +267,7 @@ impl SendWindow {
             .sent
             .iter_mut()
             .filter(|s| !s.acked)
-            .map(|s| {
-                s.sent_at = now;
-                s.resent = true;
-                s.kept.clone()
-            })
+            .map(|s| s.send_again(now))
             .collect()
     }
 
@@ -304,11 +309,7 @@ impl SendWindow {
                 .sent
                 .iter_mut()
                 .filter(|s| !s.acked && now.duration_since(s.sent_at) >= timeout)
-                .map(|s| {
-                    s.sent_at = now;
-                    s.resent = true;
-                    s.kept.clone()
-                })
+                .map(|s| s.send_again(now))
                 .collect();
         }
         if now < state.probe_at() {
@@ -316,12 +317,13 @@ impl SendWindow {
         }
         state.probes += 1;
         state.probed = Some(now);
-        let Some(oldest) = state.sent.iter_mut().find(|s| !s.acked) else {
-            return Vec::new();
-        };
-        oldest.sent_at = now;
-        oldest.resent = true;
-        vec![oldest.kept.clone()]
+        state
+            .sent
+            .iter_mut()
+            .find(|s| !s.acked)
+            .map(|oldest| oldest.send_again(now))
+            .into_iter()
+            .collect()
     }
 }
 
