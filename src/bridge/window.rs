@@ -122,6 +122,16 @@ impl State {
         }
     }
 
+    /// The unacknowledged envelopes that `pick` chooses, oldest first, each counted as
+    /// sent again at `now`.
+    fn send_again(&mut self, now: Instant, pick: impl Fn(&Sent) -> bool) -> Vec<Kept> {
+        self.sent
+            .iter_mut()
+            .filter(|s| !s.acked && pick(s))
+            .map(|s| s.send_again(now))
+            .collect()
+    }
+
     fn oldest_send(&self) -> Option<Instant> {
         self.sent
             .iter()
@@ -261,14 +271,7 @@ impl SendWindow {
 
     /// Every unacknowledged envelope, oldest first, to send again now (on a new road).
     pub(crate) fn resend_all(&self) -> Vec<Kept> {
-        let now = Instant::now();
-        let mut state = self.state.lock();
-        state
-            .sent
-            .iter_mut()
-            .filter(|s| !s.acked)
-            .map(|s| s.send_again(now))
-            .collect()
+        self.state.lock().send_again(Instant::now(), |_| true)
     }
 
     /// How long the receiver has acknowledged nothing, once that is longer than a
@@ -305,12 +308,7 @@ impl SendWindow {
         }
         let timeout = state.timeout();
         if now < state.silent_from() {
-            return state
-                .sent
-                .iter_mut()
-                .filter(|s| !s.acked && now.duration_since(s.sent_at) >= timeout)
-                .map(|s| s.send_again(now))
-                .collect();
+            return state.send_again(now, |s| now.duration_since(s.sent_at) >= timeout);
         }
         if now < state.probe_at() {
             return Vec::new();
