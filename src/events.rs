@@ -163,7 +163,13 @@ impl Stream for EventStream {
 #[derive(Clone, Default)]
 pub(crate) struct EventSender {
     sender: Arc<OnceLock<broadcast::Sender<NetworkEvent>>>,
+    /// The bridge's own view of instances coming and going (see [`EventSender::members`]).
+    members: Arc<OnceLock<tokio::sync::mpsc::Sender<NetworkEvent>>>,
 }
+
+/// Membership events queued for the bridge, at most; past this the bridge hears one
+/// [`NetworkEvent::Lagged`] instead.
+const MEMBER_EVENTS: usize = 1024;
 
 impl EventSender {
     pub(crate) fn new() -> Self {
@@ -172,10 +178,30 @@ impl EventSender {
 
     pub(crate) fn send(&self, event: NetworkEvent) {
         tracing::debug!(?event, "network event");
+        if let Some(members) = self.members.get()
+            && matches!(
+                event,
+                NetworkEvent::NetworkUp { .. } | NetworkEvent::NetworkDown { .. }
+            )
+        {
+            use tokio::sync::mpsc::error::TrySendError;
+            if let Err(TrySendError::Full(_)) = members.try_send(event.clone()) {
+                let _ = members.try_send(NetworkEvent::Lagged { missed: 1 });
+            }
+        }
         // No subscriber is not an error: events are for whoever listens.
         if let Some(sender) = self.sender.get() {
             let _ = sender.send(event);
         }
+    }
+
+    /// The instances of other networks coming and going, for the bridge alone: a bounded
+    /// queue that costs nothing until asked for, unlike a broadcast subscription. Asked
+    /// for once; a second call gets a stream that ends at once.
+    pub(crate) fn members(&self) -> tokio::sync::mpsc::Receiver<NetworkEvent> {
+        let (tx, rx) = tokio::sync::mpsc::channel(MEMBER_EVENTS);
+        let _ = self.members.set(tx);
+        rx
     }
 
     pub(crate) fn subscribe(&self) -> EventStream {

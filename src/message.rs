@@ -10,7 +10,7 @@
 
 mod codec;
 
-pub(crate) use codec::{Body, EnvelopeView, EnvelopeWriter, plain};
+pub(crate) use codec::{Body, EnvelopeView, EnvelopeWriter, compress_above_limit, plain};
 
 use std::sync::Arc;
 
@@ -337,6 +337,8 @@ pub(crate) struct EnvelopeRef<'a> {
     pub(crate) reply_to: Option<&'a str>,
     #[serde(rename = "a", skip_serializing_if = "Option::is_none")]
     pub(crate) acked_below: Option<u64>,
+    #[serde(rename = "k", skip_serializing_if = "Option::is_none")]
+    pub(crate) key: Option<&'a str>,
 }
 
 impl EnvelopeRef<'_> {
@@ -389,6 +391,7 @@ impl Envelope {
             message: &self.message,
             reply_to: self.reply_to.as_deref(),
             acked_below: self.acked_below,
+            key: None,
         }
         .encode(compress_above)
     }
@@ -451,6 +454,10 @@ pub(crate) struct WireEnvelope {
     batch: Option<Vec<Message>>,
     #[serde(rename = "a", default)]
     pub(crate) acked_below: Option<u64>,
+    #[serde(rename = "d", default)]
+    pub(crate) redelivered: bool,
+    #[serde(rename = "k", default)]
+    pub(crate) key: Option<String>,
     #[serde(skip)]
     pub(crate) messages: Body,
 }
@@ -504,6 +511,8 @@ impl From<Envelope> for WireEnvelope {
             batch: None,
             reply_to: envelope.reply_to,
             acked_below: envelope.acked_below,
+            redelivered: false,
+            key: None,
             messages: Body::One(envelope.message),
         }
     }

@@ -451,7 +451,8 @@ async fn conflict_strategies_do_what_their_names_say() {
 async fn confirmed_sends_fail_with_the_promised_phrases() {
     let server = NatsServer::start().await.unwrap();
     let blocked = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
-    let stuck = Stuck(blocked.clone());
+    let handled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stuck = Stuck(blocked.clone(), handled.clone());
     let mut b = DistributedNetwork::new(DistributedConfig {
         local_network_config: NetworkConfig {
             inbox_capacity: 1,
@@ -502,19 +503,30 @@ async fn confirmed_sends_fail_with_the_promised_phrases() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PortNotFound, "{err}");
 
-    // The actor holds one message, its inbox one more; the third cannot be accepted.
-    a.send_to_remote_actor("B", "stuck", "in", Message::Integer(1))
-        .await
-        .unwrap();
-    a.send_to_remote_actor("B", "stuck", "in", Message::Integer(2))
-        .await
-        .unwrap();
+    // Confirmed means handled: the actor holds the message, so no answer comes in time,
+    // and the caller cannot know whether it will be handled.
+    let send = |id: &'static str| {
+        a.send_to_remote_actor_with_id("B", "stuck", "in", Message::Integer(1), id)
+    };
+    let err = send("k-1").await.unwrap_err();
+    assert!(err.to_string().contains("Timeout"), "{err}");
+    // A retry with the same id while it is still being handled is not delivered again.
+    let err = send("k-1").await.unwrap_err();
+    assert!(err.to_string().contains("Timeout"), "{err}");
+    blocked.add_permits(100);
+    // Once handled, a retry hears so, and the message was handled once.
+    send("k-1").await.unwrap();
+    assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 1);
+    send("k-1").await.unwrap();
+    assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Another id is another message.
+    send("k-2").await.unwrap();
+    assert_eq!(handled.load(std::sync::atomic::Ordering::SeqCst), 2);
     let err = a
-        .send_to_remote_actor("B", "stuck", "in", Message::Integer(3))
+        .send_to_remote_actor_with_id("B", "stuck", "in", Message::Flow, "")
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("Timeout"), "{err}");
-    blocked.add_permits(10);
+    assert_eq!(err.kind(), ErrorKind::InvalidName, "{err}");
     b.shutdown().await.unwrap();
 }
 
@@ -579,9 +591,13 @@ async fn next(events: &mut reflow_network::events::EventStream) -> NetworkEvent 
     }
 }
 
-/// An actor that holds each message until the test lets it go.
+/// An actor that holds each message until the test lets it go, and counts what it
+/// handled.
 #[derive(Clone)]
-struct Stuck(std::sync::Arc<tokio::sync::Semaphore>);
+struct Stuck(
+    std::sync::Arc<tokio::sync::Semaphore>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+);
 
 #[async_trait::async_trait]
 impl reflow_network::actor::Actor for Stuck {
@@ -598,6 +614,7 @@ impl reflow_network::actor::Actor for Stuck {
         _message: Message,
     ) -> reflow_network::Result<()> {
         let _permit = self.0.acquire().await;
+        self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }
 }

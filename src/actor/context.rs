@@ -7,7 +7,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use crate::error::Result;
 use crate::message::Message;
-use crate::network::Outlet;
+use crate::network::{Outlet, Trace};
 
 /// A node's metadata: free-form JSON values set when the node is added. Discovery reads
 /// `description` and `capabilities` from here; components read their settings from it.
@@ -19,10 +19,10 @@ pub struct ActorContext {
     metadata: Arc<Metadata>,
     outlet: Outlet,
     stopping: CancellationToken,
-    /// Where the message being handled came from, when a remote proxy sent it: outputs
-    /// emitted while handling it carry this along, so they find their way back to that
-    /// proxy and no other.
-    origin: Option<Arc<str>>,
+    /// Where the message being handled came from: outputs emitted while handling it
+    /// carry this along, so they find their way back to the remote proxy that sent it,
+    /// and its sender hears it acknowledged only once they are handled too.
+    trace: Trace,
     /// Whether more messages were already waiting when this one was handed over.
     more_queued: bool,
 }
@@ -39,17 +39,34 @@ impl ActorContext {
             metadata,
             outlet,
             stopping,
-            origin: None,
+            trace: Trace::default(),
             more_queued: false,
         }
     }
 
-    pub(crate) fn set_origin(&mut self, origin: Option<Arc<str>>) {
-        self.origin = origin;
+    pub(crate) fn set_trace(&mut self, trace: Trace) {
+        self.trace = trace;
+    }
+
+    pub(crate) fn trace(&self) -> &Trace {
+        &self.trace
     }
 
     pub(crate) fn origin(&self) -> Option<&Arc<str>> {
-        self.origin.as_ref()
+        self.trace.origin.as_ref()
+    }
+
+    /// Whether the message being handled may be a repeat of one handled before.
+    ///
+    /// Delivery between networks is at least once across the loss of an instance: a
+    /// message that a dead instance handled, but had not yet acknowledged, is sent again
+    /// and handled a second time by a surviving instance. Such a message, and every
+    /// message emitted while handling one (on this network and on the networks its
+    /// outputs travel on to), is marked redelivered. A message that is not marked was
+    /// never handled before; one that is marked may or may not have been. An actor that
+    /// must not act twice checks its own records for marked messages only.
+    pub fn redelivered(&self) -> bool {
+        self.trace.redelivered()
     }
 
     pub(crate) fn set_more_queued(&mut self, more: bool) {
@@ -95,7 +112,7 @@ impl ActorContext {
     /// the port's connections and not others.
     pub async fn emit(&self, port: &str, message: Message) -> Result<()> {
         self.outlet
-            .emit_from(port, message, self.origin.clone())
+            .emit_from(port, message, self.trace.clone())
             .await
     }
 

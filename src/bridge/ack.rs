@@ -1,20 +1,19 @@
-//! Acknowledgements: a receiver tells each sender which of its streamed envelopes it has
-//! handled, so the sender can forget them, send more, and send again what got lost.
+//! Acknowledgements, both ways.
 //!
-//! * The receiver notes each envelope's numbers as its dispatcher hands the messages to
-//!   their actors ([`Pending`]), and sends them back in one small JSON notice on
-//!   `_reflow.{sender network}.{sender instance}.ack`: once [`ACK_EVERY`] envelopes or
-//!   [`ACK_BYTES`] are waiting, or [`ACK_DELAY`] after the first, whichever is sooner.
-//!   Repeats and refused envelopes are acknowledged too: they were handled.
-//! * The sender applies them to the stream's [`SendWindow`](super::window::SendWindow),
-//!   from a task of its own, so an acknowledgement never waits behind data. A stream whose
-//!   window is full waits for room; one that hears nothing for a while sends its
-//!   unacknowledged envelopes again.
+//! * As a receiver, this instance owes its senders acknowledgements, which the
+//!   [`Ledger`](super::ledger::Ledger) collects: *accepted* as soon as the dispatcher takes
+//!   an envelope, *handled* once the envelope's cause completes. [`send_owed`] sends them
+//!   in one small JSON notice per sender on `_reflow.{sender network}.{sender
+//!   instance}.ack`, [`ACK_DELAY`](super::ledger::ACK_DELAY) after the first, or at once
+//!   when enough wait.
+//! * As a sender, it applies the notices it hears to the stream's
+//!   [`SendWindow`](super::window::SendWindow), from a task of its own, so an
+//!   acknowledgement never waits behind data; the same task sends again what is due, and
+//!   tells the windows when an instance of a receiving network dies or appears.
 //!
 //! Acknowledgements go back the way the data came: through the broker, or ahead of the
 //! data queued on a direct link, where the link hands them straight to that task. One
-//! that is lost costs nothing but a repeat, which the receiver drops and acknowledges
-//! again.
+//! that is lost costs a repeat, which the receiver recognises and acknowledges again.
 
 use std::sync::Weak;
 use std::time::{Duration, Instant};
@@ -22,93 +21,25 @@ use std::time::{Duration, Instant};
 use async_nats::Subject;
 use bytes::Bytes;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Bridge;
+use super::ledger::Ack;
 use super::sequence::Outbox;
 use crate::error::{Error, ErrorKind, Result};
-use crate::events::TransportKind;
-
-/// Envelopes from one sender acknowledged together, at most.
-pub(crate) const ACK_EVERY: usize = 32;
-
-/// Bytes of envelopes from one sender acknowledged together, about at most.
-pub(crate) const ACK_BYTES: usize = 256 * 1024;
-
-/// How long an acknowledgement may wait for others to go with it.
-pub(crate) const ACK_DELAY: Duration = Duration::from_millis(10);
+use crate::events::{NetworkEvent, TransportKind};
 
 /// Acknowledgements from direct links waiting to be applied, at most; more are dropped
 /// (what they acknowledged is sent again, and acknowledged then).
 pub(crate) const DIRECT_ACKS: usize = 256;
 
-/// How often the sender looks for streams whose acknowledgements are overdue.
+/// How often the sender looks for streams with something due to go again.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// The subject on which `instance` of `network` hears acknowledgements.
 pub(crate) fn ack_subject(network: &str, instance: &str) -> String {
     format!("_reflow.{network}.{instance}.ack")
-}
-
-/// The notice a receiver sends: which numbers of the sender's stream to `network` it
-/// has handled.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Ack {
-    /// The receiving network: the sender's stream to it is the one acknowledged.
-    #[serde(rename = "n")]
-    pub(crate) network: String,
-    /// The receiving instance.
-    #[serde(rename = "i")]
-    pub(crate) instance: String,
-    /// Ranges of sequence numbers, first and last, each inclusive.
-    #[serde(rename = "s")]
-    pub(crate) ranges: Vec<(u64, u64)>,
-}
-
-/// What a receiver has handled from one sender and not yet acknowledged.
-#[derive(Debug, Default)]
-pub(crate) struct Pending {
-    ranges: Vec<(u64, u64)>,
-    envelopes: usize,
-    bytes: usize,
-    /// The road the latest of them came by, which the acknowledgement takes.
-    road: Option<TransportKind>,
-}
-
-impl Pending {
-    /// Notes that the envelope numbered `first` to `last`, of `bytes` bytes, came by
-    /// `road` and was handled. True once enough waits to be sent at once.
-    pub(crate) fn record(
-        &mut self,
-        first: u64,
-        last: u64,
-        bytes: usize,
-        road: TransportKind,
-    ) -> bool {
-        match self.ranges.last_mut() {
-            Some(range) if range.1.checked_add(1) == Some(first) => range.1 = last,
-            _ => self.ranges.push((first, last)),
-        }
-        self.envelopes += 1;
-        self.bytes += bytes;
-        self.road = Some(road);
-        self.envelopes >= ACK_EVERY || self.bytes >= ACK_BYTES
-    }
-
-    /// Whether anything waits to be acknowledged.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.ranges.is_empty()
-    }
-
-    /// The ranges to acknowledge and the road to send them by, leaving nothing pending.
-    pub(crate) fn take(&mut self) -> Option<(TransportKind, Vec<(u64, u64)>)> {
-        let road = self.road.take()?;
-        self.envelopes = 0;
-        self.bytes = 0;
-        Some((road, std::mem::take(&mut self.ranges)))
-    }
 }
 
 /// Subscribes to `subject`, this instance's acknowledgement subject.
@@ -126,12 +57,14 @@ pub(crate) async fn subscribe(bridge: &Bridge, subject: &str) -> Result<async_na
         })
 }
 
-/// Applies the acknowledgements that come through the broker and over direct links, and
-/// sends again what waits too long for one, until cancelled.
+/// Applies the acknowledgements that come through the broker and over direct links,
+/// sends again what is due, and follows the receiving networks' instances, until
+/// cancelled.
 pub(crate) async fn run(
     bridge: Weak<Bridge>,
     mut acks: async_nats::Subscriber,
     mut direct: mpsc::Receiver<Bytes>,
+    mut members: mpsc::Receiver<NetworkEvent>,
     cancel: CancellationToken,
 ) {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
@@ -148,10 +81,35 @@ pub(crate) async fn run(
                 let Some(bridge) = bridge.upgrade() else { return };
                 bridge.take_ack(&payload);
             }
+            Some(event) = members.recv() => {
+                let Some(bridge) = bridge.upgrade() else { return };
+                bridge.membership_changed(&event);
+            }
             _ = sweep.tick() => {
                 let Some(bridge) = bridge.upgrade() else { return };
                 bridge.resend_overdue().await;
             }
+        }
+    }
+}
+
+/// Sends what this instance owes its senders as it falls due, until cancelled; then
+/// sends what is still owed.
+pub(crate) async fn send_owed(bridge: Weak<Bridge>, cancel: CancellationToken) {
+    let Some(ledger) = bridge.upgrade().map(|b| b.ledger.clone()) else {
+        return;
+    };
+    loop {
+        let stop = tokio::select! {
+            _ = cancel.cancelled() => true,
+            _ = ledger.due() => false,
+        };
+        let Some(bridge) = bridge.upgrade() else {
+            return;
+        };
+        bridge.send_acks().await;
+        if stop {
+            return;
         }
     }
 }
@@ -172,36 +130,73 @@ impl Bridge {
             .get(&ack.network)
             .map(|s| s.window.clone());
         if let Some(window) = window {
-            window.acknowledge(&ack.ranges);
+            window.acknowledge(&ack.instance, &ack.handled, &ack.accepted);
         }
     }
 
-    /// Sends what `pending` holds for `instance` of `network` back to it.
-    pub(crate) async fn send_ack(&self, network: &str, instance: &str, pending: &mut Pending) {
-        let Some((road, ranges)) = pending.take() else {
-            return;
+    /// Tells the streams to a network that one of its instances died or appeared: what
+    /// a dead one held goes again at once, and a silent stream probes a new one.
+    fn membership_changed(&self, event: &NetworkEvent) {
+        let (network, instance, gone) = match event {
+            NetworkEvent::NetworkDown {
+                network, instance, ..
+            } => (network, instance.as_str(), true),
+            NetworkEvent::NetworkUp { network, instance } => (network, instance.as_str(), false),
+            NetworkEvent::Lagged { missed } => {
+                tracing::warn!(
+                    missed,
+                    "missed liveness events; streams rely on their timeouts"
+                );
+                return;
+            }
+            _ => return,
         };
-        let ack = Ack {
-            network: self.network_id.to_string(),
-            instance: self.instance_id.to_string(),
-            ranges,
-        };
-        let Ok(body) = serde_json::to_vec(&ack) else {
-            return;
-        };
-        let subject = ack_subject(network, instance);
-        let sent = match road {
-            TransportKind::Nats => self
-                .client
-                .publish(Subject::from(subject), body.into())
-                .await
-                .is_ok(),
-            TransportKind::Direct => self.direct.offer(network, &subject, body.into()),
-        };
-        if !sent {
-            // The sender hears nothing, sends those envelopes again in a while, and they
-            // are acknowledged then.
-            tracing::debug!(network, instance, "an acknowledgement could not be sent");
+        let window = self.outboxes.lock().get(network).map(|s| s.window.clone());
+        let Some(window) = window else { return };
+        if gone {
+            let orphaned = window.instance_gone(instance);
+            if orphaned > 0 {
+                tracing::info!(
+                    network,
+                    instance,
+                    envelopes = orphaned,
+                    "an instance died holding unhandled envelopes; they go again"
+                );
+            }
+        } else {
+            window.instance_appeared();
+        }
+    }
+
+    /// Sends every acknowledgement owed now.
+    pub(crate) async fn send_acks(&self) {
+        for notice in self.ledger.take_owed() {
+            let ack = Ack {
+                network: self.network_id.to_string(),
+                instance: self.instance_id.to_string(),
+                handled: notice.handled,
+                accepted: notice.accepted,
+            };
+            let Ok(body) = serde_json::to_vec(&ack) else {
+                continue;
+            };
+            let subject = ack_subject(&notice.network, &notice.instance);
+            let sent = match notice.road {
+                TransportKind::Nats => self
+                    .client
+                    .publish(Subject::from(subject), body.into())
+                    .await
+                    .is_ok(),
+                TransportKind::Direct => self.direct.offer(&notice.network, &subject, body.into()),
+            };
+            if !sent {
+                // The sender hears nothing, sends those envelopes again in a while, and
+                // they are acknowledged then.
+                tracing::debug!(
+                    network = notice.network,
+                    "an acknowledgement could not be sent"
+                );
+            }
         }
     }
 
@@ -266,7 +261,7 @@ impl Bridge {
                 "no acknowledgement in time; sending again"
             ),
         }
-        self.resend(road, network, kept).await
+        self.resend(road, network, outbox, kept).await
     }
 
     /// Waits, at most `limit`, until every peer that can still be reached has
@@ -363,38 +358,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn consecutive_envelopes_make_one_range_and_enough_of_them_ask_to_be_sent() {
-        let mut pending = Pending::default();
-        assert!(pending.is_empty());
-        assert!(!pending.record(10, 12, 100, TransportKind::Nats));
-        assert!(!pending.record(13, 13, 100, TransportKind::Nats));
-        assert!(!pending.record(20, 20, 100, TransportKind::Direct));
-        let (road, ranges) = pending.take().unwrap();
-        assert_eq!(road, TransportKind::Direct, "the latest road");
-        assert_eq!(ranges, [(10, 13), (20, 20)]);
-        assert!(pending.is_empty() && pending.take().is_none());
-
-        let full = (0..ACK_EVERY as u64)
-            .map(|seq| pending.record(seq, seq, 10, TransportKind::Nats))
-            .collect::<Vec<_>>();
-        assert_eq!(full.iter().filter(|f| **f).count(), 1);
-        assert!(full[ACK_EVERY - 1]);
-        pending.take();
-        assert!(
-            pending.record(1, 1, ACK_BYTES, TransportKind::Nats),
-            "by bytes"
-        );
-    }
-
-    #[test]
-    fn the_notice_is_small_readable_json() {
+    fn the_notice_is_small_readable_json_and_old_notices_still_read() {
         let ack = Ack {
             network: "stats".into(),
             instance: "s-1".into(),
-            ranges: vec![(5, 9)],
+            handled: vec![(5, 9)],
+            accepted: vec![(10, 12)],
         };
         let json = serde_json::to_string(&ack).unwrap();
-        assert_eq!(json, r#"{"n":"stats","i":"s-1","s":[[5,9]]}"#);
+        assert_eq!(json, r#"{"n":"stats","i":"s-1","s":[[5,9]],"q":[[10,12]]}"#);
         assert_eq!(serde_json::from_str::<Ack>(&json).unwrap(), ack);
+        let old: Ack = serde_json::from_str(r#"{"n":"stats","i":"s-1","s":[[5,9]]}"#).unwrap();
+        assert!(old.accepted.is_empty());
     }
 }

@@ -7,9 +7,9 @@
 //! ready, the one earlier in its sender's stream goes first: around a switch of road, a
 //! sender's last direct frames and first broker messages can arrive together.
 //!
-//! The task waits while a target's inbox is full, so a slow actor slows its senders: it
-//! acknowledges what it has handled (see [`super::ack`]), and a sender holds back once
-//! its window of unacknowledged envelopes is full, so the client's subscription buffer
+//! The task waits while a target's inbox is full, so a slow actor slows its senders:
+//! what it has handled is acknowledged (see [`super::ack`]), and a sender holds back
+//! once its window of unhandled envelopes is full, so the client's subscription buffer
 //! holds at most one window from each sender.
 
 use std::sync::Weak;
@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Bridge;
-use super::inbound::{DispatchState, return_prefix};
-use crate::discovery::reply_bytes;
+use super::confirmed::ReplyTo;
+use super::inbound::{DispatchState, Streamed, return_prefix};
 use crate::events::{Direction, NetworkEvent, TransportKind};
 use crate::message::{EnvelopeView, plain};
 use crate::subject::CONTROL_PREFIX;
@@ -56,9 +56,27 @@ pub(crate) struct Sources {
     pub(crate) direct: mpsc::Receiver<Inbound>,
 }
 
-/// Delivers until asked to drain; then delivers what the data subscription still holds,
-/// and stops.
-pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, drain: CancellationToken) {
+/// How the dispatcher is asked to wind down.
+pub(crate) struct Winding {
+    /// Asks it to drain the data subscription: take no new work.
+    pub(crate) drain: CancellationToken,
+    /// Told once what the data subscription held is delivered.
+    pub(crate) drained: tokio::sync::oneshot::Sender<()>,
+    /// Stops it.
+    pub(crate) stop: CancellationToken,
+}
+
+/// Delivers until asked to drain; then delivers what the data subscription still holds
+/// and says so, and goes on taking returned outputs and acknowledgements over direct
+/// links (what this network streamed out is acknowledged only once what came back of it
+/// is taken) until stopped.
+pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, winding: Winding) {
+    let Winding {
+        drain,
+        drained,
+        stop,
+    } = winding;
+    let mut drained = Some(drained);
     let mut state = DispatchState::default();
     let mut slots: [Option<Item>; 3] = [None, None, None];
     let mut open = [true, true, true];
@@ -67,31 +85,27 @@ pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, drain: Cance
     let mut draining = false;
     loop {
         fill_ready(&mut sources, &mut slots, &mut open);
-        if draining && !open[0] && slots.iter().all(Option::is_none) {
-            // Drained: what had arrived by now, on any road, is delivered.
-            break;
+        if draining && !open[0] && slots[0].is_none() {
+            // Drained: what had arrived by now through the broker is delivered.
+            if let Some(drained) = drained.take() {
+                let _ = drained.send(());
+            }
         }
         if slots.iter().all(Option::is_none) {
             if !open.iter().any(|o| *o) {
                 break;
             }
-            let ack_due = state.ack_due;
             tokio::select! {
-                _ = tokio::time::sleep_until(ack_due.unwrap_or_else(std::time::Instant::now).into()),
-                    if ack_due.is_some() =>
-                {
-                    let Some(bridge) = bridge.upgrade() else { break };
-                    bridge.flush_acks(&mut state).await;
-                }
+                _ = stop.cancelled() => break,
                 m = sources.data.next(), if open[0] => match m {
                     Some(m) => slots[0] = Some(Item::Data(m)),
                     None => open[0] = false,
                 },
-                m = sources.returns.next(), if open[1] && !draining => match m {
+                m = sources.returns.next(), if open[1] => match m {
                     Some(m) => slots[1] = Some(Item::Return(m)),
                     None => open[1] = false,
                 },
-                i = sources.direct.recv(), if open[2] && !draining => match i {
+                i = sources.direct.recv(), if open[2] => match i {
                     Some(i) => slots[2] = Some(Item::Direct(i)),
                     None => open[2] = false,
                 },
@@ -105,7 +119,7 @@ pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, drain: Cance
                     }
                     if let Err(err) = sources.data.drain().await {
                         tracing::debug!(error = %err, "draining the data subscription");
-                        break;
+                        open[0] = false;
                     }
                 }
             }
@@ -116,20 +130,9 @@ pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, drain: Cance
             break;
         };
         bridge.handle(next, &mut state).await;
-        while let Some((network, instance)) = state.release.take() {
-            bridge.release_held(&network, &instance, &mut state).await;
+        while let Some(sender) = state.release.take() {
+            bridge.release_held(&sender, &mut state).await;
         }
-        // A dispatcher that is never idle still acknowledges in time.
-        if state.ack_now
-            || state
-                .ack_due
-                .is_some_and(|due| due <= std::time::Instant::now())
-        {
-            bridge.flush_acks(&mut state).await;
-        }
-    }
-    if let Some(bridge) = bridge.upgrade() {
-        bridge.flush_acks(&mut state).await;
     }
 }
 
@@ -185,32 +188,27 @@ fn pick(slots: &mut [Option<Item>; 3]) -> Item {
 
 impl Bridge {
     async fn handle(&self, item: Item, state: &mut DispatchState) {
+        let streamed = |road| Streamed {
+            road,
+            may_hold: true,
+        };
         match item {
             Item::Data(message) => {
+                let reply = message.reply.map(ReplyTo::Nats);
+                let confirmed = reply.is_some();
                 let result = self
                     .deliver_data(
                         &message.subject,
                         &message.payload,
-                        message.reply.is_some(),
-                        TransportKind::Nats,
+                        reply,
+                        streamed(TransportKind::Nats),
                         state,
                     )
                     .await;
-                match (message.reply, result) {
-                    (Some(reply), result) => {
-                        // A confirmed send: the empty reply means accepted.
-                        let body = match result {
-                            Ok(()) => bytes::Bytes::new(),
-                            Err(err) => reply_bytes::<()>(Err(err)),
-                        };
-                        if let Err(err) = self.client.publish(reply, body).await {
-                            tracing::warn!(error = %err, "could not answer a confirmed send");
-                        }
-                    }
-                    (None, Err(err)) => {
-                        tracing::warn!(subject = %message.subject, error = %err, "inbound message refused");
-                    }
-                    (None, Ok(())) => {}
+                if let Err(err) = result
+                    && !confirmed
+                {
+                    tracing::warn!(subject = %message.subject, error = %err, "inbound message refused");
                 }
             }
             Item::Return(message) => {
@@ -218,7 +216,7 @@ impl Bridge {
                     .deliver_return(
                         &message.subject,
                         &message.payload,
-                        TransportKind::Nats,
+                        streamed(TransportKind::Nats),
                         state,
                     )
                     .await
@@ -232,15 +230,18 @@ impl Bridge {
 
     async fn handle_direct(&self, inbound: Inbound, state: &mut DispatchState) {
         let returns = return_prefix(&self.network_id, &self.instance_id);
+        let how = Streamed {
+            road: TransportKind::Direct,
+            may_hold: true,
+        };
         match inbound {
             Inbound::Message {
                 subject, payload, ..
             } => {
-                let road = TransportKind::Direct;
                 let result = if subject.starts_with(&returns) {
-                    self.deliver_return(&subject, &payload, road, state).await
+                    self.deliver_return(&subject, &payload, how, state).await
                 } else {
-                    self.deliver_data(&subject, &payload, false, road, state)
+                    self.deliver_data(&subject, &payload, None, how, state)
                         .await
                 };
                 if let Err(err) = result {
@@ -253,20 +254,16 @@ impl Bridge {
                 reply,
                 ..
             } => {
-                let answer = if subject.starts_with(CONTROL_PREFIX) {
-                    self.answer_control(&subject, &payload).unwrap_or_default()
-                } else {
-                    let road = TransportKind::Direct;
-                    match self
-                        .deliver_data(&subject, &payload, true, road, state)
-                        .await
-                    {
-                        Ok(()) => bytes::Bytes::new(),
-                        Err(err) => reply_bytes::<()>(Err(err)),
+                if subject.starts_with(CONTROL_PREFIX) {
+                    let answer = self.answer_control(&subject, &payload).unwrap_or_default();
+                    if let Err(err) = reply.send(Ok(answer)).await {
+                        tracing::debug!(error = %err, "could not answer a direct request");
                     }
-                };
-                if let Err(err) = reply.send(Ok(answer)).await {
-                    tracing::debug!(error = %err, "could not answer a direct request");
+                } else {
+                    // Answered once handled, or at once when refused.
+                    let _ = self
+                        .deliver_data(&subject, &payload, Some(ReplyTo::Direct(reply)), how, state)
+                        .await;
                 }
             }
             Inbound::PeerUp(peer) => {

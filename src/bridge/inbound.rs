@@ -1,10 +1,11 @@
-//! The dispatchers that take traffic off the broker and into the local graph.
+//! The dispatchers' work: taking traffic off the roads and into the local graph.
 //!
 //! Data for this network's actors arrives on `{network}.*.*` (queue group `{network}`);
-//! outputs of remote actors come back on this instance's return subject. Each dispatcher
-//! is one task that handles its messages in order, so order is kept per sender and target,
-//! and waits while a target's inbox is full, so a slow actor slows its senders (the
-//! client's subscription buffer absorbs bursts; what it drops is counted and reported).
+//! outputs of remote actors come back on this instance's return subject. The dispatcher
+//! asks the [`Ledger`](super::ledger::Ledger) what to do with each streamed envelope,
+//! gives each new one a [`Cause`] whose completion acknowledges it as handled, and puts
+//! its messages into the target's inbox, waiting while it is full, so a slow actor slows
+//! its senders (they hold back once their window is full).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,13 +15,14 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::Bridge;
-use super::ack::{ACK_DELAY, Pending};
+use super::confirmed::{Begin, ReplyTo};
+use super::ledger::Arrival;
 use super::proxy::{Egress, Subscriber};
-use super::sequence::{Held, HeldBack, SeenWindow};
+use super::sequence::{Held, HeldBack};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::TransportKind;
 use crate::message::{EnvelopeView, Message, plain};
-use crate::network::{Connector, Inlet, Outlet};
+use crate::network::{Cause, Connector, Inlet, Outlet, Trace};
 use crate::subject::parse_data_subject;
 
 /// What the dispatcher remembers between messages.
@@ -30,100 +32,37 @@ pub(crate) struct DispatchState {
     outlets: HashMap<String, Outlet>,
     /// Inlets by data subject, so the hot path needs no lock and no allocation.
     inlets: HashMap<String, Inlet>,
-    seen: Senders,
-    /// When the acknowledgements waiting must go, at the latest.
-    pub(crate) ack_due: Option<Instant>,
-    /// Some sender has enough waiting that its acknowledgement goes now.
-    pub(crate) ack_now: bool,
-    /// A sender (network, instance) with envelopes held back that may go now.
+    /// Envelopes held back after a gap, per sender (network, instance).
+    held: HashMap<(String, String), HeldBack>,
+    /// A sender with envelopes held back, to look at once the current envelope is done.
     pub(crate) release: Option<(String, String)>,
 }
 
 impl DispatchState {
-    /// Notes that an envelope of `instance` of `network` was handled: its
-    /// acknowledgement waits (`full` when enough waits to send it now), and, when that
-    /// sender has envelopes `held` back, they are looked at next.
-    fn handled(&mut self, network: &str, instance: &str, full: bool, held: bool) {
-        self.ack_due
-            .get_or_insert_with(|| Instant::now() + ACK_DELAY);
-        self.ack_now |= full;
+    /// Holds an envelope of `sender` numbered from `first`; false when too many are.
+    fn hold(&mut self, sender: (&str, &str), first: u64, envelope: impl FnOnce() -> Held) -> bool {
+        let key = (sender.0.to_string(), sender.1.to_string());
+        let held = self
+            .held
+            .entry(key.clone())
+            .or_default()
+            .hold(first, envelope);
         if held {
-            self.held_back(network, instance);
+            self.release = Some(key);
         }
+        held
     }
 
-    /// Asks for the envelopes held back from `instance` of `network` to be looked at
-    /// once the current one is handled.
-    fn held_back(&mut self, network: &str, instance: &str) {
-        self.release = Some((network.to_string(), instance.to_string()));
-    }
-}
-
-/// What the dispatcher knows of every sender it has heard from.
-#[derive(Default)]
-pub(crate) struct Senders {
-    /// By network, then instance.
-    windows: HashMap<String, HashMap<String, Sender>>,
-}
-
-/// One sender: what it delivered, what waits to be acknowledged to it, and what arrived
-/// ahead of a gap.
-#[derive(Default)]
-pub(crate) struct Sender {
-    seen: SeenWindow,
-    ack: Pending,
-    held: HeldBack,
-}
-
-impl Sender {
-    /// Learns the sender's floor (`acked_below`), then holds the envelope numbered from
-    /// `first` if something before it is missing and this instance is its network's only
-    /// one (`alone`): true when held. Only a sender that tells its floor sends again
-    /// what is missing, so only its envelopes are held.
-    fn hold_if_early(
-        &mut self,
-        first: u64,
-        acked_below: Option<u64>,
-        alone: impl FnOnce() -> bool,
-        envelope: impl FnOnce() -> Held,
-    ) -> bool {
-        if let Some(floor) = acked_below {
-            self.seen.raise_floor(floor);
-        }
-        acked_below.is_some()
-            && self.seen.waits_before(first)
-            && alone()
-            && self.held.hold(first, envelope)
-    }
-}
-
-impl Senders {
-    /// The state of `instance` of `network`.
-    fn sender(&mut self, network: &str, instance: &str) -> &mut Sender {
-        // Look up by borrowed keys first; allocate only for a new sender. (Two lookups
-        // because the borrow of the first cannot end early on the found branch.)
+    /// After an envelope of `sender`, its held envelopes are looked at again.
+    fn touched(&mut self, sender: (&str, &str)) {
         if self
-            .windows
-            .get(network)
-            .is_some_and(|instances| instances.contains_key(instance))
+            .held
+            .get(&(sender.0.to_string(), sender.1.to_string()))
+            .is_some_and(|h| !h.is_empty())
         {
-            return self
-                .windows
-                .get_mut(network)
-                .and_then(|instances| instances.get_mut(instance))
-                .expect("present: just checked");
+            self.release = Some((sender.0.to_string(), sender.1.to_string()));
         }
-        self.windows
-            .entry(network.to_string())
-            .or_default()
-            .entry(instance.to_string())
-            .or_default()
     }
-}
-
-/// The last number of an envelope numbered from `first` holding `count` messages.
-fn last_of(first: u64, count: usize) -> u64 {
-    first + count.max(1) as u64 - 1
 }
 
 /// The subject prefix of this instance's return traffic.
@@ -160,104 +99,382 @@ pub(crate) async fn subscribe_returns(bridge: &Bridge) -> Result<async_nats::Sub
     })
 }
 
+/// Whether an inlet's failure means the message was never taken (the network is
+/// halting), rather than refused for good.
+fn not_taken(err: &Error) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::Shutdown | ErrorKind::ActorNotAvailable
+    )
+}
+
+/// How a streamed envelope is to be taken.
+pub(crate) struct Streamed {
+    pub(crate) road: TransportKind,
+    /// Whether it may be held back after a gap (not when it already waited too long).
+    pub(crate) may_hold: bool,
+}
+
 impl Bridge {
     fn reject(&self, err: Error) -> Error {
         self.counters.rejected_in.fetch_add(1, Ordering::Relaxed);
         err
     }
 
-    /// Puts the messages of one inbound envelope into its actor's in-port, in order.
-    /// Streamed envelopes (those without a reply) are checked against the sender's
-    /// sequence, so a message sent again after a switch of road is delivered once, and
-    /// acknowledged to the sender, which came by `road`.
+    /// The cause of a streamed envelope of `sender`, numbered `first..=last`: once it is
+    /// handled, the ledger owes the sender its acknowledgement.
+    fn streamed_cause(
+        &self,
+        sender: (&str, &str),
+        (first, last): (u64, u64),
+        (bytes, road): (usize, TransportKind),
+        redelivered: bool,
+    ) -> Cause {
+        let ledger = self.ledger.clone();
+        let (network, instance) = (sender.0.to_string(), sender.1.to_string());
+        Cause::new(redelivered, move |handled| {
+            ledger.complete((&network, &instance), (first, last), (bytes, road), handled);
+        })
+    }
+
+    /// The cause of a confirmed send answered at `reply`: once it is handled, the caller
+    /// (and any retry with the same id) gets the answer.
+    fn confirmed_cause(&self, id: Option<String>, reply: ReplyTo) -> Cause {
+        let bridge = self.weak_self();
+        let reply = parking_lot::Mutex::new(Some(reply));
+        Cause::new(false, move |handled| {
+            let Some(bridge) = bridge.upgrade() else {
+                return;
+            };
+            let answer = if handled {
+                Bytes::new()
+            } else {
+                crate::discovery::reply_bytes::<()>(Err(Error::new(
+                    ErrorKind::Shutdown,
+                    "the network shut down before the message was handled; send it again",
+                )))
+            };
+            let mut replies: Vec<ReplyTo> = reply.lock().take().into_iter().collect();
+            if let Some(id) = &id {
+                replies.extend(bridge.confirmations.finish(id, handled.then_some(&answer)));
+            }
+            let tracker = bridge.tracker.clone();
+            tracker.spawn(async move { bridge.answer_all(replies, answer).await });
+        })
+    }
+
+    /// Answers confirmed sends.
+    pub(crate) async fn answer_all(&self, replies: Vec<ReplyTo>, answer: Bytes) {
+        for reply in replies {
+            match reply {
+                ReplyTo::Nats(subject) => {
+                    if let Err(err) = self.client.publish(subject, answer.clone()).await {
+                        tracing::warn!(error = %err, "could not answer a confirmed send");
+                    }
+                }
+                ReplyTo::Direct(replier) => {
+                    if let Err(err) = replier.send(Ok(answer.clone())).await {
+                        tracing::debug!(error = %err, "could not answer a direct request");
+                    }
+                }
+            }
+        }
+    }
+
+    /// What to deliver of a streamed envelope (see [`Arrival`]): `None` when nothing (it
+    /// is held back after a gap, or a repeat); else which of its messages are new
+    /// (`None` inside: all of them). `returned` tells a returned output from data.
+    fn admit(
+        &self,
+        envelope: &EnvelopeView<'_>,
+        subject: &str,
+        payload: &Bytes,
+        how: &Streamed,
+        returned: bool,
+        state: &mut DispatchState,
+    ) -> Option<Option<Vec<bool>>> {
+        let count = envelope.messages.len();
+        let span = (envelope.seq, envelope.seq + count.max(1) as u64 - 1);
+        let sender = (&*envelope.network, &*envelope.instance);
+        let size = (payload.len(), how.road);
+        let mut arrival = self
+            .ledger
+            .arrive(sender, span, envelope.acked_below, size, || {
+                how.may_hold && self.alone()
+            });
+        if arrival == Arrival::Hold {
+            if state.hold(sender, span.0, || {
+                Held::new(subject, payload, how.road, returned)
+            }) {
+                return None;
+            }
+            // Too much held: it goes on out of order rather than be lost.
+            arrival = self
+                .ledger
+                .arrive(sender, span, envelope.acked_below, size, || false);
+        }
+        state.touched(sender);
+        match arrival {
+            Arrival::Repeat => {
+                self.counters
+                    .duplicates_in
+                    .fetch_add(count as u64, Ordering::Relaxed);
+                None
+            }
+            Arrival::Partly(fresh) => Some(Some(fresh)),
+            Arrival::Fresh | Arrival::Hold => Some(None),
+        }
+    }
+
+    /// Takes one inbound data envelope: a streamed one (`reply` is `None`), delivered
+    /// once per sequence number and acknowledged to its sender once handled; or a
+    /// confirmed one, answered at `reply` once handled (or at once, when refused).
     pub(crate) async fn deliver_data(
         &self,
         subject: &str,
         payload: &Bytes,
-        confirmed: bool,
-        road: TransportKind,
+        reply: Option<ReplyTo>,
+        how: Streamed,
         state: &mut DispatchState,
     ) -> Result<()> {
-        let Some((actor, port)) = parse_data_subject(&self.network_id, subject) else {
-            return Err(self.reject(Error::new(
-                ErrorKind::Protocol,
-                format!("{subject:?} is not a data subject of this network"),
-            )));
-        };
-        let plain = plain(payload).map_err(|e| self.reject(e))?;
-        let envelope = EnvelopeView::read(&plain).map_err(|e| self.reject(e))?;
-        let (first, count) = (envelope.seq, envelope.messages.len());
-        let mut left = count;
-        let (mut origin, mut inlet) = (None, None);
-        let mut sender =
-            (!confirmed).then(|| state.seen.sender(&envelope.network, &envelope.instance));
-        if let Some(sender) = sender.as_mut()
-            && sender.hold_if_early(
-                first,
-                envelope.acked_below,
-                || self.alone(),
-                || Held::new(subject, payload, road, false),
-            )
-        {
-            state.held_back(&envelope.network, &envelope.instance);
-            return Ok(());
+        let result = self
+            .deliver_data_or_refuse(subject, payload, reply, how, state)
+            .await;
+        match result {
+            Ok(()) => Ok(()),
+            Err((err, Some(reply))) => {
+                let answer =
+                    crate::discovery::reply_bytes::<()>(Err(Error::new(err.kind(), err.detail())));
+                self.answer_all(vec![reply], answer).await;
+                Err(err)
+            }
+            Err((err, None)) => Err(err),
         }
-        let mut delivered = 0;
-        let result = async {
-            for (message, seq) in envelope.messages.into_iter().zip(first..) {
-                left -= 1;
-                if let Some(sender) = sender.as_mut()
-                    && !sender.seen.first_time(seq)
-                {
-                    self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                let inlet = match &inlet {
-                    Some(inlet) => inlet,
-                    None => {
-                        if let Some(reply_to) = &envelope.reply_to {
-                            origin = Some(
-                                self.attach(actor, &envelope.network, reply_to)
-                                    .map_err(|e| self.reject_rest(e, left))?,
-                            );
+    }
+
+    async fn deliver_data_or_refuse(
+        &self,
+        subject: &str,
+        payload: &Bytes,
+        reply: Option<ReplyTo>,
+        how: Streamed,
+        state: &mut DispatchState,
+    ) -> std::result::Result<(), (Error, Option<ReplyTo>)> {
+        let Some((actor, port)) = parse_data_subject(&self.network_id, subject) else {
+            return Err((
+                self.reject(Error::new(
+                    ErrorKind::Protocol,
+                    format!("{subject:?} is not a data subject of this network"),
+                )),
+                reply,
+            ));
+        };
+        let plain = match plain(payload) {
+            Ok(plain) => plain,
+            Err(err) => return Err((self.reject(err), reply)),
+        };
+        let envelope = match EnvelopeView::read(&plain) {
+            Ok(envelope) => envelope,
+            Err(err) => return Err((self.reject(err), reply)),
+        };
+        let (first, count) = (envelope.seq, envelope.messages.len());
+        let last = first + count.max(1) as u64 - 1;
+        let sender = (&*envelope.network, &*envelope.instance);
+        // A confirmed send: its id, and where to answer it.
+        let mut confirmed = None;
+        let mut fresh = None;
+        match reply {
+            Some(reply) => {
+                let id = envelope.key.as_deref().map(str::to_string);
+                let reply = match &id {
+                    None => reply,
+                    Some(id) => match self.confirmations.begin(id, reply) {
+                        Begin::New(reply) => reply,
+                        Begin::Joined => return Ok(()),
+                        Begin::Answered(reply, answer) => {
+                            self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
+                            self.answer_all(vec![reply], answer).await;
+                            return Ok(());
                         }
-                        let found = self
-                            .inlet(subject, actor, port, &mut state.inlets)
-                            .map_err(|e| self.reject_rest(e, left))?;
-                        inlet.insert(found.clone())
+                    },
+                };
+                confirmed = Some((id, reply));
+            }
+            None => match self.admit(&envelope, subject, payload, &how, false, state) {
+                Some(admitted) => fresh = admitted,
+                None => return Ok(()),
+            },
+        }
+        // Where the message goes. A refusal is the outcome: a streamed envelope is
+        // acknowledged as handled (sending it again would not help), a confirmed send
+        // is answered with the error.
+        let target = self
+            .attach_origin(actor, &envelope.network, envelope.reply_to.as_deref())
+            .and_then(|origin| {
+                let inlet = self.inlet(subject, actor, port, &mut state.inlets)?;
+                Ok((origin, inlet.clone()))
+            });
+        let (origin, inlet) = match target {
+            Ok(target) => target,
+            Err(err) => {
+                self.reject_rest(&err, count - 1);
+                let err = self.reject(err);
+                return match confirmed {
+                    Some((id, reply)) => {
+                        if let Some(id) = id {
+                            let answer = crate::discovery::reply_bytes::<()>(Err(Error::new(
+                                err.kind(),
+                                err.detail(),
+                            )));
+                            let waiting = self.confirmations.finish(&id, Some(&answer));
+                            self.answer_all(waiting, answer).await;
+                        }
+                        Err((err, Some(reply)))
+                    }
+                    None => {
+                        self.ledger.complete(
+                            sender,
+                            (first, last),
+                            (payload.len(), how.road),
+                            true,
+                        );
+                        Err((err, None))
                     }
                 };
-                if let Err(err) = inlet.send_from(message, origin.clone()).await {
-                    // The node may have been removed; look it up afresh next time.
-                    state.inlets.remove(subject);
-                    return Err(self.reject_rest(err, left));
-                }
-                delivered += 1;
             }
-            Ok(())
+        };
+        let cause = match confirmed {
+            Some((id, reply)) => self.confirmed_cause(id, reply),
+            None => self.streamed_cause(
+                sender,
+                (first, last),
+                (payload.len(), how.road),
+                envelope.redelivered,
+            ),
+        };
+        let mut delivered = 0;
+        for (index, message) in envelope.messages.into_iter().enumerate() {
+            if fresh.as_ref().is_some_and(|fresh| !fresh[index]) {
+                self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let trace = Trace::new(origin.clone(), Some(cause.clone()));
+            if let Err(err) = inlet.send_from(message, trace).await {
+                // The node may have been removed; look it up afresh next time.
+                state.inlets.remove(subject);
+                if not_taken(&err) {
+                    cause.abandon();
+                }
+                self.counters
+                    .messages_in
+                    .fetch_add(delivered, Ordering::Relaxed);
+                self.reject_rest(&err, count - index - 1);
+                return Err((self.reject(err), None));
+            }
+            delivered += 1;
         }
-        .await;
         self.counters
             .messages_in
             .fetch_add(delivered, Ordering::Relaxed);
-        if let Some(sender) = sender {
-            // Handled, delivered or refused: either way the sender need not send it again.
-            let full = sender
-                .ack
-                .record(first, last_of(first, count), payload.len(), road);
-            let held = !sender.held.is_empty();
-            state.handled(&envelope.network, &envelope.instance, full, held);
+        Ok(())
+    }
+
+    /// Emits a returned output on its proxy's out-port, once per sequence number; it is
+    /// acknowledged to its sender once what it caused here is handled.
+    pub(crate) async fn deliver_return(
+        &self,
+        subject: &str,
+        payload: &Bytes,
+        how: Streamed,
+        state: &mut DispatchState,
+    ) -> Result<()> {
+        let prefix = return_prefix(&self.network_id, &self.instance_id);
+        let (token, port) = subject
+            .strip_prefix(prefix.as_str())
+            .and_then(|r| r.strip_prefix('.'))
+            .and_then(|r| r.split_once('.'))
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Protocol,
+                    format!("{subject:?} is not a return subject"),
+                )
+            })?;
+        let plain = plain(payload)?;
+        let envelope = EnvelopeView::read(&plain)?;
+        let (first, count) = (envelope.seq, envelope.messages.len());
+        let last = first + count.max(1) as u64 - 1;
+        let sender = (&*envelope.network, &*envelope.instance);
+        let Some(fresh) = self.admit(&envelope, subject, payload, &how, true, state) else {
+            return Ok(());
+        };
+        let cause = self.streamed_cause(
+            sender,
+            (first, last),
+            (payload.len(), how.road),
+            envelope.redelivered,
+        );
+        for (index, message) in envelope.messages.into_iter().enumerate() {
+            if fresh.as_ref().is_some_and(|fresh| !fresh[index]) {
+                self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let trace = Trace::new(None, Some(cause.clone()));
+            // A return that cannot be emitted (the proxy is gone, or this network is
+            // shutting down) is refused: no other instance could take it, so it counts
+            // as handled.
+            self.emit_return(token, port, message, trace, &mut state.outlets)
+                .await?;
         }
-        result
+        Ok(())
+    }
+
+    /// Delivers the envelopes of `sender` held back that may go now, in order: those
+    /// whose gap has filled, and those that waited too long for it.
+    pub(crate) async fn release_held(&self, sender: &(String, String), state: &mut DispatchState) {
+        loop {
+            let Some(held) = state.held.get_mut(sender) else {
+                return;
+            };
+            let next = held.next_due(
+                |first| self.ledger.gap_before((&sender.0, &sender.1), first),
+                Instant::now(),
+            );
+            let Some((first, envelope, gave_up)) = next else {
+                return;
+            };
+            if held.is_empty() {
+                state.held.remove(sender);
+            }
+            if gave_up {
+                tracing::warn!(
+                    network = sender.0,
+                    instance = sender.1,
+                    "what came before envelope {first} did not arrive in time; delivering on"
+                );
+            }
+            let how = Streamed {
+                road: envelope.road,
+                may_hold: !gave_up,
+            };
+            let result = if envelope.returned {
+                self.deliver_return(&envelope.subject, &envelope.payload, how, state)
+                    .await
+            } else {
+                self.deliver_data(&envelope.subject, &envelope.payload, None, how, state)
+                    .await
+            };
+            if let Err(err) = result {
+                tracing::warn!(subject = envelope.subject, error = %err, "held envelope refused");
+            }
+        }
     }
 
     /// Counts a refused message and the `left` after it in its envelope, which share its
     /// fate.
-    fn reject_rest(&self, err: Error, left: usize) -> Error {
+    fn reject_rest(&self, _err: &Error, left: usize) {
         self.counters
             .rejected_in
             .fetch_add(left as u64, Ordering::Relaxed);
-        self.reject(err)
     }
 
     /// The inlet for `subject` (`actor`'s in-port `port`), looked up once and kept.
@@ -291,6 +508,19 @@ impl Bridge {
             ErrorKind::ActorNotFound,
             format!("no actor {actor:?} on network {:?}", &*self.network_id),
         )
+    }
+
+    /// Where `actor`'s outputs for a message that names `reply_to` go back to, if it
+    /// names one (see [`Bridge::attach`]).
+    fn attach_origin(
+        &self,
+        actor: &str,
+        network: &str,
+        reply_to: Option<&str>,
+    ) -> Result<Option<Arc<str>>> {
+        reply_to
+            .map(|reply_to| self.attach(actor, network, reply_to))
+            .transpose()
     }
 
     /// Makes `actor`'s outputs go back to `reply_to` (a proxy on `network`), and returns
@@ -360,122 +590,13 @@ impl Bridge {
         }
     }
 
-    /// Emits a returned output on its proxy's out-port, once per sequence number, and
-    /// acknowledges it to its sender, which came by `road`.
-    pub(crate) async fn deliver_return(
-        &self,
-        subject: &str,
-        payload: &Bytes,
-        road: TransportKind,
-        state: &mut DispatchState,
-    ) -> Result<()> {
-        let prefix = super::inbound::return_prefix(&self.network_id, &self.instance_id);
-        let rest = subject
-            .strip_prefix(prefix.as_str())
-            .and_then(|r| r.strip_prefix('.'))
-            .and_then(|r| r.split_once('.'))
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Protocol,
-                    format!("{subject:?} is not a return subject"),
-                )
-            })?;
-        let (token, port) = rest;
-        let plain = plain(payload)?;
-        let envelope = EnvelopeView::read(&plain)?;
-        let (first, count) = (envelope.seq, envelope.messages.len());
-        let sender = state.seen.sender(&envelope.network, &envelope.instance);
-        if sender.hold_if_early(
-            first,
-            envelope.acked_below,
-            || self.alone(),
-            || Held::new(subject, payload, road, true),
-        ) {
-            state.held_back(&envelope.network, &envelope.instance);
-            return Ok(());
-        }
-        let mut result = Ok(());
-        for (message, seq) in envelope.messages.into_iter().zip(first..) {
-            if !sender.seen.first_time(seq) {
-                self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            result = self
-                .emit_return(token, port, message, &mut state.outlets)
-                .await;
-            if result.is_err() {
-                break;
-            }
-        }
-        let full = sender
-            .ack
-            .record(first, last_of(first, count), payload.len(), road);
-        let held = !sender.held.is_empty();
-        state.handled(&envelope.network, &envelope.instance, full, held);
-        result
-    }
-
-    /// Delivers the envelopes of `instance` of `network` held back that may go now, in
-    /// order: those whose gap has filled, and those that waited too long for it.
-    pub(crate) async fn release_held(
-        &self,
-        network: &str,
-        instance: &str,
-        state: &mut DispatchState,
-    ) {
-        loop {
-            let Sender { seen, held, .. } = state.seen.sender(network, instance);
-            let Some((first, envelope, gave_up)) =
-                held.next_due(|first| seen.waits_before(first), Instant::now())
-            else {
-                return;
-            };
-            if gave_up {
-                tracing::warn!(
-                    network,
-                    instance,
-                    "what came before envelope {first} did not arrive in time; delivering on"
-                );
-                seen.raise_floor(first);
-            }
-            let result = if envelope.returned {
-                self.deliver_return(&envelope.subject, &envelope.payload, envelope.road, state)
-                    .await
-            } else {
-                self.deliver_data(
-                    &envelope.subject,
-                    &envelope.payload,
-                    false,
-                    envelope.road,
-                    state,
-                )
-                .await
-            };
-            if let Err(err) = result {
-                tracing::warn!(subject = envelope.subject, error = %err, "held envelope refused");
-            }
-        }
-    }
-
-    /// Sends every acknowledgement that waits.
-    pub(crate) async fn flush_acks(&self, state: &mut DispatchState) {
-        state.ack_due = None;
-        state.ack_now = false;
-        for (network, instances) in &mut state.seen.windows {
-            for (instance, sender) in instances {
-                if !sender.ack.is_empty() {
-                    self.send_ack(network, instance, &mut sender.ack).await;
-                }
-            }
-        }
-    }
-
     /// Emits one returned output on the out-port `port` of the proxy with `token`.
     async fn emit_return(
         &self,
         token: &str,
         port: &str,
         message: Message,
+        trace: Trace,
         outlets: &mut HashMap<String, Outlet>,
     ) -> Result<()> {
         let outlet = match outlets.get(token) {
@@ -497,7 +618,7 @@ impl Bridge {
                 outlet
             }
         };
-        match outlet.emit(port, message).await {
+        match outlet.emit_from(port, message, trace).await {
             Ok(()) => {
                 self.counters.returns_in.fetch_add(1, Ordering::Relaxed);
                 Ok(())

@@ -17,12 +17,15 @@
 //! entry and watcher ([`crate::liveness`]) start and stop with the bridge.
 
 mod ack;
+mod confirmed;
 mod control;
 mod discover;
 mod dispatch;
 mod inbound;
+mod ledger;
 mod peers;
 pub(crate) mod proxy;
+mod ranges;
 pub(crate) mod registry;
 mod remote;
 mod road;
@@ -42,19 +45,20 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use ledger::Ledger;
 pub(crate) use peers::Peers;
 use proxy::Subscribers;
 use registry::Registry;
 use sequence::Outbox;
-use window::SendWindow;
+use window::{Kept, SendWindow};
 
 use crate::discovery::Profile;
 use crate::distributed_network::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventSender, TransportKind};
 use crate::liveness::{self, Liveness};
-use crate::message::{Envelope, EnvelopeWriter, Message};
-use crate::network::Network;
+use crate::message::{EnvelopeWriter, Message};
+use crate::network::{Causes, Network};
 use crate::subject::control_subject;
 use crate::transport::Transport;
 use crate::transport::direct::{DirectTransport, Inbound};
@@ -157,6 +161,10 @@ pub(crate) struct Bridge {
     /// This instance's key in the bucket.
     liveness_key: String,
     counters: Counters,
+    /// What this instance delivered and handled of every sender, and what it owes them.
+    pub(crate) ledger: Arc<Ledger>,
+    /// Recent confirmed sends by id, so that a retry is not delivered twice.
+    pub(crate) confirmations: confirmed::Confirmations,
     confirmed_seq: AtomicU64,
     /// Streams to other networks, by network id.
     outboxes: Mutex<HashMap<String, OutboundStream>>,
@@ -165,8 +173,12 @@ pub(crate) struct Bridge {
     tracker: TaskTracker,
     /// Stops the control and return tasks.
     cancel: CancellationToken,
-    /// Asks the data dispatcher to drain its subscription and finish.
+    /// Asks the data dispatcher to drain its subscription.
     drain: CancellationToken,
+    /// Told when the dispatcher has drained the data subscription.
+    drained: Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
+    /// Stops the task that sends acknowledgements, after it sent what is owed.
+    acks_done: CancellationToken,
     data_done: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -216,6 +228,8 @@ impl Bridge {
             egress: RwLock::new(HashMap::new()),
             accepting: AtomicBool::new(true),
             counters: Counters::default(),
+            ledger: Arc::new(Ledger::default()),
+            confirmations: confirmed::Confirmations::default(),
             confirmed_seq: AtomicU64::new(0),
             outboxes: Mutex::new(HashMap::new()),
             first_seq: std::time::SystemTime::now()
@@ -225,6 +239,8 @@ impl Bridge {
             tracker: TaskTracker::new(),
             cancel,
             drain: CancellationToken::new(),
+            drained: Mutex::new(None),
+            acks_done: CancellationToken::new(),
             data_done: Mutex::new(None),
         });
         let data = inbound::subscribe_data(&bridge).await?;
@@ -237,10 +253,16 @@ impl Bridge {
             returns,
             direct: direct_inbound,
         };
+        let (drained, drained_rx) = tokio::sync::oneshot::channel();
+        *bridge.drained.lock() = Some(drained_rx);
         let handle = tokio::spawn(dispatch::run(
             Arc::downgrade(&bridge),
             sources,
-            bridge.drain.clone(),
+            dispatch::Winding {
+                drain: bridge.drain.clone(),
+                drained,
+                stop: bridge.cancel.clone(),
+            },
         ));
         *bridge.data_done.lock() = Some(handle);
         bridge.tracker.spawn(control::run(
@@ -256,7 +278,12 @@ impl Bridge {
             Arc::downgrade(&bridge),
             acks,
             direct_acks_rx,
+            bridge.events.members(),
             bridge.cancel.clone(),
+        ));
+        bridge.tracker.spawn(ack::send_owed(
+            Arc::downgrade(&bridge),
+            bridge.acks_done.clone(),
         ));
         bridge.tracker.spawn(watch_roads(
             bridge.weak_self(),
@@ -334,15 +361,10 @@ impl Bridge {
         self.me.clone()
     }
 
-    /// A new envelope from this instance.
-    pub(crate) fn envelope(&self, seq: u64, message: Message) -> Envelope {
-        Envelope::new(&self.network_id, &self.instance_id, seq, message)
-    }
-
     /// Streams `messages` to `subject` on `network` in one envelope (a batch, when there
     /// are several), numbered in this instance's stream to that network; waits while the
-    /// road's outbound buffer is full. `reply_to` says where the target actor's outputs
-    /// should come back to.
+    /// stream's window is full. `reply_to` says where the target actor's outputs should
+    /// come back to; `causes` are released once the network has handled the messages.
     pub(crate) async fn publish_envelope(
         &self,
         outbox: &SharedOutbox,
@@ -350,8 +372,9 @@ impl Bridge {
         subject: &async_nats::Subject,
         messages: &[Message],
         reply_to: Option<&str>,
+        causes: Causes,
     ) -> Result<()> {
-        self.stream(outbox, network, subject, messages, reply_to)
+        self.stream(outbox, network, subject, messages, reply_to, causes)
             .await?;
         self.counters
             .messages_out
@@ -359,12 +382,14 @@ impl Bridge {
         Ok(())
     }
 
-    /// Returns an output of a local actor to a proxy on `network`.
+    /// Returns an output of a local actor to a proxy on `network`; `causes` are
+    /// released once the proxy's network has handled it.
     pub(crate) async fn publish_return(
         &self,
         network: &str,
         subject: &async_nats::Subject,
         message: &Message,
+        causes: Causes,
     ) -> Result<()> {
         let outbox = self.outbox(network);
         self.stream(
@@ -373,6 +398,7 @@ impl Bridge {
             subject,
             std::slice::from_ref(message),
             None,
+            causes,
         )
         .await?;
         self.counters.returns_out.fetch_add(1, Ordering::Relaxed);
@@ -410,31 +436,69 @@ impl Bridge {
         subject: &async_nats::Subject,
         messages: &[Message],
         reply_to: Option<&str>,
+        causes: Causes,
     ) -> Result<()> {
         // Held across the send: numbering and sending in one step keeps the order.
         let mut outbox = outbox.lock().await;
         self.wait_for_room(network, &mut outbox).await?;
-        let first = outbox.take_seqs(messages.len());
         let mut road = self.reroute(network, &mut outbox).await?;
         if road == TransportKind::Nats && !self.broker.is_up() {
             road = self.wait_for_road(network, &mut outbox).await?;
         }
         // A batch too large for the broker is halved until its parts fit; each message
-        // keeps the number the whole batch gave it. Ranges still to send, next one last.
+        // keeps the number the whole batch gave it, and each part keeps every cause of
+        // the batch, so none is released before all are handled. Ranges still to send,
+        // next one last.
         let max = self.max_payload();
+        let first = outbox.take_seqs(messages.len());
+        let redelivered = causes.redelivered();
+        let mut causes = Some(causes);
         let mut ranges = vec![(0, messages.len())];
         while let Some((lo, hi)) = ranges.pop() {
             let part = &messages[lo..hi];
-            let payload = outbox.encode(first + lo as u64, part, reply_to, self.compress_above)?;
-            if part.len() > 1 && payload.len() > max {
-                let mid = lo + part.len() / 2;
-                ranges.push((mid, hi));
-                ranges.push((lo, mid));
-                continue;
+            let seq = first + lo as u64;
+            let plain = outbox.encode(seq, part, reply_to, redelivered)?;
+            let wire = crate::message::compress_above_limit(plain.clone(), self.compress_above);
+            if wire.len() > max {
+                if part.len() > 1 {
+                    let mid = lo + part.len() / 2;
+                    ranges.push((mid, hi));
+                    ranges.push((lo, mid));
+                    continue;
+                }
+                // Refused for good: sending it again could never help, so its causes
+                // count as handled (the refusal is the outcome).
+                if let Some(causes) = causes.take() {
+                    causes.release();
+                }
+                return Err(Error::new(
+                    ErrorKind::PayloadTooLarge,
+                    format!(
+                        "a message for {subject} is {} bytes as sent; the server's max_payload \
+                         is {max} bytes (raise max_payload in the server config, or send it \
+                         in parts)",
+                        wire.len()
+                    ),
+                ));
             }
-            self.send_on(road, network, subject, payload.clone())
-                .await?;
-            outbox.keep(first + lo as u64, part.len(), subject.clone(), payload);
+            let part_causes = if ranges.is_empty() {
+                causes.take().unwrap_or_default()
+            } else {
+                causes.as_ref().map(Causes::share).unwrap_or_default()
+            };
+            // Kept before it is sent, so that an acknowledgement that comes back at once
+            // finds it.
+            let kept = Kept {
+                subject: subject.clone(),
+                plain,
+            };
+            outbox.window().keep(seq, part.len(), kept, part_causes);
+            if let Err(err) = self.send_on(road, network, subject, wire).await {
+                // Kept: it goes again once its acknowledgement is overdue, or the road
+                // changes. The caller hears of the trouble all the same.
+                tracing::debug!(network, error = %err, "a streamed envelope could not be sent; it is kept to send again");
+                return Err(err);
+            }
         }
         Ok(())
     }
@@ -522,23 +586,25 @@ impl Bridge {
         }
     }
 
+    /// Sends what this instance still owes its senders, and stops the task that does.
+    pub(crate) async fn finish_acks(&self) {
+        self.acks_done.cancel();
+        self.send_acks().await;
+    }
+
     /// Stops taking new inbound work: drains the data subscription (what the client has
-    /// buffered is still delivered), then waits for the dispatcher to finish, at most
-    /// `drain_timeout_ms` (the broker may go away in the middle of a drain).
+    /// buffered is still delivered), and waits until the dispatcher has, at most
+    /// `drain_timeout_ms` (the broker may go away in the middle of a drain). The
+    /// dispatcher goes on taking returned outputs until [`Bridge::stop`].
     pub(crate) async fn drain_inbound(&self) {
         self.drain.cancel();
-        let handle = self.data_done.lock().take();
-        let Some(mut handle) = handle else {
+        let drained = self.drained.lock().take();
+        let Some(drained) = drained else {
             return;
         };
         let limit = Duration::from_millis(self.config.local_network_config.drain_timeout_ms);
-        match tokio::time::timeout(limit, &mut handle).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::warn!(error = %err, "data dispatcher ended abnormally"),
-            Err(_) => {
-                tracing::warn!("inbound traffic did not drain within {limit:?}; stopping anyway");
-                handle.abort();
-            }
+        if tokio::time::timeout(limit, drained).await.is_err() {
+            tracing::warn!("inbound traffic did not drain within {limit:?}; going on");
         }
     }
 
@@ -564,6 +630,15 @@ impl Bridge {
             ),
         }
         self.cancel.cancel();
+        let dispatcher = self.data_done.lock().take();
+        if let Some(mut dispatcher) = dispatcher
+            && tokio::time::timeout(BROKER_GOODBYE, &mut dispatcher)
+                .await
+                .is_err()
+        {
+            // Blocked on an inbox of a halted graph: nothing more will be taken.
+            dispatcher.abort();
+        }
         self.tracker.close();
         self.tracker.wait().await;
         let wait = if self.broker.is_up() {

@@ -19,6 +19,7 @@ use super::{Bridge, SharedOutbox};
 use crate::actor::{Actor, ActorContext};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
+use crate::network::Causes;
 use crate::subject::data_subject;
 
 fn bridge_gone() -> Error {
@@ -43,12 +44,21 @@ pub(crate) struct RemoteProxy {
     pending: Pending,
 }
 
-/// Messages a proxy holds for one subject until its inbox has no more ready.
-#[derive(Clone, Default)]
+/// Messages a proxy holds for one subject until its inbox has no more ready, and the
+/// causes whose acknowledgement waits for them.
+#[derive(Default)]
 struct Pending {
     subject: Option<Subject>,
     messages: Vec<Message>,
     bytes: usize,
+    causes: Causes,
+}
+
+impl Clone for Pending {
+    /// A fresh proxy from the same template holds nothing.
+    fn clone(&self) -> Self {
+        Pending::default()
+    }
 }
 
 /// The most messages one batch envelope carries.
@@ -103,6 +113,7 @@ impl RemoteProxy {
             return Ok(());
         };
         let messages = std::mem::take(&mut self.pending.messages);
+        let causes = self.pending.causes.take();
         self.pending.bytes = 0;
         let bridge = self.bridge.upgrade().ok_or_else(bridge_gone)?;
         let outbox = self
@@ -116,6 +127,7 @@ impl RemoteProxy {
                 &subject,
                 &messages,
                 Some(&self.reply_to),
+                causes,
             )
             .await;
         let count = messages.len();
@@ -164,6 +176,7 @@ impl Actor for RemoteProxy {
         }
         self.pending.bytes += message.size_hint();
         self.pending.messages.push(message);
+        self.pending.causes.add(ctx.trace().cause.as_ref());
         self.pending.subject = Some(subject);
         if ctx.more_queued() && self.pending.messages.len() < BATCH_MESSAGES {
             return Ok(());
@@ -235,8 +248,10 @@ impl Actor for Egress {
         }
         for subscriber in subscribers {
             let subject = Subject::from(format!("{}.{port}", subscriber.reply_to));
+            let mut causes = Causes::default();
+            causes.add(ctx.trace().cause.as_ref());
             bridge
-                .publish_return(&subscriber.network, &subject, &message)
+                .publish_return(&subscriber.network, &subject, &message, causes)
                 .await?;
         }
         Ok(())

@@ -276,21 +276,32 @@ impl Bridge {
         Ok(info)
     }
 
-    /// Sends one message and waits until the remote network has put it into the actor's
-    /// in-port.
+    /// Sends one message and waits until the remote network has handled it; `id` makes
+    /// a retry safe (see `DistributedNetwork::send_to_remote_actor_with_id`).
     pub(crate) async fn send_confirmed(
         &self,
         network: &str,
         actor: &str,
         port: &str,
         message: Message,
+        id: Option<&str>,
     ) -> Result<()> {
         validate_network_id(network)?;
         validate_name("actor", actor)?;
         validate_name("port", port)?;
         self.require_connected(network)?;
         let seq = self.confirmed_seq.fetch_add(1, Ordering::Relaxed);
-        let payload = self.envelope(seq, message).encode(self.compress_above)?;
+        let payload = crate::message::EnvelopeRef {
+            version: crate::message::WIRE_VERSION,
+            network: &self.network_id,
+            instance: &self.instance_id,
+            seq,
+            message: &message,
+            reply_to: None,
+            acked_below: None,
+            key: id,
+        }
+        .encode(self.compress_above)?;
         let reply = self
             .request(
                 network,

@@ -223,21 +223,36 @@ impl Bridge {
         Ok(to)
     }
 
-    /// Sends `outbox`'s unacknowledged envelopes again on `road`, oldest first.
-    async fn resend_kept(&self, road: TransportKind, network: &str, outbox: &Outbox) -> Result<()> {
-        self.resend(road, network, outbox.resend_all()).await
+    /// Sends `outbox`'s unhandled envelopes again on `road`, oldest first.
+    async fn resend_kept(
+        &self,
+        road: TransportKind,
+        network: &str,
+        outbox: &mut Outbox,
+    ) -> Result<()> {
+        let kept = outbox.window().resend_all();
+        self.resend(road, network, outbox, kept).await
     }
 
-    /// Sends `kept` envelopes again on `road`, oldest first.
+    /// Sends `kept` envelopes again on `road`, oldest first, each encoded afresh (the
+    /// current floor, marked redelivered).
     pub(crate) async fn resend(
         &self,
         road: TransportKind,
         network: &str,
-        kept: Vec<super::window::Kept>,
+        outbox: &mut Outbox,
+        kept: Vec<(u64, super::window::Kept)>,
     ) -> Result<()> {
-        for kept in kept {
-            self.send_on(road, network, &kept.subject, kept.payload)
-                .await?;
+        for (first, kept) in kept {
+            let plain = match outbox.reencode(first, &kept) {
+                Ok(plain) => plain,
+                Err(err) => {
+                    tracing::error!(network, first, error = %err, "a kept envelope could not be encoded again");
+                    continue;
+                }
+            };
+            let payload = crate::message::compress_above_limit(plain, self.compress_above);
+            self.send_on(road, network, &kept.subject, payload).await?;
             self.counters.resent.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())

@@ -1,40 +1,33 @@
 //! Sequence numbers: how a message survives a switch between the broker and a direct
-//! link, a lost envelope or a receiver's restart, neither lost nor doubled.
+//! link, a lost envelope, or the loss of the instance that was handling it, neither lost
+//! nor doubled.
 //!
 //! Every instance numbers the envelopes it streams to each target network ([`Outbox`]),
-//! and keeps each one until the receiver acknowledges it ([`super::window`]). When its
-//! road to that network changes (the broker is lost and a direct link takes over, or the
-//! broker comes back), or no acknowledgement comes in time, it sends the unacknowledged
-//! envelopes again. The receiver remembers which numbers it has delivered per sender
-//! ([`SeenWindow`]) and drops the repeats. Each envelope also tells the lowest number its
-//! sender still waits on (`a`): everything below was delivered, so a receiver may forget
-//! it, and a receiver that has just started knows where the sender's stream stands.
+//! and keeps each one until the receiver says it is handled ([`super::window`]). Each
+//! envelope tells the lowest number its sender still waits on (`a`, the floor): every
+//! number below was handled by some instance of the receiving network. Receivers use it
+//! to recognise repeats with bounded memory ([`super::ledger`]).
 //!
 //! Numbers start at the sender's start time in microseconds, so a restarted sender with
 //! the same ids is not mistaken for a repeat of its previous life.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::Subject;
 use bytes::Bytes;
 
 use super::window::{Kept, SendWindow};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::events::TransportKind;
+use crate::message::{EnvelopeView, EnvelopeWriter, Message};
 
-/// How long an envelope waits for those before it; past this the gap is given up on.
+/// How long an envelope waits for those before it; past this it goes on out of order.
 pub(crate) const HOLD_LIMIT: Duration = Duration::from_secs(10);
 
 /// The most envelopes held back per sender: a sender that keeps its window has far fewer
-/// unacknowledged, so more means it does not, and they go on out of order.
+/// unhandled, so more means it does not, and they go on out of order.
 const MAX_HELD: usize = 4096;
-use crate::message::{EnvelopeWriter, Message};
-
-/// How many out-of-order numbers a receiver tracks per sender before it treats the
-/// oldest gaps as delivered elsewhere (another instance of its network took them).
-const MAX_TRACKED_GAPS: usize = 8192;
 
 /// The envelopes streamed to one network.
 #[derive(Debug)]
@@ -44,10 +37,10 @@ pub(crate) struct Outbox {
     writer: EnvelopeWriter,
     /// The road this stream takes now.
     road: TransportKind,
-    /// Sent through the broker while it was down: the unacknowledged envelopes go again
+    /// Sent through the broker while it was down: the unhandled envelopes go again
     /// once the peer answers through the broker.
     stale: bool,
-    /// What was sent and not yet acknowledged.
+    /// What was sent and not yet handled.
     window: Arc<SendWindow>,
 }
 
@@ -80,7 +73,7 @@ impl Outbox {
         self.stale = stale;
     }
 
-    /// What this stream sent and has not heard acknowledged.
+    /// What this stream sent and has not heard handled.
     pub(crate) fn window(&self) -> &SendWindow {
         &self.window
     }
@@ -92,92 +85,36 @@ impl Outbox {
         seq
     }
 
-    /// Encodes `messages` as one envelope of this stream, numbered from `first` (taken
-    /// with [`Outbox::take_seqs`]), telling the lowest number still unacknowledged.
+    /// Encodes `messages` as one envelope of this stream, uncompressed, numbered from
+    /// `first` (taken with [`Outbox::take_seqs`]), telling the current floor;
+    /// `redelivered` when they descend from a message that may be a repeat.
     pub(crate) fn encode(
         &mut self,
         first: u64,
         messages: &[Message],
         reply_to: Option<&str>,
-        compress_above: Option<usize>,
+        redelivered: bool,
     ) -> Result<Bytes> {
         let floor = self.window.floor(first);
         self.writer
-            .encode_batch(first, floor, messages, reply_to, compress_above)
+            .encode_batch(first, floor, messages, reply_to, redelivered)
     }
 
-    /// Keeps an envelope just sent, numbered from `first`, until it is acknowledged.
-    pub(crate) fn keep(&mut self, first: u64, count: usize, subject: Subject, payload: Bytes) {
-        self.window.keep(first, count, subject, payload);
-    }
-
-    /// Every unacknowledged envelope, oldest first, to send again now.
-    pub(crate) fn resend_all(&self) -> Vec<Kept> {
-        self.window.resend_all()
-    }
-}
-
-/// Which numbers of one sender this receiver has delivered.
-#[derive(Debug, Default)]
-pub(crate) struct SeenWindow {
-    /// Every number up to and including this one is delivered (or given up on).
-    floor: Option<u64>,
-    /// Delivered numbers above the floor.
-    above: BTreeSet<u64>,
-}
-
-impl SeenWindow {
-    /// Records `seq`; false if it was delivered before.
-    pub(crate) fn first_time(&mut self, seq: u64) -> bool {
-        let Some(floor) = self.floor else {
-            // The first number heard from this sender: earlier ones went elsewhere or
-            // before this receiver started.
-            self.floor = Some(seq);
-            return true;
-        };
-        if seq == floor + 1 && self.above.is_empty() {
-            // The common case: the next number, in order.
-            self.floor = Some(seq);
-            return true;
+    /// Encodes a kept envelope numbered from `first` afresh to send again: it tells the
+    /// current floor, and says it was sent before.
+    pub(crate) fn reencode(&mut self, first: u64, kept: &Kept) -> Result<Bytes> {
+        let view = EnvelopeView::read(&kept.plain)?;
+        if view.seq != first {
+            return Err(Error::encoding(format!(
+                "kept envelope {} is filed as {first}",
+                view.seq
+            )));
         }
-        if seq <= floor || !self.above.insert(seq) {
-            return false;
-        }
-        let mut floor = floor;
-        while self.above.remove(&(floor + 1)) {
-            floor += 1;
-        }
-        while self.above.len() > MAX_TRACKED_GAPS {
-            if let Some(lowest) = self.above.pop_first() {
-                floor = lowest;
-            }
-        }
-        self.floor = Some(floor);
-        true
-    }
-
-    /// Whether an envelope numbered from `first` would skip numbers not yet delivered:
-    /// something before it is missing (lost, or on its way again).
-    pub(crate) fn waits_before(&self, first: u64) -> bool {
-        self.floor
-            .is_some_and(|floor| first > floor + 1 && !self.above.contains(&first))
-    }
-
-    /// Learns from the sender that every number below `below` has been delivered
-    /// somewhere (here, or at another instance of this network): they need no tracking,
-    /// and any that comes again is a repeat. A receiver that has just started learns
-    /// where the sender's stream stands, so what the sender sends again is not mistaken
-    /// for old news.
-    pub(crate) fn raise_floor(&mut self, below: u64) {
-        let Some(at_least) = below.checked_sub(1) else {
-            return;
-        };
-        let mut floor = self.floor.map_or(at_least, |f| f.max(at_least));
-        self.above = self.above.split_off(&(floor + 1));
-        while self.above.remove(&(floor + 1)) {
-            floor += 1;
-        }
-        self.floor = Some(floor);
+        let reply_to = view.reply_to.as_deref().map(str::to_string);
+        let messages: Vec<Message> = view.messages.into_iter().collect();
+        let floor = self.window.floor(self.next_seq);
+        self.writer
+            .encode_batch(first, floor, &messages, reply_to.as_deref(), true)
     }
 }
 
@@ -218,7 +155,11 @@ pub(crate) struct HeldBack {
 
 impl HeldBack {
     /// Holds the envelope numbered from `first`; false, holding nothing, when full.
+    /// A copy of one already held (sent again meanwhile) keeps its place and its wait.
     pub(crate) fn hold(&mut self, first: u64, envelope: impl FnOnce() -> Held) -> bool {
+        if self.by_first.contains_key(&first) {
+            return true;
+        }
         if self.by_first.len() >= MAX_HELD {
             return false;
         }
@@ -251,72 +192,30 @@ impl HeldBack {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn repeats_are_dropped_in_and_out_of_order() {
-        let mut seen = SeenWindow::default();
-        assert!(seen.first_time(100));
-        assert!(seen.first_time(101));
-        assert!(!seen.first_time(101));
-        assert!(seen.first_time(103));
-        assert!(!seen.first_time(100));
-        assert!(seen.first_time(102));
-        assert!(!seen.first_time(103));
-        assert!(seen.first_time(104));
-    }
-
-    #[test]
-    fn gaps_taken_by_other_instances_do_not_grow_memory() {
-        let mut seen = SeenWindow::default();
-        for seq in (0..100_000u64).step_by(3) {
-            assert!(seen.first_time(seq));
-        }
-        assert!(seen.above.len() <= MAX_TRACKED_GAPS);
-        assert!(!seen.first_time(99_999));
-    }
-
-    #[test]
-    fn a_raised_floor_forgets_gaps_and_tells_a_new_receiver_where_the_stream_is() {
-        let mut seen = SeenWindow::default();
-        seen.raise_floor(500);
-        assert!(seen.first_time(503), "sent after the floor: new");
-        assert!(seen.first_time(500), "sent again from the floor: new here");
-        assert!(
-            !seen.first_time(499),
-            "below the floor: delivered elsewhere"
-        );
-        seen.raise_floor(502);
-        assert!(seen.above.len() == 1 && seen.floor == Some(501), "{seen:?}");
-        assert!(!seen.first_time(501));
-        assert!(seen.first_time(502));
-        assert_eq!(seen.floor, Some(503), "502 closed the gap up to 503");
-        seen.raise_floor(10);
-        assert_eq!(seen.floor, Some(503), "a floor never goes down");
-    }
+    use crate::network::Causes;
+    use async_nats::Subject;
 
     #[test]
     fn an_envelope_after_a_gap_waits_and_goes_once_the_gap_fills() {
-        let mut seen = SeenWindow::default();
         let mut held = HeldBack::default();
-        assert!(seen.first_time(10));
-        assert!(!seen.waits_before(11), "the next number");
-        assert!(seen.waits_before(13), "11 and 12 are missing");
         let payload = Bytes::from_static(b"x");
         let envelope = || Held::new("B.t.in", &payload, TransportKind::Nats, false);
         assert!(held.hold(13, envelope));
         assert!(held.hold(12, envelope));
         let now = Instant::now();
-        assert!(held.next_due(|f| seen.waits_before(f), now).is_none());
-        assert!(seen.first_time(11));
-        let (first, _, gave_up) = held.next_due(|f| seen.waits_before(f), now).unwrap();
+        let mut missing = vec![11u64];
+        let waits = |missing: &Vec<u64>, first: u64| missing.iter().any(|m| *m < first);
+        assert!(held.next_due(|f| waits(&missing, f), now).is_none());
+        missing.clear();
+        let (first, _, gave_up) = held.next_due(|f| waits(&missing, f), now).unwrap();
         assert_eq!((first, gave_up), (12, false));
-        assert!(seen.first_time(12));
-        assert_eq!(held.next_due(|f| seen.waits_before(f), now).unwrap().0, 13);
+        assert_eq!(held.next_due(|f| waits(&missing, f), now).unwrap().0, 13);
         assert!(held.is_empty());
 
+        missing.push(19);
         assert!(held.hold(20, envelope));
         let later = now + HOLD_LIMIT + Duration::from_millis(1);
-        let (first, _, gave_up) = held.next_due(|f| seen.waits_before(f), later).unwrap();
+        let (first, _, gave_up) = held.next_due(|f| waits(&missing, f), later).unwrap();
         assert_eq!(
             (first, gave_up),
             (20, true),
@@ -325,24 +224,48 @@ mod tests {
     }
 
     #[test]
-    fn outbox_numbers_in_order_and_keeps_what_is_unacknowledged() {
+    fn outbox_numbers_in_order_and_sends_again_with_a_fresh_floor() {
         let window = Arc::new(SendWindow::new(1 << 20));
         let mut outbox = Outbox::new(7, window.clone(), EnvelopeWriter::new("n", "i"));
         assert_eq!(outbox.take_seqs(1), 7);
         assert_eq!(outbox.take_seqs(3), 8);
-        assert_eq!(outbox.take_seqs(1), 11);
-        for (i, first) in [(0u8, 7), (1, 8), (2, 11)] {
-            outbox.keep(first, 1, Subject::from("a.b.c"), Bytes::from(vec![i; 10]));
-        }
-        window.acknowledge(&[(8, 8)]);
-        let kept: Vec<u8> = outbox.resend_all().iter().map(|k| k.payload[0]).collect();
-        assert_eq!(kept, [0, 2]);
-        let payload = outbox.encode(12, &[Message::Flow], None, None).unwrap();
-        let view = crate::message::EnvelopeView::read(&payload).unwrap();
-        assert_eq!(
-            view.acked_below,
-            Some(7),
-            "the oldest unacknowledged number"
+        let plain = outbox
+            .encode(7, &[Message::Integer(1)], Some("r.x"), false)
+            .unwrap();
+        let view = EnvelopeView::read(&plain).unwrap();
+        assert_eq!((view.acked_below, view.redelivered), (Some(7), false));
+        let kept = Kept {
+            subject: Subject::from("a.b.c"),
+            plain,
+        };
+        window.keep(7, 1, kept.clone(), Causes::default());
+        let batch = outbox
+            .encode(
+                8,
+                &[Message::Flow, Message::Flow, Message::Flow],
+                None,
+                false,
+            )
+            .unwrap();
+        window.keep(
+            8,
+            3,
+            Kept {
+                subject: Subject::from("a.b.c"),
+                plain: batch,
+            },
+            Causes::default(),
+        );
+        window.acknowledge("b", &[(7, 7)], &[]);
+        let again = outbox.reencode(7, &kept).unwrap();
+        let view = EnvelopeView::read(&again).unwrap();
+        assert_eq!(view.acked_below, Some(8), "the floor as it is now");
+        assert!(view.redelivered);
+        assert_eq!(view.reply_to.as_deref(), Some("r.x"));
+        assert_eq!(view.messages.len(), 1);
+        assert!(
+            outbox.reencode(8, &kept).is_err(),
+            "filed under the wrong number"
         );
     }
 }

@@ -1,27 +1,35 @@
-//! The send window: what a stream has sent and not yet heard acknowledged.
+//! The send window: what a stream has sent and not yet heard handled.
 //!
-//! Core NATS has no flow control: a publisher that outruns its subscriber fills the
-//! subscriber's client buffer, and past its bound the client drops messages. So every
-//! stream to another network keeps the envelopes it sent until the receiver acknowledges
-//! them ([`super::ack`]), and holds back once `max_buffer_size` bytes (or
-//! [`MAX_UNACKED`] envelopes) are unacknowledged. The receiver's buffer then holds at
-//! most that much from each sender, whatever the rates.
+//! Core NATS has no flow control and no delivery guarantee: a publisher that outruns its
+//! subscriber fills the subscriber's client buffer, past its bound the client drops
+//! messages, and whatever is in flight when a server or a connection dies is gone. So
+//! every stream to another network keeps each envelope it sent until the receiver says
+//! it is *handled* ([`super::ledger`]), and holds back once `max_buffer_size` bytes (or
+//! [`MAX_UNACKED`] envelopes) are unhandled. Each kept envelope also keeps the
+//! [`Causes`] of its messages: the acknowledgements this network owes upstream wait
+//! until the next network has handled what this one sent on.
 //!
-//! What is kept is also what a stream sends again: all of it when its road changes, and
-//! what an acknowledgement is overdue for otherwise, because the broker lost it, a
-//! receiver dropped it, or its acknowledgement was lost. Receivers drop what they already
-//! have, so sending again is always safe; the rules below keep it rare:
+//! An envelope is in one of three states:
 //!
-//! * An envelope is overdue once it has waited longer than the retransmission timeout:
-//!   four times the smoothed time acknowledgements take (so a receiver working through a
-//!   long backlog is not flooded with copies of it), and at least [`RETRANSMIT_AFTER`].
-//! * While acknowledgements keep coming, the receiver is alive and what it skipped is
-//!   lost: every overdue envelope goes again.
-//! * When none has come for a timeout, the receiver may be gone, cut off or stuck behind
-//!   a full inbox: only the oldest envelope goes, as a probe, at growing intervals. Once
-//!   the receiver acknowledges it, the rest follows.
+//! * **sent**, not yet heard of. It goes again when it is *overdue*: a retransmission
+//!   timeout has passed (the smoothed time until a receiver says it has an envelope,
+//!   plus four deviations, at least [`RETRANSMIT_AFTER`]) *and* an envelope sent after
+//!   it has been heard of, so it was overtaken: lost, not merely queued behind a slow
+//!   actor. When the receiver has said nothing at all for a timeout, only the oldest goes,
+//!   as a probe, at growing intervals, until the receiver answers.
+//! * **accepted** by a named instance, which holds it and is handling it. However long
+//!   that takes, it is not sent again, unless that instance dies (its liveness entry
+//!   goes, or a new incarnation replaces it: [`SendWindow::instance_gone`]), when it goes
+//!   again at once, to whichever instance is left.
+//! * **handled**: forgotten, and its causes released.
+//!
+//! When the road changes, or the broker comes back after an outage (which may have
+//! swallowed acknowledgements), everything unhandled goes again; receivers recognise what
+//! they already hold. What goes again is encoded afresh: it tells the current floor and
+//! is marked redelivered.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::Subject;
@@ -29,9 +37,15 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
-/// The most envelopes a stream leaves unacknowledged, whatever their size: small
-/// envelopes count against the receiver's client buffer, which holds 65,536 messages.
+use crate::network::Causes;
+
+/// The most envelopes a stream leaves unhandled, whatever their size: small envelopes
+/// count against the receiver's client buffer, which holds 65,536 messages.
 pub(crate) const MAX_UNACKED: usize = 4096;
+
+/// The most envelopes from the oldest unhandled one to the newest, handled or not: what
+/// a receiver must remember to recognise repeats is bounded by this.
+pub(crate) const MAX_SPAN: usize = 4 * MAX_UNACKED;
 
 /// The shortest retransmission timeout.
 pub(crate) const RETRANSMIT_AFTER: Duration = Duration::from_secs(1);
@@ -42,11 +56,20 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 /// Probes of a silent receiver wait at most this many timeouts apart.
 const MAX_PROBE_BACKOFF: u32 = 8;
 
-/// One envelope sent and kept until it is acknowledged.
+/// One envelope to send again: its subject and its uncompressed bytes as first sent.
 #[derive(Debug, Clone)]
 pub(crate) struct Kept {
     pub(crate) subject: Subject,
-    pub(crate) payload: Bytes,
+    pub(crate) plain: Bytes,
+}
+
+/// Who holds an envelope.
+#[derive(Debug, Clone, PartialEq)]
+enum Holder {
+    /// Nobody has said so yet.
+    Unheard,
+    /// This instance of the receiving network accepted it.
+    Instance(Arc<str>),
 }
 
 #[derive(Debug)]
@@ -55,44 +78,53 @@ struct Sent {
     first: u64,
     count: u64,
     kept: Kept,
-    acked: bool,
-    /// When it last went out, and whether it went more than once (its acknowledgement
-    /// then says nothing of how long one takes).
+    holder: Holder,
+    handled: bool,
+    /// Its holder died: it goes again at once.
+    orphaned: bool,
+    /// When it last went out, its place in the order of transmissions, and whether it
+    /// went more than once (its acknowledgement then says nothing of how long one takes).
     sent_at: Instant,
+    order: u64,
     resent: bool,
+    /// Released once it is handled.
+    causes: Causes,
 }
 
 impl Sent {
     fn bytes(&self) -> usize {
-        self.kept.payload.len() + self.kept.subject.len()
+        self.kept.plain.len() + self.kept.subject.len()
     }
 
     fn last(&self) -> u64 {
         self.first + self.count - 1
     }
 
-    /// Counts it as sent again at `now`, and gives what to send.
-    fn send_again(&mut self, now: Instant) -> Kept {
-        self.sent_at = now;
-        self.resent = true;
-        self.kept.clone()
+    fn within(&self, lo: u64, hi: u64) -> bool {
+        self.first >= lo && self.last() <= hi
     }
 }
 
 #[derive(Debug)]
 struct State {
-    /// In sequence order; the front is never acknowledged (acknowledged fronts are
-    /// dropped at once), so it holds the lowest unacknowledged number.
+    /// In sequence order; the front is never handled (handled fronts are dropped at
+    /// once), so it holds the lowest unhandled number.
     sent: VecDeque<Sent>,
     unacked: usize,
     unacked_bytes: usize,
-    /// When an acknowledgement last freed something, or the window last filled from empty.
+    /// Transmissions so far; the order of the latest envelope heard of.
+    transmissions: u64,
+    heard_order: u64,
+    /// When the receiver was last heard from, or the window last filled from empty.
     progress: Instant,
-    /// The smoothed time from sending an envelope to hearing it acknowledged.
+    /// Smoothed time until an envelope is heard of, and its mean deviation.
     smoothed: Option<Duration>,
+    deviation: Duration,
     /// Probes sent since the last progress, and when the last one went.
     probes: u32,
     probed: Option<Instant>,
+    /// Envelopes sent again so far.
+    resent: u64,
 }
 
 impl State {
@@ -103,9 +135,23 @@ impl State {
         self.probed = None;
     }
 
+    fn sample(&mut self, took: Duration) {
+        match self.smoothed {
+            None => {
+                self.smoothed = Some(took);
+                self.deviation = took / 2;
+            }
+            Some(s) => {
+                let delta = took.abs_diff(s);
+                self.deviation = (self.deviation * 3 + delta) / 4;
+                self.smoothed = Some((s * 7 + took) / 8);
+            }
+        }
+    }
+
     fn timeout(&self) -> Duration {
         self.smoothed
-            .map_or(RETRANSMIT_AFTER, |s| s * 4)
+            .map_or(RETRANSMIT_AFTER, |s| s + self.deviation * 4)
             .clamp(RETRANSMIT_AFTER, MAX_TIMEOUT)
     }
 
@@ -122,27 +168,39 @@ impl State {
         }
     }
 
-    /// The unacknowledged envelopes that `pick` chooses, oldest first, each counted as
-    /// sent again at `now`.
-    fn send_again(&mut self, now: Instant, pick: impl Fn(&Sent) -> bool) -> Vec<Kept> {
-        self.sent
-            .iter_mut()
-            .filter(|s| !s.acked && pick(s))
-            .map(|s| s.send_again(now))
-            .collect()
+    fn overtaken(&self, sent: &Sent) -> bool {
+        !sent.handled && sent.holder == Holder::Unheard && sent.order < self.heard_order
     }
 
-    fn oldest_send(&self) -> Option<Instant> {
-        self.sent
-            .iter()
-            .filter(|s| !s.acked)
-            .map(|s| s.sent_at)
-            .min()
+    /// When `sent` is due to go again without probing, if ever.
+    fn due_at(&self, sent: &Sent, timeout: Duration) -> Option<Instant> {
+        if sent.handled {
+            None
+        } else if sent.orphaned {
+            Some(sent.sent_at)
+        } else if self.overtaken(sent) {
+            Some(sent.sent_at + timeout)
+        } else {
+            None
+        }
+    }
+
+    /// Counts the envelope at `index` as sent again at `now`, and gives what to send.
+    fn send_again(&mut self, index: usize, now: Instant) -> Kept {
+        self.transmissions += 1;
+        self.resent += 1;
+        let order = self.transmissions;
+        let sent = &mut self.sent[index];
+        sent.sent_at = now;
+        sent.order = order;
+        sent.resent = true;
+        sent.orphaned = false;
+        sent.kept.clone()
     }
 }
 
-/// The unacknowledged envelopes of one stream, shared by the stream (which adds to it)
-/// and the task that applies acknowledgements (which frees it).
+/// The unhandled envelopes of one stream, shared by the stream (which adds to it) and
+/// the task that applies acknowledgements (which frees it).
 #[derive(Debug)]
 pub(crate) struct SendWindow {
     state: Mutex<State>,
@@ -158,41 +216,55 @@ impl SendWindow {
                 sent: VecDeque::new(),
                 unacked: 0,
                 unacked_bytes: 0,
+                transmissions: 0,
+                heard_order: 0,
                 progress: Instant::now(),
                 smoothed: None,
+                deviation: Duration::ZERO,
                 probes: 0,
                 probed: None,
+                resent: 0,
             }),
             freed: Notify::new(),
             max_bytes,
         }
     }
 
-    /// Keeps an envelope just sent, numbered `first` to `first + count - 1`.
-    pub(crate) fn keep(&self, first: u64, count: usize, subject: Subject, payload: Bytes) {
+    /// Keeps an envelope about to be sent, numbered `first` to `first + count - 1`,
+    /// with the causes of its messages. Kept before it is sent, so that an
+    /// acknowledgement that comes back at once finds it.
+    pub(crate) fn keep(&self, first: u64, count: usize, kept: Kept, causes: Causes) {
         let now = Instant::now();
         let mut state = self.state.lock();
         if state.unacked == 0 {
             state.progressed(now);
         }
+        state.transmissions += 1;
         let sent = Sent {
             first,
             count: count.max(1) as u64,
-            kept: Kept { subject, payload },
-            acked: false,
+            kept,
+            holder: Holder::Unheard,
+            handled: false,
+            orphaned: false,
             sent_at: now,
+            order: state.transmissions,
             resent: false,
+            causes,
         };
         state.unacked += 1;
         state.unacked_bytes += sent.bytes();
         state.sent.push_back(sent);
     }
 
-    /// Whether another envelope may go: always when nothing is unacknowledged (however
-    /// large it is), else while both bounds leave room.
+    /// Whether another envelope may go: always when nothing is unhandled (however large
+    /// it is), else while every bound leaves room.
     pub(crate) fn has_room(&self) -> bool {
         let state = self.state.lock();
-        state.unacked == 0 || (state.unacked_bytes < self.max_bytes && state.unacked < MAX_UNACKED)
+        state.unacked == 0
+            || (state.unacked_bytes < self.max_bytes
+                && state.unacked < MAX_UNACKED
+                && state.sent.len() < MAX_SPAN)
     }
 
     /// Waits until an acknowledgement frees room, or `deadline` passes.
@@ -223,239 +295,191 @@ impl SendWindow {
         }
     }
 
-    /// Marks every envelope whose numbers lie wholly in one of `ranges` (first, last) as
-    /// delivered; returns how many were newly acknowledged.
-    pub(crate) fn acknowledge(&self, ranges: &[(u64, u64)]) -> usize {
+    /// Applies an acknowledgement from `instance`: the envelopes whose numbers lie wholly
+    /// in one of `accepted` are held there; those wholly in one of `handled` are done.
+    /// Returns how many were newly handled; their causes are released after the window's
+    /// lock is let go, since releasing one may acknowledge upstream.
+    pub(crate) fn acknowledge(
+        &self,
+        instance: &str,
+        handled: &[(u64, u64)],
+        accepted: &[(u64, u64)],
+    ) -> usize {
         let now = Instant::now();
+        let mut released = Vec::new();
         let mut state = self.state.lock();
+        let mut heard = false;
         let mut newly = 0;
-        for &(lo, hi) in ranges {
-            let start = state.sent.partition_point(|s| s.first < lo);
-            for i in start..state.sent.len() {
-                let sent = &state.sent[i];
-                if sent.first > hi {
-                    break;
-                }
-                if sent.acked || sent.last() > hi {
-                    continue;
-                }
-                let (bytes, took) = (sent.bytes(), (!sent.resent).then(|| now - sent.sent_at));
-                state.sent[i].acked = true;
-                state.unacked -= 1;
-                state.unacked_bytes -= bytes;
-                newly += 1;
-                if let Some(took) = took {
-                    state.smoothed = Some(match state.smoothed {
-                        None => took,
-                        Some(s) => (s * 7 + took) / 8,
-                    });
+        let holder: Option<Arc<str>> = (!accepted.is_empty()).then(|| instance.into());
+        for (ranges, done) in [(accepted, false), (handled, true)] {
+            for &(lo, hi) in ranges {
+                let start = state.sent.partition_point(|s| s.first < lo);
+                for i in start..state.sent.len() {
+                    let sent = &state.sent[i];
+                    if sent.first > hi {
+                        break;
+                    }
+                    if sent.handled || !sent.within(lo, hi) {
+                        continue;
+                    }
+                    let first_heard = sent.holder == Holder::Unheard;
+                    let (took, order, bytes) = (
+                        (first_heard && !sent.resent).then(|| now - sent.sent_at),
+                        sent.order,
+                        sent.bytes(),
+                    );
+                    if let Some(took) = took {
+                        state.sample(took);
+                    }
+                    state.heard_order = state.heard_order.max(order);
+                    heard = true;
+                    let sent = &mut state.sent[i];
+                    sent.orphaned = false;
+                    if done {
+                        sent.handled = true;
+                        released.push(sent.causes.take());
+                        state.unacked -= 1;
+                        state.unacked_bytes -= bytes;
+                        newly += 1;
+                    } else if let Some(holder) = &holder {
+                        sent.holder = Holder::Instance(holder.clone());
+                    }
                 }
             }
         }
-        while state.sent.front().is_some_and(|s| s.acked) {
+        while state.sent.front().is_some_and(|s| s.handled) {
             state.sent.pop_front();
         }
-        if newly > 0 {
+        if heard {
             state.progressed(now);
-            drop(state);
+        }
+        drop(state);
+        if newly > 0 {
             self.freed.notify_waiters();
+        }
+        for causes in released {
+            causes.release();
         }
         newly
     }
 
-    /// The lowest unacknowledged number, or `next` when everything is acknowledged:
-    /// every number below it has been delivered somewhere.
+    /// `instance` of the receiving network is gone: what it held and had not handled
+    /// goes again at once.
+    pub(crate) fn instance_gone(&self, instance: &str) -> usize {
+        let mut state = self.state.lock();
+        let mut orphaned = 0;
+        for sent in state.sent.iter_mut() {
+            if !sent.handled && matches!(&sent.holder, Holder::Instance(i) if &**i == instance) {
+                sent.holder = Holder::Unheard;
+                sent.orphaned = true;
+                orphaned += 1;
+            }
+        }
+        orphaned
+    }
+
+    /// An instance of the receiving network appeared: a silent stream probes it at once
+    /// rather than at its backed-off interval.
+    pub(crate) fn instance_appeared(&self) {
+        let mut state = self.state.lock();
+        if state.probed.is_some() {
+            state.probes = 0;
+            state.probed = Some(Instant::now() - state.timeout());
+        }
+    }
+
+    /// The lowest unhandled number, or `next` when everything is handled: every number
+    /// below it has been handled somewhere.
     pub(crate) fn floor(&self, next: u64) -> u64 {
         self.state.lock().sent.front().map_or(next, |s| s.first)
     }
 
-    /// Every unacknowledged envelope, oldest first, to send again now (on a new road).
-    pub(crate) fn resend_all(&self) -> Vec<Kept> {
-        self.state.lock().send_again(Instant::now(), |_| true)
+    /// Every unhandled envelope, oldest first, to send again now (on a new road, or
+    /// after the broker came back).
+    pub(crate) fn resend_all(&self) -> Vec<(u64, Kept)> {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        (0..state.sent.len())
+            .filter(|&i| !state.sent[i].handled)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|i| (state.sent[i].first, state.send_again(i, now)))
+            .collect()
     }
 
-    /// How long the receiver has acknowledged nothing, once that is longer than a
-    /// timeout and something waits.
+    /// How long the receiver has said nothing, once that is longer than a timeout and
+    /// something waits.
     pub(crate) fn silent_for(&self, now: Instant) -> Option<Duration> {
         let state = self.state.lock();
         (state.unacked > 0 && now >= state.silent_from()).then(|| now - state.progress)
     }
 
-    /// How many envelopes wait for an acknowledgement.
+    /// How many envelopes wait to be handled.
     pub(crate) fn unacked_count(&self) -> usize {
         self.state.lock().unacked
+    }
+
+    /// How many envelopes went again so far.
+    #[cfg(test)]
+    pub(crate) fn resent_count(&self) -> u64 {
+        self.state.lock().resent
     }
 
     /// When something is next due to go again, if anything waits.
     pub(crate) fn retransmit_at(&self) -> Option<Instant> {
         let state = self.state.lock();
-        let oldest = state.oldest_send()?;
-        let silent = state.silent_from();
-        let overdue = oldest + state.timeout();
-        Some(if overdue < silent {
-            overdue
-        } else {
-            state.probe_at()
-        })
+        if state.unacked == 0 {
+            return None;
+        }
+        let timeout = state.timeout();
+        let overdue = state
+            .sent
+            .iter()
+            .filter_map(|s| state.due_at(s, timeout))
+            .min();
+        let probe = state.probe_at();
+        Some(overdue.map_or(probe, |at| at.min(probe)))
     }
 
-    /// What is due to go again by `now`, oldest first (see the module's rules); each
-    /// envelope returned counts as sent now.
-    pub(crate) fn due(&self, now: Instant) -> Vec<Kept> {
+    /// What is due to go again by `now`, oldest first, with its first number (see the
+    /// module's rules); each envelope returned counts as sent now.
+    pub(crate) fn due(&self, now: Instant) -> Vec<(u64, Kept)> {
         let mut state = self.state.lock();
         if state.unacked == 0 {
             return Vec::new();
         }
         let timeout = state.timeout();
-        if now < state.silent_from() {
-            return state.send_again(now, |s| now.duration_since(s.sent_at) >= timeout);
+        let due: Vec<usize> = (0..state.sent.len())
+            .filter(|&i| {
+                state
+                    .due_at(&state.sent[i], timeout)
+                    .is_some_and(|at| at <= now)
+            })
+            .collect();
+        if !due.is_empty() {
+            return due
+                .into_iter()
+                .map(|i| (state.sent[i].first, state.send_again(i, now)))
+                .collect();
         }
         if now < state.probe_at() {
             return Vec::new();
         }
+        // Silent: ask with the oldest envelope nobody said they hold, or, when every one
+        // is held, the oldest of all (its holder may have lost our acknowledgement).
+        let probe = state
+            .sent
+            .iter()
+            .position(|s| !s.handled && s.holder == Holder::Unheard)
+            .or_else(|| state.sent.iter().position(|s| !s.handled));
+        let Some(index) = probe else {
+            return Vec::new();
+        };
         state.probes += 1;
         state.probed = Some(now);
-        state
-            .sent
-            .iter_mut()
-            .find(|s| !s.acked)
-            .map(|oldest| oldest.send_again(now))
-            .into_iter()
-            .collect()
+        vec![(state.sent[index].first, state.send_again(index, now))]
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn window_with(max_bytes: usize, envelopes: &[(u64, usize)]) -> SendWindow {
-        let window = SendWindow::new(max_bytes);
-        for &(first, count) in envelopes {
-            window.keep(
-                first,
-                count,
-                Subject::from("a.b.c"),
-                Bytes::from(vec![first as u8; 5]),
-            );
-        }
-        window
-    }
-
-    fn firsts(kept: &[Kept]) -> Vec<u8> {
-        kept.iter().map(|k| k.payload[0]).collect()
-    }
-
-    #[test]
-    fn acknowledged_envelopes_free_room_in_any_order() {
-        // 10 bytes each (5 of payload, 5 of subject): two fit under 25, three do not.
-        let window = window_with(25, &[(10, 1), (11, 3), (14, 1)]);
-        assert!(!window.has_room());
-        assert_eq!(window.floor(15), 10);
-        assert_eq!(window.acknowledge(&[(11, 14)]), 2);
-        assert!(window.has_room());
-        assert_eq!(window.floor(15), 10, "the oldest is still unacknowledged");
-        assert_eq!(window.unacked_count(), 1);
-        assert_eq!(window.acknowledge(&[(10, 10)]), 1);
-        assert_eq!(
-            window.floor(15),
-            15,
-            "all acknowledged: the floor is the next number"
-        );
-        assert_eq!(window.unacked_count(), 0);
-        assert!(
-            window.retransmit_at().is_none(),
-            "nothing left to send again"
-        );
-    }
-
-    #[test]
-    fn a_range_covering_part_of_a_batch_does_not_acknowledge_it() {
-        let window = window_with(1 << 20, &[(20, 4)]);
-        assert_eq!(window.acknowledge(&[(20, 22)]), 0);
-        assert_eq!(window.acknowledge(&[(20, 22), (23, 23)]), 0);
-        assert_eq!(window.acknowledge(&[(19, 30)]), 1);
-        assert_eq!(
-            window.acknowledge(&[(19, 30)]),
-            0,
-            "a repeat changes nothing"
-        );
-    }
-
-    #[test]
-    fn one_envelope_always_fits_and_the_count_bound_holds_for_small_ones() {
-        let window = SendWindow::new(1);
-        assert!(window.has_room());
-        window.keep(1, 1, Subject::from("a.b.c"), Bytes::from(vec![0u8; 100]));
-        assert!(!window.has_room());
-
-        let window = SendWindow::new(usize::MAX);
-        for seq in 0..MAX_UNACKED as u64 {
-            assert!(window.has_room());
-            window.keep(seq, 1, Subject::from("a"), Bytes::new());
-        }
-        assert!(!window.has_room());
-    }
-
-    /// Moves everything the window remembers `by` into the past.
-    fn age(window: &SendWindow, by: Duration) {
-        let mut state = window.state.lock();
-        state.progress -= by;
-        state.probed = state.probed.map(|at| at - by);
-        for sent in &mut state.sent {
-            sent.sent_at -= by;
-        }
-    }
-
-    #[test]
-    fn while_acknowledgements_come_every_overdue_envelope_goes_again() {
-        let start = Instant::now();
-        let window = window_with(1 << 20, &[(1, 1), (2, 1)]);
-        assert!(window.due(start).is_empty(), "nothing is overdue yet");
-        assert!(window.retransmit_at().unwrap() - start >= RETRANSMIT_AFTER);
-        // The receiver skipped 1 and 2, sent a second ago, and acknowledges 3 at once:
-        // it is alive, so both go again now.
-        age(&window, Duration::from_millis(1100));
-        window.keep(3, 1, Subject::from("a.b.c"), Bytes::from(vec![3u8; 5]));
-        window.acknowledge(&[(3, 3)]);
-        let now = Instant::now();
-        assert!(window.retransmit_at().unwrap() <= now);
-        assert_eq!(firsts(&window.due(now)), [1, 2]);
-        assert!(window.due(now).is_empty(), "they count as just sent");
-    }
-
-    #[test]
-    fn a_silent_receiver_gets_only_the_oldest_at_growing_intervals_then_the_rest() {
-        let window = window_with(1 << 20, &[(1, 1), (2, 1), (3, 1)]);
-        age(&window, Duration::from_millis(1100));
-        let now = Instant::now();
-        // Overdue and silent: a probe, not the whole window.
-        assert_eq!(firsts(&window.due(now)), [1]);
-        let next = window.retransmit_at().unwrap();
-        assert!(next - now >= RETRANSMIT_AFTER * 2, "{:?}", next - now);
-        assert!(window.due(now).is_empty());
-        age(&window, RETRANSMIT_AFTER * 2);
-        let now = Instant::now();
-        assert_eq!(firsts(&window.due(now)), [1]);
-        let next = window.retransmit_at().unwrap();
-        assert!(next - now >= RETRANSMIT_AFTER * 4, "{:?}", next - now);
-        // The receiver answers the probe: it is back, and the others are long overdue.
-        window.acknowledge(&[(1, 1)]);
-        let now = Instant::now();
-        assert!(window.retransmit_at().unwrap() <= now, "due at once");
-        assert_eq!(firsts(&window.due(now)), [2, 3]);
-    }
-
-    #[test]
-    fn slow_acknowledgements_stretch_the_timeout() {
-        let window = window_with(1 << 20, &[(1, 1)]);
-        age(&window, Duration::from_secs(2));
-        window.acknowledge(&[(1, 1)]);
-        window.keep(2, 1, Subject::from("a"), Bytes::from_static(b"x"));
-        let sent = Instant::now();
-        let at = window.retransmit_at().unwrap();
-        // One acknowledgement that took 2 s: the timeout is four times that.
-        assert!(at - sent >= Duration::from_secs(7), "{:?}", at - sent);
-        assert!(window.resend_all().len() == 1);
-    }
-}
+mod tests;

@@ -225,7 +225,6 @@ impl DistributedNetwork {
         bridge
             .accepting
             .store(false, std::sync::atomic::Ordering::Release);
-        bridge.leave().await;
         bridge.disconnect_all().await;
         bridge.drain_inbound().await;
         let drained = self.local.read().shutdown();
@@ -235,6 +234,10 @@ impl DistributedNetwork {
                 self.config.local_network_config.drain_timeout_ms,
             ))
             .await;
+        // What was handled is acknowledged before the liveness entry goes: senders take
+        // its going as the loss of whatever this instance still held, and send that again.
+        bridge.finish_acks().await;
+        bridge.leave().await;
         bridge.stop().await;
         tracing::info!(network = %self.config.network_id, "network shut down");
         Ok(())
@@ -501,13 +504,18 @@ impl DistributedNetwork {
     }
 
     /// Sends `message` into `actor`'s `port` on `network_id` and waits until that network
-    /// has accepted it into the actor's in-port.
+    /// has *handled* it: the actor's handler returned, and everything it emitted while
+    /// handling it was handled in turn (by local actors, and by the networks its outputs
+    /// were streamed to).
     ///
     /// # Errors
     ///
     /// `Network not connected` before [`DistributedNetwork::connect_to_network`],
     /// `Network disconnected` when no instance answers, `Actor not found`, `Port not
     /// found`, `Timeout`, or `Payload too large` naming both sizes.
+    ///
+    /// `Timeout` means the outcome is unknown: the message may still be handled. To send
+    /// it again safely, use [`DistributedNetwork::send_to_remote_actor_with_id`].
     pub async fn send_to_remote_actor(
         &self,
         network_id: &str,
@@ -516,7 +524,49 @@ impl DistributedNetwork {
         message: Message,
     ) -> Result<()> {
         self.bridge()?
-            .send_confirmed(network_id, actor, port, message)
+            .send_confirmed(network_id, actor, port, message, None)
+            .await
+    }
+
+    /// As [`DistributedNetwork::send_to_remote_actor`], with an id that makes retries
+    /// safe: send again with the same `id` after a `Timeout` (or any error that leaves
+    /// the outcome unknown), and the message is handled at most once. A retry of a send
+    /// still being handled waits for its outcome; a retry of one already handled gets
+    /// the answer the first got.
+    ///
+    /// The receiving instance remembers ids for five minutes (at most 65,536 of them).
+    /// It is that instance that remembers: in a network of several instances, a retry
+    /// may reach another one, which delivers it again. Choose ids unique per message
+    /// (an order number, a UUID).
+    ///
+    /// ```no_run
+    /// # async fn demo(net: &reflow_network::distributed_network::DistributedNetwork) -> reflow_network::Result<()> {
+    /// use reflow_network::{ErrorKind, Message};
+    /// let id = "order-1842";
+    /// loop {
+    ///     match net.send_to_remote_actor_with_id("billing", "charge", "in", Message::Integer(42), id).await {
+    ///         Err(err) if err.kind() == ErrorKind::Timeout => continue, // unknown: try again
+    ///         other => break other,
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub async fn send_to_remote_actor_with_id(
+        &self,
+        network_id: &str,
+        actor: &str,
+        port: &str,
+        message: Message,
+        id: &str,
+    ) -> Result<()> {
+        if id.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidName,
+                "a confirmed send's id may not be empty",
+            ));
+        }
+        self.bridge()?
+            .send_confirmed(network_id, actor, port, message, Some(id))
             .await
     }
 

@@ -30,30 +30,26 @@ fn write_failed(e: impl std::fmt::Display) -> Error {
 /// Encodes the envelopes of one sender.
 #[derive(Debug)]
 pub(crate) struct EnvelopeWriter {
-    /// The encoded map header, version, network, instance and the key of the sequence
-    /// number: for envelopes without `reply_to` (6 fields) and with it (7 fields).
-    heads: [Vec<u8>; 2],
+    /// The encoded version, network, instance and the key of the sequence number: what
+    /// follows the map header in every envelope of this sender.
+    head: Vec<u8>,
     buf: BytesMut,
 }
 
 impl EnvelopeWriter {
     /// A writer for envelopes from `instance` of `network`.
     pub(crate) fn new(network: &str, instance: &str) -> Self {
-        let head = |fields: u32| {
-            let mut head = Vec::with_capacity(16 + network.len() + instance.len());
-            // Writing into a Vec cannot fail.
-            let _ = rmp::encode::write_map_len(&mut head, fields);
-            let _ = rmp::encode::write_str(&mut head, "v");
-            let _ = rmp::encode::write_uint(&mut head, u64::from(WIRE_VERSION));
-            let _ = rmp::encode::write_str(&mut head, "n");
-            let _ = rmp::encode::write_str(&mut head, network);
-            let _ = rmp::encode::write_str(&mut head, "i");
-            let _ = rmp::encode::write_str(&mut head, instance);
-            let _ = rmp::encode::write_str(&mut head, "s");
-            head
-        };
+        let mut head = Vec::with_capacity(16 + network.len() + instance.len());
+        // Writing into a Vec cannot fail.
+        let _ = rmp::encode::write_str(&mut head, "v");
+        let _ = rmp::encode::write_uint(&mut head, u64::from(WIRE_VERSION));
+        let _ = rmp::encode::write_str(&mut head, "n");
+        let _ = rmp::encode::write_str(&mut head, network);
+        let _ = rmp::encode::write_str(&mut head, "i");
+        let _ = rmp::encode::write_str(&mut head, instance);
+        let _ = rmp::encode::write_str(&mut head, "s");
         EnvelopeWriter {
-            heads: [head(6), head(7)],
+            head,
             buf: BytesMut::new(),
         }
     }
@@ -68,36 +64,39 @@ impl EnvelopeWriter {
         reply_to: Option<&str>,
         compress_above: Option<usize>,
     ) -> Result<Bytes> {
-        self.encode_batch(
+        let plain = self.encode_batch(
             seq,
             acked_below,
             std::slice::from_ref(message),
             reply_to,
-            compress_above,
-        )
+            false,
+        )?;
+        Ok(compress_above_limit(plain, compress_above))
     }
 
     /// Encodes `messages` as one envelope numbered `seq`, `seq + 1`, ..., telling that
-    /// every number below `acked_below` was delivered: with one message, exactly what
-    /// [`Envelope::encode`] writes; with more, a batch (key `b`, an array, in place of
-    /// `m`; see `docs/wire.md`).
+    /// every number below `acked_below` was handled, uncompressed: with one message,
+    /// exactly what [`Envelope::encode`] writes; with more, a batch (key `b`, an array,
+    /// in place of `m`; see `docs/wire.md`). `redelivered` marks an envelope sent
+    /// again (key `d`).
     pub(crate) fn encode_batch(
         &mut self,
         seq: u64,
         acked_below: u64,
         messages: &[Message],
         reply_to: Option<&str>,
-        compress_above: Option<usize>,
+        redelivered: bool,
     ) -> Result<Bytes> {
-        let head = &self.heads[usize::from(reply_to.is_some())];
         let body: usize = messages.iter().map(|m| m.size_hint() + 8).sum();
-        let room = head.len() + 28 + body + reply_to.map_or(0, |r| r.len() + 8);
+        let room = self.head.len() + 32 + body + reply_to.map_or(0, |r| r.len() + 8);
         if self.buf.capacity() < room {
             // Envelopes cut from the old chunk keep it alive until they are dropped.
             self.buf = BytesMut::with_capacity(CHUNK.max(room));
         }
-        self.buf.extend_from_slice(head);
+        let fields = 6 + u32::from(reply_to.is_some()) + u32::from(redelivered);
         let mut out = (&mut self.buf).writer();
+        rmp::encode::write_map_len(&mut out, fields).map_err(write_failed)?;
+        out.get_mut().extend_from_slice(&self.head);
         rmp::encode::write_uint(&mut out, seq).map_err(write_failed)?;
         match messages {
             [] => return Err(Error::encoding("an envelope needs at least one message")),
@@ -120,11 +119,20 @@ impl EnvelopeWriter {
         }
         rmp::encode::write_str(&mut out, "a").map_err(write_failed)?;
         rmp::encode::write_uint(&mut out, acked_below).map_err(write_failed)?;
-        let plain = self.buf.split().freeze();
-        Ok(match compress_above {
-            Some(limit) if plain.len() > limit => compress(&plain).unwrap_or(plain),
-            _ => plain,
-        })
+        if redelivered {
+            rmp::encode::write_str(&mut out, "d").map_err(write_failed)?;
+            rmp::encode::write_bool(&mut out, true).map_err(write_failed)?;
+        }
+        Ok(self.buf.split().freeze())
+    }
+}
+
+/// `plain` as it goes on the wire: LZ4-compressed when `compress_above` is set, `plain`
+/// is longer than it, and compression makes it shorter.
+pub(crate) fn compress_above_limit(plain: Bytes, compress_above: Option<usize>) -> Bytes {
+    match compress_above {
+        Some(limit) if plain.len() > limit => compress(&plain).unwrap_or(plain),
+        _ => plain,
     }
 }
 
@@ -143,6 +151,10 @@ pub(crate) struct EnvelopeView<'a> {
     pub(crate) reply_to: Option<Cow<'a, str>>,
     /// Every number of the sender's below this one was delivered.
     pub(crate) acked_below: Option<u64>,
+    /// Sent again: an earlier copy may have been handled (key `d`).
+    pub(crate) redelivered: bool,
+    /// The id of a confirmed send, the same on every retry of it (key `k`).
+    pub(crate) key: Option<Cow<'a, str>>,
 }
 
 /// What an envelope carries: one message (`m`) or a batch (`b`).
@@ -230,6 +242,7 @@ impl<'a> EnvelopeView<'a> {
         let (mut version, mut network, mut instance, mut seq) = (None, None, None, None);
         let (mut messages, mut reply_to, mut seen_reply) = (None, None, false);
         let mut acked_below = None;
+        let (mut redelivered, mut id) = (None, None);
         for _ in 0..fields {
             let (key, after) = rmp::decode::read_str_from_slice(rest).ok()?;
             rest = after;
@@ -272,6 +285,14 @@ impl<'a> EnvelopeView<'a> {
                     fresh(acked_below.is_some())?;
                     acked_below = Some(rmp::decode::read_int::<u64, _>(&mut rest).ok()?);
                 }
+                "d" => {
+                    fresh(redelivered.is_some())?;
+                    redelivered = Some(rmp::decode::read_bool(&mut rest).ok()?);
+                }
+                "k" => {
+                    fresh(id.is_some())?;
+                    id = Some(read_str(&mut rest)?);
+                }
                 "r" => {
                     fresh(seen_reply)?;
                     seen_reply = true;
@@ -294,6 +315,8 @@ impl<'a> EnvelopeView<'a> {
             messages: messages?,
             reply_to: reply_to.map(Cow::Borrowed),
             acked_below,
+            redelivered: redelivered.unwrap_or(false),
+            key: id.map(Cow::Borrowed),
         })
     }
 }
@@ -313,6 +336,8 @@ impl From<WireEnvelope> for EnvelopeView<'static> {
             messages: envelope.messages,
             reply_to: envelope.reply_to.map(Cow::Owned),
             acked_below: envelope.acked_below,
+            redelivered: envelope.redelivered,
+            key: envelope.key.map(Cow::Owned),
         }
     }
 }
@@ -445,7 +470,8 @@ mod tests {
         for reply_to in [None, Some("_reflow.a.b.ret.7")] {
             for limit in [None, Some(64)] {
                 let payload = writer
-                    .encode_batch(40, 31, &batch, reply_to, limit)
+                    .encode_batch(40, 31, &batch, reply_to, false)
+                    .map(|plain| compress_above_limit(plain, limit))
                     .unwrap();
                 let plain = plain(&payload).unwrap();
                 let view = EnvelopeView::read(&plain).unwrap();
@@ -472,11 +498,49 @@ mod tests {
     fn a_batch_of_one_is_the_plain_envelope() {
         let mut writer = EnvelopeWriter::new("prod.ml", "i-1");
         let one = writer
-            .encode_batch(9, 4, &[Message::Integer(3)], None, None)
+            .encode_batch(9, 4, &[Message::Integer(3)], None, false)
             .unwrap();
         let plain_env = streamed(9, Message::Integer(3), None).encode(None).unwrap();
         assert_eq!(one, plain_env);
-        assert!(writer.encode_batch(9, 4, &[], None, None).is_err());
+        assert!(writer.encode_batch(9, 4, &[], None, false).is_err());
+    }
+
+    #[test]
+    fn an_envelope_sent_again_says_so_and_a_confirmed_one_carries_its_id() {
+        let mut writer = EnvelopeWriter::new("prod.ml", "i-1");
+        let again = writer
+            .encode_batch(
+                9,
+                4,
+                &[Message::Integer(3), Message::Flow],
+                Some("r.x"),
+                true,
+            )
+            .unwrap();
+        let view = EnvelopeView::read(&again).unwrap();
+        assert!(view.redelivered);
+        assert_eq!(view.messages.len(), 2);
+        let general = EnvelopeView::from(WireEnvelope::decode(&again).unwrap());
+        assert!(general.redelivered, "the general reader agrees");
+        let first = writer
+            .encode_batch(9, 4, &[Message::Flow], None, false)
+            .unwrap();
+        assert!(!EnvelopeView::read(&first).unwrap().redelivered);
+
+        let confirmed = crate::message::EnvelopeRef {
+            version: crate::message::WIRE_VERSION,
+            network: "a",
+            instance: "i",
+            seq: 1,
+            message: &Message::Flow,
+            reply_to: None,
+            acked_below: None,
+            key: Some("order-17"),
+        }
+        .encode(None)
+        .unwrap();
+        let view = EnvelopeView::read(&confirmed).unwrap();
+        assert_eq!(view.key.as_deref(), Some("order-17"));
     }
 
     #[test]
@@ -519,7 +583,7 @@ mod tests {
             limit in prop::option::of(0usize..256),
         ) {
             let mut writer = EnvelopeWriter::new("prod.ml", "i-1");
-            let written = writer.encode_batch(seq, seq / 2, &batch, reply_to.as_deref(), limit).unwrap();
+            let written = compress_above_limit(writer.encode_batch(seq, seq / 2, &batch, reply_to.as_deref(), false).unwrap(), limit);
             let plain = plain(&written).unwrap();
             let view = format!("{:?}", EnvelopeView::read(&plain).unwrap());
             let general = format!("{:?}", EnvelopeView::from(WireEnvelope::decode(&written).unwrap()));

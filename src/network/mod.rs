@@ -30,10 +30,12 @@
 //! # Ok(()) }
 //! ```
 
+mod cause;
 mod graph;
 mod node;
 mod routing;
 
+pub(crate) use cause::{Cause, Causes, Trace};
 pub use graph::{ConnectionPoint, Connector, InitialPacket};
 pub use routing::{Inlet, Outlet};
 

@@ -48,7 +48,7 @@ pub(crate) async fn run(
         }
         let mut deliveries = batch.drain(..);
         while let Some(delivery) = deliveries.next() {
-            ctx.set_origin(delivery.origin);
+            ctx.set_trace(delivery.trace);
             ctx.set_more_queued(deliveries.len() > 0 || !inbox.is_empty());
             let result = if halt.is_cancelled() {
                 None
@@ -62,10 +62,20 @@ pub(crate) async fn run(
                 )
                 .await
             };
+            // The message is handled (or, halted, never will be): what it caused holds
+            // its own claim on the cause.
+            if result.is_none() {
+                ctx.trace().abandon();
+            }
+            ctx.set_trace(Default::default());
             shared.handled_one();
             let Some(result) = result else {
-                // Taken from the inbox but never to be handled: release their count.
-                deliveries.for_each(|_| shared.handled_one());
+                // Taken from the inbox but never to be handled: release their count, and
+                // leave them unacknowledged so their senders send them again.
+                deliveries.for_each(|d| {
+                    d.trace.abandon();
+                    shared.handled_one();
+                });
                 break 'run;
             };
             if let Err(err) = result {
@@ -77,7 +87,8 @@ pub(crate) async fn run(
     // Messages still queued will never be handled; release their count so that nothing
     // waits on them.
     inbox.close();
-    while inbox.try_recv().is_ok() {
+    while let Ok(delivery) = inbox.try_recv() {
+        delivery.trace.abandon();
         shared.handled_one();
     }
     if let Err(err) = actor.stop(&mut ctx).await {

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::cause::Trace;
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
 
@@ -26,8 +27,8 @@ use crate::message::Message;
 pub(crate) struct Delivery {
     pub(crate) port: Arc<str>,
     pub(crate) message: Message,
-    /// The return subject of the remote proxy whose message caused this one, if any.
-    pub(crate) origin: Option<Arc<str>>,
+    /// Where it came from, and whose acknowledgement waits for it to be handled.
+    pub(crate) trace: Trace,
 }
 
 /// The far end of a connection.
@@ -86,7 +87,7 @@ impl Shared {
         &self,
         target: &Target,
         message: Message,
-        origin: Option<Arc<str>>,
+        trace: Trace,
     ) -> Result<()> {
         // Reserve first, count second: a send cancelled while waiting for room leaves
         // neither a message nor a count behind.
@@ -100,7 +101,7 @@ impl Shared {
         permit.send(Delivery {
             port: target.port.clone(),
             message,
-            origin,
+            trace,
         });
         Ok(())
     }
@@ -187,25 +188,20 @@ impl Outlet {
     /// Sends `message` along every connection leaving `port`; see
     /// [`crate::actor::ActorContext::emit`].
     pub async fn emit(&self, port: &str, message: Message) -> Result<()> {
-        self.emit_from(port, message, None).await
+        self.emit_from(port, message, Trace::default()).await
     }
 
-    pub(crate) async fn emit_from(
-        &self,
-        port: &str,
-        message: Message,
-        origin: Option<Arc<str>>,
-    ) -> Result<()> {
+    pub(crate) async fn emit_from(&self, port: &str, message: Message, trace: Trace) -> Result<()> {
         let Some(targets) = self.shared.routes_from(&self.node, port)? else {
             return Ok(());
         };
         if let Some((last, rest)) = targets.split_last() {
             for target in rest {
                 self.shared
-                    .deliver(target, message.clone(), origin.clone())
+                    .deliver(target, message.clone(), trace.clone())
                     .await?;
             }
-            self.shared.deliver(last, message, origin).await?;
+            self.shared.deliver(last, message, trace).await?;
         }
         Ok(())
     }
@@ -255,11 +251,12 @@ impl Inlet {
     ///
     /// Cancel safe: if cancelled while waiting, the message was not delivered.
     pub async fn send(&self, message: Message) -> Result<()> {
-        self.send_from(message, None).await
+        self.send_from(message, Trace::default()).await
     }
 
-    /// Sends one message that a remote proxy sent, remembering where its outputs go back.
-    pub(crate) async fn send_from(&self, message: Message, origin: Option<Arc<str>>) -> Result<()> {
+    /// Sends one message that came from another network, remembering where its outputs
+    /// go back and whose acknowledgement waits for it.
+    pub(crate) async fn send_from(&self, message: Message, trace: Trace) -> Result<()> {
         if !self.shared.accepting.load(Ordering::Acquire) {
             return Err(Error::new(
                 ErrorKind::Shutdown,
@@ -269,6 +266,6 @@ impl Inlet {
                 ),
             ));
         }
-        self.shared.deliver(&self.target, message, origin).await
+        self.shared.deliver(&self.target, message, trace).await
     }
 }

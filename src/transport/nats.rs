@@ -226,20 +226,22 @@ pub(crate) fn check_server_version(client: &Client) -> Result<()> {
     }
 }
 
-/// Maps a publish failure to an error naming the subject (and both sizes, if too large).
+/// Maps a publish failure to an error naming the subject (and the server's limit, if
+/// the payload is too large).
 pub(crate) fn publish_error(subject: &str, err: async_nats::PublishError) -> Error {
-    let text = err.to_string();
-    if text.contains("Payload size limit") {
-        Error::new(
+    match err.kind() {
+        async_nats::client::PublishErrorKind::MaxPayloadExceeded => Error::new(
             ErrorKind::PayloadTooLarge,
-            format!("message for {subject}: {text} (the server's max_payload)"),
-        )
-    } else {
-        Error::with_source(
+            format!("message for {subject}: {err} (the server's max_payload)"),
+        ),
+        async_nats::client::PublishErrorKind::InvalidSubject => {
+            Error::new(ErrorKind::InvalidName, format!("{subject:?}: {err}"))
+        }
+        async_nats::client::PublishErrorKind::Send => Error::with_source(
             ErrorKind::Broker,
-            format!("publish to {subject} failed: {text}"),
+            format!("publish to {subject} failed: {err}"),
             err,
-        )
+        ),
     }
 }
 
@@ -310,21 +312,11 @@ fn request_error(
             format!("request to {subject}: {err} (the server's max_payload)"),
         ),
         K::InvalidSubject => Error::new(ErrorKind::InvalidName, format!("{subject:?}: {err}")),
-        K::Other => {
-            let text = err.to_string();
-            if text.contains("Payload size limit") {
-                Error::new(
-                    ErrorKind::PayloadTooLarge,
-                    format!("request to {subject}: {text}"),
-                )
-            } else {
-                Error::with_source(
-                    ErrorKind::Broker,
-                    format!("request to {subject} failed: {text}"),
-                    err,
-                )
-            }
-        }
+        K::Other => Error::with_source(
+            ErrorKind::Broker,
+            format!("request to {subject} failed: {err}"),
+            err,
+        ),
     }
 }
 
