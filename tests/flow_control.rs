@@ -368,3 +368,69 @@ async fn a_graceful_shutdown_waits_until_the_peer_has_acknowledged_what_it_was_s
     let mut b = b;
     b.shutdown().await.unwrap();
 }
+
+/// Takes a millisecond over each message, then hands it on.
+#[derive(Clone)]
+struct Slow;
+
+#[async_trait]
+impl Actor for Slow {
+    fn inports(&self) -> Vec<String> {
+        vec!["in".into()]
+    }
+    fn outports(&self) -> Vec<String> {
+        vec!["out".into()]
+    }
+    async fn handle(
+        &mut self,
+        ctx: &mut ActorContext,
+        _port: &str,
+        message: Message,
+    ) -> reflow_network::Result<()> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        ctx.emit("out", message).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_fed_as_fast_as_possible_is_sent_almost_nothing_twice() {
+    // Seconds of backlog: far longer than the shortest retransmission timeout.
+    const N: i64 = 2_500;
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let (probe, mut seen) = ProbeActor::channel(N as usize);
+    let mut b = common::started_with(config(&url, "B", "b1"), |b| {
+        b.register_local_actor("target", Slow, None).unwrap();
+        b.register_local_actor("sink", probe, None).unwrap();
+        b.get_local_network()
+            .write()
+            .add_connection(Connector::new("target", "out", "sink", "in"))
+            .unwrap();
+    })
+    .await;
+    let (mut a, input) = sender(config(&url, "A", "a1"), "B").await;
+    let started = Instant::now();
+    common::feed(input, 0..N, Message::Integer).await.unwrap();
+    let got = common::recv_ints(&mut seen, N as usize, Duration::from_secs(60), "at B").await;
+    assert!(
+        got.iter().copied().eq(0..N),
+        "out of order, lost or doubled"
+    );
+    all_acknowledged(&a).await;
+    let (sent, received) = (a.stats(), b.stats());
+    eprintln!(
+        "{N} messages through a 1 ms actor in {:.1?}: {} envelopes sent again, {} repeats at B",
+        started.elapsed(),
+        sent.resent,
+        received.duplicates_in
+    );
+    // A handling time that grows with the backlog is no loss: under 1 % goes twice.
+    assert!(
+        received.duplicates_in * 100 < N as u64,
+        "{} of {N} messages reached B twice: {sent:?} {received:?}",
+        received.duplicates_in
+    );
+    assert!(sent.resent * 100 < N as u64, "{sent:?}");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -20,6 +20,9 @@ pub struct ProbeMessage {
     pub port: String,
     /// The message.
     pub message: Message,
+    /// Whether it may be a repeat of one handled before (see
+    /// [`ActorContext::redelivered`]).
+    pub redelivered: bool,
 }
 
 /// An actor that forwards every message it receives to a bounded channel.
@@ -76,6 +79,7 @@ impl Actor for ProbeActor {
             node: ctx.node_id().to_string(),
             port: port.to_string(),
             message,
+            redelivered: ctx.redelivered(),
         };
         self.sender.send(received).await.map_err(|_| {
             Error::new(

@@ -1,0 +1,70 @@
+//! `reflow-bridge` processes for tests that kill real processes.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+const BIN: &str = env!("CARGO_BIN_EXE_reflow-bridge");
+
+/// One `reflow-bridge run` process.
+pub(crate) struct Process {
+    name: String,
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Process {
+    pub(crate) fn run(url: &str, config: &Path, name: &str) -> Process {
+        let mut child = Command::new(BIN)
+            .args(["--nats-url", url, "run", "--config"])
+            .arg(config)
+            .env_remove("NATS_URL")
+            .env_remove("REFLOW_AUTH_TOKEN")
+            .env("RUST_LOG", "reflow_network=info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let sink = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut text = sink.lock().unwrap();
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+            });
+        }
+        Process {
+            name: name.to_string(),
+            child,
+            output,
+        }
+    }
+
+    /// SIGKILL: no goodbye, no flush, no liveness delete.
+    pub(crate) fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// The last lines it printed, for a failure message.
+    pub(crate) fn tail(&self) -> String {
+        let text = self.output.lock().unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let from = lines.len().saturating_sub(15);
+        format!("--- {} ---\n{}", self.name, lines[from..].join("\n"))
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
