@@ -301,14 +301,31 @@ impl Ledger {
                         network: network.clone(),
                         instance: instance.clone(),
                         road,
+                        // What is handled already need not be said to be held.
+                        accepted: not_within(owed.accepted, &owed.handled),
                         handled: owed.handled,
-                        accepted: owed.accepted,
                     });
                 }
             }
         }
         notices
     }
+}
+
+/// The ranges of `ranges` that lie in none of `within`, whole ranges only (an accepted
+/// range partly handled is still said to be held; acknowledging it twice is harmless).
+fn not_within(ranges: Vec<(u64, u64)>, within: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    if within.is_empty() {
+        return ranges;
+    }
+    let mut covered = RangeSet::default();
+    for &(lo, hi) in within {
+        covered.insert(lo, hi);
+    }
+    ranges
+        .into_iter()
+        .filter(|&(lo, hi)| !covered.contains_all(lo, hi))
+        .collect()
 }
 
 fn book_of<'b>(books: &'b mut Books, (network, instance): (&str, &str)) -> &'b mut Book {
@@ -371,8 +388,31 @@ mod tests {
         ledger.complete(A, (5, 7), (10, NATS), true);
         let owed = ledger.take_owed();
         assert_eq!(owed[0].handled, [(5, 7)]);
+
         assert_eq!(arrive(&ledger, 5, 7, 5, true), Arrival::Repeat);
         assert_eq!(ledger.take_owed()[0].handled, [(5, 7)], "said again");
+    }
+
+    #[test]
+    fn what_is_handled_before_the_acknowledgement_goes_is_not_also_said_to_be_held() {
+        let ledger = Ledger::default();
+        arrive(&ledger, 1, 1, 1, false);
+        arrive(&ledger, 2, 2, 1, false);
+        ledger.complete(A, (1, 1), (10, NATS), true);
+        let owed = ledger.take_owed();
+        assert_eq!(owed[0].handled, [(1, 1)]);
+        assert_eq!(
+            owed[0].accepted,
+            [(1, 2)],
+            "a range partly handled is still held"
+        );
+        arrive(&ledger, 3, 3, 1, false);
+        ledger.complete(A, (3, 3), (10, NATS), true);
+        let owed = ledger.take_owed();
+        assert_eq!(
+            (owed[0].handled.as_slice(), owed[0].accepted.as_slice()),
+            (&[(3, 3)][..], &[][..])
+        );
     }
 
     #[test]

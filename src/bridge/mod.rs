@@ -24,6 +24,8 @@ mod dispatch;
 mod inbound;
 mod ledger;
 mod peers;
+#[cfg(test)]
+mod protocol_tests;
 pub(crate) mod proxy;
 mod ranges;
 pub(crate) mod registry;

@@ -465,19 +465,26 @@ impl SendWindow {
         if now < state.probe_at() {
             return Vec::new();
         }
-        // Silent: ask with the oldest envelope nobody said they hold, or, when every one
-        // is held, the oldest of all (its holder may have lost our acknowledgement).
-        let probe = state
+        // Silent: ask with the oldest unhandled envelope (its holder may have lost our
+        // acknowledgement, and a receiver that is alone holds later ones back until it is
+        // handled), and, when someone holds that one, with the oldest nobody said they
+        // hold too.
+        let oldest = state.sent.iter().position(|s| !s.handled);
+        let unheard = state
             .sent
             .iter()
-            .position(|s| !s.handled && s.holder == Holder::Unheard)
-            .or_else(|| state.sent.iter().position(|s| !s.handled));
-        let Some(index) = probe else {
-            return Vec::new();
+            .position(|s| !s.handled && s.holder == Holder::Unheard);
+        let probes: Vec<usize> = match (oldest, unheard) {
+            (Some(oldest), Some(unheard)) if oldest != unheard => vec![oldest, unheard],
+            (Some(oldest), _) => vec![oldest],
+            (None, _) => return Vec::new(),
         };
         state.probes += 1;
         state.probed = Some(now);
-        vec![(state.sent[index].first, state.send_again(index, now))]
+        probes
+            .into_iter()
+            .map(|i| (state.sent[i].first, state.send_again(i, now)))
+            .collect()
     }
 }
 
