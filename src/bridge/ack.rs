@@ -18,7 +18,6 @@
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
-use async_nats::Subject;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -181,14 +180,10 @@ impl Bridge {
                 continue;
             };
             let subject = ack_subject(&notice.network, &notice.instance);
-            let sent = match notice.road {
-                TransportKind::Nats => self
-                    .client
-                    .publish(Subject::from(subject), body.into())
-                    .await
-                    .is_ok(),
-                TransportKind::Direct => self.direct.offer(&notice.network, &subject, body.into()),
-            };
+            let sent = self
+                .publish_notice(notice.road, &notice.network, subject.into(), body.into())
+                .await
+                .is_ok();
             if !sent {
                 // The sender hears nothing, sends those envelopes again in a while, and
                 // they are acknowledged then.

@@ -79,7 +79,9 @@ pub(crate) async fn run(
         };
         let answer = bridge.answer_control(&message.subject, &message.payload);
         if let (Some(reply), Some(body)) = (message.reply, answer)
-            && let Err(err) = bridge.client.publish(reply, body).await
+            && let Err(err) = bridge
+                .publish_notice(TransportKind::Nats, "", reply, body)
+                .await
         {
             tracing::warn!(error = %err, "could not answer a control request");
         }

@@ -89,7 +89,7 @@ impl Bridge {
         let info = self.client.server_info();
         let unspecified = info.host.is_empty() || info.host == "0.0.0.0" || info.host == "::";
         if unspecified || info.port == 0 {
-            self.config.nats_urls().into_iter().next()
+            self.config.nats_urls.first().cloned()
         } else if info.host.contains(':') {
             Some(format!("nats://[{}]:{}", info.host, info.port))
         } else {

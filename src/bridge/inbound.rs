@@ -168,7 +168,10 @@ impl Bridge {
         for reply in replies {
             match reply {
                 ReplyTo::Nats(subject) => {
-                    if let Err(err) = self.client.publish(subject, answer.clone()).await {
+                    let sent = self
+                        .publish_notice(TransportKind::Nats, "", subject, answer.clone())
+                        .await;
+                    if let Err(err) = sent {
                         tracing::warn!(error = %err, "could not answer a confirmed send");
                     }
                 }

@@ -55,7 +55,6 @@ use sequence::Outbox;
 use window::{Kept, SendWindow};
 
 use crate::discovery::Profile;
-use crate::distributed_network::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventSender, TransportKind};
 use crate::liveness::{self, Liveness};
@@ -108,9 +107,24 @@ struct Counters {
     resent: AtomicU64,
 }
 
+/// What the bridge needs of the network's configuration, and no more: the facade builds
+/// it, so the bridge does not depend on the facade.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) network_id: String,
+    pub(crate) instance_id: String,
+    /// The secret peers prove in the connect handshake.
+    pub(crate) auth_token: Option<String>,
+    pub(crate) max_connections: usize,
+    pub(crate) heartbeat_interval_ms: u64,
+    /// The broker's URLs, for the endpoint this instance advertises.
+    pub(crate) nats_urls: Vec<String>,
+    pub(crate) local_network_config: crate::network::NetworkConfig,
+}
+
 /// What the facade hands the bridge to start with.
 pub(crate) struct Parts {
-    pub(crate) config: DistributedConfig,
+    pub(crate) config: Settings,
     pub(crate) local: Arc<RwLock<Network>>,
     pub(crate) client: Client,
     pub(crate) broker: Arc<BrokerState>,
@@ -136,7 +150,7 @@ pub(crate) struct Bridge {
     me: Weak<Bridge>,
     pub(crate) network_id: Arc<str>,
     pub(crate) instance_id: Arc<str>,
-    pub(crate) config: DistributedConfig,
+    pub(crate) config: Settings,
     pub(crate) local: Arc<RwLock<Network>>,
     pub(crate) client: Client,
     pub(crate) nats: NatsTransport,

@@ -145,13 +145,13 @@ impl Bridge {
             return Err(self.not_connected(network));
         }
         let notice = json!({ "network": &*self.network_id, "instance": &*self.instance_id });
-        self.client
-            .publish(
-                control_subject(network, "disconnect"),
-                serde_json::to_vec(&notice)?.into(),
-            )
-            .await
-            .map_err(|e| Error::with_source(ErrorKind::Broker, "could not send disconnect", e))?;
+        self.publish_notice(
+            TransportKind::Nats,
+            network,
+            control_subject(network, "disconnect").into(),
+            serde_json::to_vec(&notice)?.into(),
+        )
+        .await?;
         self.events.send(NetworkEvent::PeerDisconnected {
             network: network.to_string(),
             reason: reason.to_string(),
@@ -167,9 +167,9 @@ impl Bridge {
             return;
         };
         for network in networks {
+            let subject = control_subject(&network, "disconnect").into();
             let _ = self
-                .client
-                .publish(control_subject(&network, "disconnect"), body.clone().into())
+                .publish_notice(TransportKind::Nats, &network, subject, body.clone().into())
                 .await;
         }
     }
@@ -268,9 +268,9 @@ impl Bridge {
             ),
         };
         if let Ok(body) = serde_json::to_vec(&notice) {
+            let subject = control_subject(&info.network, "detach").into();
             let _ = self
-                .client
-                .publish(control_subject(&info.network, "detach"), body.into())
+                .publish_notice(TransportKind::Nats, &info.network, subject, body.into())
                 .await;
         }
         Ok(info)

@@ -157,6 +157,28 @@ impl Bridge {
             .find_map(|info| info.endpoints.direct)
     }
 
+    /// Publishes a notice (an acknowledgement, an answer, a control notice): small,
+    /// unnumbered and not kept. Through the broker; or on a direct link to `network`, ahead
+    /// of the data queued there, and only if that costs no wait (a notice that could not
+    /// go is covered by what its receiver does when it is missing: a sender sends again,
+    /// a requester times out). Every bridge publish that is not a stream's goes here.
+    pub(crate) async fn publish_notice(
+        &self,
+        road: TransportKind,
+        network: &str,
+        subject: async_nats::Subject,
+        payload: Bytes,
+    ) -> Result<()> {
+        match road {
+            TransportKind::Nats => self.nats.publish(network, &subject, payload).await,
+            TransportKind::Direct if self.direct.offer(network, &subject, payload) => Ok(()),
+            TransportKind::Direct => Err(Error::new(
+                ErrorKind::NetworkDisconnected,
+                format!("no room on a direct link to network {network:?} for {subject}"),
+            )),
+        }
+    }
+
     /// Sends on the chosen road.
     pub(crate) async fn send_on(
         &self,

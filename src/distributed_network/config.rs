@@ -119,6 +119,29 @@ impl DistributedConfig {
         self.local_network_config.validate()
     }
 
+    /// What the bridge needs of this configuration.
+    pub(crate) fn bridge_settings(&self) -> crate::bridge::Settings {
+        crate::bridge::Settings {
+            network_id: self.network_id.clone(),
+            instance_id: self.instance_id.clone(),
+            auth_token: self.auth_token.clone(),
+            max_connections: self.max_connections,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            nats_urls: self.nats_urls(),
+            local_network_config: self.local_network_config.clone(),
+        }
+    }
+
+    /// What the broker road needs of this configuration.
+    pub(crate) fn broker_options(&self) -> crate::transport::nats::BrokerOptions {
+        crate::transport::nats::BrokerOptions {
+            urls: self.nats_urls(),
+            client_name: format!("reflow:{}:{}", self.network_id, self.instance_id),
+            token: self.auth_token.clone(),
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+        }
+    }
+
     /// The NATS URLs to connect to: `discovery_endpoints`, else `$NATS_URL` (comma
     /// separated), else [`DEFAULT_NATS_URL`].
     pub fn nats_urls(&self) -> Vec<String> {

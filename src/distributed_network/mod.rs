@@ -133,8 +133,8 @@ impl DistributedNetwork {
             DirectTransport::start(self.direct_config(), self.bind_address().await?, inbound)
                 .await?;
         let broker = BrokerState::new();
-        let client = match nats::connect(&self.config, broker.clone(), self.events.clone(), true)
-            .await
+        let options = self.config.broker_options();
+        let client = match nats::connect(&options, broker.clone(), self.events.clone(), true).await
         {
             Ok(client) => {
                 nats::check_server_version(&client)?;
@@ -147,12 +147,12 @@ impl DistributedNetwork {
                     && matches!(err.kind(), ErrorKind::Broker | ErrorKind::Timeout) =>
             {
                 tracing::warn!(error = %err, "no broker yet; running on direct links until one answers");
-                nats::connect(&self.config, broker.clone(), self.events.clone(), false).await?
+                nats::connect(&options, broker.clone(), self.events.clone(), false).await?
             }
             Err(err) => return Err(err),
         };
         let bridge = Bridge::start(Parts {
-            config: self.config.clone(),
+            config: self.config.bridge_settings(),
             local: self.local.clone(),
             client,
             broker,

@@ -13,7 +13,6 @@ use tokio::sync::watch;
 use super::Transport;
 use crate::events::TransportKind;
 
-use crate::distributed_network::DistributedConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventSender, NetworkEvent};
 
@@ -91,10 +90,24 @@ impl BrokerState {
     }
 }
 
+/// What the broker road needs to connect: no more of the network's configuration than
+/// this, so the transport does not depend on the facade.
+#[derive(Debug, Clone)]
+pub(crate) struct BrokerOptions {
+    /// Server URLs, a cluster's seed list.
+    pub(crate) urls: Vec<String>,
+    /// The name the server shows for this connection.
+    pub(crate) client_name: String,
+    /// A token for servers that ask for one.
+    pub(crate) token: Option<String>,
+    /// The liveness heartbeat, which paces the client's pings.
+    pub(crate) heartbeat_interval_ms: u64,
+}
+
 /// Parses the configured URLs, naming any that is not a server address.
-pub(crate) fn server_addrs(config: &DistributedConfig) -> Result<Vec<ServerAddr>> {
-    config
-        .nats_urls()
+pub(crate) fn server_addrs(options: &BrokerOptions) -> Result<Vec<ServerAddr>> {
+    options
+        .urls
         .iter()
         .map(|url| {
             url.parse::<ServerAddr>().map_err(|e| {
@@ -110,7 +123,7 @@ pub(crate) fn server_addrs(config: &DistributedConfig) -> Result<Vec<ServerAddr>
 /// client is returned at once and keeps trying in the background (the direct-link mode,
 /// where a missing broker must not block startup).
 pub(crate) async fn connect(
-    config: &DistributedConfig,
+    config: &BrokerOptions,
     state: Arc<BrokerState>,
     events: EventSender,
     wait: bool,
@@ -118,10 +131,7 @@ pub(crate) async fn connect(
     let addrs = server_addrs(config)?;
     let callback_state = state.clone();
     let mut options = ConnectOptions::new()
-        .name(format!(
-            "reflow:{}:{}",
-            config.network_id, config.instance_id
-        ))
+        .name(config.client_name.clone())
         .connection_timeout(CONNECT_TIMEOUT)
         .ping_interval(ping_interval(config.heartbeat_interval_ms))
         .max_reconnects(None)
@@ -136,7 +146,7 @@ pub(crate) async fn connect(
             let events = events.clone();
             async move { state.on_event(event, &events) }
         });
-    if let Some(token) = &config.auth_token {
+    if let Some(token) = &config.token {
         options = options.token(token.clone());
     }
     // async-nats does not read credentials embedded in a URL; a per-network user
@@ -150,10 +160,10 @@ pub(crate) async fn connect(
     if !wait {
         options = options.retry_on_initial_connect();
     }
-    let urls = config.nats_urls().join(", ");
+    let urls = config.urls.join(", ");
     let client = async_nats::connect_with_options(addrs, options)
         .await
-        .map_err(|e| connect_error(&urls, config.auth_token.is_some(), e))?;
+        .map_err(|e| connect_error(&urls, config.token.is_some(), e))?;
     if client.connection_state() == async_nats::connection::State::Connected {
         state.up.send_replace(true);
     }
