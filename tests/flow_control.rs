@@ -221,7 +221,8 @@ async fn a_sender_is_held_back_while_its_receiver_takes_nothing_then_all_arrives
         last = now;
     };
     // Without acknowledgements every message would have gone: B's client buffer holds
-    // 65,536. What got out is the inboxes, the proxy's batch and one window of 512 KiB.
+    // 65,536. What got out is the inboxes, the proxy's batch, the stream's queue of four
+    // batches and one window of 512 KiB.
     assert!(
         held_at < 2_000,
         "held back only after {held_at} of {N} messages"

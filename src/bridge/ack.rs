@@ -33,7 +33,7 @@ use crate::events::{NetworkEvent, TransportKind};
 /// (what they acknowledged is sent again, and acknowledged then).
 pub(crate) const DIRECT_ACKS: usize = 256;
 
-/// How often the sender looks for streams with something due to go again.
+/// How often a graceful shutdown looks again at what it waits for.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// The subject on which `instance` of `network` hears acknowledgements.
@@ -56,9 +56,8 @@ pub(crate) async fn subscribe(bridge: &Bridge, subject: &str) -> Result<async_na
         })
 }
 
-/// Applies the acknowledgements that come through the broker and over direct links,
-/// sends again what is due, and follows the receiving networks' instances, until
-/// cancelled.
+/// Applies the acknowledgements that come through the broker and over direct links, and
+/// follows the receiving networks' instances, until cancelled.
 pub(crate) async fn run(
     bridge: Weak<Bridge>,
     mut acks: async_nats::Subscriber,
@@ -66,8 +65,6 @@ pub(crate) async fn run(
     mut members: mpsc::Receiver<NetworkEvent>,
     cancel: CancellationToken,
 ) {
-    let mut sweep = tokio::time::interval(SWEEP_EVERY);
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -83,10 +80,6 @@ pub(crate) async fn run(
             Some(event) = members.recv() => {
                 let Some(bridge) = bridge.upgrade() else { return };
                 bridge.membership_changed(&event);
-            }
-            _ = sweep.tick() => {
-                let Some(bridge) = bridge.upgrade() else { return };
-                bridge.resend_overdue().await;
             }
         }
     }
@@ -124,7 +117,7 @@ impl Bridge {
             }
         };
         let window = self
-            .outboxes
+            .streams
             .lock()
             .get(&ack.network)
             .map(|s| s.window.clone());
@@ -150,7 +143,7 @@ impl Bridge {
             }
             _ => return,
         };
-        let window = self.outboxes.lock().get(network).map(|s| s.window.clone());
+        let window = self.streams.lock().get(network).map(|s| s.window.clone());
         let Some(window) = window else { return };
         if gone {
             let orphaned = window.instance_gone(instance);
@@ -265,31 +258,33 @@ impl Bridge {
     pub(crate) async fn await_acknowledged(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
         loop {
-            let mut waiting: Vec<(String, std::sync::Arc<super::window::SendWindow>)> = self
-                .outboxes
+            let mut waiting: Vec<(String, super::stream::StreamHandle)> = self
+                .streams
                 .lock()
                 .iter()
-                .filter(|(_, s)| s.window.unacked_count() > 0)
-                .map(|(network, s)| (network.clone(), s.window.clone()))
+                .filter(|(_, s)| !s.is_idle())
+                .map(|(network, s)| (network.clone(), s.clone()))
                 .collect();
             waiting.retain(|(network, _)| self.reachable(network));
-            let Some((_, window)) = waiting.first() else {
+            let Some((_, stream)) = waiting.first() else {
                 return;
             };
             if Instant::now() >= deadline {
-                for (network, window) in &waiting {
+                for (network, stream) in &waiting {
                     tracing::warn!(
                         network,
                         "shutting down with {} envelopes to network {network:?} not yet \
-                         acknowledged",
-                        window.unacked_count()
+                         acknowledged and {} batches not yet sent",
+                        stream.window.unacked_count(),
+                        stream.queued()
                     );
                 }
                 return;
             }
             // Acknowledgements keep coming through the acknowledgement task; resends of
             // what is overdue keep going through its sweep.
-            window
+            stream
+                .window
                 .acknowledged_or(deadline.min(Instant::now() + SWEEP_EVERY))
                 .await;
         }
@@ -306,37 +301,18 @@ impl Bridge {
                     .is_some_and(|liveness| liveness.roster.read().others_of(network) > 0))
     }
 
-    /// Resends for every idle stream whose acknowledgement is overdue; a busy stream (its
-    /// lock held) does so itself while it waits for room.
-    async fn resend_overdue(&self) {
-        let now = Instant::now();
-        let overdue: Vec<(String, super::SharedOutbox)> = self
-            .outboxes
-            .lock()
-            .iter()
-            .filter(|(_, s)| s.window.retransmit_at().is_some_and(|at| at <= now))
-            .map(|(network, s)| (network.clone(), s.outbox.clone()))
-            .collect();
-        for (network, outbox) in overdue {
-            let Ok(mut outbox) = outbox.try_lock() else {
-                continue;
-            };
-            if !is_due(&outbox) {
-                continue;
-            }
-            let road = match self.reroute(&network, &mut outbox).await {
-                // No road now: the stream resends when it gets one.
-                Ok(TransportKind::Nats) if !self.broker.is_up() => continue,
-                Ok(road) => road,
-                Err(err) => {
-                    tracing::warn!(network, error = %err, "could not choose a road to send again on");
-                    continue;
-                }
-            };
-            if let Err(err) = self.resend_due(road, &network, &mut outbox).await {
-                tracing::warn!(network, error = %err, "could not send unacknowledged envelopes again");
-            }
+    /// Sends again what of `outbox` is due, on the road it should take now (none while
+    /// the broker is down and no direct link reaches the peer: the stream sends again
+    /// when it gets one).
+    pub(crate) async fn resend_if_due(&self, network: &str, outbox: &mut Outbox) -> Result<()> {
+        if !is_due(outbox) {
+            return Ok(());
         }
+        let road = self.reroute(network, outbox).await?;
+        if road == TransportKind::Nats && !self.broker.is_up() {
+            return Ok(());
+        }
+        self.resend_due(road, network, outbox).await
     }
 }
 

@@ -33,6 +33,7 @@ mod remote;
 mod road;
 mod sequence;
 mod services;
+mod stream;
 mod window;
 
 use std::collections::HashMap;
@@ -134,17 +135,6 @@ pub(crate) struct Parts {
     pub(crate) direct_inbound: mpsc::Receiver<Inbound>,
 }
 
-/// One numbered stream of envelopes to another network.
-pub(crate) type SharedOutbox = Arc<tokio::sync::Mutex<Outbox>>;
-
-/// A stream to another network: the outbox its senders take turns at, and its send
-/// window, which acknowledgements reach without waiting for the outbox.
-#[derive(Clone)]
-pub(crate) struct OutboundStream {
-    pub(crate) outbox: SharedOutbox,
-    pub(crate) window: Arc<SendWindow>,
-}
-
 /// The running core of a distributed network.
 pub(crate) struct Bridge {
     me: Weak<Bridge>,
@@ -183,7 +173,7 @@ pub(crate) struct Bridge {
     pub(crate) confirmations: confirmed::Confirmations,
     confirmed_seq: AtomicU64,
     /// Streams to other networks, by network id.
-    outboxes: Mutex<HashMap<String, OutboundStream>>,
+    pub(crate) streams: Mutex<HashMap<String, stream::StreamHandle>>,
     /// The first number of every stream: this instance's start in microseconds.
     first_seq: u64,
     tracker: TaskTracker,
@@ -247,7 +237,7 @@ impl Bridge {
             ledger: Arc::new(Ledger::default()),
             confirmations: confirmed::Confirmations::default(),
             confirmed_seq: AtomicU64::new(0),
-            outboxes: Mutex::new(HashMap::new()),
+            streams: Mutex::new(HashMap::new()),
             first_seq: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_micros() as u64)
@@ -300,11 +290,6 @@ impl Bridge {
         bridge.tracker.spawn(ack::send_owed(
             Arc::downgrade(&bridge),
             bridge.acks_done.clone(),
-        ));
-        bridge.tracker.spawn(watch_roads(
-            bridge.weak_self(),
-            bridge.broker.up.subscribe(),
-            bridge.cancel.clone(),
         ));
         if bridge.broker.is_up() {
             bridge.join_broker(heartbeat).await?;
@@ -377,89 +362,68 @@ impl Bridge {
         self.me.clone()
     }
 
-    /// Streams `messages` to `subject` on `network` in one envelope (a batch, when there
-    /// are several), numbered in this instance's stream to that network; waits while the
-    /// stream's window is full. `reply_to` says where the target actor's outputs should
-    /// come back to; `causes` are released once the network has handled the messages.
-    pub(crate) async fn publish_envelope(
-        &self,
-        outbox: &SharedOutbox,
-        network: &str,
-        subject: &async_nats::Subject,
-        messages: &[Message],
-        reply_to: Option<&str>,
-        causes: Causes,
-    ) -> Result<()> {
-        self.stream(outbox, network, subject, messages, reply_to, causes)
-            .await?;
-        self.counters
-            .messages_out
-            .fetch_add(messages.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
     /// Returns an output of a local actor to a proxy on `network`; `causes` are
     /// released once the proxy's network has handled it.
     pub(crate) async fn publish_return(
         &self,
         network: &str,
-        subject: &async_nats::Subject,
-        message: &Message,
+        subject: async_nats::Subject,
+        message: Message,
         causes: Causes,
     ) -> Result<()> {
-        let outbox = self.outbox(network);
-        self.stream(
-            &outbox,
-            network,
-            subject,
-            std::slice::from_ref(message),
-            None,
-            causes,
-        )
-        .await?;
-        self.counters.returns_out.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.stream_to(network)
+            .submit(stream::Submit {
+                subject,
+                messages: vec![message],
+                reply_to: None,
+                causes,
+                returned: true,
+            })
+            .await
     }
 
-    /// The stream of envelopes to `network`; callers on a hot path keep it.
-    pub(crate) fn outbox(&self, network: &str) -> SharedOutbox {
-        let mut outboxes = self.outboxes.lock();
-        if let Some(stream) = outboxes.get(network) {
-            return stream.outbox.clone();
+    /// The stream to `network`, started on first use; callers on a hot path keep it.
+    pub(crate) fn stream_to(&self, network: &str) -> stream::StreamHandle {
+        let mut streams = self.streams.lock();
+        if let Some(handle) = streams.get(network) {
+            return handle.clone();
         }
         let window = Arc::new(SendWindow::new(
             self.config.local_network_config.max_buffer_size,
         ));
-        let outbox = Arc::new(tokio::sync::Mutex::new(Outbox::new(
+        let outbox = Outbox::new(
             self.first_seq,
             window.clone(),
             EnvelopeWriter::new(&self.network_id, &self.instance_id),
-        )));
-        outboxes.insert(
-            network.to_string(),
-            OutboundStream {
-                outbox: outbox.clone(),
-                window,
-            },
         );
-        outbox
+        let handle = stream::start(self, network, outbox, window);
+        streams.insert(network.to_string(), handle.clone());
+        handle
     }
 
-    async fn stream(
+    /// Sends one batch of the stream to `network` (see [`stream`]): numbered, kept and
+    /// sent in one envelope, or several when the broker's `max_payload` asks; waits while
+    /// the stream's window is full, and while there is no road.
+    pub(crate) async fn send_submit(
         &self,
-        outbox: &SharedOutbox,
         network: &str,
-        subject: &async_nats::Subject,
-        messages: &[Message],
-        reply_to: Option<&str>,
-        causes: Causes,
+        outbox: &mut Outbox,
+        submit: stream::Submit,
     ) -> Result<()> {
-        // Held across the send: numbering and sending in one step keeps the order.
-        let mut outbox = outbox.lock().await;
-        self.wait_for_room(network, &mut outbox).await?;
-        let mut road = self.reroute(network, &mut outbox).await?;
+        let stream::Submit {
+            subject,
+            messages,
+            reply_to,
+            causes,
+            returned,
+        } = submit;
+        let subject = &subject;
+        let messages = &messages[..];
+        let reply_to = reply_to.as_deref();
+        self.wait_for_room(network, outbox).await?;
+        let mut road = self.reroute(network, outbox).await?;
         if road == TransportKind::Nats && !self.broker.is_up() {
-            road = self.wait_for_road(network, &mut outbox).await?;
+            road = self.wait_for_road(network, outbox).await?;
         }
         // A batch too large for the broker is halved until its parts fit; each message
         // keeps the number the whole batch gave it, and each part keeps every cause of
@@ -516,11 +480,20 @@ impl Bridge {
                 return Err(err);
             }
         }
+        let counter = if returned {
+            &self.counters.returns_out
+        } else {
+            &self.counters.messages_out
+        };
+        counter.fetch_add(
+            if returned { 1 } else { messages.len() as u64 },
+            Ordering::Relaxed,
+        );
         Ok(())
     }
 
     /// The largest payload the broker takes, as it announced; unbounded before it has.
-    fn max_payload(&self) -> usize {
+    pub(crate) fn max_payload(&self) -> usize {
         match self.client.server_info().max_payload {
             0 => usize::MAX,
             max => max,
@@ -593,7 +566,7 @@ impl Bridge {
             duplicates_in: c.duplicates_in.load(Ordering::Relaxed),
             slow_consumer_drops: self.broker.slow_consumer_drops.load(Ordering::Relaxed),
             unacknowledged: self
-                .outboxes
+                .streams
                 .lock()
                 .values()
                 .map(|s| s.window.unacked_count() as u64)
@@ -667,30 +640,6 @@ impl Bridge {
             Ok(Err(err)) => tracing::debug!(error = %err, "closing the broker connection"),
             Err(_) => tracing::debug!("the broker connection closed without a drain"),
         }
-    }
-}
-
-/// Moves streams between roads as the broker comes and goes, so idle streams switch
-/// (and send their unacknowledged envelopes again) too. Until every stream is on the road
-/// it should take (the broker while it is up; a direct link, where the peer has one,
-/// while it is not), it looks again every [`road::REDIAL_AFTER`]: a peer's own client
-/// reconnects some time after ours, and a direct endpoint may refuse the first dial.
-async fn watch_roads(
-    bridge: Weak<Bridge>,
-    mut up: tokio::sync::watch::Receiver<bool>,
-    cancel: CancellationToken,
-) {
-    let mut settled = true;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            changed = up.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(road::REDIAL_AFTER), if !settled => {}
-        }
-        let Some(bridge) = bridge.upgrade() else {
-            return;
-        };
-        settled = bridge.reroute_all().await;
     }
 }
 

@@ -15,7 +15,8 @@ use parking_lot::RwLock;
 
 use async_nats::Subject;
 
-use super::{Bridge, SharedOutbox};
+use super::Bridge;
+use super::stream::{StreamHandle, Submit};
 use crate::actor::{Actor, ActorContext};
 use crate::error::{Error, ErrorKind, Result};
 use crate::message::Message;
@@ -39,7 +40,7 @@ pub(crate) struct RemoteProxy {
     /// Subjects per in-port, built once.
     pub(crate) subjects: Arc<Vec<(String, Subject)>>,
     /// The stream to the remote network, fetched on first use.
-    pub(crate) outbox: Option<SharedOutbox>,
+    pub(crate) stream: Option<StreamHandle>,
     /// Messages held while more wait in this node's inbox, sent as one batch.
     pending: Pending,
 }
@@ -94,7 +95,7 @@ impl RemoteProxy {
             outports,
             reply_to: reply_to.into(),
             subjects: Arc::new(subjects),
-            outbox: None,
+            stream: None,
             pending: Pending::default(),
         }
     }
@@ -107,7 +108,7 @@ impl RemoteProxy {
             .unwrap_or_else(|| Subject::from(data_subject(&self.network, &self.actor, port)))
     }
 
-    /// Sends what the proxy holds, as one envelope.
+    /// Hands what the proxy holds to the stream, as one batch.
     async fn flush(&mut self) -> Result<()> {
         let Some(subject) = self.pending.subject.take() else {
             return Ok(());
@@ -116,25 +117,37 @@ impl RemoteProxy {
         let causes = self.pending.causes.take();
         self.pending.bytes = 0;
         let bridge = self.bridge.upgrade().ok_or_else(bridge_gone)?;
-        let outbox = self
-            .outbox
-            .get_or_insert_with(|| bridge.outbox(&self.network))
+        // One message the broker can never take is refused here, where its sender
+        // hears of it; the stream cuts batches to size itself.
+        let max = bridge.max_payload();
+        if let [message] = messages.as_slice()
+            && message.size_hint() > max
+        {
+            causes.release();
+            return Err(Error::new(
+                ErrorKind::PayloadTooLarge,
+                format!(
+                    "a message for {subject} is about {} bytes; the server's max_payload is \
+                     {max} bytes (raise max_payload in the server config, or send it in parts)",
+                    message.size_hint()
+                ),
+            ));
+        }
+        let stream = self
+            .stream
+            .get_or_insert_with(|| bridge.stream_to(&self.network))
             .clone();
-        let sent = bridge
-            .publish_envelope(
-                &outbox,
-                &self.network,
-                &subject,
-                &messages,
-                Some(&self.reply_to),
-                causes,
-            )
-            .await;
         let count = messages.len();
-        // The buffer goes back for the next batch.
-        self.pending.messages = messages;
-        self.pending.messages.clear();
-        sent.map_err(|err| match count {
+        let submitted = stream
+            .submit(Submit {
+                subject: subject.clone(),
+                messages,
+                reply_to: Some(self.reply_to.clone()),
+                causes,
+                returned: false,
+            })
+            .await;
+        submitted.map_err(|err| match count {
             1 => err,
             n => Error::new(
                 err.kind(),
@@ -251,7 +264,7 @@ impl Actor for Egress {
             let mut causes = Causes::default();
             causes.add(ctx.trace().cause.as_ref());
             bridge
-                .publish_return(&subscriber.network, &subject, &message, causes)
+                .publish_return(&subscriber.network, subject, message.clone(), causes)
                 .await?;
         }
         Ok(())

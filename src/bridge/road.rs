@@ -280,37 +280,25 @@ impl Bridge {
         Ok(())
     }
 
-    /// Re-checks every stream's road: run when the broker is lost or regained, so that
-    /// idle streams move (and send their unacknowledged envelopes again) too. True when
-    /// every stream is where it should be: on the broker while it is up, and while it is
-    /// down, on a direct link wherever the peer has advertised one.
-    pub(crate) async fn reroute_all(&self) -> bool {
-        let outboxes: Vec<(String, super::SharedOutbox)> = self
-            .outboxes
-            .lock()
-            .iter()
-            .map(|(network, stream)| (network.clone(), stream.outbox.clone()))
-            .collect();
-        let mut settled = true;
-        for (network, outbox) in outboxes {
-            let mut outbox = outbox.lock().await;
-            let road = match self.reroute(&network, &mut outbox).await {
-                Ok(road) => road,
-                Err(err) => {
-                    tracing::warn!(network, error = %err, "could not move traffic to another road");
-                    settled = false;
-                    continue;
-                }
-            };
-            let wanted = if self.broker.is_up() {
-                TransportKind::Nats
-            } else if self.direct.is_linked(&network) || self.known_endpoint(&network).is_some() {
-                TransportKind::Direct
-            } else {
-                road
-            };
-            settled &= road == wanted && !outbox.is_stale();
-        }
-        settled
+    /// Moves `outbox` to the road it should take now: run when the broker is lost or
+    /// regained, so that idle streams move (and send their unhandled envelopes again)
+    /// too. True when the stream is where it should be: on the broker while it is up, and
+    /// while it is down, on a direct link wherever the peer has advertised one.
+    pub(crate) async fn settle_road(&self, network: &str, outbox: &mut Outbox) -> bool {
+        let road = match self.reroute(network, outbox).await {
+            Ok(road) => road,
+            Err(err) => {
+                tracing::warn!(network, error = %err, "could not move traffic to another road");
+                return false;
+            }
+        };
+        let wanted = if self.broker.is_up() {
+            TransportKind::Nats
+        } else if self.direct.is_linked(network) || self.known_endpoint(network).is_some() {
+            TransportKind::Direct
+        } else {
+            road
+        };
+        road == wanted && !outbox.is_stale()
     }
 }
