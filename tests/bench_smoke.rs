@@ -87,6 +87,16 @@ fn smoke_run_reports_every_scenario_with_positive_figures_as_json() {
     for metric in ["p50_us", "p99_us", "p999_us"] {
         compared(&report, "confirmed round trip", metric, "raw_nats");
     }
+    // The slow receiver's figures may well be zero: present, against what was sent.
+    for metric in ["repeats", "resent_envelopes"] {
+        let slow = figures(&report, "slow receiver")
+            .into_iter()
+            .find(|f| f["metric"] == metric)
+            .unwrap_or_else(|| panic!("no slow receiver {metric} in {report}"));
+        assert_eq!(slow["compared_with"], "messages_sent", "{slow}");
+        assert_eq!(slow["baseline"], 200.0, "{slow}");
+        assert_eq!(slow["target"], "<= 0.01", "{slow}");
+    }
     figure(&report, "remote actor call", "p50_us");
     figure(&report, "remote actor call", "p99_us");
     let detection = compared(&report, "failure detection", "detect_ms", "heartbeat");

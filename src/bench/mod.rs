@@ -11,6 +11,7 @@
 //! | confirmed `send_to_remote_actor` | p50, p99, p999 | raw request → reply |
 //! | remote actor call, into B's actor and back out of A's proxy | p50, p99 | — |
 //! | direct link throughput, no broker | msgs/s | the broker path |
+//! | a slow receiver (1 ms a message) fed as fast as possible | repeats, envelopes sent again | messages sent |
 //! | failure detection, SIGKILL of a child network | ms until `NetworkDown` | heartbeat |
 //! | discovery with N live networks | latency | — |
 //! | memory: a network at rest, a streamed round | heap bytes | raw client, raw pub/sub |
@@ -33,6 +34,7 @@ mod heap;
 mod latency;
 mod memory;
 mod report;
+mod slow;
 mod support;
 mod throughput;
 
@@ -57,6 +59,8 @@ pub enum Scenario {
     Direct,
     /// Confirmed `send_to_remote_actor` round trips, against raw request → reply.
     Confirmed,
+    /// What a receiver that takes 1 ms over each message is sent twice.
+    Slow,
     /// A call into a remote actor and back out of its proxy.
     Call,
     /// Time until a peer sees a killed network down.
@@ -69,10 +73,11 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in the order a run measures them.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Streamed,
         Scenario::Direct,
         Scenario::Confirmed,
+        Scenario::Slow,
         Scenario::Call,
         Scenario::Failure,
         Scenario::Discovery,
@@ -85,6 +90,7 @@ impl Scenario {
             Scenario::Streamed => "streamed",
             Scenario::Direct => "direct",
             Scenario::Confirmed => "confirmed",
+            Scenario::Slow => "slow",
             Scenario::Call => "call",
             Scenario::Failure => "failure",
             Scenario::Discovery => "discovery",
@@ -122,6 +128,8 @@ pub struct BenchOptions {
     pub max_round_bytes: usize,
     /// Round trips per latency round.
     pub round_trips: usize,
+    /// Messages streamed to the slow receiver (1 ms each).
+    pub slow_messages: usize,
     /// Rounds per figure; the median is reported.
     pub rounds: usize,
     /// Live network counts at which discovery is timed.
@@ -145,6 +153,7 @@ impl Default for BenchOptions {
             messages: 1_000_000,
             max_round_bytes: 512 * 1024 * 1024,
             round_trips: 2_000,
+            slow_messages: 5_000,
             rounds: 5,
             discovery_counts: vec![100, 500],
             memory_networks: 20,
@@ -163,6 +172,7 @@ impl BenchOptions {
             sizes: vec![128],
             messages: 2_000,
             round_trips: 100,
+            slow_messages: 200,
             rounds: 1,
             discovery_counts: vec![5],
             memory_networks: 3,
@@ -208,6 +218,10 @@ pub async fn run_with_progress(
     if on(Scenario::Confirmed) {
         progress("confirmed round trips");
         latency::confirmed(&url, options, &mut report).await?;
+    }
+    if on(Scenario::Slow) {
+        progress("a slow receiver");
+        slow::measure(&url, options, &mut report).await?;
     }
     if on(Scenario::Call) {
         progress("remote actor calls");

@@ -19,6 +19,8 @@ pub enum Compared {
     NatsPath,
     /// The heartbeat interval (for failure detection).
     Heartbeat,
+    /// The messages sent (for what went twice).
+    MessagesSent,
 }
 
 /// One measured figure.
@@ -260,6 +262,7 @@ impl BenchReport {
                 Some(Compared::RawNats) => "raw nats",
                 Some(Compared::NatsPath) => "nats path",
                 Some(Compared::Heartbeat) => "heartbeat",
+                Some(Compared::MessagesSent) => "sent",
                 None => "-",
             };
             let baseline = f.baseline.map_or("-".to_string(), |b| format!("{b:.1}"));
