@@ -299,3 +299,95 @@ async fn killing_the_only_instance_and_restarting_it_loses_nothing_and_does_not_
 {
     runs("restart", 1, Fault::KillAndRestart, 5).await;
 }
+
+/// A caller that dies with outputs of the actor it called still on their way back to it
+/// does not stall that actor: once the caller's liveness entry expires, what was to go
+/// back to it is given up, and other callers are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_killed_mid_stream_does_not_stall_the_actor_it_called() {
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    // B returns its outputs one envelope at a time: with the caller dead, the second
+    // one has nowhere to go until the stream gives up on it.
+    let mut b_config = common::config(&url, "Bcall", "b-1", 1000);
+    b_config.local_network_config.max_buffer_size = 1;
+    let mut b = DistributedNetwork::new(b_config).await.unwrap();
+    b.register_local_actor("work", reflow_network::components::Passthrough, None)
+        .unwrap();
+    let mut b_events = b.events();
+    b.start().await.unwrap();
+
+    let a_file = dir.path().join("a.toml");
+    std::fs::write(
+        &a_file,
+        r#"
+[network]
+network_id = "Acall"
+instance_id = "a-1"
+heartbeat_interval_ms = 1000
+
+[[nodes]]
+id = "gen"
+component = "generator"
+metadata = { count = 1000000 }
+
+[[connections]]
+from = "gen.out"
+to = "work@Bcall.in"
+"#,
+    )
+    .unwrap();
+    let mut a = Process::run(&url, &a_file, "A");
+    common::wait_for("B to work for A", Duration::from_secs(30), || async {
+        b.stats().returns_out > 100
+    })
+    .await;
+    a.kill();
+    let killed = Instant::now();
+
+    let c = common::started(common::config(&url, "Ccall", "c-1", 1000)).await;
+    c.connect_to_network("Bcall").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let sent = c
+            .send_to_remote_actor_with_id(
+                "Bcall",
+                "work",
+                "in",
+                Message::Integer(7),
+                "after-the-kill",
+            )
+            .await;
+        match sent {
+            Ok(()) => break,
+            Err(err) => assert!(
+                Instant::now() < deadline,
+                "B was still stalled {:.1?} after its caller died ({attempts} attempts): {err}\n{}",
+                killed.elapsed(),
+                a.tail()
+            ),
+        }
+    }
+    // The caller's death was seen, and that is what freed B.
+    let saw_down = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(event) = b_events.recv().await {
+            if matches!(&event, NetworkEvent::NetworkDown { network, .. } if network == "Acall") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    assert!(saw_down, "B never saw its caller go down");
+    eprintln!(
+        "B served another caller {:.1?} after the first died ({attempts} attempts)",
+        killed.elapsed()
+    );
+    let mut c = c;
+    c.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

@@ -144,6 +144,12 @@ impl Bridge {
             _ => return,
         };
         let window = self.streams.lock().get(network).map(|s| s.window.clone());
+        if gone {
+            self.instance_gone(network, instance);
+        } else {
+            let returns = super::inbound::return_prefix(network, instance);
+            self.gone_returns.lock().remove(&returns);
+        }
         let Some(window) = window else { return };
         if gone {
             let orphaned = window.instance_gone(instance);
@@ -157,6 +163,63 @@ impl Bridge {
             }
         } else {
             window.instance_appeared();
+        }
+    }
+
+    /// Outputs returned to `instance` of `network`, which died, can reach no one: the
+    /// stream to that network gives them up (so a caller that died never stalls the
+    /// actor it called), and, unless the instance is already back under a new
+    /// incarnation, its proxies are detached.
+    fn instance_gone(&self, network: &str, instance: &str) {
+        let returns = super::inbound::return_prefix(network, instance);
+        let prefix = format!("{returns}.");
+        let back = self.liveness.get().is_some_and(|liveness| {
+            liveness
+                .roster
+                .read()
+                .contains(&format!("{network}.{instance}"))
+        });
+        if !back {
+            // Until it comes back, what is still on its way to it is given up too.
+            self.gone_returns.lock().insert(returns);
+            self.detach_prefix(&prefix);
+        }
+        let window = self.streams.lock().get(network).map(|s| s.window.clone());
+        if let Some(window) = window {
+            let given_up = window.give_up_on(&prefix);
+            if given_up > 0 {
+                tracing::info!(
+                    network,
+                    instance,
+                    envelopes = given_up,
+                    "outputs returned to an instance that died were given up"
+                );
+            }
+        }
+    }
+
+    /// Whether `subject` returns outputs to an instance that died.
+    pub(crate) fn returns_to_the_dead(&self, subject: &str) -> bool {
+        let gone = self.gone_returns.lock();
+        !gone.is_empty()
+            && subject
+                .rsplitn(3, '.')
+                .nth(2)
+                .is_some_and(|prefix| gone.contains(prefix))
+    }
+
+    /// Gives up what the stream to `network` still holds for instances that died.
+    pub(crate) fn give_up_on_the_dead(&self, network: &str, outbox: &Outbox) {
+        let mine = format!("_reflow.{network}.");
+        let prefixes: Vec<String> = self
+            .gone_returns
+            .lock()
+            .iter()
+            .filter(|p| p.starts_with(&mine))
+            .map(|p| format!("{p}."))
+            .collect();
+        for prefix in prefixes {
+            outbox.window().give_up_on(&prefix);
         }
     }
 

@@ -586,6 +586,17 @@ impl Bridge {
         }
     }
 
+    /// Stops returning outputs to the proxies whose return subjects start with `prefix`
+    /// (those of one instance that died). A message that names one of them again
+    /// attaches it again.
+    pub(crate) fn detach_prefix(&self, prefix: &str) {
+        for subscribers in self.egress.read().values() {
+            subscribers
+                .write()
+                .retain(|s| !s.reply_to.starts_with(prefix));
+        }
+    }
+
     /// Stops returning outputs to any proxy on `network`.
     pub(crate) fn detach_network(&self, network: &str) {
         for subscribers in self.egress.read().values() {

@@ -174,6 +174,9 @@ pub(crate) struct Bridge {
     confirmed_seq: AtomicU64,
     /// Streams to other networks, by network id.
     pub(crate) streams: Mutex<HashMap<String, stream::StreamHandle>>,
+    /// Return prefixes of instances that died and have not come back: outputs for them
+    /// are given up rather than sent.
+    gone_returns: Mutex<std::collections::HashSet<String>>,
     /// The first number of every stream: this instance's start in microseconds.
     first_seq: u64,
     tracker: TaskTracker,
@@ -238,6 +241,7 @@ impl Bridge {
             confirmations: confirmed::Confirmations::default(),
             confirmed_seq: AtomicU64::new(0),
             streams: Mutex::new(HashMap::new()),
+            gone_returns: Mutex::new(Default::default()),
             first_seq: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_micros() as u64)
@@ -417,6 +421,11 @@ impl Bridge {
             causes,
             returned,
         } = submit;
+        if returned && self.returns_to_the_dead(&subject) {
+            // Its proxy's instance died: nobody could take it, so it is refused.
+            causes.release();
+            return Ok(());
+        }
         let subject = &subject;
         let messages = &messages[..];
         let reply_to = reply_to.as_deref();

@@ -165,6 +165,7 @@ async fn run(
             }
             Work::Roads => settled = bridge.settle_road(&network, &mut outbox).await,
             Work::Sweep => {
+                bridge.give_up_on_the_dead(&network, &outbox);
                 if !settled {
                     settled = bridge.settle_road(&network, &mut outbox).await;
                 }

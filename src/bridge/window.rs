@@ -378,6 +378,40 @@ impl SendWindow {
         orphaned
     }
 
+    /// Gives up on the unhandled envelopes whose subjects start with `prefix`: outputs
+    /// returned to an instance that died, which no other instance could take. They count
+    /// as handled (refused), so their causes are released and the window makes room.
+    /// Returns how many.
+    pub(crate) fn give_up_on(&self, prefix: &str) -> usize {
+        let mut released = Vec::new();
+        let mut state = self.state.lock();
+        let mut count = 0;
+        for i in 0..state.sent.len() {
+            let sent = &state.sent[i];
+            if sent.handled || !sent.kept.subject.starts_with(prefix) {
+                continue;
+            }
+            let bytes = sent.bytes();
+            let sent = &mut state.sent[i];
+            sent.handled = true;
+            released.push(sent.causes.take());
+            state.unacked -= 1;
+            state.unacked_bytes -= bytes;
+            count += 1;
+        }
+        while state.sent.front().is_some_and(|s| s.handled) {
+            state.sent.pop_front();
+        }
+        drop(state);
+        if count > 0 {
+            self.freed.notify_waiters();
+        }
+        for causes in released {
+            causes.release();
+        }
+        count
+    }
+
     /// An instance of the receiving network appeared: a silent stream probes it at once
     /// rather than at its backed-off interval.
     pub(crate) fn instance_appeared(&self) {

@@ -63,7 +63,6 @@ impl Roster {
     }
 
     /// Whether `key` is live.
-    #[cfg(test)]
     pub(crate) fn contains(&self, key: &str) -> bool {
         self.members.contains_key(key)
     }

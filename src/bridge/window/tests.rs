@@ -215,3 +215,19 @@ fn causes_are_released_when_handled_and_abandoned_when_the_window_goes() {
         "never handled downstream"
     );
 }
+
+#[test]
+fn returns_to_a_dead_instance_are_given_up_and_free_room() {
+    let window = SendWindow::new(1 << 20);
+    let to = |subject: &str| Kept {
+        subject: Subject::from(subject.to_string()),
+        plain: Bytes::from_static(b"x"),
+    };
+    window.keep(1, 1, to("_reflow.A.a-1.ret.t1.out"), Causes::default());
+    window.keep(2, 1, to("_reflow.A.a-2.ret.t2.out"), Causes::default());
+    window.keep(3, 1, to("_reflow.A.a-1.ret.t1.out"), Causes::default());
+    assert_eq!(window.give_up_on("_reflow.A.a-1.ret."), 2);
+    assert_eq!(window.unacked_count(), 1);
+    assert_eq!(window.floor(4), 2);
+    assert_eq!(window.give_up_on("_reflow.A.a-1.ret."), 0);
+}
