@@ -180,8 +180,15 @@ impl Bridge {
                 .contains(&format!("{network}.{instance}"))
         });
         if !back {
+            // What this instance remembers of its streams goes with it (a sender that
+            // comes back tells its floor again), so memory stays bounded however many
+            // come and go.
+            self.ledger.forget(network, instance);
             // Until it comes back, what is still on its way to it is given up too.
-            self.gone_returns.lock().insert(returns);
+            let now = Instant::now();
+            let mut gone = self.gone_returns.lock();
+            gone.retain(|_, at| now.duration_since(*at) < super::GONE_REMEMBERED);
+            gone.insert(returns, now);
             self.detach_prefix(&prefix);
         }
         let window = self.streams.lock().get(network).map(|s| s.window.clone());
@@ -205,7 +212,7 @@ impl Bridge {
             && subject
                 .rsplitn(3, '.')
                 .nth(2)
-                .is_some_and(|prefix| gone.contains(prefix))
+                .is_some_and(|prefix| gone.contains_key(prefix))
     }
 
     /// Gives up what the stream to `network` still holds for instances that died.
@@ -214,7 +221,7 @@ impl Bridge {
         let prefixes: Vec<String> = self
             .gone_returns
             .lock()
-            .iter()
+            .keys()
             .filter(|p| p.starts_with(&mine))
             .map(|p| format!("{p}."))
             .collect();

@@ -242,6 +242,18 @@ impl Ledger {
             .is_some_and(|book| book.gap_before(first))
     }
 
+    /// Forgets `instance` of `network`, which died: memory stays bounded however many
+    /// senders come and go. An acknowledgement still owed to it is dropped with it.
+    pub(crate) fn forget(&self, network: &str, instance: &str) {
+        let mut books = self.books.lock();
+        if let Some(instances) = books.get_mut(network) {
+            instances.remove(instance);
+            if instances.is_empty() {
+                books.remove(network);
+            }
+        }
+    }
+
     /// The envelope `first..=last` of `sender` is handled (`handled`), or was dropped
     /// unhandled when the network halted: then it is forgotten, so that it is delivered
     /// if it comes again, and never acknowledged.
@@ -448,6 +460,15 @@ mod tests {
         ledger.complete(A, (1, 4), (10, NATS), false);
         assert!(ledger.take_owed().is_empty());
         assert_eq!(arrive(&ledger, 1, 4, 1, true), Arrival::Fresh);
+    }
+
+    #[test]
+    fn a_sender_that_died_is_forgotten_and_starts_afresh_if_it_comes_back() {
+        let ledger = Ledger::default();
+        assert_eq!(arrive(&ledger, 5, 5, 5, false), Arrival::Fresh);
+        ledger.forget("A", "a-1");
+        assert!(ledger.books.lock().is_empty());
+        assert_eq!(arrive(&ledger, 9, 9, 9, false), Arrival::Fresh);
     }
 
     #[test]

@@ -70,6 +70,9 @@ use tokio::sync::mpsc;
 /// The liveness watcher lists the bucket every five heartbeats, but at least this often.
 const RECONCILE_AT_MOST: Duration = Duration::from_secs(30);
 
+/// How long the return prefix of an instance that died is remembered.
+const GONE_REMEMBERED: Duration = Duration::from_secs(60);
+
 /// How long shutdown waits for the broker to take the last messages and close.
 const BROKER_GOODBYE: Duration = Duration::from_secs(2);
 
@@ -174,9 +177,10 @@ pub(crate) struct Bridge {
     confirmed_seq: AtomicU64,
     /// Streams to other networks, by network id.
     pub(crate) streams: Mutex<HashMap<String, stream::StreamHandle>>,
-    /// Return prefixes of instances that died and have not come back: outputs for them
-    /// are given up rather than sent.
-    gone_returns: Mutex<std::collections::HashSet<String>>,
+    /// Return prefixes of instances that died and have not come back, with when they
+    /// died: outputs for them are given up rather than sent. Kept for
+    /// [`GONE_REMEMBERED`], long enough for what was already on its way to them.
+    gone_returns: Mutex<HashMap<String, Instant>>,
     /// The first number of every stream: this instance's start in microseconds.
     first_seq: u64,
     tracker: TaskTracker,
