@@ -458,6 +458,8 @@ pub(crate) struct WireEnvelope {
     pub(crate) redelivered: bool,
     #[serde(rename = "k", default)]
     pub(crate) key: Option<String>,
+    #[serde(rename = "e", default)]
+    pub(crate) epoch: Option<u64>,
     #[serde(skip)]
     pub(crate) messages: Body,
 }
@@ -513,6 +515,7 @@ impl From<Envelope> for WireEnvelope {
             acked_below: envelope.acked_below,
             redelivered: false,
             key: None,
+            epoch: None,
             messages: Body::One(envelope.message),
         }
     }

@@ -48,6 +48,10 @@ impl ActorContext {
         self.trace = trace;
     }
 
+    pub(crate) fn take_trace(&mut self) -> Trace {
+        std::mem::take(&mut self.trace)
+    }
+
     pub(crate) fn trace(&self) -> &Trace {
         &self.trace
     }

@@ -33,6 +33,11 @@ use crate::events::{NetworkEvent, TransportKind};
 /// (what they acknowledged is sent again, and acknowledged then).
 pub(crate) const DIRECT_ACKS: usize = 256;
 
+/// How long an instance must stay gone before it is buried (see `Bridge::bury`): a
+/// broker frozen for longer than a liveness TTL makes live instances' entries expire
+/// when it resumes, and their next heartbeat brings them back.
+const GONE_GRACE: Duration = Duration::from_secs(5);
+
 /// How often a graceful shutdown looks again at what it waits for.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
@@ -166,31 +171,52 @@ impl Bridge {
         }
     }
 
-    /// Outputs returned to `instance` of `network`, which died, can reach no one: the
-    /// stream to that network gives them up (so a caller that died never stalls the
-    /// actor it called), and, unless the instance is already back under a new
-    /// incarnation, its proxies are detached.
+    /// `instance` of `network` went down. If it is still gone [`GONE_GRACE`] later (not
+    /// back under a new incarnation, nor back after a broker freeze made its entry
+    /// expire while it lived), it is buried: see [`Bridge::bury`].
     fn instance_gone(&self, network: &str, instance: &str) {
-        let returns = super::inbound::return_prefix(network, instance);
-        let prefix = format!("{returns}.");
-        let back = self.liveness.get().is_some_and(|liveness| {
+        let me = self.weak_self();
+        let (network, instance) = (network.to_string(), instance.to_string());
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(GONE_GRACE) => {}
+            }
+            if let Some(bridge) = me.upgrade()
+                && !bridge.is_live(&network, &instance)
+            {
+                bridge.bury(&network, &instance);
+            }
+        });
+    }
+
+    /// Whether the liveness roster holds `instance` of `network` now.
+    fn is_live(&self, network: &str, instance: &str) -> bool {
+        self.liveness.get().is_some_and(|liveness| {
             liveness
                 .roster
                 .read()
                 .contains(&format!("{network}.{instance}"))
-        });
-        if !back {
-            // What this instance remembers of its streams goes with it (a sender that
-            // comes back tells its floor again), so memory stays bounded however many
-            // come and go.
-            self.ledger.forget(network, instance);
-            // Until it comes back, what is still on its way to it is given up too.
+        })
+    }
+
+    /// Lets go of an instance that died: what this instance remembers of its streams
+    /// (a sender that comes back tells its floor again, so memory stays bounded however
+    /// many come and go), and the outputs returned to its proxies, which can reach no
+    /// one: the stream gives them up, counted as refused, so a caller that died never
+    /// stalls the actor it called, and its proxies are detached.
+    fn bury(&self, network: &str, instance: &str) {
+        self.ledger.forget(network, instance);
+        let returns = super::inbound::return_prefix(network, instance);
+        let prefix = format!("{returns}.");
+        {
             let now = Instant::now();
             let mut gone = self.gone_returns.lock();
             gone.retain(|_, at| now.duration_since(*at) < super::GONE_REMEMBERED);
             gone.insert(returns, now);
-            self.detach_prefix(&prefix);
         }
+        self.detach_prefix(&prefix);
         let window = self.streams.lock().get(network).map(|s| s.window.clone());
         if let Some(window) = window {
             let given_up = window.give_up_on(&prefix);

@@ -56,6 +56,9 @@ pub(crate) struct Sources {
     pub(crate) direct: mpsc::Receiver<Inbound>,
 }
 
+/// How often held-back envelopes are looked at when nothing else brings them up.
+const HELD_SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How the dispatcher is asked to wind down.
 pub(crate) struct Winding {
     /// Asks it to drain the data subscription: take no new work.
@@ -83,7 +86,19 @@ pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, winding: Win
     // How long a drain may wait for the broker is bounded by the caller
     // (`Bridge::drain_inbound`, `drain_timeout_ms`).
     let mut draining = false;
+    // Envelopes held back after a gap are looked at whenever their sender sends again,
+    // and at least this often, so that those of a sender that went quiet (or died) are
+    // still delivered once they have waited their limit.
+    let mut next_sweep = tokio::time::Instant::now() + HELD_SWEEP;
     loop {
+        if tokio::time::Instant::now() >= next_sweep {
+            next_sweep = tokio::time::Instant::now() + HELD_SWEEP;
+            if let Some(bridge) = bridge.upgrade() {
+                for sender in state.holding() {
+                    bridge.release_held(&sender, &mut state).await;
+                }
+            }
+        }
         fill_ready(&mut sources, &mut slots, &mut open);
         if draining && !open[0] && slots[0].is_none() {
             // Drained: what had arrived by now through the broker is delivered.
@@ -95,8 +110,10 @@ pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, winding: Win
             if !open.iter().any(|o| *o) {
                 break;
             }
+            let holding = !state.holding().is_empty();
             tokio::select! {
                 _ = stop.cancelled() => break,
+                _ = tokio::time::sleep_until(next_sweep), if holding => {}
                 m = sources.data.next(), if open[0] => match m {
                     Some(m) => slots[0] = Some(Item::Data(m)),
                     None => open[0] = false,

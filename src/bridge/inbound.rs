@@ -53,6 +53,15 @@ impl DispatchState {
         held
     }
 
+    /// Every sender with envelopes held back.
+    pub(crate) fn holding(&self) -> Vec<(String, String)> {
+        self.held
+            .iter()
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// After an envelope of `sender`, its held envelopes are looked at again.
     fn touched(&mut self, sender: (&str, &str)) {
         if self
@@ -199,6 +208,16 @@ impl Bridge {
         let count = envelope.messages.len();
         let span = (envelope.seq, envelope.seq + count.max(1) as u64 - 1);
         let sender = (&*envelope.network, &*envelope.instance);
+        if let Some(epoch) = envelope.epoch
+            && !self.ledger.epoch(sender, epoch)
+        {
+            // From a previous life of a sender that has restarted since: nobody waits
+            // for it any more.
+            self.counters
+                .duplicates_in
+                .fetch_add(count as u64, Ordering::Relaxed);
+            return None;
+        }
         let size = (payload.len(), how.road);
         let mut arrival = self
             .ledger
@@ -288,7 +307,12 @@ impl Bridge {
         let mut fresh = None;
         match reply {
             Some(reply) => {
-                let id = envelope.key.as_deref().map(str::to_string);
+                // An id is the caller's: scoped by its network and the target, so two
+                // callers (or one caller's two targets) never share one.
+                let id = envelope
+                    .key
+                    .as_deref()
+                    .map(|k| format!("{}\u{1f}{subject}\u{1f}{k}", envelope.network));
                 let reply = match &id {
                     None => reply,
                     Some(id) => match self.confirmations.begin(id, reply) {
@@ -422,11 +446,16 @@ impl Bridge {
                 continue;
             }
             let trace = Trace::new(None, Some(cause.clone()));
-            // A return that cannot be emitted (the proxy is gone, or this network is
-            // shutting down) is refused: no other instance could take it, so it counts
-            // as handled.
-            self.emit_return(token, port, message, trace, &mut state.outlets)
-                .await?;
+            if let Err(err) = self
+                .emit_return(token, port, message, trace, &mut state.outlets)
+                .await
+            {
+                // A return that cannot be emitted (the proxy is gone, or this network is
+                // shutting down) is refused: no other instance could take it, so it
+                // counts as handled.
+                cause.refuse();
+                return Err(err);
+            }
         }
         Ok(())
     }

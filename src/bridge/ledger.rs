@@ -128,6 +128,8 @@ impl Owed {
 /// One sender's page of the ledger.
 #[derive(Debug, Default)]
 struct Book {
+    /// The start of the sender this book is about (its stream's first number).
+    epoch: Option<u64>,
     /// The highest floor the sender told: everything below was handled somewhere.
     floor: Option<u64>,
     /// Numbers at or above the floor that this instance delivered.
@@ -240,6 +242,26 @@ impl Ledger {
             .get(sender.0)
             .and_then(|books| books.get(sender.1))
             .is_some_and(|book| book.gap_before(first))
+    }
+
+    /// Notes the epoch `sender` tells (the first number of its current start). A later
+    /// epoch is a restarted sender, whose numbers may be lower than its previous life's:
+    /// its book starts afresh. False for an earlier epoch: a straggler from a previous
+    /// life, to drop.
+    pub(crate) fn epoch(&self, sender: (&str, &str), epoch: u64) -> bool {
+        let mut books = self.books.lock();
+        let book = book_of(&mut books, sender);
+        match book.epoch {
+            Some(known) if epoch < known => false,
+            Some(known) if epoch == known => true,
+            _ => {
+                if book.epoch.is_some() {
+                    *book = Book::default();
+                }
+                book.epoch = Some(epoch);
+                true
+            }
+        }
     }
 
     /// Forgets `instance` of `network`, which died: memory stays bounded however many
@@ -460,6 +482,19 @@ mod tests {
         ledger.complete(A, (1, 4), (10, NATS), false);
         assert!(ledger.take_owed().is_empty());
         assert_eq!(arrive(&ledger, 1, 4, 1, true), Arrival::Fresh);
+    }
+
+    #[test]
+    fn a_restarted_sender_whose_numbers_are_lower_starts_afresh() {
+        let ledger = Ledger::default();
+        assert!(ledger.epoch(A, 1_000));
+        assert_eq!(arrive(&ledger, 5_000, 5_000, 5_000, true), Arrival::Fresh);
+        // Restarted: a later start, but numbers below what its previous life sent.
+        assert!(ledger.epoch(A, 2_000));
+        assert_eq!(arrive(&ledger, 2_000, 2_000, 2_000, true), Arrival::Fresh);
+        assert!(!ledger.epoch(A, 1_000), "a straggler of the previous life");
+        assert!(ledger.epoch(A, 2_000));
+        assert_eq!(arrive(&ledger, 2_000, 2_000, 2_000, true), Arrival::Repeat);
     }
 
     #[test]

@@ -402,7 +402,7 @@ impl Bridge {
         let outbox = Outbox::new(
             self.first_seq,
             window.clone(),
-            EnvelopeWriter::new(&self.network_id, &self.instance_id),
+            EnvelopeWriter::with_epoch(&self.network_id, &self.instance_id, Some(self.first_seq)),
         );
         let handle = stream::start(self, network, outbox, window);
         streams.insert(network.to_string(), handle.clone());
@@ -447,10 +447,17 @@ impl Bridge {
         let redelivered = causes.redelivered();
         let mut causes = Some(causes);
         let mut ranges = vec![(0, messages.len())];
+        let mut refused = None;
         while let Some((lo, hi)) = ranges.pop() {
             let part = &messages[lo..hi];
             let seq = first + lo as u64;
-            let plain = outbox.encode(seq, part, reply_to, redelivered)?;
+            let plain = match outbox.encode(seq, part, reply_to, redelivered) {
+                Ok(plain) => plain,
+                Err(err) => {
+                    refused = Some(err);
+                    continue;
+                }
+            };
             let wire = crate::message::compress_above_limit(plain.clone(), self.compress_above);
             if wire.len() > max {
                 if part.len() > 1 {
@@ -459,12 +466,9 @@ impl Bridge {
                     ranges.push((lo, mid));
                     continue;
                 }
-                // Refused for good: sending it again could never help, so its causes
-                // count as handled (the refusal is the outcome).
-                if let Some(causes) = causes.take() {
-                    causes.release();
-                }
-                return Err(Error::new(
+                // Refused for good: sending it again could never help. The rest of the
+                // batch goes on.
+                refused = Some(Error::new(
                     ErrorKind::PayloadTooLarge,
                     format!(
                         "a message for {subject} is {} bytes as sent; the server's max_payload \
@@ -473,6 +477,7 @@ impl Bridge {
                         wire.len()
                     ),
                 ));
+                continue;
             }
             let part_causes = if ranges.is_empty() {
                 causes.take().unwrap_or_default()
@@ -487,11 +492,15 @@ impl Bridge {
             };
             outbox.window().keep(seq, part.len(), kept, part_causes);
             if let Err(err) = self.send_on(road, network, subject, wire).await {
-                // Kept: it goes again once its acknowledgement is overdue, or the road
-                // changes. The caller hears of the trouble all the same.
+                // Kept: it goes again once it is overdue, or the road changes; so do the
+                // parts after it, which are kept as they come.
                 tracing::debug!(network, error = %err, "a streamed envelope could not be sent; it is kept to send again");
-                return Err(err);
             }
+        }
+        // What is left of the causes belongs to refused messages only: the refusal is
+        // their outcome (kept parts hold causes of their own).
+        if let Some(causes) = causes.take() {
+            causes.release();
         }
         let counter = if returned {
             &self.counters.returns_out
@@ -502,7 +511,10 @@ impl Bridge {
             if returned { 1 } else { messages.len() as u64 },
             Ordering::Relaxed,
         );
-        Ok(())
+        match refused {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
     }
 
     /// The largest payload the broker takes, as it announced; unbounded before it has.

@@ -274,7 +274,12 @@ impl Bridge {
                 }
             };
             let payload = crate::message::compress_above_limit(plain, self.compress_above);
-            self.send_on(road, network, &kept.subject, payload).await?;
+            if let Err(err) = self.send_on(road, network, &kept.subject, payload).await {
+                // Still kept: it goes again at its next turn. A failed resend never costs
+                // the batch that triggered it.
+                tracing::debug!(network, first, error = %err, "sending again failed; it stays kept");
+                return Ok(());
+            }
             self.counters.resent.fetch_add(1, Ordering::Relaxed);
         }
         Ok(())

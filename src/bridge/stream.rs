@@ -66,15 +66,26 @@ impl StreamHandle {
     /// Cancel safe: if cancelled while waiting, the batch was not queued (its causes are
     /// left unacknowledged).
     pub(crate) async fn submit(&self, submit: Submit) -> Result<()> {
+        // Counted while it waits for room, so that a shutdown waits for it too; the count
+        // goes back down if the wait is cancelled or the stream is gone.
+        struct Waiting<'a>(&'a AtomicUsize, bool);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                if !self.1 {
+                    self.0.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+        }
         self.queued.fetch_add(1, Ordering::AcqRel);
-        let sent = self.queue.send(submit).await;
-        if sent.is_err() {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+        let mut waiting = Waiting(&self.queued, false);
+        if self.queue.send(submit).await.is_err() {
             return Err(Error::new(
                 ErrorKind::Shutdown,
                 "the distributed network has shut down",
             ));
         }
+        // Queued: the task counts it down once it is sent.
+        waiting.1 = true;
         Ok(())
     }
 

@@ -53,6 +53,13 @@ pub(crate) const RETRANSMIT_AFTER: Duration = Duration::from_secs(1);
 /// The longest retransmission timeout, however slow acknowledgements are.
 const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The oldest unhandled envelope, held by a live instance, goes again after this many
+/// timeouts (and at least [`MIN_HELD_PATIENCE`]) in case its acknowledgement was lost.
+const HELD_PATIENCE: u32 = 8;
+
+/// See [`HELD_PATIENCE`].
+const MIN_HELD_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Probes of a silent receiver wait at most this many timeouts apart.
 const MAX_PROBE_BACKOFF: u32 = 8;
 
@@ -172,17 +179,27 @@ impl State {
         !sent.handled && sent.holder == Holder::Unheard && sent.order < self.heard_order
     }
 
-    /// When `sent` is due to go again without probing, if ever.
-    fn due_at(&self, sent: &Sent, timeout: Duration) -> Option<Instant> {
+    /// When `sent` is due to go again without probing, if ever. `oldest` says whether it
+    /// is the oldest unhandled envelope: held that long by an instance that is alive, it
+    /// goes again now and then, in case the acknowledgement that it was handled was lost
+    /// (the instance says so again, or drops the copy if it is still handling it).
+    fn due_at(&self, sent: &Sent, timeout: Duration, oldest: bool) -> Option<Instant> {
         if sent.handled {
             None
         } else if sent.orphaned {
             Some(sent.sent_at)
         } else if self.overtaken(sent) {
             Some(sent.sent_at + timeout)
+        } else if oldest && sent.holder != Holder::Unheard {
+            Some(sent.sent_at + (timeout * HELD_PATIENCE).max(MIN_HELD_PATIENCE))
         } else {
             None
         }
+    }
+
+    /// The index of the oldest unhandled envelope.
+    fn oldest(&self) -> Option<usize> {
+        self.sent.iter().position(|s| !s.handled)
     }
 
     /// Counts the envelope at `index` as sent again at `now`, and gives what to send.
@@ -466,10 +483,12 @@ impl SendWindow {
             return None;
         }
         let timeout = state.timeout();
+        let oldest = state.oldest();
         let overdue = state
             .sent
             .iter()
-            .filter_map(|s| state.due_at(s, timeout))
+            .enumerate()
+            .filter_map(|(i, s)| state.due_at(s, timeout, Some(i) == oldest))
             .min();
         let probe = state.probe_at();
         Some(overdue.map_or(probe, |at| at.min(probe)))
@@ -483,10 +502,11 @@ impl SendWindow {
             return Vec::new();
         }
         let timeout = state.timeout();
+        let oldest = state.oldest();
         let due: Vec<usize> = (0..state.sent.len())
             .filter(|&i| {
                 state
-                    .due_at(&state.sent[i], timeout)
+                    .due_at(&state.sent[i], timeout, Some(i) == oldest)
                     .is_some_and(|at| at <= now)
             })
             .collect();

@@ -30,16 +30,26 @@ fn write_failed(e: impl std::fmt::Display) -> Error {
 /// Encodes the envelopes of one sender.
 #[derive(Debug)]
 pub(crate) struct EnvelopeWriter {
-    /// The encoded version, network, instance and the key of the sequence number: what
-    /// follows the map header in every envelope of this sender.
+    /// The encoded version, network, instance (and epoch) and the key of the sequence
+    /// number: what follows the map header in every envelope of this sender.
     head: Vec<u8>,
+    /// Fields the head holds besides `s`.
+    head_fields: u32,
     buf: BytesMut,
 }
 
 impl EnvelopeWriter {
-    /// A writer for envelopes from `instance` of `network`.
+    /// A writer for envelopes from `instance` of `network`, without an epoch.
+    #[cfg(test)]
     pub(crate) fn new(network: &str, instance: &str) -> Self {
-        let mut head = Vec::with_capacity(16 + network.len() + instance.len());
+        Self::with_epoch(network, instance, None)
+    }
+
+    /// A writer whose envelopes also tell the stream's `epoch` (key `e`): the first
+    /// number of this start of the sender, so a receiver tells a restarted sender's
+    /// stream from its previous life's.
+    pub(crate) fn with_epoch(network: &str, instance: &str, epoch: Option<u64>) -> Self {
+        let mut head = Vec::with_capacity(28 + network.len() + instance.len());
         // Writing into a Vec cannot fail.
         let _ = rmp::encode::write_str(&mut head, "v");
         let _ = rmp::encode::write_uint(&mut head, u64::from(WIRE_VERSION));
@@ -47,9 +57,14 @@ impl EnvelopeWriter {
         let _ = rmp::encode::write_str(&mut head, network);
         let _ = rmp::encode::write_str(&mut head, "i");
         let _ = rmp::encode::write_str(&mut head, instance);
+        if let Some(epoch) = epoch {
+            let _ = rmp::encode::write_str(&mut head, "e");
+            let _ = rmp::encode::write_uint(&mut head, epoch);
+        }
         let _ = rmp::encode::write_str(&mut head, "s");
         EnvelopeWriter {
             head,
+            head_fields: 3 + u32::from(epoch.is_some()),
             buf: BytesMut::new(),
         }
     }
@@ -93,7 +108,8 @@ impl EnvelopeWriter {
             // Envelopes cut from the old chunk keep it alive until they are dropped.
             self.buf = BytesMut::with_capacity(CHUNK.max(room));
         }
-        let fields = 6 + u32::from(reply_to.is_some()) + u32::from(redelivered);
+        // The head's fields, `s`, the message or batch, `a`, and what is optional.
+        let fields = self.head_fields + 3 + u32::from(reply_to.is_some()) + u32::from(redelivered);
         let mut out = (&mut self.buf).writer();
         rmp::encode::write_map_len(&mut out, fields).map_err(write_failed)?;
         out.get_mut().extend_from_slice(&self.head);
@@ -155,6 +171,8 @@ pub(crate) struct EnvelopeView<'a> {
     pub(crate) redelivered: bool,
     /// The id of a confirmed send, the same on every retry of it (key `k`).
     pub(crate) key: Option<Cow<'a, str>>,
+    /// The first number of this start of the sender (key `e`).
+    pub(crate) epoch: Option<u64>,
 }
 
 /// What an envelope carries: one message (`m`) or a batch (`b`).
@@ -242,7 +260,7 @@ impl<'a> EnvelopeView<'a> {
         let (mut version, mut network, mut instance, mut seq) = (None, None, None, None);
         let (mut messages, mut reply_to, mut seen_reply) = (None, None, false);
         let mut acked_below = None;
-        let (mut redelivered, mut id) = (None, None);
+        let (mut redelivered, mut id, mut epoch) = (None, None, None);
         for _ in 0..fields {
             let (key, after) = rmp::decode::read_str_from_slice(rest).ok()?;
             rest = after;
@@ -293,6 +311,10 @@ impl<'a> EnvelopeView<'a> {
                     fresh(id.is_some())?;
                     id = Some(read_str(&mut rest)?);
                 }
+                "e" => {
+                    fresh(epoch.is_some())?;
+                    epoch = Some(rmp::decode::read_int::<u64, _>(&mut rest).ok()?);
+                }
                 "r" => {
                     fresh(seen_reply)?;
                     seen_reply = true;
@@ -317,6 +339,7 @@ impl<'a> EnvelopeView<'a> {
             acked_below,
             redelivered: redelivered.unwrap_or(false),
             key: id.map(Cow::Borrowed),
+            epoch,
         })
     }
 }
@@ -338,6 +361,7 @@ impl From<WireEnvelope> for EnvelopeView<'static> {
             acked_below: envelope.acked_below,
             redelivered: envelope.redelivered,
             key: envelope.key.map(Cow::Owned),
+            epoch: envelope.epoch,
         }
     }
 }
@@ -541,6 +565,18 @@ mod tests {
         .unwrap();
         let view = EnvelopeView::read(&confirmed).unwrap();
         assert_eq!(view.key.as_deref(), Some("order-17"));
+
+        let mut writer = EnvelopeWriter::with_epoch("prod.ml", "i-1", Some(1_700_000));
+        let plain = writer
+            .encode_batch(9, 4, &[Message::Flow], Some("r"), true)
+            .unwrap();
+        let view = EnvelopeView::read(&plain).unwrap();
+        assert_eq!(
+            (view.epoch, view.seq, view.redelivered),
+            (Some(1_700_000), 9, true)
+        );
+        let general = EnvelopeView::from(WireEnvelope::decode(&plain).unwrap());
+        assert_eq!(general.epoch, Some(1_700_000));
     }
 
     #[test]

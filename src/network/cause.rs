@@ -34,13 +34,15 @@ struct CauseInner {
     redelivered: bool,
     /// Some descendant was dropped without being handled.
     abandoned: AtomicBool,
+    /// Counts as handled whatever happens to its descendants: refused for good.
+    refused: AtomicBool,
     on_handled: Option<Completion>,
 }
 
 impl Drop for CauseInner {
     fn drop(&mut self) {
         if let Some(done) = self.on_handled.take() {
-            done(!*self.abandoned.get_mut());
+            done(*self.refused.get_mut() || !*self.abandoned.get_mut());
         }
     }
 }
@@ -54,6 +56,7 @@ impl Cause {
         Cause(Arc::new(CauseInner {
             redelivered,
             abandoned: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
             on_handled: Some(Box::new(on_handled)),
         }))
     }
@@ -62,6 +65,12 @@ impl Cause {
     /// cause completes as not handled and its sender sends it again.
     pub(crate) fn abandon(&self) {
         self.0.abandoned.store(true, Ordering::Release);
+    }
+
+    /// Notes that the message was refused for good (it has nowhere to go, and no other
+    /// instance could take it): it completes as handled, whatever its descendants do.
+    pub(crate) fn refuse(&self) {
+        self.0.refused.store(true, Ordering::Release);
     }
 
     /// Whether the message may be a repeat of one handled before.
@@ -86,18 +95,55 @@ impl std::fmt::Debug for Cause {
 
 /// Where a message came from: the remote proxy to return its outputs to, and the cause
 /// whose acknowledgement waits for it.
-#[derive(Clone, Debug, Default)]
+///
+/// Each message in the graph holds its own trace. One dropped without
+/// [`Trace::handled`] (a node that stopped, a handler that panicked, an inbox that could
+/// not take it) leaves its cause unacknowledged, so the sender sends it again: what
+/// was not explicitly handled never counts as handled.
+#[derive(Debug, Default)]
 pub(crate) struct Trace {
     /// The return subject of the remote proxy whose message caused this one, if any.
     pub(crate) origin: Option<Arc<str>>,
     /// The inbound message this one descends from, if any.
     pub(crate) cause: Option<Cause>,
+    /// Its message was handled.
+    done: bool,
+}
+
+impl Clone for Trace {
+    /// Another message's trace: not handled yet.
+    fn clone(&self) -> Self {
+        Trace {
+            origin: self.origin.clone(),
+            cause: self.cause.clone(),
+            done: false,
+        }
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        if !self.done
+            && let Some(cause) = &self.cause
+        {
+            cause.abandon();
+        }
+    }
 }
 
 impl Trace {
     /// A trace for a message sent by a proxy on another network.
     pub(crate) fn new(origin: Option<Arc<str>>, cause: Option<Cause>) -> Self {
-        Trace { origin, cause }
+        Trace {
+            origin,
+            cause,
+            done: false,
+        }
+    }
+
+    /// Lets go of the trace: its message is handled.
+    pub(crate) fn handled(mut self) {
+        self.done = true;
     }
 
     /// Whether the message may be a repeat of one handled before.
@@ -205,9 +251,29 @@ mod tests {
             seen.store(if handled { 1 } else { 2 }, Ordering::SeqCst);
         });
         let queued = Trace::new(None, Some(cause.clone()));
+        let handled = queued.clone();
         drop(cause);
-        queued.abandon();
+        handled.handled();
+        assert_eq!(outcome.load(Ordering::SeqCst), 0);
         drop(queued);
-        assert_eq!(outcome.load(Ordering::SeqCst), 2);
+        assert_eq!(
+            outcome.load(Ordering::SeqCst),
+            2,
+            "a trace dropped unhandled"
+        );
+    }
+
+    #[test]
+    fn a_refused_message_completes_as_handled_whatever_its_descendants_do() {
+        let outcome = Arc::new(AtomicUsize::new(0));
+        let seen = outcome.clone();
+        let cause = Cause::new(false, move |handled| {
+            seen.store(if handled { 1 } else { 2 }, Ordering::SeqCst);
+        });
+        let dropped = Trace::new(None, Some(cause.clone()));
+        cause.refuse();
+        drop(dropped);
+        drop(cause);
+        assert_eq!(outcome.load(Ordering::SeqCst), 1);
     }
 }

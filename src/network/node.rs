@@ -64,10 +64,10 @@ pub(crate) async fn run(
             };
             // The message is handled (or, halted, never will be): what it caused holds
             // its own claim on the cause.
-            if result.is_none() {
-                ctx.trace().abandon();
+            let trace = ctx.take_trace();
+            if result.is_some() {
+                trace.handled();
             }
-            ctx.set_trace(Default::default());
             shared.handled_one();
             let Some(result) = result else {
                 // Taken from the inbox but never to be handled: release their count, and

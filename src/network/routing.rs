@@ -192,8 +192,18 @@ impl Outlet {
     }
 
     pub(crate) async fn emit_from(&self, port: &str, message: Message, trace: Trace) -> Result<()> {
-        let Some(targets) = self.shared.routes_from(&self.node, port)? else {
-            return Ok(());
+        let targets = match self.shared.routes_from(&self.node, port) {
+            Ok(Some(targets)) => targets,
+            // An out-port with no connection drops what it is given: that is its
+            // handling. An undeclared one is the actor's error, refused for good.
+            Ok(None) => {
+                trace.handled();
+                return Ok(());
+            }
+            Err(err) => {
+                trace.handled();
+                return Err(err);
+            }
         };
         if let Some((last, rest)) = targets.split_last() {
             for target in rest {

@@ -110,16 +110,34 @@ fn an_envelope_is_sent_again_only_once_overtaken_and_overdue() {
 
 #[test]
 fn a_slow_receiver_that_holds_everything_gets_nothing_twice() {
-    // The receiver accepts all at once and handles one a second: however long that
-    // takes, nothing is overtaken or orphaned, and it is never silent.
+    // The receiver accepts all at once and handles one every two seconds: however long
+    // that takes, nothing is overtaken or orphaned, and it is never silent.
     let window = window_with(1 << 20, &[(1, 1), (2, 1), (3, 1), (4, 1)]);
     window.acknowledge("b", &[], &[(1, 4)]);
     for n in 1..=4 {
-        age(&window, Duration::from_secs(5));
+        age(&window, Duration::from_secs(2));
         window.acknowledge("b", &[(n, n)], &[]);
         assert!(window.due(Instant::now()).is_empty(), "after {n}");
     }
     assert_eq!(window.resent_count(), 0);
+}
+
+#[test]
+fn the_oldest_held_too_long_goes_again_in_case_its_acknowledgement_was_lost() {
+    let window = window_with(1 << 20, &[(1, 1), (2, 1)]);
+    window.acknowledge("b", &[], &[(1, 2)]);
+    // Heard of recently, so not silent; but the oldest has been held for long.
+    age(
+        &window,
+        RETRANSMIT_AFTER * HELD_PATIENCE + Duration::from_millis(10),
+    );
+    window.acknowledge("b", &[], &[(1, 2)]);
+    let due = window.due(Instant::now());
+    assert_eq!(firsts(&due), [1], "only the oldest");
+    assert!(
+        window.due(Instant::now()).is_empty(),
+        "and not again at once"
+    );
 }
 
 #[test]
