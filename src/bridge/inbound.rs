@@ -167,6 +167,13 @@ impl Bridge {
             if let Some(id) = &id {
                 replies.extend(bridge.confirmations.finish(id, handled.then_some(&answer)));
             }
+            // The common case, one answer through the broker, goes at once when the
+            // client has room for it; anything else, from a task of its own.
+            if let [ReplyTo::Nats(subject)] = replies.as_slice()
+                && bridge.try_notice(subject.clone(), answer.clone())
+            {
+                return;
+            }
             let tracker = bridge.tracker.clone();
             tracker.spawn(async move { bridge.answer_all(replies, answer).await });
         })

@@ -179,6 +179,13 @@ impl Bridge {
         }
     }
 
+    /// Publishes a notice through the broker if the client takes it at once, from code
+    /// that cannot wait (a cause's completion); false when it would have had to.
+    pub(crate) fn try_notice(&self, subject: async_nats::Subject, payload: Bytes) -> bool {
+        futures::FutureExt::now_or_never(self.client.publish(subject, payload))
+            .is_some_and(|sent| sent.is_ok())
+    }
+
     /// Sends on the chosen road.
     pub(crate) async fn send_on(
         &self,
