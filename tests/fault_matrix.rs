@@ -192,12 +192,14 @@ async fn cell(fault: Fault, direct: bool, mode: Mode) {
     // each value retried with its id until confirmed, and checked at C when it is.
     let confirmed_early = Arc::new(Mutex::new(Vec::new()));
     let retries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let timeouts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let sender = {
-        let (a, seen, early, retries) = (
+        let (a, seen, early, retries, timeouts) = (
             a.clone(),
             seen.clone(),
             confirmed_early.clone(),
             retries.clone(),
+            timeouts.clone(),
         );
         tokio::spawn(async move {
             for value in 0..total {
@@ -240,6 +242,9 @@ async fn cell(fault: Fault, direct: bool, mode: Mode) {
                                         "value {value}: {err}"
                                     );
                                     retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    if err.kind() == ErrorKind::Timeout {
+                                        timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                    }
                                     tokio::time::sleep(Duration::from_millis(100)).await;
                                 }
                             }
@@ -304,6 +309,14 @@ async fn cell(fault: Fault, direct: bool, mode: Mode) {
         .expect("the sender finished")
         .unwrap();
 
+    if fault == Fault::BrokerPause && mode == Mode::Confirmed && !direct {
+        // A send in flight when the broker froze timed out, and its retry with the same
+        // id is what was confirmed: the exactly-once check below covers it.
+        assert!(
+            timeouts.load(std::sync::atomic::Ordering::Relaxed) > 0,
+            "{label}: no confirmed send timed out, so no retry after a Timeout was tested"
+        );
+    }
     let early = confirmed_early.lock().unwrap().clone();
     assert!(
         early.is_empty(),
