@@ -150,7 +150,7 @@ pub(crate) struct Bridge {
     /// Direct links to other networks (listening only when `bind_port` is set).
     pub(crate) direct: DirectTransport,
     /// When each network's direct endpoint was last dialled, to pace retries.
-    last_dial: Mutex<HashMap<String, std::time::Instant>>,
+    last_dial: road::Pacer,
     pub(crate) broker: Arc<BrokerState>,
     pub(crate) events: EventSender,
     pub(crate) registry: Mutex<Registry>,
@@ -233,7 +233,7 @@ impl Bridge {
             },
             client,
             direct,
-            last_dial: Mutex::new(HashMap::new()),
+            last_dial: road::Pacer::default(),
             broker,
             events,
             registry: Mutex::new(Registry::default()),

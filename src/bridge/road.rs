@@ -29,33 +29,44 @@ const STALE_WAIT: Duration = Duration::from_secs(5);
 /// How long the check that a peer is back on the broker may take.
 const BROKER_CHECK: Duration = Duration::from_millis(500);
 
-impl Bridge {
-    /// The road to use for `network` now, given the road the stream took so far.
-    pub(crate) async fn road_to(&self, network: &str, current: TransportKind) -> TransportKind {
-        if self.broker.is_up() {
-            if current == TransportKind::Direct && self.direct.is_linked(network) {
-                // Stay direct until the peer answers over the broker: its subscriptions
-                // come back only after its own client reconnects.
-                if self.due(network) && self.ping_over_broker(network).await {
-                    let _ = self.direct.ping(network).await;
-                    return TransportKind::Nats;
-                }
-                return TransportKind::Direct;
-            }
-            return TransportKind::Nats;
-        }
-        if self.direct.is_linked(network) || self.dial(network).await {
-            return TransportKind::Direct;
-        }
-        // No other road: the stream waits for the broker (`wait_for_road`).
-        TransportKind::Nats
-    }
+/// What a stream does next about its road, from what is known now. The decision is
+/// here, apart from the dialling and pinging it asks for, so it can be tested alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Take the broker.
+    Broker,
+    /// Take the direct link there is.
+    Direct,
+    /// The broker is back while the stream is on a direct link: stay direct until the
+    /// peer answers over the broker (its subscriptions come back only after its own
+    /// client reconnects), then flush the link and move back.
+    TryBroker,
+    /// No broker and no link: dial the peer's advertised endpoint, or wait for a road.
+    Dial,
+}
 
-    /// Whether a dial or a broker check for `network` may run now (paced, so that a
-    /// stream waiting for a road costs little per message).
-    fn due(&self, network: &str) -> bool {
-        let mut last = self.last_dial.lock();
-        let now = Instant::now();
+/// Chooses the next [`Step`] for a stream on `current`, given whether the broker is up
+/// and whether a direct link to the peer is open.
+pub(crate) fn next_step(current: TransportKind, broker_up: bool, linked: bool) -> Step {
+    match (broker_up, linked) {
+        (true, true) if current == TransportKind::Direct => Step::TryBroker,
+        (true, _) => Step::Broker,
+        (false, true) => Step::Direct,
+        (false, false) => Step::Dial,
+    }
+}
+
+/// Paces the attempts a stream makes for a road (dials, checks that a peer is back on
+/// the broker) per peer network, so that one waiting for a road costs little per message.
+#[derive(Debug, Default)]
+pub(crate) struct Pacer {
+    last: parking_lot::Mutex<std::collections::HashMap<String, Instant>>,
+}
+
+impl Pacer {
+    /// Whether an attempt for `network` may run at `now`; if so, it counts as made.
+    pub(crate) fn due(&self, network: &str, now: Instant) -> bool {
+        let mut last = self.last.lock();
         if last
             .get(network)
             .is_some_and(|at| now.duration_since(*at) < REDIAL_AFTER)
@@ -64,6 +75,34 @@ impl Bridge {
         }
         last.insert(network.to_string(), now);
         true
+    }
+}
+
+impl Bridge {
+    /// The road to use for `network` now, given the road the stream took so far.
+    pub(crate) async fn road_to(&self, network: &str, current: TransportKind) -> TransportKind {
+        let step = next_step(current, self.broker.is_up(), self.direct.is_linked(network));
+        match step {
+            Step::Broker => TransportKind::Nats,
+            Step::Direct => TransportKind::Direct,
+            Step::TryBroker => {
+                if self.due(network) && self.ping_over_broker(network).await {
+                    // Its pong comes after every earlier frame reached the peer.
+                    let _ = self.direct.ping(network).await;
+                    TransportKind::Nats
+                } else {
+                    TransportKind::Direct
+                }
+            }
+            Step::Dial if self.dial(network).await => TransportKind::Direct,
+            // No other road: the stream waits for the broker (`wait_for_road`).
+            Step::Dial => TransportKind::Nats,
+        }
+    }
+
+    /// Whether a dial or a broker check for `network` may run now.
+    fn due(&self, network: &str) -> bool {
+        self.last_dial.due(network, Instant::now())
     }
 
     /// With the broker down and no direct link to `network`, a stream waits here rather
@@ -312,5 +351,41 @@ impl Bridge {
             road
         };
         road == wanted && !outbox.is_stale()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_broker_while_it_is_up_a_link_while_it_is_not_and_back_only_via_a_check() {
+        use TransportKind::{Direct, Nats};
+        assert_eq!(next_step(Nats, true, false), Step::Broker);
+        assert_eq!(
+            next_step(Nats, true, true),
+            Step::Broker,
+            "a link is no reason to leave"
+        );
+        assert_eq!(next_step(Direct, true, true), Step::TryBroker);
+        assert_eq!(
+            next_step(Direct, true, false),
+            Step::Broker,
+            "the link is gone"
+        );
+        assert_eq!(next_step(Nats, false, true), Step::Direct);
+        assert_eq!(next_step(Direct, false, true), Step::Direct);
+        assert_eq!(next_step(Nats, false, false), Step::Dial);
+        assert_eq!(next_step(Direct, false, false), Step::Dial);
+    }
+
+    #[test]
+    fn attempts_for_a_road_are_paced_per_network() {
+        let pacer = Pacer::default();
+        let now = Instant::now();
+        assert!(pacer.due("B", now));
+        assert!(!pacer.due("B", now + REDIAL_AFTER / 2));
+        assert!(pacer.due("C", now), "another network has its own pace");
+        assert!(pacer.due("B", now + REDIAL_AFTER));
     }
 }
