@@ -531,6 +531,57 @@ async fn confirmed_sends_fail_with_the_promised_phrases() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmed_retry_with_one_id_is_handled_once_across_a_networks_instances() {
+    let server = NatsServer::start().await.unwrap();
+    let blocked = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let handled = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut bs = Vec::new();
+    for instance in ["b1", "b2", "b3"] {
+        let mut b = DistributedNetwork::new(config(&server.url(), "B", instance))
+            .await
+            .unwrap();
+        b.register_local_actor("stuck", Stuck(blocked.clone(), handled.clone()), None)
+            .unwrap();
+        b.start().await.unwrap();
+        bs.push(b);
+    }
+    let a = started(DistributedConfig {
+        local_network_config: NetworkConfig {
+            request_timeout_ms: 300,
+            ..NetworkConfig::default()
+        },
+        ..config(&server.url(), "A", "a1")
+    })
+    .await;
+    // A started after B's three instances: its liveness roster knows all of them.
+    a.connect_to_network("B").await.unwrap();
+    for id in ["k-1", "k-2", "k-3", "k-4"] {
+        let send = || a.send_to_remote_actor_with_id("B", "stuck", "in", Message::Flow, id);
+        // Held by the actor: every try times out, and every retry reaches the instance
+        // that has it, which does not deliver it again.
+        for _ in 0..4 {
+            let err = send().await.unwrap_err();
+            assert!(err.to_string().contains("Timeout"), "{err}");
+        }
+        blocked.add_permits(1);
+        common::wait_for(
+            "the retry to be answered",
+            Duration::from_secs(5),
+            || async { send().await.is_ok() },
+        )
+        .await;
+    }
+    assert_eq!(
+        handled.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "each id handled once across B's instances"
+    );
+    for mut b in bs {
+        b.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_see_connect_and_disconnect_events_and_listings() {
     let server = NatsServer::start().await.unwrap();
     let b = started(config(&server.url(), "B", "b1")).await;
@@ -613,7 +664,10 @@ impl reflow_network::actor::Actor for Stuck {
         _port: &str,
         _message: Message,
     ) -> reflow_network::Result<()> {
-        let _permit = self.0.acquire().await;
+        // Each message takes a permit of its own, for good.
+        if let Ok(permit) = self.0.acquire().await {
+            permit.forget();
+        }
         self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
     }

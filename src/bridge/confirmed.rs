@@ -9,8 +9,9 @@
 //! outcome, and a retry of one handled gets the answer the first got, and is not
 //! delivered again.
 //!
-//! Ids are remembered per instance: in a network of several instances a retry may reach
-//! another instance, which has not seen the id (see the README's delivery guarantees).
+//! Ids are remembered per instance, so every try of an id is addressed to the same
+//! instance (`Bridge::instance_for`); only if that instance dies can a retry reach
+//! another, which has not seen the id.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};

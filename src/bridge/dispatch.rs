@@ -228,6 +228,26 @@ impl Bridge {
                     tracing::warn!(subject = %message.subject, error = %err, "inbound message refused");
                 }
             }
+            Item::Return(message)
+                if message
+                    .subject
+                    .starts_with(&*super::inbound::addressed_prefix(
+                        &self.network_id,
+                        &self.instance_id,
+                    )) =>
+            {
+                // A confirmed send addressed to this instance.
+                let reply = message.reply.map(ReplyTo::Nats);
+                let _ = self
+                    .deliver_data(
+                        &message.subject,
+                        &message.payload,
+                        reply,
+                        streamed(TransportKind::Nats),
+                        state,
+                    )
+                    .await;
+            }
             Item::Return(message) => {
                 if let Err(err) = self
                     .deliver_return(

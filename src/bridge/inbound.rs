@@ -94,11 +94,16 @@ pub(crate) async fn subscribe_data(bridge: &Bridge) -> Result<async_nats::Subscr
         })
 }
 
+/// The subject prefix of confirmed sends addressed to this instance alone (a retry with
+/// the same id must reach the instance that saw it).
+pub(crate) fn addressed_prefix(network: &str, instance: &str) -> String {
+    format!("_reflow.{network}.{instance}.to")
+}
+
+/// This instance's own subjects: returned outputs (`….ret.{token}.{port}`) and confirmed
+/// sends addressed to it (`….to.{actor}.{port}`), in one subscription.
 pub(crate) async fn subscribe_returns(bridge: &Bridge) -> Result<async_nats::Subscriber> {
-    let subject = format!(
-        "{}.*.*",
-        return_prefix(&bridge.network_id, &bridge.instance_id)
-    );
+    let subject = format!("_reflow.{}.{}.*.*.*", bridge.network_id, bridge.instance_id);
     bridge.client.subscribe(subject.clone()).await.map_err(|e| {
         Error::with_source(
             ErrorKind::Broker,
@@ -289,6 +294,20 @@ impl Bridge {
         how: Streamed,
         state: &mut DispatchState,
     ) -> std::result::Result<(), (Error, Option<ReplyTo>)> {
+        // A confirmed send addressed to this instance alone names the actor and port
+        // after its prefix.
+        let addressed = addressed_prefix(&self.network_id, &self.instance_id);
+        let plain_subject;
+        let subject = match subject
+            .strip_prefix(addressed.as_str())
+            .and_then(|rest| rest.strip_prefix('.'))
+        {
+            Some(rest) => {
+                plain_subject = format!("{}.{rest}", self.network_id);
+                plain_subject.as_str()
+            }
+            None => subject,
+        };
         let Some((actor, port)) = parse_data_subject(&self.network_id, subject) else {
             return Err((
                 self.reject(Error::new(

@@ -302,19 +302,46 @@ impl Bridge {
             key: id,
         }
         .encode(self.compress_above)?;
+        // With an id, every try goes to the same instance while it lives, so that the
+        // one that saw the id answers the retry (see `Bridge::instance_for`).
+        let addressed = id
+            .filter(|_| self.broker.is_up())
+            .and_then(|id| self.instance_for(network, id));
+        let subject = match addressed {
+            Some(instance) => format!(
+                "{}.{actor}.{port}",
+                super::inbound::addressed_prefix(network, &instance)
+            ),
+            None => data_subject(network, actor, port),
+        };
         let reply = self
-            .request(
-                network,
-                data_subject(network, actor, port),
-                payload,
-                self.request_timeout,
-            )
+            .request(network, subject, payload, self.request_timeout)
             .await?;
         if reply.is_empty() {
             self.count_out();
             return Ok(());
         }
         crate::discovery::parse_reply::<()>(&format!("network {network:?}"), &reply)
+    }
+}
+
+impl Bridge {
+    /// The live instance of `network` that confirmed sends with `id` go to: the same for
+    /// every try while the set of live instances stays the same (a rendezvous choice, so
+    /// an instance coming or going moves only the ids it must). `None` when no instance
+    /// is known (the broker is down, or the roster is empty): the send then goes to the
+    /// network's queue group.
+    pub(crate) fn instance_for(&self, network: &str, id: &str) -> Option<String> {
+        use std::hash::{Hash, Hasher};
+        self.live_instances()
+            .into_iter()
+            .filter(|info| info.network_id == network)
+            .max_by_key(|info| {
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                (id, &info.instance_id).hash(&mut hasher);
+                hasher.finish()
+            })
+            .map(|info| info.instance_id)
     }
 }
 

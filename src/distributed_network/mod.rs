@@ -534,10 +534,10 @@ impl DistributedNetwork {
     /// still being handled waits for its outcome; a retry of one already handled gets
     /// the answer the first got.
     ///
-    /// The receiving instance remembers ids for five minutes (at most 65,536 of them).
-    /// It is that instance that remembers: in a network of several instances, a retry
-    /// may reach another one, which delivers it again. Choose ids unique per message
-    /// (an order number, a UUID).
+    /// Every try of an id goes to the same live instance of the network, chosen from the
+    /// id, which remembers ids (per calling network and target) for five minutes, at most
+    /// 65,536 of them. Only if that instance dies can a retry reach another, which
+    /// handles it again. Choose ids unique per message (an order number, a UUID).
     ///
     /// ```no_run
     /// # async fn demo(net: &reflow_network::distributed_network::DistributedNetwork) -> reflow_network::Result<()> {
