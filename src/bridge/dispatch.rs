@@ -209,45 +209,16 @@ impl Bridge {
             road,
             may_hold: true,
         };
+        let addressed = |m: &async_nats::Message| {
+            m.subject.starts_with(&*super::inbound::addressed_prefix(
+                &self.network_id,
+                &self.instance_id,
+            ))
+        };
         match item {
-            Item::Data(message) => {
-                let reply = message.reply.map(ReplyTo::Nats);
-                let confirmed = reply.is_some();
-                let result = self
-                    .deliver_data(
-                        &message.subject,
-                        &message.payload,
-                        reply,
-                        streamed(TransportKind::Nats),
-                        state,
-                    )
-                    .await;
-                if let Err(err) = result
-                    && !confirmed
-                {
-                    tracing::warn!(subject = %message.subject, error = %err, "inbound message refused");
-                }
-            }
-            Item::Return(message)
-                if message
-                    .subject
-                    .starts_with(&*super::inbound::addressed_prefix(
-                        &self.network_id,
-                        &self.instance_id,
-                    )) =>
-            {
-                // A confirmed send addressed to this instance.
-                let reply = message.reply.map(ReplyTo::Nats);
-                let _ = self
-                    .deliver_data(
-                        &message.subject,
-                        &message.payload,
-                        reply,
-                        streamed(TransportKind::Nats),
-                        state,
-                    )
-                    .await;
-            }
+            Item::Data(message) => self.take_data(message, state).await,
+            // A confirmed send addressed to this instance alone, on its own subscription.
+            Item::Return(message) if addressed(&message) => self.take_data(message, state).await,
             Item::Return(message) => {
                 if let Err(err) = self
                     .deliver_return(
@@ -262,6 +233,25 @@ impl Bridge {
                 }
             }
             Item::Direct(inbound) => self.handle_direct(inbound, state).await,
+        }
+    }
+
+    /// Data for one of this network's actors through the broker: streamed, or confirmed
+    /// (answered at the message's reply subject).
+    async fn take_data(&self, message: async_nats::Message, state: &mut DispatchState) {
+        let reply = message.reply.map(ReplyTo::Nats);
+        let confirmed = reply.is_some();
+        let how = Streamed {
+            road: TransportKind::Nats,
+            may_hold: true,
+        };
+        let result = self
+            .deliver_data(&message.subject, &message.payload, reply, how, state)
+            .await;
+        if let Err(err) = result
+            && !confirmed
+        {
+            tracing::warn!(subject = %message.subject, error = %err, "inbound message refused");
         }
     }
 
