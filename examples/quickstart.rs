@@ -57,7 +57,7 @@ async fn main() -> anyhow::Result<()> {
     // A confirmed send returns once `math` has taken the message.
     app.send_to_remote_actor("math", "double", "in", Message::Integer(100))
         .await?;
-    println!("a confirmed send to math.double.in was accepted");
+    println!("a confirmed send to math.double.in was handled");
 
     app.shutdown().await?;
     math.shutdown().await?;

@@ -205,13 +205,15 @@ impl DistributedNetwork {
         })
     }
 
-    /// Shuts down gracefully: deletes this instance's liveness entry (every watcher sees
-    /// [`NetworkEvent::NetworkDown`](crate::events::NetworkEvent::NetworkDown) with reason
-    /// `Left`), stops accepting connections, says goodbye to peers, lets the
-    /// messages already received and in flight finish (bounded by
-    /// `local_network_config.drain_timeout_ms`), waits for the peers it can still reach
-    /// to acknowledge what it streamed to them (bounded the same way), then stops every
-    /// task and closes the broker connection.
+    /// Shuts down gracefully: stops accepting connections and says goodbye to peers,
+    /// takes no new inbound work, lets the messages already received and in flight finish
+    /// (bounded by `local_network_config.drain_timeout_ms`), waits for the peers it can
+    /// still reach to handle what it streamed to them (bounded the same way), sends the
+    /// acknowledgements it owes, and only then deletes its liveness entry (every watcher
+    /// sees [`NetworkEvent::NetworkDown`](crate::events::NetworkEvent::NetworkDown) with
+    /// reason `Left`), stops every task and closes the broker connection. What it had
+    /// accepted and could not finish in time is left unacknowledged, so its senders send
+    /// it again to the instances left.
     pub async fn shutdown(&mut self) -> Result<()> {
         if self.phase == Phase::ShutDown {
             return Ok(());
