@@ -289,3 +289,46 @@ async fn restart_with_the_same_instance_id_stays_up_after_the_old_ttl_passes() {
     let discovered = watcher.discover_networks().await.unwrap();
     assert!(discovered.iter().any(|n| n.network_id == "phoenix"));
 }
+
+/// The consumers on the liveness bucket's stream, read from the server.
+async fn liveness_consumers(url: &str) -> usize {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(format!("KV_{}", reflow_network::liveness::BUCKET))
+        .await
+        .unwrap();
+    stream.info().await.unwrap().state.consumer_count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_live_network_holds_one_liveness_consumer_and_none_is_left_after_shutdown() {
+    const NETWORKS: usize = 20;
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    // A fast heartbeat: a watcher that listed the bucket every few heartbeats, with a
+    // fresh consumer each time, would pile them up within seconds.
+    let mut networks = Vec::new();
+    for n in 0..NETWORKS {
+        networks.push(started(common::config(&url, &format!("n{n}"), "i", 200)).await);
+    }
+    let settled = Instant::now() + Duration::from_secs(4);
+    let mut most = 0;
+    while Instant::now() < settled {
+        most = most.max(liveness_consumers(&url).await);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        most <= NETWORKS,
+        "{most} consumers on the liveness stream for {NETWORKS} live networks"
+    );
+    for mut network in networks {
+        network.shutdown().await.unwrap();
+    }
+    wait_for(
+        "the liveness consumers to go with their networks",
+        Duration::from_secs(5),
+        || async { liveness_consumers(&url).await == 0 },
+    )
+    .await;
+}

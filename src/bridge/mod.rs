@@ -67,8 +67,10 @@ use crate::transport::direct::{DirectTransport, Inbound};
 use crate::transport::nats::{BrokerState, NatsTransport};
 use tokio::sync::mpsc;
 
-/// The liveness watcher lists the bucket every five heartbeats, but at least this often.
-const RECONCILE_AT_MOST: Duration = Duration::from_secs(30);
+/// How often the liveness watcher lists the bucket when nothing asks it to (it does after
+/// every reconnect, and when its watch ends). Each listing costs the server a consumer
+/// for a moment, so this is a rare safety net, not a polling loop.
+const RECONCILE_EVERY: Duration = Duration::from_secs(300);
 
 /// How long the return prefix of an instance that died is remembered.
 const GONE_REMEMBERED: Duration = Duration::from_secs(60);
@@ -347,7 +349,7 @@ impl Bridge {
             watch,
             self.events.clone(),
             self.broker.up.subscribe(),
-            (heartbeat * 5).min(RECONCILE_AT_MOST),
+            RECONCILE_EVERY,
             self.cancel.clone(),
         ));
         let me = self.weak_self();

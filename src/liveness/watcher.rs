@@ -3,9 +3,11 @@
 //! It reads the bucket through an ordered consumer that first delivers the latest message
 //! of every key (the listing) and then every change. A watch misses what happens while
 //! the client is cut off from the server, so the watcher also takes a fresh listing,
-//! and reconciles the roster against it, after every reconnect and on a slow timer;
-//! each listing comes with a fresh watch that continues from it, which also replaces a
-//! watch that ended.
+//! and reconciles the roster against it, after every reconnect, when its watch ends, and
+//! on a rare safety timer; each listing comes with a fresh watch that continues from it.
+//! A watch is one ephemeral consumer on the bucket's stream; the watcher deletes the one
+//! it replaces, and its own when it stops, rather than leave them to the server's
+//! inactivity timeout: so a live watcher costs the server one consumer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,8 +23,11 @@ use super::{BUCKET, Liveness, broker, change_of};
 use crate::error::{Error, Result};
 use crate::events::EventSender;
 
-/// A live feed of the bucket's changes.
-pub(crate) type Watch = push::Ordered;
+/// A live feed of the bucket's changes, and the name of the consumer behind it.
+pub(crate) struct Watch {
+    name: String,
+    feed: push::Ordered,
+}
 
 /// How long reading a listing may take.
 const LISTING_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,6 +57,7 @@ pub(super) async fn open(
         .await
         .map_err(|e| broker(format!("cannot watch bucket {BUCKET:?}"), e))?;
     let mut left = consumer.cached_info().num_pending;
+    let name = consumer.cached_info().name.clone();
     let mut watch = consumer
         .messages()
         .await
@@ -78,8 +84,24 @@ pub(super) async fn open(
         }
         changes.extend(read(&prefix, &message));
     }
-    Ok((changes, watch))
+    Ok((changes, Watch { name, feed: watch }))
 }
+
+/// Deletes the consumer behind a watch that is no longer read, waiting at most `limit`
+/// (a server that does not answer takes it away itself after a while).
+async fn retire(liveness: &Liveness, watch: Watch, limit: Duration) {
+    drop(watch.feed);
+    let deleted = tokio::time::timeout(limit, liveness.stream.delete_consumer(&watch.name)).await;
+    if !matches!(deleted, Ok(Ok(_))) {
+        tracing::debug!(
+            consumer = watch.name,
+            "an old liveness watch is left to expire"
+        );
+    }
+}
+
+/// How long retiring a watch may take at shutdown.
+const RETIRE_AT_SHUTDOWN: Duration = Duration::from_secs(1);
 
 /// What one delivered message says: `(key, revision, change)`.
 fn read(prefix: &str, message: &async_nats::jetstream::Message) -> Option<(String, u64, Change)> {
@@ -106,7 +128,7 @@ pub(crate) async fn run(
     loop {
         let next = async {
             match watch.as_mut() {
-                Some(watch) => watch.next().await,
+                Some(watch) => watch.feed.next().await,
                 None => std::future::pending().await,
             }
         };
@@ -128,7 +150,9 @@ pub(crate) async fn run(
                 Some(Err(err)) => tracing::debug!(error = %err, "liveness watch hiccup"),
                 None => {
                     tracing::debug!("liveness watch ended; listing again");
-                    watch = None;
+                    if let Some(old) = watch.take() {
+                        retire(&liveness, old, LISTING_TIMEOUT).await;
+                    }
                     relist_at = Some(Instant::now() + RETRY);
                 }
             },
@@ -152,7 +176,9 @@ pub(crate) async fn run(
                     Ok((changes, listed_at, fresh)) => {
                         let happened = liveness.roster.write().reconcile(changes, listed_at);
                         happened.into_iter().for_each(|e| events.send(e));
-                        watch = Some(fresh);
+                        if let Some(old) = watch.replace(fresh) {
+                            retire(&liveness, old, LISTING_TIMEOUT).await;
+                        }
                     }
                     Err(err) => {
                         tracing::debug!(error = %err, "liveness listing failed; retrying");
@@ -161,5 +187,10 @@ pub(crate) async fn run(
                 }
             }
         }
+    }
+    if let Some(watch) = watch
+        && *broker_up.borrow()
+    {
+        retire(&liveness, watch, RETIRE_AT_SHUTDOWN).await;
     }
 }
