@@ -332,3 +332,35 @@ async fn each_live_network_holds_one_liveness_consumer_and_none_is_left_after_sh
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_liveness_stream_states_its_consumer_limit_and_the_server_allows_past_1000() {
+    use async_nats::jetstream::consumer::push;
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let mut network = started(config(&url, "first", "i")).await;
+    let client = async_nats::connect(&url).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    let mut stream = js
+        .get_stream(format!("KV_{}", reflow_network::liveness::BUCKET))
+        .await
+        .unwrap();
+    let stated = stream.info().await.unwrap().config.max_consumers;
+    assert_eq!(stated, reflow_network::liveness::MAX_CONSUMERS);
+    // Where the stream states none, nats-server refuses the 1,001st consumer; here as
+    // many watchers as that, and more, are let in.
+    let mut held = Vec::new();
+    for n in 0..1_050 {
+        let consumer = stream
+            .create_consumer(push::OrderedConfig {
+                deliver_subject: client.new_inbox(),
+                filter_subject: format!("$KV.{}.>", reflow_network::liveness::BUCKET),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("consumer {n} refused: {e}"));
+        held.push(consumer);
+    }
+    drop(held);
+    network.shutdown().await.unwrap();
+}

@@ -42,6 +42,10 @@ pub const BUCKET: &str = "reflow_liveness";
 /// were cut off for longer still learn of the expiry, from the entry's absence.
 pub const MARKER_TTL: Duration = Duration::from_secs(300);
 
+/// The consumers the liveness stream allows, stated on the stream itself: nats-server
+/// gives a stream that states none a limit of 1,000, and every live watcher holds one.
+pub const MAX_CONSUMERS: i32 = 100_000;
+
 /// How long a graceful leave waits for the server to acknowledge the delete.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -95,10 +99,12 @@ impl Liveness {
                 )
             })?,
         };
+        let mut stream = store.stream;
+        state_limits(&js, &mut stream).await;
         Ok(Liveness {
             client: client.clone(),
             js,
-            stream: store.stream,
+            stream,
             subject: format!("$KV.{BUCKET}.{key}"),
             ttl: entry_ttl(heartbeat_ms),
             roster: Arc::new(RwLock::new(Roster::new(key))),
@@ -213,6 +219,36 @@ impl Liveness {
         let happened = self.roster.write().reconcile(changes, listed_at);
         happened.into_iter().for_each(|e| events.send(e));
         Ok(watch)
+    }
+}
+
+/// Makes the liveness stream state its own consumer limit ([`MAX_CONSUMERS`]) when it
+/// states none or a lower one (a bucket made by an older version, or by hand). A server
+/// that refuses (an account without the right to update streams) keeps its limit, and
+/// the log says what that means.
+async fn state_limits(js: &jetstream::Context, stream: &mut jetstream::stream::Stream) {
+    let info = match stream.info().await {
+        Ok(info) => info.clone(),
+        Err(err) => {
+            tracing::debug!(error = %err, "could not read the liveness stream's limits");
+            return;
+        }
+    };
+    let current = info.config.max_consumers;
+    if current >= MAX_CONSUMERS {
+        return;
+    }
+    let mut config = info.config;
+    config.max_consumers = MAX_CONSUMERS;
+    if let Err(err) = js.update_stream(config).await {
+        tracing::warn!(
+            error = %err,
+            stream = %format!("KV_{BUCKET}"),
+            "could not raise the liveness stream's consumer limit to {MAX_CONSUMERS}; it \
+             stays at {} (-1 means the server's default of 1,000), and each live network \
+             holds one",
+            current
+        );
     }
 }
 
