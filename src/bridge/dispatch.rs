@@ -110,7 +110,7 @@ pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, winding: Win
             if !open.iter().any(|o| *o) {
                 break;
             }
-            let holding = !state.holding().is_empty();
+            let holding = state.is_holding();
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep_until(next_sweep), if holding => {}
@@ -209,12 +209,7 @@ impl Bridge {
             road,
             may_hold: true,
         };
-        let addressed = |m: &async_nats::Message| {
-            m.subject.starts_with(&*super::inbound::addressed_prefix(
-                &self.network_id,
-                &self.instance_id,
-            ))
-        };
+        let addressed = |m: &async_nats::Message| self.addressed_rest(&m.subject).is_some();
         match item {
             Item::Data(message) => self.take_data(message, state).await,
             // A confirmed send addressed to this instance alone, on its own subscription.

@@ -53,6 +53,11 @@ impl DispatchState {
         held
     }
 
+    /// Whether any envelope is held back.
+    pub(crate) fn is_holding(&self) -> bool {
+        self.held.values().any(|h| !h.is_empty())
+    }
+
     /// Every sender with envelopes held back.
     pub(crate) fn holding(&self) -> Vec<(String, String)> {
         self.held
@@ -113,13 +118,23 @@ pub(crate) async fn subscribe_returns(bridge: &Bridge) -> Result<async_nats::Sub
     })
 }
 
-/// Whether an inlet's failure means the message was never taken (the network is
-/// halting), rather than refused for good.
-fn not_taken(err: &Error) -> bool {
-    matches!(
-        err.kind(),
-        ErrorKind::Shutdown | ErrorKind::ActorNotAvailable
-    )
+/// The answer a confirmed send gets when it is refused with `err`.
+fn refusal(err: &Error) -> Bytes {
+    crate::discovery::reply_bytes::<()>(Err(Error::new(err.kind(), err.detail())))
+}
+
+impl Bridge {
+    /// What follows this instance's addressed prefix in `subject` (`{actor}.{port}`),
+    /// if `subject` is addressed to it. Data subjects never begin with the control
+    /// prefix, so they cost one comparison.
+    pub(crate) fn addressed_rest<'s>(&self, subject: &'s str) -> Option<&'s str> {
+        if !subject.starts_with(crate::subject::CONTROL_PREFIX) {
+            return None;
+        }
+        subject
+            .strip_prefix(addressed_prefix(&self.network_id, &self.instance_id).as_str())?
+            .strip_prefix('.')
+    }
 }
 
 /// How a streamed envelope is to be taken.
@@ -277,9 +292,7 @@ impl Bridge {
         match result {
             Ok(()) => Ok(()),
             Err((err, Some(reply))) => {
-                let answer =
-                    crate::discovery::reply_bytes::<()>(Err(Error::new(err.kind(), err.detail())));
-                self.answer_all(vec![reply], answer).await;
+                self.answer_all(vec![reply], refusal(&err)).await;
                 Err(err)
             }
             Err((err, None)) => Err(err),
@@ -296,12 +309,8 @@ impl Bridge {
     ) -> std::result::Result<(), (Error, Option<ReplyTo>)> {
         // A confirmed send addressed to this instance alone names the actor and port
         // after its prefix.
-        let addressed = addressed_prefix(&self.network_id, &self.instance_id);
         let plain_subject;
-        let subject = match subject
-            .strip_prefix(addressed.as_str())
-            .and_then(|rest| rest.strip_prefix('.'))
-        {
+        let subject = match self.addressed_rest(subject) {
             Some(rest) => {
                 plain_subject = format!("{}.{rest}", self.network_id);
                 plain_subject.as_str()
@@ -375,10 +384,7 @@ impl Bridge {
                 return match confirmed {
                     Some((id, reply)) => {
                         if let Some(id) = id {
-                            let answer = crate::discovery::reply_bytes::<()>(Err(Error::new(
-                                err.kind(),
-                                err.detail(),
-                            )));
+                            let answer = refusal(&err);
                             let waiting = self.confirmations.finish(&id, Some(&answer));
                             self.answer_all(waiting, answer).await;
                         }
@@ -413,11 +419,9 @@ impl Bridge {
             }
             let trace = Trace::new(origin.clone(), Some(cause.clone()));
             if let Err(err) = inlet.send_from(message, trace).await {
-                // The node may have been removed; look it up afresh next time.
+                // The node may have been removed; look it up afresh next time. Its
+                // trace, dropped unhandled, leaves the cause unacknowledged.
                 state.inlets.remove(subject);
-                if not_taken(&err) {
-                    cause.abandon();
-                }
                 self.counters
                     .messages_in
                     .fetch_add(delivered, Ordering::Relaxed);

@@ -150,13 +150,6 @@ impl Trace {
     pub(crate) fn redelivered(&self) -> bool {
         self.cause.as_ref().is_some_and(Cause::redelivered)
     }
-
-    /// Notes that this message is dropped without being handled.
-    pub(crate) fn abandon(&self) {
-        if let Some(cause) = &self.cause {
-            cause.abandon();
-        }
-    }
 }
 
 /// Causes gathered for a batch of messages, each kept once.

@@ -70,12 +70,10 @@ pub(crate) async fn run(
             }
             shared.handled_one();
             let Some(result) = result else {
-                // Taken from the inbox but never to be handled: release their count, and
-                // leave them unacknowledged so their senders send them again.
-                deliveries.for_each(|d| {
-                    d.trace.abandon();
-                    shared.handled_one();
-                });
+                // Taken from the inbox but never to be handled: release their count. Their
+                // traces, dropped unhandled, leave them unacknowledged, so their senders
+                // send them again.
+                deliveries.for_each(|_| shared.handled_one());
                 break 'run;
             };
             if let Err(err) = result {
@@ -87,8 +85,7 @@ pub(crate) async fn run(
     // Messages still queued will never be handled; release their count so that nothing
     // waits on them.
     inbox.close();
-    while let Ok(delivery) = inbox.try_recv() {
-        delivery.trace.abandon();
+    while inbox.try_recv().is_ok() {
         shared.handled_one();
     }
     if let Err(err) = actor.stop(&mut ctx).await {
