@@ -20,12 +20,11 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use common::process::Process;
+use common::process::{Process, passthrough_b};
 use reflow_network::actor::{Actor, ActorContext};
 use reflow_network::components::Passthrough;
 use reflow_network::distributed_network::{DistributedConfig, DistributedNetwork};
@@ -89,33 +88,6 @@ impl Actor for Recorder {
     }
 }
 
-fn b_config(dir: &Path, tag: &str, instance: usize, bind_port: u16) -> std::path::PathBuf {
-    let path = dir.join(format!("b{instance}.toml"));
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[network]
-network_id = "B{tag}"
-instance_id = "b-{instance}"
-heartbeat_interval_ms = 1000
-bind_address = "127.0.0.1"
-bind_port = {bind_port}
-
-[[nodes]]
-id = "work"
-component = "passthrough"
-
-[[connections]]
-from = "work.out"
-to = "collect@C{tag}.in"
-"#
-        ),
-    )
-    .unwrap();
-    path
-}
-
 fn net_config(url: &str, network: &str, direct: bool) -> DistributedConfig {
     let mut config = common::config(url, network, &format!("{network}-1"), 1000);
     config.bind_address = "127.0.0.1".into();
@@ -167,7 +139,7 @@ async fn cell(fault: Fault, direct: bool, mode: Mode) {
             let port = if direct { common::free_port() } else { 0 };
             Process::run(
                 &url,
-                &b_config(dir.path(), tag, k, port),
+                &passthrough_b(dir.path(), tag, k, port),
                 &format!("B b-{k}"),
             )
         })

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::process::Process;
+use common::process::{Process, passthrough_b};
 
 use reflow_network::Message;
 use reflow_network::actor::ProbeActor;
@@ -88,29 +88,6 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn b_config(dir: &Path, tag: &str, instance: usize) -> std::path::PathBuf {
-    write(
-        dir,
-        &format!("b{instance}.toml"),
-        &format!(
-            r#"
-[network]
-network_id = "B{tag}"
-instance_id = "b-{instance}"
-heartbeat_interval_ms = 1000
-
-[[nodes]]
-id = "work"
-component = "passthrough"
-
-[[connections]]
-from = "work.out"
-to = "collect@C{tag}.in"
-"#
-        ),
-    )
 }
 
 fn a_config(dir: &Path, tag: &str) -> std::path::PathBuf {
@@ -212,7 +189,13 @@ async fn pipeline_run(url: &str, tag: &str, instances: usize, fault: Fault) {
     let b_network = format!("B{tag}");
     let names: Vec<String> = (1..=instances).map(|k| format!("b-{k}")).collect();
     let mut bs: Vec<Process> = (1..=instances)
-        .map(|k| Process::run(url, &b_config(dir.path(), tag, k), &format!("B b-{k}")))
+        .map(|k| {
+            Process::run(
+                url,
+                &passthrough_b(dir.path(), tag, k, 0),
+                &format!("B b-{k}"),
+            )
+        })
         .collect();
     wait_up(&mut events, &b_network, &names, &bs).await;
     let mut a = Process::run(url, &a_config(dir.path(), tag), "A");
@@ -238,7 +221,11 @@ async fn pipeline_run(url: &str, tag: &str, instances: usize, fault: Fault) {
     bs[0].kill();
     let killed_at = Instant::now();
     if let Fault::KillAndRestart = fault {
-        bs[0] = Process::run(url, &b_config(dir.path(), tag, 1), "B b-1 (restarted)");
+        bs[0] = Process::run(
+            url,
+            &passthrough_b(dir.path(), tag, 1, 0),
+            "B b-1 (restarted)",
+        );
     }
     let complete = collect_until(&mut seen, &mut received, |r| r.distinct() as i64 >= VALUES).await;
     assert!(

@@ -68,3 +68,38 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// Writes into `dir` the config of instance `b-{instance}` of network `B{tag}`: a
+/// passthrough `work` whose outputs go on to `collect@C{tag}`, with a 1 s heartbeat and
+/// a direct listener on `bind_port` (0: none).
+pub(crate) fn passthrough_b(
+    dir: &Path,
+    tag: &str,
+    instance: usize,
+    bind_port: u16,
+) -> std::path::PathBuf {
+    let path = dir.join(format!("b{instance}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[network]
+network_id = "B{tag}"
+instance_id = "b-{instance}"
+heartbeat_interval_ms = 1000
+bind_address = "127.0.0.1"
+bind_port = {bind_port}
+
+[[nodes]]
+id = "work"
+component = "passthrough"
+
+[[connections]]
+from = "work.out"
+to = "collect@C{tag}.in"
+"#
+        ),
+    )
+    .unwrap();
+    path
+}
