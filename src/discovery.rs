@@ -243,6 +243,59 @@ pub(crate) fn parse_reply<T: DeserializeOwned>(who: &str, payload: &[u8]) -> Res
     }
 }
 
+/// A discovery reply: one instance's entry (a direct link, or an older version), or the
+/// entries of several instances that share a process and its connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Discovered {
+    /// Several instances, from one process.
+    Many(Vec<NetworkInfo>),
+    /// One instance.
+    One(Box<NetworkInfo>),
+}
+
+impl Discovered {
+    /// The entries the reply holds.
+    pub(crate) fn into_vec(self) -> Vec<NetworkInfo> {
+        match self {
+            Discovered::Many(all) => all,
+            Discovered::One(one) => vec![*one],
+        }
+    }
+}
+
+/// The replies that answer discovery for `infos`: each `{"ok": [...]}` and at most half
+/// of `max_payload` bytes (an entry larger than that goes alone).
+pub(crate) fn discovery_replies(infos: Vec<NetworkInfo>, max_payload: usize) -> Vec<bytes::Bytes> {
+    const FRAME: usize = r#"{"ok":[]}"#.len();
+    let limit = max_payload / 2;
+    let mut replies = Vec::new();
+    let mut body: Vec<u8> = Vec::new();
+    for info in infos {
+        let entry = serde_json::to_vec(&info).expect("entries are plain data");
+        if !body.is_empty() && FRAME + body.len() + 1 + entry.len() > limit {
+            replies.push(frame(&body));
+            body.clear();
+        }
+        if !body.is_empty() {
+            body.push(b',');
+        }
+        body.extend_from_slice(&entry);
+    }
+    if !body.is_empty() {
+        replies.push(frame(&body));
+    }
+    replies
+}
+
+fn frame(entries: &[u8]) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(entries.len() + 10);
+    out.extend_from_slice(br#"{"ok":["#);
+    out.extend_from_slice(entries);
+    out.extend_from_slice(b"]}");
+    out.into()
+}
+
 /// The first message of the connect handshake, sent to `_reflow.{peer}.connect`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConnectRequest {
@@ -362,6 +415,29 @@ mod tests {
             version: "0".into(),
             started_at_ms: 1,
         }
+    }
+
+    #[test]
+    fn discovery_replies_batch_entries_within_half_the_payload_limit_and_read_back() {
+        let infos: Vec<NetworkInfo> = (0..50)
+            .map(|i| entry(&format!("n{i}"), "x", &[], &[]))
+            .collect();
+        let replies = discovery_replies(infos.clone(), 4_096);
+        assert!(replies.len() > 1, "{} replies", replies.len());
+        let mut read = Vec::new();
+        for reply in &replies {
+            assert!(reply.len() <= 2_048, "{} bytes", reply.len());
+            read.extend(parse_reply::<Discovered>("test", reply).unwrap().into_vec());
+        }
+        assert_eq!(read, infos);
+        // A single entry, as a direct link or an older version answers, reads too.
+        let single = entry("a", "1", &[], &[]);
+        let one = reply_bytes(Ok(single.clone()));
+        assert_eq!(
+            parse_reply::<Discovered>("test", &one).unwrap().into_vec(),
+            vec![single]
+        );
+        assert!(discovery_replies(Vec::new(), 4_096).is_empty());
     }
 
     #[test]

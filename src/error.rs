@@ -56,6 +56,9 @@ pub enum ErrorKind {
     Io,
     /// An actor's handler reported a failure.
     Actor,
+    /// The NATS server refused because one of its limits is reached; the message names
+    /// the limit and the server setting that raises it.
+    ServerLimit,
 }
 
 impl ErrorKind {
@@ -83,6 +86,7 @@ impl ErrorKind {
             ErrorKind::LocalServer => "Local nats-server",
             ErrorKind::Io => "I/O error",
             ErrorKind::Actor => "Actor failed",
+            ErrorKind::ServerLimit => "NATS server limit reached",
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod discovery;
 pub mod distributed_network;
 pub mod error;
 pub mod events;
+mod hub;
 pub mod liveness;
 pub mod local_server;
 pub mod message;

@@ -151,6 +151,16 @@ async fn cell(fault: Fault, direct: bool, mode: Mode) {
         .unwrap();
     a.register_local_actor("source", Passthrough, None).unwrap();
     a.start().await.unwrap();
+    // Each B adds "work" once it has reached C: wait until every B says it hosts it.
+    common::wait_for("every B to host work", Duration::from_secs(30), || async {
+        let hosting = a
+            .live_networks()
+            .into_iter()
+            .filter(|i| i.network_id == "B" && i.actors.iter().any(|x| x == "work"))
+            .count();
+        hosting == instances
+    })
+    .await;
     a.connect_to_network("B").await.unwrap();
     let alias = a.register_remote_actor("work", "B").await.unwrap();
     let input = common::wire_source_through(&a, &alias, None);

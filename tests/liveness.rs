@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{CutProxy, next_event, started, wait_for};
-use reflow_network::distributed_network::DistributedConfig;
+use reflow_network::distributed_network::{DistributedConfig, DistributedNetwork};
 use reflow_network::events::{DownReason, EventStream, NetworkEvent};
 use reflow_network::local_server::NatsServer;
 
@@ -302,7 +302,7 @@ async fn liveness_consumers(url: &str) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_live_network_holds_one_liveness_consumer_and_none_is_left_after_shutdown() {
+async fn networks_of_one_process_share_one_liveness_consumer_and_none_is_left_after_shutdown() {
     const NETWORKS: usize = 20;
     let server = NatsServer::start().await.unwrap();
     let url = server.url();
@@ -312,19 +312,46 @@ async fn each_live_network_holds_one_liveness_consumer_and_none_is_left_after_sh
     for n in 0..NETWORKS {
         networks.push(started(common::config(&url, &format!("n{n}"), "i", 200)).await);
     }
+    // One more with a connection of its own: it holds a watcher of its own.
+    let mut alone = DistributedNetwork::new(common::config(&url, "alone", "i", 200))
+        .await
+        .unwrap();
+    alone.use_own_connection(true);
+    alone.start().await.unwrap();
     let settled = Instant::now() + Duration::from_secs(4);
     let mut most = 0;
     while Instant::now() < settled {
         most = most.max(liveness_consumers(&url).await);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(
-        most <= NETWORKS,
-        "{most} consumers on the liveness stream for {NETWORKS} live networks"
+    assert_eq!(
+        most, 2,
+        "consumers on the liveness stream for {NETWORKS} networks sharing a connection and \
+         one with its own"
     );
+    assert_eq!(alone.live_networks().len(), NETWORKS + 1);
+
+    // One network's shutdown leaves the others, and their connection, working.
+    let mut events = networks[1].events();
+    let mut first = networks.remove(0);
+    first.shutdown().await.unwrap();
+    next_event(
+        &mut events,
+        "n0 to leave",
+        Duration::from_secs(5),
+        |e| matches!(e, NetworkEvent::NetworkDown { network, reason: DownReason::Left, .. } if network == "n0"),
+    )
+    .await;
+    networks[0].ping_network("n19").await.unwrap();
+    alone.ping_network("n5").await.unwrap();
+    let found = networks[3].discover_networks().await.unwrap();
+    assert_eq!(found.len(), NETWORKS, "{found:?}");
+    assert_eq!(liveness_consumers(&url).await, 2);
+
     for mut network in networks {
         network.shutdown().await.unwrap();
     }
+    alone.shutdown().await.unwrap();
     wait_for(
         "the liveness consumers to go with their networks",
         Duration::from_secs(5),

@@ -140,17 +140,22 @@ impl Bridge {
             } => (network, instance.as_str(), true),
             NetworkEvent::NetworkUp { network, instance } => (network, instance.as_str(), false),
             NetworkEvent::Lagged { missed } => {
-                tracing::warn!(
+                tracing::debug!(
                     missed,
-                    "missed liveness events; streams rely on their timeouts"
+                    "missed liveness events; comparing what this instance follows with the roster"
                 );
+                self.sweep_members();
                 return;
             }
             _ => return,
         };
         let window = self.streams.lock().get(network).map(|s| s.window.clone());
         if gone {
-            self.instance_gone(network, instance);
+            // Most instances that come and go are nothing to this one: only those it
+            // streams to, receives from or returns outputs to are followed.
+            if window.is_some() || self.follows(network, instance) {
+                self.instance_gone(network, instance);
+            }
         } else {
             let returns = super::inbound::return_prefix(network, instance);
             self.gone_returns.lock().remove(&returns);
@@ -168,6 +173,59 @@ impl Bridge {
             }
         } else {
             window.instance_appeared();
+        }
+    }
+
+    /// Whether this instance receives from `instance` of `network`, or returns outputs
+    /// to it.
+    fn follows(&self, network: &str, instance: &str) -> bool {
+        if self.ledger.knows(network, instance) {
+            return true;
+        }
+        let prefix = format!("{}.", super::inbound::return_prefix(network, instance));
+        self.egress.read().values().any(|subscribers| {
+            subscribers
+                .read()
+                .iter()
+                .any(|s| s.reply_to.starts_with(&prefix))
+        })
+    }
+
+    /// After missed liveness events: treats every instance this one follows that the
+    /// roster no longer holds as gone, and lets every stream's window look again.
+    fn sweep_members(&self) {
+        let mut followed = self.ledger.senders();
+        for subscribers in self.egress.read().values() {
+            for s in subscribers.read().iter() {
+                // reply_to is `_reflow.{network}.{instance}.ret.{token}`.
+                if let Some(rest) = s.reply_to.strip_prefix("_reflow.")
+                    && let Some((network_instance, _)) = rest.rsplit_once(".ret.")
+                    && let Some(instance) =
+                        network_instance.strip_prefix(&format!("{}.", s.network))
+                {
+                    followed.push((s.network.clone(), instance.to_string()));
+                }
+            }
+        }
+        followed.sort();
+        followed.dedup();
+        for (network, instance) in followed {
+            if !self.is_live(&network, &instance) {
+                self.instance_gone(&network, &instance);
+            }
+        }
+        let windows: Vec<(String, _)> = self
+            .streams
+            .lock()
+            .iter()
+            .map(|(network, s)| (network.clone(), s.window.clone()))
+            .collect();
+        for (network, window) in windows {
+            for holder in window.holders() {
+                if !self.is_live(&network, &holder) {
+                    window.instance_gone(&holder);
+                }
+            }
         }
     }
 
@@ -391,10 +449,13 @@ impl Bridge {
     fn reachable(&self, network: &str) -> bool {
         self.direct.is_linked(network)
             || (self.broker.is_up()
-                && self
-                    .liveness
-                    .get()
-                    .is_some_and(|liveness| liveness.roster.read().others_of(network) > 0))
+                && self.liveness.get().is_some_and(|liveness| {
+                    liveness
+                        .roster
+                        .read()
+                        .others_of(network, self.liveness_key())
+                        > 0
+                }))
     }
 
     /// Sends again what of `outbox` is due, on the road it should take now (none while

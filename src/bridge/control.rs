@@ -3,8 +3,9 @@
 //!
 //! Requests that one instance can answer for the whole network (`ping`, `actors`,
 //! `attach`) are queue-subscribed in group `{network}`; the ones every instance must hear
-//! (`connect`, `disconnect`, `detach`, and discovery on `_reflow.discover`) are plain
-//! subscriptions.
+//! (`connect`, `disconnect`, `detach`) are plain subscriptions. Discovery on
+//! `_reflow.discover` is answered here only over direct links: through the broker, the
+//! hub answers it once for every network of the process.
 
 use std::sync::Weak;
 
@@ -47,19 +48,7 @@ pub(crate) async fn subscribe(bridge: &Bridge) -> Result<SelectAll<async_nats::S
             })?);
         }
     }
-    all.push(
-        bridge
-            .client
-            .subscribe(DISCOVER_SUBJECT)
-            .await
-            .map_err(|e| {
-                Error::with_source(
-                    ErrorKind::Broker,
-                    format!("cannot subscribe to {DISCOVER_SUBJECT}"),
-                    e,
-                )
-            })?,
-    );
+    // Discovery through the broker is answered once per process, by the hub.
     Ok(all)
 }
 

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use tokio::time::Instant;
 
 use super::Bridge;
-use crate::discovery::{Endpoints, NetworkInfo, group_by_network, parse_reply};
+use crate::discovery::{Discovered, Endpoints, NetworkInfo, group_by_network, parse_reply};
 use crate::error::{Error, ErrorKind, Result};
 use crate::subject::DISCOVER_SUBJECT;
 
@@ -109,9 +109,13 @@ impl Bridge {
     /// roster knows. Without the broker there is no roster, and a direct link reaches one
     /// instance: alone.
     pub(crate) fn alone(&self) -> bool {
-        self.liveness
-            .get()
-            .is_none_or(|liveness| liveness.roster.read().others_of(&self.network_id) == 0)
+        self.liveness.get().is_none_or(|liveness| {
+            liveness
+                .roster
+                .read()
+                .others_of(&self.network_id, self.liveness_key())
+                == 0
+        })
     }
 
     /// Every network that answers discovery or holds a live entry, one value per network,
@@ -132,10 +136,12 @@ impl Bridge {
             QUIET,
             BOUND,
             |reply| {
-                match parse_reply::<NetworkInfo>("a discovery reply", &reply.payload) {
-                    Ok(info) => {
-                        waiting.remove(&(info.network_id.clone(), info.instance_id.clone()));
-                        answered.push(info);
+                match parse_reply::<Discovered>("a discovery reply", &reply.payload) {
+                    Ok(infos) => {
+                        for info in infos.into_vec() {
+                            waiting.remove(&(info.network_id.clone(), info.instance_id.clone()));
+                            answered.push(info);
+                        }
                     }
                     Err(err) => tracing::debug!(error = %err, "ignoring a discovery reply"),
                 }

@@ -264,6 +264,26 @@ impl Ledger {
         }
     }
 
+    /// Whether this instance keeps a book for `instance` of `network` (it has received
+    /// from it since it last forgot it).
+    pub(crate) fn knows(&self, network: &str, instance: &str) -> bool {
+        self.books
+            .lock()
+            .get(network)
+            .is_some_and(|instances| instances.contains_key(instance))
+    }
+
+    /// The senders this instance keeps a book for, as `(network, instance)`.
+    pub(crate) fn senders(&self) -> Vec<(String, String)> {
+        self.books
+            .lock()
+            .iter()
+            .flat_map(|(network, instances)| {
+                instances.keys().map(move |i| (network.clone(), i.clone()))
+            })
+            .collect()
+    }
+
     /// Forgets `instance` of `network`, which died: memory stays bounded however many
     /// senders come and go. An acknowledgement still owed to it is dropped with it.
     pub(crate) fn forget(&self, network: &str, instance: &str) {

@@ -58,7 +58,8 @@ use window::{Kept, SendWindow};
 use crate::discovery::Profile;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventSender, TransportKind};
-use crate::liveness::{self, Liveness};
+use crate::hub::Membership;
+use crate::liveness::Liveness;
 use crate::message::{EnvelopeWriter, Message};
 use crate::network::{Causes, Network};
 use crate::subject::control_subject;
@@ -66,11 +67,6 @@ use crate::transport::Transport;
 use crate::transport::direct::{DirectTransport, Inbound};
 use crate::transport::nats::{BrokerState, NatsTransport};
 use tokio::sync::mpsc;
-
-/// How often the liveness watcher lists the bucket when nothing asks it to (it does after
-/// every reconnect, and when its watch ends). Each listing costs the server a consumer
-/// for a moment, so this is a rare safety net, not a polling loop.
-const RECONCILE_EVERY: Duration = Duration::from_secs(300);
 
 /// How long the return prefix of an instance that died is remembered.
 const GONE_REMEMBERED: Duration = Duration::from_secs(60);
@@ -132,8 +128,9 @@ pub(crate) struct Settings {
 pub(crate) struct Parts {
     pub(crate) config: Settings,
     pub(crate) local: Arc<RwLock<Network>>,
-    pub(crate) client: Client,
-    pub(crate) broker: Arc<BrokerState>,
+    /// This network's place on the broker connection it shares with the process's
+    /// other networks.
+    pub(crate) hub: Membership,
     pub(crate) events: EventSender,
     pub(crate) profile: Arc<RwLock<Profile>>,
     pub(crate) direct: DirectTransport,
@@ -147,6 +144,8 @@ pub(crate) struct Bridge {
     pub(crate) instance_id: Arc<str>,
     pub(crate) config: Settings,
     pub(crate) local: Arc<RwLock<Network>>,
+    /// The broker connection and what this process's networks share of it.
+    hub: Membership,
     pub(crate) client: Client,
     pub(crate) nats: NatsTransport,
     /// Direct links to other networks (listening only when `bind_port` is set).
@@ -167,7 +166,7 @@ pub(crate) struct Bridge {
     /// This start of the instance: start time and a random part.
     pub(crate) incarnation: String,
     pub(crate) started_at_ms: u64,
-    /// The liveness bucket, once the broker has been reached.
+    /// The liveness bucket (the hub's), once the broker has been reached.
     pub(crate) liveness: OnceLock<Arc<Liveness>>,
     /// This instance's key in the bucket.
     liveness_key: String,
@@ -205,13 +204,14 @@ impl Bridge {
         let Parts {
             config,
             local,
-            client,
-            broker,
+            hub,
             events,
             profile,
             direct,
             direct_inbound,
         } = parts;
+        let client = hub.hub.client.clone();
+        let broker = hub.hub.state.clone();
         let net = config.local_network_config.clone();
         let cancel = CancellationToken::new();
         let key = format!("{}.{}", config.network_id, config.instance_id);
@@ -230,6 +230,7 @@ impl Bridge {
             liveness_key: key,
             config,
             local,
+            hub,
             nats: NatsTransport {
                 client: client.clone(),
             },
@@ -323,39 +324,20 @@ impl Bridge {
         Ok(bridge)
     }
 
-    /// What needs the broker: registering subscriptions for sure, the liveness entry and
-    /// its watcher, and the NATS Services API.
+    /// What needs the broker: registering subscriptions for sure, the liveness entry
+    /// (through the hub, whose watcher and heartbeat timer serve every network of the
+    /// process), and the NATS Services API.
     async fn join_broker(self: &Arc<Self>, heartbeat: Duration) -> Result<()> {
         self.client.flush().await.map_err(|e| {
             Error::with_source(ErrorKind::Broker, "could not register subscriptions", e)
         })?;
         crate::transport::nats::check_server_version(&self.client)?;
-        let liveness = Arc::new(
-            Liveness::open(
-                &self.client,
-                self.liveness_key.clone(),
-                self.config.heartbeat_interval_ms,
-                &self.cancel,
-            )
-            .await?,
-        );
-        if self.liveness.set(liveness.clone()).is_err() {
+        let me = self.weak_self();
+        let info: crate::hub::InfoFn = Arc::new(move || me.upgrade().map(|b| b.network_info()));
+        let liveness = self.hub.join_liveness(heartbeat, info).await?;
+        if self.liveness.set(liveness).is_err() {
             return Ok(());
         }
-        liveness.put(&self.network_info()).await?;
-        let watch = liveness.load(&self.events).await?;
-        self.tracker.spawn(liveness::run_watcher(
-            liveness.clone(),
-            watch,
-            self.events.clone(),
-            self.broker.up.subscribe(),
-            RECONCILE_EVERY,
-            self.cancel.clone(),
-        ));
-        let me = self.weak_self();
-        liveness.spawn_heartbeat(&self.tracker, heartbeat, move || {
-            me.upgrade().map(|b| b.network_info())
-        });
         services::start(self).await?;
         Ok(())
     }
@@ -363,9 +345,12 @@ impl Bridge {
     /// Leaves the liveness bucket: the heartbeat stops and the entry is deleted, so
     /// every watcher reports this instance as left.
     pub(crate) async fn leave(&self) {
-        if let Some(liveness) = self.liveness.get() {
-            liveness.leave().await;
-        }
+        self.hub.leave_liveness().await;
+    }
+
+    /// This instance's key in the liveness bucket: `{network}.{instance}`.
+    pub(crate) fn liveness_key(&self) -> &str {
+        &self.liveness_key
     }
 
     pub(crate) fn weak_self(&self) -> Weak<Bridge> {
@@ -657,16 +642,8 @@ impl Bridge {
         }
         self.tracker.close();
         self.tracker.wait().await;
-        let wait = if self.broker.is_up() {
-            BROKER_GOODBYE
-        } else {
-            Duration::ZERO
-        };
-        match tokio::time::timeout(wait, self.client.drain()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::debug!(error = %err, "closing the broker connection"),
-            Err(_) => tracing::debug!("the broker connection closed without a drain"),
-        }
+        // The connection closes with the last network that uses it.
+        self.hub.release().await;
     }
 }
 
@@ -674,5 +651,6 @@ impl Drop for Bridge {
     fn drop(&mut self) {
         self.cancel.cancel();
         self.drain.cancel();
+        self.hub.forget();
     }
 }

@@ -380,6 +380,20 @@ impl SendWindow {
         newly
     }
 
+    /// The instances that hold unhandled envelopes of this window.
+    pub(crate) fn holders(&self) -> Vec<Arc<str>> {
+        let state = self.state.lock();
+        let mut holders: Vec<Arc<str>> = Vec::new();
+        for sent in state.sent.iter().filter(|s| !s.handled) {
+            if let Holder::Instance(i) = &sent.holder
+                && !holders.contains(i)
+            {
+                holders.push(i.clone());
+            }
+        }
+        holders
+    }
+
     /// `instance` of the receiving network is gone: what it held and had not handled
     /// goes again at once.
     pub(crate) fn instance_gone(&self, instance: &str) -> usize {

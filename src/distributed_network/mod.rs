@@ -50,10 +50,10 @@ use crate::bridge::{Bridge, Parts};
 use crate::discovery::{ActorInfo, ConnectionInfo, NetworkInfo, Profile};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventSender, EventStream};
+use crate::hub::Hub;
 use crate::message::Message;
 use crate::network::Network;
 use crate::transport::direct::{DirectConfig, DirectTransport};
-use crate::transport::nats::{self, BrokerState};
 
 /// Where a network is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,7 @@ pub struct DistributedNetwork {
     bridge: Option<Arc<Bridge>>,
     profile: Arc<RwLock<Profile>>,
     phase: Phase,
+    own_connection: bool,
 }
 
 impl std::fmt::Debug for DistributedNetwork {
@@ -100,6 +101,7 @@ impl DistributedNetwork {
             bridge: None,
             profile: Arc::default(),
             phase: Phase::Created,
+            own_connection: false,
         })
     }
 
@@ -132,14 +134,11 @@ impl DistributedNetwork {
         let direct =
             DirectTransport::start(self.direct_config(), self.bind_address().await?, inbound)
                 .await?;
-        let broker = BrokerState::new();
         let options = self.config.broker_options();
-        let client = match nats::connect(&options, broker.clone(), self.events.clone(), true).await
-        {
-            Ok(client) => {
-                nats::check_server_version(&client)?;
-                client
-            }
+        let key = format!("{}.{}", self.config.network_id, self.config.instance_id);
+        let own = self.own_connection;
+        let hub = match Hub::join(&options, own, true, &key, self.events.clone()).await {
+            Ok(hub) => hub,
             // With a direct listener, a missing broker must not block startup: peers
             // reach this network by address, and the client keeps trying.
             Err(err)
@@ -147,15 +146,14 @@ impl DistributedNetwork {
                     && matches!(err.kind(), ErrorKind::Broker | ErrorKind::Timeout) =>
             {
                 tracing::warn!(error = %err, "no broker yet; running on direct links until one answers");
-                nats::connect(&options, broker.clone(), self.events.clone(), false).await?
+                Hub::join(&options, own, false, &key, self.events.clone()).await?
             }
             Err(err) => return Err(err),
         };
         let bridge = Bridge::start(Parts {
             config: self.config.bridge_settings(),
             local: self.local.clone(),
-            client,
-            broker,
+            hub,
             events: self.events.clone(),
             profile: self.profile.clone(),
             direct,
@@ -167,6 +165,21 @@ impl DistributedNetwork {
         self.phase = Phase::Running;
         tracing::info!(network = %self.config.network_id, instance = %self.config.instance_id, "network started");
         Ok(())
+    }
+
+    /// Gives this network a broker connection of its own (`true`), or lets it share one
+    /// (`false`, the default). Takes effect at [`DistributedNetwork::start`].
+    ///
+    /// By default the networks of one process that use the same servers with the same
+    /// credentials (`discovery_endpoints`, `auth_token`) share one connection, one
+    /// liveness watcher and one discovery responder, so that what they cost the server
+    /// grows with processes, not networks; each keeps its own subscriptions, queue
+    /// groups, liveness entry and events, and one's shutdown never disturbs another.
+    /// Networks with other credentials never share. A connection of its own isolates a
+    /// network's broker traffic (its own slow-consumer budget, its own reconnects) at the
+    /// cost of a connection and a liveness consumer on the server.
+    pub fn use_own_connection(&mut self, own: bool) {
+        self.own_connection = own;
     }
 
     fn direct_config(&self) -> DirectConfig {

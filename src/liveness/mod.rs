@@ -23,9 +23,8 @@ use std::time::Duration;
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, kv};
-use parking_lot::{Mutex, RwLock};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use parking_lot::RwLock;
+use tokio::sync::watch;
 
 use roster::Change;
 pub(crate) use roster::Roster;
@@ -33,7 +32,7 @@ pub(crate) use watcher::run as run_watcher;
 
 use crate::discovery::NetworkInfo;
 use crate::error::{Error, ErrorKind, Result};
-use crate::events::{DownReason, EventSender};
+use crate::events::DownReason;
 
 /// The key-value bucket that holds one entry per live instance.
 pub const BUCKET: &str = "reflow_liveness";
@@ -58,26 +57,22 @@ pub fn entry_ttl(heartbeat_ms: u64) -> Duration {
     Duration::from_secs(ms.div_ceil(1_000))
 }
 
-/// One instance's handle on the liveness bucket.
+/// The liveness bucket as one broker connection sees it, shared by every network of a
+/// process that uses that connection: one roster and one watcher (one consumer on the
+/// bucket's stream) however many networks there are.
 pub(crate) struct Liveness {
     client: async_nats::Client,
     js: jetstream::Context,
     stream: jetstream::stream::Stream,
-    subject: String,
-    ttl: Duration,
-    pub(crate) roster: Arc<RwLock<Roster>>,
-    stop_heartbeat: CancellationToken,
-    heartbeat: Mutex<Option<JoinHandle<()>>>,
+    /// Every live instance, this process's own included.
+    pub(crate) roster: RwLock<Roster>,
+    /// The highest stream sequence the roster has taken in.
+    applied: watch::Sender<u64>,
 }
 
 impl Liveness {
-    /// Opens the bucket, creating it if missing, for the instance whose key is `key`.
-    pub(crate) async fn open(
-        client: &async_nats::Client,
-        key: String,
-        heartbeat_ms: u64,
-        cancel: &CancellationToken,
-    ) -> Result<Self> {
+    /// Opens the bucket, creating it if missing.
+    pub(crate) async fn open(client: &async_nats::Client) -> Result<Self> {
         let js = jetstream::new(client.clone());
         let store = match js
             .create_key_value(kv::Config {
@@ -92,11 +87,11 @@ impl Liveness {
             Ok(store) => store,
             // Another instance may have made it with other settings; use it as it is.
             Err(create) => js.get_key_value(BUCKET).await.map_err(|_| {
-                Error::with_source(
+                crate::transport::limits::name_limit(Error::with_source(
                     ErrorKind::Broker,
                     format!("cannot create the liveness bucket {BUCKET:?} (is JetStream enabled on the server?)"),
                     create,
-                )
+                ))
             })?,
         };
         let mut stream = store.stream;
@@ -105,97 +100,87 @@ impl Liveness {
             client: client.clone(),
             js,
             stream,
-            subject: format!("$KV.{BUCKET}.{key}"),
-            ttl: entry_ttl(heartbeat_ms),
-            roster: Arc::new(RwLock::new(Roster::new(key))),
-            stop_heartbeat: cancel.child_token(),
-            heartbeat: Mutex::new(None),
+            roster: RwLock::new(Roster::new()),
+            applied: watch::channel(0).0,
         })
     }
 
-    /// Writes this instance's entry with its TTL and waits for the server to store it.
-    pub(crate) async fn put(&self, info: &NetworkInfo) -> Result<()> {
+    /// Hands the entry of `key` to the client, without waiting for the server: the
+    /// returned future does. Entries handed over in turn reach the server in that order.
+    pub(crate) async fn send_put(
+        &self,
+        key: &str,
+        ttl: Duration,
+        info: &NetworkInfo,
+    ) -> Result<jetstream::context::PublishAckFuture> {
         let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_TTL, ttl_header(self.ttl));
+        headers.insert(async_nats::header::NATS_MESSAGE_TTL, ttl_header(ttl));
         let payload = serde_json::to_vec(info)?;
-        self.publish(headers, payload.into(), "refresh the liveness entry")
+        self.send(key, headers, payload.into(), "refresh the liveness entry")
             .await
     }
 
-    /// Refreshes the entry every `interval` until [`Liveness::leave`] or the bridge stops.
-    /// A failed refresh is logged and retried at the next tick.
-    pub(crate) fn spawn_heartbeat<F>(
-        self: &Arc<Self>,
-        tracker: &tokio_util::task::TaskTracker,
-        interval: Duration,
-        mut info: F,
-    ) where
-        F: FnMut() -> Option<NetworkInfo> + Send + 'static,
-    {
-        let me = self.clone();
-        let stop = self.stop_heartbeat.clone();
-        let handle = tracker.spawn(async move {
-            let mut ticks = tokio::time::interval(interval);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // The first tick is immediate, and start() has just written the entry.
-            ticks.tick().await;
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = ticks.tick() => {}
-                }
-                let Some(info) = info() else { break };
-                // A refresh can wait out the ack timeout on a broker that stopped
-                // answering; leaving does not wait for it.
-                let refreshed = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    refreshed = me.put(&info) => refreshed,
-                };
-                if let Err(err) = refreshed {
-                    tracing::warn!(error = %err, "heartbeat failed; retrying at the next one");
-                }
-            }
-        });
-        *self.heartbeat.lock() = Some(handle);
-    }
-
-    /// Stops the heartbeat and deletes the entry, so watchers see this instance leave.
-    pub(crate) async fn leave(&self) {
-        self.stop_heartbeat.cancel();
-        let handle = self.heartbeat.lock().take();
-        if let Some(handle) = handle {
-            let _ = handle.await;
-        }
+    /// Deletes the entry of `key`, so watchers see its instance leave; a server that
+    /// does not answer within [`LEAVE_TIMEOUT`] lets it expire instead.
+    pub(crate) async fn delete(&self, key: &str) {
         let mut headers = HeaderMap::new();
         headers.insert(KV_OPERATION, "DEL");
         // The tombstone itself goes after a while, so the bucket does not fill with them.
         headers.insert(async_nats::header::NATS_MESSAGE_TTL, ttl_header(MARKER_TTL));
-        let deleted = tokio::time::timeout(
-            LEAVE_TIMEOUT,
-            self.publish(headers, bytes::Bytes::new(), "delete the liveness entry"),
-        )
+        let what = "delete the liveness entry";
+        let deleted = tokio::time::timeout(LEAVE_TIMEOUT, async {
+            let ack = self.send(key, headers, bytes::Bytes::new(), what).await?;
+            self.acknowledged(key, what, ack).await
+        })
         .await;
         match deleted {
-            Ok(Ok(())) => {}
+            Ok(Ok(_)) => {}
             Ok(Err(err)) => tracing::warn!(error = %err, "leaving: the entry will expire instead"),
             Err(_) => tracing::warn!("leaving: no answer from the server; the entry will expire"),
         }
     }
 
-    async fn publish(&self, headers: HeaderMap, payload: bytes::Bytes, what: &str) -> Result<()> {
-        let failed = |e: &dyn std::fmt::Display| {
-            Error::new(
-                ErrorKind::Broker,
-                format!("could not {what} on {}: {e}", self.subject),
-            )
-        };
-        let ack = self
-            .js
-            .publish_with_headers(self.subject.clone(), headers, payload)
+    async fn send(
+        &self,
+        key: &str,
+        headers: HeaderMap,
+        payload: bytes::Bytes,
+        what: &str,
+    ) -> Result<jetstream::context::PublishAckFuture> {
+        self.js
+            .publish_with_headers(format!("$KV.{BUCKET}.{key}"), headers, payload)
             .await
-            .map_err(|e| failed(&e))?;
-        ack.await.map_err(|e| failed(&e))?;
-        Ok(())
+            .map_err(|e| failed(key, what, &e))
+    }
+
+    async fn acknowledged(
+        &self,
+        key: &str,
+        what: &str,
+        ack: jetstream::context::PublishAckFuture,
+    ) -> Result<u64> {
+        Ok(ack.await.map_err(|e| failed(key, what, &e))?.sequence)
+    }
+
+    /// Waits, at most `limit`, until the roster has taken in everything the stream held
+    /// at `sequence`; says whether it has.
+    pub(crate) async fn caught_up(&self, sequence: u64, limit: Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        matches!(
+            tokio::time::timeout(limit, applied.wait_for(|at| *at >= sequence)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Records that the roster has taken in the stream up to `sequence`.
+    fn took_in(&self, sequence: u64) {
+        self.applied.send_if_modified(|at| {
+            let newer = sequence > *at;
+            if newer {
+                *at = sequence;
+            }
+            newer
+        });
     }
 
     /// The current content of the bucket (the latest message per key) and the stream
@@ -212,14 +197,33 @@ impl Liveness {
         Ok((changes, listed_at, watch))
     }
 
-    /// Reads the whole bucket into the roster, reporting every live instance as up, and
+    /// Reads the whole bucket into the roster, passing on the events it means, and
     /// returns the watch that continues from there.
-    pub(crate) async fn load(&self, events: &EventSender) -> Result<watcher::Watch> {
+    pub(crate) async fn load(&self, announce: &Announce) -> Result<watcher::Watch> {
         let (changes, listed_at, watch) = self.listing().await?;
-        let happened = self.roster.write().reconcile(changes, listed_at);
-        happened.into_iter().for_each(|e| events.send(e));
+        self.reconcile(changes, listed_at, announce);
         Ok(watch)
     }
+
+    /// Brings the roster in line with a listing, passing on the events it means while
+    /// the roster is locked (so that no one reading it misses or doubles one).
+    fn reconcile(&self, changes: Vec<(String, u64, Change)>, listed_at: u64, announce: &Announce) {
+        let mut roster = self.roster.write();
+        let happened = roster.reconcile(changes, listed_at);
+        announce(happened);
+        drop(roster);
+        self.took_in(listed_at);
+    }
+}
+
+/// Where the roster's events go: the hub passes each to the networks it concerns.
+pub(crate) type Announce = Arc<dyn Fn(Vec<crate::events::NetworkEvent>) + Send + Sync>;
+
+fn failed(key: &str, what: &str, err: &dyn std::fmt::Display) -> Error {
+    Error::new(
+        ErrorKind::Broker,
+        format!("could not {what} on $KV.{BUCKET}.{key}: {err}"),
+    )
 }
 
 /// Makes the liveness stream state its own consumer limit ([`MAX_CONSUMERS`]) when it
@@ -260,8 +264,9 @@ fn broker(what: String, err: impl std::error::Error + Send + Sync + 'static) -> 
     Error::with_source(ErrorKind::Broker, what, err)
 }
 
-/// Reads what one message of the bucket says about its key.
-fn change_of(message: &async_nats::Message) -> Option<Change> {
+/// Reads what one message of the bucket says about its key; `unchanged` tells whether a
+/// payload is the very entry the key holds already (then it needs no decoding).
+fn change_of(message: &async_nats::Message, unchanged: impl Fn(&[u8]) -> bool) -> Option<Change> {
     let headers = message.headers.as_ref();
     let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str());
     match header(KV_OPERATION) {
@@ -271,6 +276,9 @@ fn change_of(message: &async_nats::Message) -> Option<Change> {
     }
     if header(async_nats::header::NATS_MARKER_REASON.as_ref()).is_some() {
         return Some(Change::Gone(DownReason::Expired));
+    }
+    if unchanged(&message.payload) {
+        return Some(Change::Same);
     }
     match serde_json::from_slice::<NetworkInfo>(&message.payload) {
         Ok(info) => Some(Change::Put(Box::new(info))),

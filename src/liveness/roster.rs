@@ -7,7 +7,8 @@
 //!   the watch can both feed the roster in any interleaving;
 //! * a put with a new incarnation for a live key is a restart: the old member goes down
 //!   and the new one comes up;
-//! * the instance's own key is tracked (discovery lists it) but raises no events.
+//! * the roster is shared by every network of a process: it raises events for every key,
+//!   and the hub passes each on to every network but the one it is about.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,6 +20,9 @@ use crate::events::{DownReason, NetworkEvent};
 pub(crate) enum Change {
     /// The instance is live, with this entry.
     Put(Box<NetworkInfo>),
+    /// The instance is live, with the very entry it had (a heartbeat that changed
+    /// nothing, recognised without decoding it).
+    Same,
     /// The entry is gone, and why.
     Gone(DownReason),
 }
@@ -28,21 +32,21 @@ pub(crate) enum Change {
 pub(crate) struct Member {
     pub(crate) info: NetworkInfo,
     revision: u64,
+    /// The entry as written, so a refresh that changed nothing needs no decoding.
+    raw: bytes::Bytes,
 }
 
 /// Every live instance, by liveness key.
 #[derive(Debug)]
 pub(crate) struct Roster {
-    own_key: String,
     members: BTreeMap<String, Member>,
     /// The newest revision applied per key, markers included.
     seen: HashMap<String, u64>,
 }
 
 impl Roster {
-    pub(crate) fn new(own_key: String) -> Self {
+    pub(crate) fn new() -> Self {
         Roster {
-            own_key,
             members: BTreeMap::new(),
             seen: HashMap::new(),
         }
@@ -53,13 +57,19 @@ impl Roster {
         self.members.values().map(|m| m.info.clone()).collect()
     }
 
-    /// How many live instances of `network` there are besides this one.
-    pub(crate) fn others_of(&self, network: &str) -> usize {
+    /// How many live instances of `network` there are besides the one whose key is
+    /// `own_key`.
+    pub(crate) fn others_of(&self, network: &str, own_key: &str) -> usize {
         self.members
             .range(format!("{network}.")..)
             .take_while(|(key, _)| key.starts_with(network))
-            .filter(|(key, m)| m.info.network_id == network && **key != self.own_key)
+            .filter(|(key, m)| m.info.network_id == network && *key != own_key)
             .count()
+    }
+
+    /// Whether `raw` is exactly the entry `key` holds now.
+    pub(crate) fn holds(&self, key: &str, raw: &[u8]) -> bool {
+        self.members.get(key).is_some_and(|m| m.raw == raw)
     }
 
     /// Whether `key` is live.
@@ -69,6 +79,17 @@ impl Roster {
 
     /// Applies one change to `key` written at `revision`; returns the events it means.
     pub(crate) fn apply(&mut self, key: &str, revision: u64, change: Change) -> Vec<NetworkEvent> {
+        self.apply_raw(key, revision, change, bytes::Bytes::new())
+    }
+
+    /// [`Roster::apply`], remembering the entry as written (`raw`).
+    pub(crate) fn apply_raw(
+        &mut self,
+        key: &str,
+        revision: u64,
+        change: Change,
+        raw: bytes::Bytes,
+    ) -> Vec<NetworkEvent> {
         let last = self.seen.entry(key.to_string()).or_default();
         if revision <= *last {
             return Vec::new();
@@ -92,8 +113,19 @@ impl Roster {
                     });
                 }
                 let info = *info;
-                self.members
-                    .insert(key.to_string(), Member { info, revision });
+                self.members.insert(
+                    key.to_string(),
+                    Member {
+                        info,
+                        revision,
+                        raw,
+                    },
+                );
+            }
+            Change::Same => {
+                if let Some(member) = self.members.get_mut(key) {
+                    member.revision = revision;
+                }
             }
             Change::Gone(reason) => {
                 if let Some(old) = self.members.remove(key) {
@@ -101,7 +133,7 @@ impl Roster {
                 }
             }
         }
-        self.quiet_about_self(key, events)
+        events
     }
 
     /// Brings the roster in line with a full listing taken when the stream's last
@@ -129,14 +161,6 @@ impl Roster {
             events.extend(self.apply(&key, revision, Change::Gone(DownReason::Expired)));
         }
         events
-    }
-
-    fn quiet_about_self(&self, key: &str, events: Vec<NetworkEvent>) -> Vec<NetworkEvent> {
-        if key == self.own_key {
-            Vec::new()
-        } else {
-            events
-        }
     }
 }
 
@@ -188,7 +212,7 @@ mod tests {
 
     #[test]
     fn puts_raise_up_once_and_markers_raise_down_with_their_reason() {
-        let mut r = Roster::new("me.1".into());
+        let mut r = Roster::new();
         assert_eq!(
             r.apply("a.1", 1, Change::Put(Box::new(info("a", "1", "x")))),
             vec![up("a", "1")]
@@ -209,7 +233,7 @@ mod tests {
 
     #[test]
     fn a_new_incarnation_replaces_the_old_and_stale_changes_are_ignored() {
-        let mut r = Roster::new("me.1".into());
+        let mut r = Roster::new();
         r.apply("a.1", 1, Change::Put(Box::new(info("a", "1", "old"))));
         assert_eq!(
             r.apply("a.1", 5, Change::Put(Box::new(info("a", "1", "new")))),
@@ -223,18 +247,28 @@ mod tests {
     }
 
     #[test]
-    fn own_key_is_listed_but_silent() {
-        let mut r = Roster::new("me.1".into());
-        assert!(
-            r.apply("me.1", 1, Change::Put(Box::new(info("me", "1", "x"))))
-                .is_empty()
+    fn an_unchanged_refresh_is_recognised_and_raises_nothing() {
+        let mut r = Roster::new();
+        let raw = bytes::Bytes::from_static(b"entry");
+        r.apply_raw(
+            "a.1",
+            1,
+            Change::Put(Box::new(info("a", "1", "x"))),
+            raw.clone(),
         );
-        assert_eq!(r.infos().len(), 1);
+        assert!(r.holds("a.1", b"entry"));
+        assert!(!r.holds("a.1", b"other"));
+        assert!(r.apply("a.1", 2, Change::Same).is_empty());
+        assert_eq!(r.others_of("a", "b.1"), 1);
+        assert_eq!(r.others_of("a", "a.1"), 0);
+        // A stale refresh does not move the revision back.
+        assert!(r.apply("a.1", 1, Change::Same).is_empty());
+        assert!(r.contains("a.1"));
     }
 
     #[test]
     fn reconcile_reports_what_the_watch_missed() {
-        let mut r = Roster::new("me.1".into());
+        let mut r = Roster::new();
         r.apply("a.1", 1, Change::Put(Box::new(info("a", "1", "x"))));
         r.apply("b.1", 2, Change::Put(Box::new(info("b", "1", "x"))));
         r.apply("c.1", 9, Change::Put(Box::new(info("c", "1", "x"))));

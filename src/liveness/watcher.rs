@@ -19,9 +19,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::roster::Change;
-use super::{BUCKET, Liveness, broker, change_of};
+use super::{Announce, BUCKET, Liveness, broker, change_of};
 use crate::error::{Error, Result};
-use crate::events::EventSender;
 
 /// A live feed of the bucket's changes, and the name of the consumer behind it.
 pub(crate) struct Watch {
@@ -55,7 +54,12 @@ pub(super) async fn open(
             ..Default::default()
         })
         .await
-        .map_err(|e| broker(format!("cannot watch bucket {BUCKET:?}"), e))?;
+        .map_err(|e| {
+            crate::transport::limits::name_limit(broker(
+                format!("cannot watch bucket {BUCKET:?}"),
+                e,
+            ))
+        })?;
     let mut left = consumer.cached_info().num_pending;
     let name = consumer.cached_info().name.clone();
     let mut watch = consumer
@@ -82,7 +86,7 @@ pub(super) async fn open(
         if let Ok(info) = message.info() {
             left = info.pending;
         }
-        changes.extend(read(&prefix, &message));
+        changes.extend(read(&prefix, &message, |_, _| false));
     }
     Ok((changes, Watch { name, feed: watch }))
 }
@@ -103,19 +107,48 @@ async fn retire(liveness: &Liveness, watch: Watch, limit: Duration) {
 /// How long retiring a watch may take at shutdown.
 const RETIRE_AT_SHUTDOWN: Duration = Duration::from_secs(1);
 
-/// What one delivered message says: `(key, revision, change)`.
-fn read(prefix: &str, message: &async_nats::jetstream::Message) -> Option<(String, u64, Change)> {
+/// What one delivered message says: `(key, revision, change)`; `unchanged(key,
+/// payload)` tells whether the payload is the entry the key holds already.
+fn read(
+    prefix: &str,
+    message: &async_nats::jetstream::Message,
+    unchanged: impl Fn(&str, &[u8]) -> bool,
+) -> Option<(String, u64, Change)> {
     let revision = message.info().ok()?.stream_sequence;
-    let key = message.subject.strip_prefix(prefix)?.to_string();
-    Some((key, revision, change_of(&message.message)?))
+    let key = message.subject.strip_prefix(prefix)?;
+    let change = change_of(&message.message, |payload| unchanged(key, payload))?;
+    Some((key.to_string(), revision, change))
+}
+
+/// Applies one change the watch delivered, passing on the events it means while the
+/// roster is locked.
+fn take_in(
+    liveness: &Liveness,
+    prefix: &str,
+    message: &async_nats::jetstream::Message,
+    announce: &Announce,
+) {
+    let mut roster = liveness.roster.write();
+    if let Some((key, revision, change)) = read(prefix, message, |key, raw| roster.holds(key, raw))
+    {
+        let raw = match change {
+            Change::Put(_) => bytes::Bytes::copy_from_slice(&message.payload),
+            _ => bytes::Bytes::new(),
+        };
+        let happened = roster.apply_raw(&key, revision, change, raw);
+        announce(happened);
+        drop(roster);
+        liveness.took_in(revision);
+    }
 }
 
 /// Applies the bucket's changes to the roster until `cancel`, reconciling after every
-/// reconnect (`broker_up` turning true) and every `every`.
+/// reconnect (`broker_up` turning true) and every `every`; `announce` gets the events
+/// each change means.
 pub(crate) async fn run(
     liveness: Arc<Liveness>,
     watch: Watch,
-    events: EventSender,
+    announce: Announce,
     mut broker_up: watch::Receiver<bool>,
     every: Duration,
     cancel: CancellationToken,
@@ -141,12 +174,7 @@ pub(crate) async fn run(
         tokio::select! {
             _ = cancel.cancelled() => break,
             message = next => match message {
-                Some(Ok(message)) => {
-                    if let Some((key, revision, change)) = read(&prefix, &message) {
-                        let happened = liveness.roster.write().apply(&key, revision, change);
-                        happened.into_iter().for_each(|e| events.send(e));
-                    }
-                }
+                Some(Ok(message)) => take_in(&liveness, &prefix, &message, &announce),
                 Some(Err(err)) => tracing::debug!(error = %err, "liveness watch hiccup"),
                 None => {
                     tracing::debug!("liveness watch ended; listing again");
@@ -174,8 +202,7 @@ pub(crate) async fn run(
                 };
                 match listed {
                     Ok((changes, listed_at, fresh)) => {
-                        let happened = liveness.roster.write().reconcile(changes, listed_at);
-                        happened.into_iter().for_each(|e| events.send(e));
+                        liveness.reconcile(changes, listed_at, &announce);
                         if let Some(old) = watch.replace(fresh) {
                             retire(&liveness, old, LISTING_TIMEOUT).await;
                         }

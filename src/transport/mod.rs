@@ -3,6 +3,7 @@
 //! small `Transport` trait: publish a payload on a subject, or ask and wait for a reply.
 
 pub mod direct;
+pub(crate) mod limits;
 pub mod nats;
 
 use std::time::Duration;

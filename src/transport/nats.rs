@@ -14,7 +14,10 @@ use super::Transport;
 use crate::events::TransportKind;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::events::{EventSender, NetworkEvent};
+use crate::events::NetworkEvent;
+
+/// Where the broker connection's events go: every network that uses the connection.
+pub(crate) type EventSink = Arc<dyn Fn(NetworkEvent) + Send + Sync>;
 
 /// The oldest nats-server with per-message TTLs in key-value buckets (ADR-43).
 pub const MIN_SERVER_VERSION: (u64, u64, u64) = (2, 11, 0);
@@ -58,20 +61,20 @@ impl BrokerState {
         *self.up.borrow()
     }
 
-    fn on_event(&self, event: async_nats::Event, events: &EventSender) {
+    fn on_event(&self, event: async_nats::Event, events: &dyn Fn(NetworkEvent)) {
         match event {
             async_nats::Event::Connected => {
                 self.up.send_replace(true);
                 if self.lost.swap(false, Ordering::AcqRel) {
                     tracing::info!("broker connection regained");
-                    events.send(NetworkEvent::BrokerRegained);
+                    events(NetworkEvent::BrokerRegained);
                 }
             }
             async_nats::Event::Disconnected => {
                 self.up.send_replace(false);
                 if !self.lost.swap(true, Ordering::AcqRel) {
                     tracing::warn!("broker connection lost; reconnecting");
-                    events.send(NetworkEvent::BrokerLost);
+                    events(NetworkEvent::BrokerLost);
                 }
             }
             async_nats::Event::SlowConsumer(sid) => {
@@ -81,9 +84,18 @@ impl BrokerState {
                     total,
                     "slow consumer: the NATS client dropped a message"
                 );
-                events.send(NetworkEvent::SlowConsumer {
+                events(NetworkEvent::SlowConsumer {
                     total_dropped: total,
                 });
+            }
+            async_nats::Event::ServerError(err) => {
+                let text = err.to_string();
+                match super::limits::describe(&text) {
+                    Some(limit) => {
+                        tracing::error!(error = %text, "the NATS server refused: {limit}")
+                    }
+                    None => tracing::warn!(error = %text, "the NATS server reported an error"),
+                }
             }
             other => tracing::info!(event = %other, "broker event"),
         }
@@ -125,7 +137,7 @@ pub(crate) fn server_addrs(options: &BrokerOptions) -> Result<Vec<ServerAddr>> {
 pub(crate) async fn connect(
     config: &BrokerOptions,
     state: Arc<BrokerState>,
-    events: EventSender,
+    events: EventSink,
     wait: bool,
 ) -> Result<Client> {
     let addrs = server_addrs(config)?;
@@ -144,7 +156,7 @@ pub(crate) async fn connect(
         .event_callback(move |event| {
             let state = callback_state.clone();
             let events = events.clone();
-            async move { state.on_event(event, &events) }
+            async move { state.on_event(event, &*events) }
         });
     if let Some(token) = &config.token {
         options = options.token(token.clone());
@@ -191,6 +203,10 @@ fn connect_error(urls: &str, has_token: bool, err: async_nats::ConnectError) -> 
             ),
             err,
         ),
+        _ if super::limits::describe(&text).is_some() => super::limits::name_limit(Error::new(
+            ErrorKind::Broker,
+            format!("the NATS server at {urls}: {text}"),
+        )),
         _ => Error::quoting_source(
             ErrorKind::Broker,
             format!(
