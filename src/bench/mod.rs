@@ -15,6 +15,7 @@
 //! | failure detection, SIGKILL of a child network | ms until `NetworkDown` | heartbeat |
 //! | discovery with N live networks | latency | — |
 //! | memory: a network at rest, a streamed round | heap bytes | raw client, raw pub/sub |
+//! | many networks in one process: CPU at rest, start, subscriptions, heap | % of a core | raw client with as many subscriptions |
 //!
 //! The memory figures count the heap with [`CountingAllocator`], which the binary running
 //! the benchmark installs as its global allocator; without it they are skipped.
@@ -32,6 +33,7 @@ mod discovery;
 mod failure;
 mod heap;
 mod latency;
+mod many;
 mod memory;
 mod report;
 mod slow;
@@ -69,11 +71,13 @@ pub enum Scenario {
     Discovery,
     /// The heap a network holds at rest and while streaming, against raw clients.
     Memory,
+    /// Many networks in one process: CPU at rest, start time, subscriptions, heap.
+    Many,
 }
 
 impl Scenario {
     /// Every scenario, in the order a run measures them.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Streamed,
         Scenario::Direct,
         Scenario::Confirmed,
@@ -82,6 +86,7 @@ impl Scenario {
         Scenario::Failure,
         Scenario::Discovery,
         Scenario::Memory,
+        Scenario::Many,
     ];
 
     /// The name used on the command line and in JSON.
@@ -95,6 +100,7 @@ impl Scenario {
             Scenario::Failure => "failure",
             Scenario::Discovery => "discovery",
             Scenario::Memory => "memory",
+            Scenario::Many => "many",
         }
     }
 }
@@ -136,6 +142,11 @@ pub struct BenchOptions {
     pub discovery_counts: Vec<usize>,
     /// Networks started at once to count the heap each holds at rest.
     pub memory_networks: usize,
+    /// Networks started in one process to measure CPU at rest, start time and what they
+    /// hold.
+    pub many_networks: usize,
+    /// How long CPU at rest is measured, in seconds.
+    pub idle_window_s: u64,
     /// Heartbeat interval of the network killed to time failure detection, in ms.
     pub heartbeat_ms: u64,
     /// The `reflow-bridge` binary, to run the network that failure detection kills in a
@@ -157,6 +168,8 @@ impl Default for BenchOptions {
             rounds: 5,
             discovery_counts: vec![100, 500],
             memory_networks: 20,
+            many_networks: 1_000,
+            idle_window_s: 10,
             heartbeat_ms: 1_000,
             victim_program: None,
             scenarios: Scenario::ALL.to_vec(),
@@ -176,6 +189,8 @@ impl BenchOptions {
             rounds: 1,
             discovery_counts: vec![5],
             memory_networks: 3,
+            many_networks: 10,
+            idle_window_s: 1,
             ..BenchOptions::default()
         }
     }
@@ -198,15 +213,20 @@ pub async fn run_with_progress(
     progress: &dyn Fn(&str),
 ) -> Result<BenchReport> {
     let started = Instant::now();
-    let (_server, url) = match &options.nats_url {
+    let (server, url) = match &options.nats_url {
         Some(url) => (None, url.clone()),
         None => {
             progress("starting a local nats-server");
-            let server = NatsServer::start().await?;
+            let server = NatsServer::start_with(crate::local_server::ServerOptions {
+                monitoring: true,
+                ..Default::default()
+            })
+            .await?;
             let url = server.url();
             (Some(server), url)
         }
     };
+    let monitoring = server.as_ref().and_then(NatsServer::monitoring_url);
     let mut report = BenchReport::new(options, &url).await;
     let on = |scenario| options.scenarios.contains(&scenario);
     if on(Scenario::Streamed) || on(Scenario::Direct) {
@@ -243,6 +263,13 @@ pub async fn run_with_progress(
     if on(Scenario::Memory) {
         progress("memory at rest and while streaming");
         memory::measure(&url, options, &mut report).await?;
+    }
+    if on(Scenario::Many) {
+        progress(&format!(
+            "{} networks in one process at rest",
+            options.many_networks
+        ));
+        many::measure(&url, monitoring.as_deref(), options, &mut report).await?;
     }
     report.elapsed_s = started.elapsed().as_secs_f64();
     Ok(report)

@@ -31,8 +31,12 @@ pub(crate) struct Args {
     /// Live network counts for discovery, comma separated [default: 100,500]
     #[arg(long, value_delimiter = ',', value_name = "N")]
     discovery: Option<Vec<usize>>,
-    /// Run only these scenarios, comma separated: streamed, direct, confirmed, call,
-    /// failure, discovery, memory [default: all]
+    /// Networks started in one process for the "many" scenario [default: 1000; 10 with
+    /// --smoke]
+    #[arg(long, value_name = "N")]
+    many: Option<usize>,
+    /// Run only these scenarios, comma separated: streamed, direct, confirmed, slow, call,
+    /// failure, discovery, memory, many [default: all]
     #[arg(long, value_delimiter = ',', value_name = "SCENARIO")]
     only: Option<Vec<Scenario>>,
 }
@@ -78,6 +82,9 @@ fn options(global: &Global, args: Args) -> CliResult<BenchOptions> {
     }
     if let Some(counts) = args.discovery {
         options.discovery_counts = counts;
+    }
+    if let Some(n) = args.many {
+        options.many_networks = n;
     }
     if let Some(only) = args.only {
         options.scenarios = only;

@@ -1,0 +1,278 @@
+//! Thousands of live networks on one nats-server: 5,000 networks in five OS processes of
+//! 1,000 (this test's process and four children that run this binary again as
+//! `child_scale_process`). The liveness stream holds one consumer per process, discovery
+//! from any network finds all 5,000, and when one process is killed with SIGKILL the
+//! others see its 1,000 networks expire and keep sending and receiving.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt};
+use reflow_network::Message;
+use reflow_network::actor::{FnActor, ProbeActor};
+use reflow_network::components::Passthrough;
+use reflow_network::distributed_network::DistributedNetwork;
+use reflow_network::events::{DownReason, NetworkEvent};
+use reflow_network::local_server::NatsServer;
+
+const PROCESSES: usize = 5;
+const PER_PROCESS: usize = 1_000;
+const HEARTBEAT_MS: u64 = 2_000;
+
+/// Networks started at once in each process.
+const STARTING_AT_ONCE: usize = 16;
+
+fn network_id(process: usize, i: usize) -> String {
+    format!("s{process}_{i:04}")
+}
+
+fn doubler() -> FnActor {
+    FnActor::map("in", "out", |m| {
+        Message::Integer(m.as_integer().unwrap_or(-1) * 2)
+    })
+}
+
+/// Starts the `PER_PROCESS` networks of `process`, each hosting `double`; `setup` adds
+/// more to network `i` before it starts. Network `i` is at index `i`.
+async fn start_fleet(
+    url: &str,
+    process: usize,
+    setup: impl Fn(usize, &DistributedNetwork) + Sync,
+) -> Vec<DistributedNetwork> {
+    let setup = &setup;
+    let mut fleet = futures::stream::iter(0..PER_PROCESS)
+        .map(|i| async move {
+            let config = common::config(url, &network_id(process, i), "i", HEARTBEAT_MS);
+            let mut network = DistributedNetwork::new(config).await?;
+            network.register_local_actor("double", doubler(), None)?;
+            setup(i, &network);
+            network.start().await?;
+            Ok::<_, reflow_network::Error>(network)
+        })
+        .buffer_unordered(STARTING_AT_ONCE)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    fleet.sort_by(|a, b| a.get_config().network_id.cmp(&b.get_config().network_id));
+    fleet
+}
+
+/// The networks of one child process, when this binary is started as one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper: a child process of the scale test"]
+async fn child_scale_process() {
+    let Ok(url) = std::env::var("REFLOW_SCALE_URL") else {
+        return;
+    };
+    let process: usize = std::env::var("REFLOW_SCALE_PROCESS")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let _fleet = start_fleet(&url, process, |_, _| {}).await;
+    println!("ready");
+    std::future::pending::<()>().await;
+}
+
+/// A child process of 1,000 networks; killed with SIGKILL when dropped.
+struct Fleet(Child);
+
+impl Fleet {
+    fn spawn(url: &str, process: usize) -> Self {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_scale_process", "--ignored", "--nocapture"])
+            .env("REFLOW_SCALE_URL", url)
+            .env("REFLOW_SCALE_PROCESS", process.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Fleet(child)
+    }
+
+    /// Waits until the child says its networks have all started. Its output is read to
+    /// the end: a child whose stdout closed would die on its next line (the test
+    /// harness's "running for over 60 seconds", say).
+    async fn ready(&mut self, limit: Duration) {
+        let stdout = self.0.stdout.take().unwrap();
+        let (said, ready) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let mut said = Some(said);
+            for line in BufReader::new(stdout).lines().map_while(|line| line.ok()) {
+                if line.trim() == "ready"
+                    && let Some(said) = said.take()
+                {
+                    let _ = said.send(());
+                }
+            }
+        });
+        let ready = tokio::time::timeout(limit, ready).await;
+        assert!(
+            matches!(ready, Ok(Ok(()))),
+            "a child process did not start its {PER_PROCESS} networks within {limit:?}"
+        );
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+
+    fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn liveness_consumers(url: &str) -> usize {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(format!("KV_{}", reflow_network::liveness::BUCKET))
+        .await
+        .unwrap();
+    stream.info().await.unwrap().state.consumer_count
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_networks_in_five_processes_hold_one_consumer_each_and_survive_a_kill() {
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let began = Instant::now();
+    let mut children: Vec<Fleet> = (1..PROCESSES).map(|k| Fleet::spawn(&url, k)).collect();
+
+    // This process is the fifth: its first networks also stream through others' actors.
+    const SENDERS: usize = 3;
+    let probes = std::sync::Mutex::new(Vec::new());
+    let fleet = start_fleet(&url, 0, |i, network| {
+        if i < SENDERS {
+            network
+                .register_local_actor("source", Passthrough, None)
+                .unwrap();
+            let (probe, seen) = ProbeActor::channel(1_000);
+            network.register_local_actor("sink", probe, None).unwrap();
+            probes.lock().unwrap().push((i, seen));
+        }
+    })
+    .await;
+    let mut probes = probes.into_inner().unwrap();
+    probes.sort_by_key(|(i, _)| *i);
+    for child in &mut children {
+        child.ready(Duration::from_secs(300)).await;
+    }
+    println!(
+        "{} networks started in {PROCESSES} processes in {:.1?}",
+        PROCESSES * PER_PROCESS,
+        began.elapsed()
+    );
+    let observer = &fleet[0];
+    let total = PROCESSES * PER_PROCESS;
+    common::wait_for(
+        "every network in the liveness roster",
+        Duration::from_secs(30),
+        || async { observer.live_networks().len() == total },
+    )
+    .await;
+
+    let consumers = liveness_consumers(&url).await;
+    assert!(
+        consumers <= PROCESSES,
+        "{consumers} consumers on the liveness stream for {PROCESSES} processes"
+    );
+    let asked = Instant::now();
+    let found = fleet[PER_PROCESS - 1].discover_networks().await.unwrap();
+    println!(
+        "discover_networks found {} networks in {:.1?}",
+        found.len(),
+        asked.elapsed()
+    );
+    assert_eq!(found.len(), total);
+    assert!((0..PROCESSES).all(|k| found.iter().any(|n| n.network_id == network_id(k, 7))));
+
+    // SIGKILL one process: the others see its 1,000 networks expire.
+    let mut events = observer.events();
+    children.remove(0).kill();
+    let killed = Instant::now();
+    let mut expired = std::collections::HashSet::new();
+    let deadline = killed + Duration::from_secs(30);
+    while expired.len() < PER_PROCESS {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Some(NetworkEvent::NetworkDown {
+                network,
+                reason: DownReason::Expired,
+                ..
+            })) if network.starts_with("s1_") => {
+                expired.insert(network);
+            }
+            Ok(Some(NetworkEvent::Lagged { missed })) => panic!("missed {missed} events"),
+            Ok(Some(_)) => {}
+            _ => panic!(
+                "only {} of {PER_PROCESS} networks of the killed process expired within 30 s",
+                expired.len()
+            ),
+        }
+    }
+    println!(
+        "{PER_PROCESS} networks of the killed process expired after {:.1?}",
+        killed.elapsed()
+    );
+    assert_eq!(observer.live_networks().len(), total - PER_PROCESS);
+    assert!(
+        fleet[500]
+            .live_networks()
+            .iter()
+            .all(|n| !n.network_id.starts_with("s1_"))
+    );
+
+    // The rest keep working: streams out to actors of every other process and back,
+    // and confirmed sends.
+    for (i, seen) in &mut probes {
+        let sender = &fleet[*i];
+        // source.out goes to a proxy in each of the other three processes, and every
+        // proxy's out to the sink: each value comes back doubled three times.
+        let mut inlet = None;
+        for k in 2..PROCESSES {
+            let target = network_id(k, 100 + *i);
+            sender.connect_to_network(&target).await.unwrap();
+            let alias = sender
+                .register_remote_actor("double", &target)
+                .await
+                .unwrap();
+            inlet = Some(common::wire_source_through(sender, &alias, Some("sink")));
+        }
+        let feeder = common::feed(inlet.unwrap(), 0..50, Message::Integer);
+        let mut got = common::recv_ints(
+            seen,
+            50 * (PROCESSES - 2),
+            Duration::from_secs(30),
+            "doubled values back from the other processes",
+        )
+        .await;
+        feeder.await.unwrap();
+        got.sort_unstable();
+        let mut expected: Vec<i64> = (0..50).flat_map(|v| vec![v * 2; PROCESSES - 2]).collect();
+        expected.sort_unstable();
+        assert_eq!(got, expected);
+    }
+    for k in 2..PROCESSES {
+        fleet[900]
+            .connect_to_network(&network_id(k, 900))
+            .await
+            .unwrap();
+        fleet[900]
+            .send_to_remote_actor(&network_id(k, 900), "double", "in", Message::Integer(1))
+            .await
+            .unwrap();
+        fleet[901].ping_network(&network_id(k, 3)).await.unwrap();
+    }
+    assert!(children.iter_mut().all(Fleet::is_running));
+}
