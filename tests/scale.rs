@@ -1,8 +1,10 @@
-//! Thousands of live networks on one nats-server: 5,000 networks in five OS processes of
-//! 1,000 (this test's process and four children that run this binary again as
-//! `child_scale_process`). The liveness stream holds one consumer per process, discovery
-//! from any network finds all 5,000, and when one process is killed with SIGKILL the
-//! others see its 1,000 networks expire and keep sending and receiving.
+//! Thousands of live networks on one nats-server, and on a three-node cluster with the
+//! liveness stream replicated: 5,000 networks in five OS processes of 1,000 (this test's
+//! process and four children that run this binary again as `child_scale_process`). The
+//! liveness stream holds one consumer per process, discovery from any network finds all
+//! 5,000, and when one process is killed with SIGKILL the others see its 1,000 networks
+//! expire and keep sending and receiving. On the cluster each process connects to a
+//! node of its own first.
 
 mod common;
 
@@ -16,7 +18,7 @@ use reflow_network::actor::{FnActor, ProbeActor};
 use reflow_network::components::Passthrough;
 use reflow_network::distributed_network::DistributedNetwork;
 use reflow_network::events::{DownReason, NetworkEvent};
-use reflow_network::local_server::NatsServer;
+use reflow_network::local_server::{NatsCluster, NatsServer, ServerOptions};
 
 const PROCESSES: usize = 5;
 const PER_PROCESS: usize = 1_000;
@@ -38,14 +40,15 @@ fn doubler() -> FnActor {
 /// Starts the `PER_PROCESS` networks of `process`, each hosting `double`; `setup` adds
 /// more to network `i` before it starts. Network `i` is at index `i`.
 async fn start_fleet(
-    url: &str,
+    urls: &[String],
     process: usize,
     setup: impl Fn(usize, &DistributedNetwork) + Sync,
 ) -> Vec<DistributedNetwork> {
     let setup = &setup;
     let mut fleet = futures::stream::iter(0..PER_PROCESS)
         .map(|i| async move {
-            let config = common::config(url, &network_id(process, i), "i", HEARTBEAT_MS);
+            let mut config = common::config(&urls[0], &network_id(process, i), "i", HEARTBEAT_MS);
+            config.discovery_endpoints = urls.to_vec();
             let mut network = DistributedNetwork::new(config).await?;
             network.register_local_actor("double", doubler(), None)?;
             setup(i, &network);
@@ -64,14 +67,15 @@ async fn start_fleet(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "helper: a child process of the scale test"]
 async fn child_scale_process() {
-    let Ok(url) = std::env::var("REFLOW_SCALE_URL") else {
+    let Ok(urls) = std::env::var("REFLOW_SCALE_URLS") else {
         return;
     };
+    let urls: Vec<String> = urls.split(',').map(str::to_string).collect();
     let process: usize = std::env::var("REFLOW_SCALE_PROCESS")
         .unwrap()
         .parse()
         .unwrap();
-    let _fleet = start_fleet(&url, process, |_, _| {}).await;
+    let _fleet = start_fleet(&urls, process, |_, _| {}).await;
     println!("ready");
     std::future::pending::<()>().await;
 }
@@ -80,13 +84,13 @@ async fn child_scale_process() {
 struct Fleet(Child);
 
 impl Fleet {
-    fn spawn(url: &str, process: usize) -> Self {
+    fn spawn(urls: &[String], process: usize) -> Self {
         let child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "child_scale_process", "--ignored", "--nocapture"])
-            .env("REFLOW_SCALE_URL", url)
+            .env("REFLOW_SCALE_URLS", urls.join(","))
             .env("REFLOW_SCALE_PROCESS", process.to_string())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
         Fleet(child)
@@ -109,9 +113,11 @@ impl Fleet {
             }
         });
         let ready = tokio::time::timeout(limit, ready).await;
+        let status = self.0.try_wait().unwrap();
         assert!(
             matches!(ready, Ok(Ok(()))),
-            "a child process did not start its {PER_PROCESS} networks within {limit:?}"
+            "a child process did not start its {PER_PROCESS} networks within {limit:?} \
+             (exit status: {status:?}; its stderr is above)"
         );
     }
 
@@ -132,27 +138,52 @@ impl Drop for Fleet {
     }
 }
 
-async fn liveness_consumers(url: &str) -> usize {
+/// The liveness stream's consumers and replicas, read from the server.
+async fn liveness_stream(url: &str) -> (usize, usize) {
     let client = async_nats::connect(url).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let mut stream = js
         .get_stream(format!("KV_{}", reflow_network::liveness::BUCKET))
         .await
         .unwrap();
-    stream.info().await.unwrap().state.consumer_count
+    let info = stream.info().await.unwrap();
+    (info.state.consumer_count, info.config.num_replicas)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_networks_in_five_processes_hold_one_consumer_each_and_survive_a_kill() {
     let server = NatsServer::start().await.unwrap();
-    let url = server.url();
+    five_thousand(&[server.url()], 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_thousand_networks_on_a_three_node_cluster_with_replicated_liveness() {
+    let cluster = NatsCluster::start(3, ServerOptions::default())
+        .await
+        .unwrap();
+    cluster.wait_until_formed().await.unwrap();
+    five_thousand(&cluster.urls(), 3).await;
+}
+
+/// Process `k` lists the servers starting from node `k`, so the processes spread over a
+/// cluster's nodes.
+fn servers_for(urls: &[String], process: usize) -> Vec<String> {
+    let mut rotated = urls.to_vec();
+    rotated.rotate_left(process % urls.len());
+    rotated
+}
+
+async fn five_thousand(urls: &[String], replicas: usize) {
+    let url = &urls[0];
     let began = Instant::now();
-    let mut children: Vec<Fleet> = (1..PROCESSES).map(|k| Fleet::spawn(&url, k)).collect();
+    let mut children: Vec<Fleet> = (1..PROCESSES)
+        .map(|k| Fleet::spawn(&servers_for(urls, k), k))
+        .collect();
 
     // This process is the fifth: its first networks also stream through others' actors.
     const SENDERS: usize = 3;
     let probes = std::sync::Mutex::new(Vec::new());
-    let fleet = start_fleet(&url, 0, |i, network| {
+    let fleet = start_fleet(urls, 0, |i, network| {
         if i < SENDERS {
             network
                 .register_local_actor("source", Passthrough, None)
@@ -182,11 +213,12 @@ async fn five_thousand_networks_in_five_processes_hold_one_consumer_each_and_sur
     )
     .await;
 
-    let consumers = liveness_consumers(&url).await;
+    let (consumers, held) = liveness_stream(url).await;
     assert!(
         consumers <= PROCESSES,
         "{consumers} consumers on the liveness stream for {PROCESSES} processes"
     );
+    assert_eq!(held, replicas, "replicas of the liveness stream");
     let asked = Instant::now();
     let found = fleet[PER_PROCESS - 1].discover_networks().await.unwrap();
     println!(

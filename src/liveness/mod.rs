@@ -45,6 +45,9 @@ pub const MARKER_TTL: Duration = Duration::from_secs(300);
 /// gives a stream that states none a limit of 1,000, and every live watcher holds one.
 pub const MAX_CONSUMERS: i32 = 100_000;
 
+/// The replicas of the liveness stream on a cluster.
+pub const REPLICAS: usize = 3;
+
 /// How long a graceful leave waits for the server to acknowledge the delete.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -71,31 +74,34 @@ pub(crate) struct Liveness {
 }
 
 impl Liveness {
-    /// Opens the bucket, creating it if missing.
+    /// Opens the bucket, creating it if missing: with [`REPLICAS`] replicas when the
+    /// server is part of a cluster (one if the cluster cannot hold that many), so the
+    /// loss of a node does not take liveness with it.
     pub(crate) async fn open(client: &async_nats::Client) -> Result<Self> {
         let js = jetstream::new(client.clone());
-        let store = match js
-            .create_key_value(kv::Config {
-                bucket: BUCKET.to_string(),
-                description: "reflow_network: one entry per live network instance".into(),
-                history: 1,
-                limit_markers: Some(MARKER_TTL),
-                ..Default::default()
-            })
-            .await
-        {
-            Ok(store) => store,
-            // Another instance may have made it with other settings; use it as it is.
-            Err(create) => js.get_key_value(BUCKET).await.map_err(|_| {
-                crate::transport::limits::name_limit(Error::with_source(
-                    ErrorKind::Broker,
-                    format!("cannot create the liveness bucket {BUCKET:?} (is JetStream enabled on the server?)"),
-                    create,
-                ))
-            })?,
+        let clustered = client.server_info().cluster.is_some();
+        let wanted = if clustered { REPLICAS } else { 1 };
+        // A cluster that is still electing its JetStream leader, or busy, answers late
+        // or not at all for a moment: tried again for a while. A single server answers
+        // at once, or has no JetStream.
+        let patience = tokio::time::Instant::now()
+            + if clustered {
+                OPEN_PATIENCE
+            } else {
+                Duration::ZERO
+            };
+        let store = loop {
+            match open_bucket(&js, wanted).await {
+                Ok(store) => break store,
+                Err(err) if tokio::time::Instant::now() < patience => {
+                    tracing::debug!(error = %err, "the liveness bucket is not ready; trying again");
+                    tokio::time::sleep(OPEN_RETRY).await;
+                }
+                Err(err) => return Err(err),
+            }
         };
         let mut stream = store.stream;
-        state_limits(&js, &mut stream).await;
+        state_limits(&js, &mut stream, wanted).await;
         Ok(Liveness {
             client: client.clone(),
             js,
@@ -226,11 +232,63 @@ fn failed(key: &str, what: &str, err: &dyn std::fmt::Display) -> Error {
     )
 }
 
+/// How long opening the bucket is tried on a cluster before `start()` fails.
+const OPEN_PATIENCE: Duration = Duration::from_secs(15);
+
+/// How soon a failed open is tried again.
+const OPEN_RETRY: Duration = Duration::from_millis(250);
+
+/// Creates the bucket with `wanted` replicas (one, if the cluster cannot hold that
+/// many), or opens it as another instance made it.
+async fn open_bucket(js: &jetstream::Context, wanted: usize) -> Result<kv::Store> {
+    let mut created = create(js, wanted).await;
+    if let Err(err) = &created
+        && wanted > 1
+    {
+        tracing::debug!(error = %err, "the liveness bucket could not be replicated; trying one replica");
+        created = create(js, 1).await;
+    }
+    match created {
+        Ok(store) => Ok(store),
+        Err(create) => js.get_key_value(BUCKET).await.map_err(|_| {
+            crate::transport::limits::name_limit(Error::with_source(
+                ErrorKind::Broker,
+                format!(
+                    "cannot create the liveness bucket {BUCKET:?} (is JetStream enabled on \
+                     the server?)"
+                ),
+                create,
+            ))
+        }),
+    }
+}
+
+/// Creates the bucket with `replicas` replicas.
+async fn create(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> std::result::Result<kv::Store, jetstream::context::CreateKeyValueError> {
+    js.create_key_value(kv::Config {
+        bucket: BUCKET.to_string(),
+        description: "reflow_network: one entry per live network instance".into(),
+        history: 1,
+        limit_markers: Some(MARKER_TTL),
+        num_replicas: replicas,
+        ..Default::default()
+    })
+    .await
+}
+
 /// Makes the liveness stream state its own consumer limit ([`MAX_CONSUMERS`]) when it
-/// states none or a lower one (a bucket made by an older version, or by hand). A server
-/// that refuses (an account without the right to update streams) keeps its limit, and
-/// the log says what that means.
-async fn state_limits(js: &jetstream::Context, stream: &mut jetstream::stream::Stream) {
+/// states none or a lower one, and hold `replicas` replicas when it holds fewer (a
+/// bucket made by an older version, by hand, or before the cluster grew). A server that
+/// refuses (an account without the right to update streams, a cluster too small) keeps
+/// the stream as it is, and the log says what that means.
+async fn state_limits(
+    js: &jetstream::Context,
+    stream: &mut jetstream::stream::Stream,
+    replicas: usize,
+) {
     let info = match stream.info().await {
         Ok(info) => info.clone(),
         Err(err) => {
@@ -239,19 +297,20 @@ async fn state_limits(js: &jetstream::Context, stream: &mut jetstream::stream::S
         }
     };
     let current = info.config.max_consumers;
-    if current >= MAX_CONSUMERS {
+    let held = info.config.num_replicas;
+    if current >= MAX_CONSUMERS && held >= replicas {
         return;
     }
     let mut config = info.config;
-    config.max_consumers = MAX_CONSUMERS;
+    config.max_consumers = config.max_consumers.max(MAX_CONSUMERS);
+    config.num_replicas = held.max(replicas);
     if let Err(err) = js.update_stream(config).await {
         tracing::warn!(
             error = %err,
             stream = %format!("KV_{BUCKET}"),
-            "could not raise the liveness stream's consumer limit to {MAX_CONSUMERS}; it \
-             stays at {} (-1 means the server's default of 1,000), and each live network \
-             holds one",
-            current
+            "could not update the liveness stream to a consumer limit of {MAX_CONSUMERS} \
+             and {replicas} replicas; it stays at {current} consumers (-1 means the \
+             server's default of 1,000; each process holds one) and {held} replicas",
         );
     }
 }
