@@ -150,14 +150,19 @@ async fn liveness_stream(url: &str) -> (usize, usize) {
     (info.state.consumer_count, info.config.num_replicas)
 }
 
+/// The two scale tests run one after the other: each alone loads a two-core machine.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_networks_in_five_processes_hold_one_consumer_each_and_survive_a_kill() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let server = NatsServer::start().await.unwrap();
     five_thousand(&[server.url()], 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_networks_on_a_three_node_cluster_with_replicated_liveness() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let cluster = NatsCluster::start(3, ServerOptions::default())
         .await
         .unwrap();

@@ -2,8 +2,8 @@
 //! and both halves of the connect handshake.
 //!
 //! Requests that one instance can answer for the whole network (`ping`, `actors`,
-//! `attach`) are queue-subscribed in group `{network}`; the ones every instance must hear
-//! (`connect`, `disconnect`, `detach`) are plain subscriptions. Discovery on
+//! `attach`, `info`) come through a queue subscription in group `{network}`; the ones
+//! every instance must hear (`connect`, `disconnect`, `detach`) through a plain one. Discovery on
 //! `_reflow.discover` is answered here only over direct links: through the broker, the
 //! hub answers it once for every network of the process.
 
@@ -23,49 +23,79 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Direction, NetworkEvent, TransportKind};
 use crate::subject::{DISCOVER_SUBJECT, control_subject};
 
-const QUEUED: &[&str] = &["ping", "actors", "attach"];
+/// Verbs one instance answers for the whole network.
+#[cfg(test)]
+const QUEUED: &[&str] = &["ping", "actors", "attach", "info"];
+/// Verbs every instance must hear.
 const BROADCAST: &[&str] = &["connect", "disconnect", "detach"];
 
-pub(crate) async fn subscribe(bridge: &Bridge) -> Result<SelectAll<async_nats::Subscriber>> {
+/// One control message, and whether it came through the queue group.
+type Control = (bool, async_nats::Message);
+
+/// Subscribes to this network's control subjects: `_reflow.{network}.*` twice, once in
+/// queue group `{network}` and once plainly, so a network costs the server two control
+/// subscriptions rather than one per verb. Each copy of a message is handled only by the
+/// subscription its verb belongs to; control traffic is rare, so the copy the other one
+/// drops costs little.
+pub(crate) async fn subscribe(
+    bridge: &Bridge,
+) -> Result<SelectAll<futures::stream::BoxStream<'static, Control>>> {
+    let subject = control_subject(&bridge.network_id, "*");
+    let failed = |e: async_nats::SubscribeError| {
+        Error::with_source(
+            ErrorKind::Broker,
+            format!("cannot subscribe to {subject}"),
+            e,
+        )
+    };
+    let queued = bridge
+        .client
+        .queue_subscribe(subject.clone(), bridge.network_id.to_string())
+        .await
+        .map_err(failed)?;
+    let broadcast = bridge
+        .client
+        .subscribe(subject.clone())
+        .await
+        .map_err(failed)?;
     let mut all = SelectAll::new();
-    for (verbs, queued) in [(QUEUED, true), (BROADCAST, false)] {
-        for verb in verbs {
-            let subject = control_subject(&bridge.network_id, verb);
-            let subscribed = if queued {
-                bridge
-                    .client
-                    .queue_subscribe(subject.clone(), bridge.network_id.to_string())
-                    .await
-            } else {
-                bridge.client.subscribe(subject.clone()).await
-            };
-            all.push(subscribed.map_err(|e| {
-                Error::with_source(
-                    ErrorKind::Broker,
-                    format!("cannot subscribe to {subject}"),
-                    e,
-                )
-            })?);
-        }
-    }
-    // Discovery through the broker is answered once per process, by the hub.
+    all.push(queued.map(|m| (true, m)).boxed());
+    all.push(broadcast.map(|m| (false, m)).boxed());
     Ok(all)
+}
+
+/// Whether the copy of a message on `subject` that came through the queue group (or
+/// not, per `queued`) is the one to handle.
+fn handles(prefix: &str, subject: &str, queued: bool) -> bool {
+    let verb = subject.strip_prefix(prefix).unwrap_or("");
+    if queued {
+        !BROADCAST.contains(&verb)
+    } else {
+        BROADCAST.contains(&verb)
+    }
 }
 
 pub(crate) async fn run(
     bridge: Weak<Bridge>,
-    mut subscribers: SelectAll<async_nats::Subscriber>,
+    mut subscribers: SelectAll<futures::stream::BoxStream<'static, Control>>,
     cancel: CancellationToken,
 ) {
+    let mut prefix = None;
     loop {
         let message = tokio::select! {
             message = subscribers.next() => message,
             _ = cancel.cancelled() => break,
         };
-        let Some(message) = message else { break };
+        let Some((queued, message)) = message else {
+            break;
+        };
         let Some(bridge) = bridge.upgrade() else {
             break;
         };
+        let prefix = prefix.get_or_insert_with(|| control_subject(&bridge.network_id, ""));
+        if !handles(prefix, &message.subject, queued) {
+            continue;
+        }
         let answer = bridge.answer_control(&message.subject, &message.payload);
         if let (Some(reply), Some(body)) = (message.reply, answer)
             && let Err(err) = bridge
@@ -108,6 +138,10 @@ impl Bridge {
         };
         match verb {
             "discover" => Some(reply_bytes(Ok(self.network_info()))),
+            "info" => {
+                self.hub.served_info();
+                Some(reply_bytes(Ok(self.network_info())))
+            }
             "ping" => Some(self.answer_ping(payload)),
             "actors" => Some(reply_bytes(Ok(self.actor_infos()))),
             "attach" => Some(reply_bytes(self.answer_attach(payload))),
@@ -321,5 +355,29 @@ impl Bridge {
                 reason: format!("network {:?} disconnected", notice.network),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_verb_is_handled_by_one_of_the_two_subscriptions() {
+        let prefix = control_subject("prod.ml", "");
+        for verb in QUEUED {
+            let subject = control_subject("prod.ml", verb);
+            assert!(handles(&prefix, &subject, true), "{verb}");
+            assert!(!handles(&prefix, &subject, false), "{verb}");
+        }
+        for verb in BROADCAST {
+            let subject = control_subject("prod.ml", verb);
+            assert!(!handles(&prefix, &subject, true), "{verb}");
+            assert!(handles(&prefix, &subject, false), "{verb}");
+        }
+        // An unknown verb gets its error answer once.
+        let unknown = control_subject("prod.ml", "bogus");
+        assert!(handles(&prefix, &unknown, true));
+        assert!(!handles(&prefix, &unknown, false));
     }
 }

@@ -13,7 +13,7 @@
 //!
 //! Control requests (ping, actor listing, connect, attach, discovery) are answered by
 //! [`control`]; [`discover`] builds this instance's `NetworkInfo` and gathers everyone
-//! else's; [`services`] registers the instance with the NATS Services API. The liveness
+//! else's; the hub (`crate::hub`) answers the NATS Services API for it. The liveness
 //! entry and watcher ([`crate::liveness`]) start and stop with the bridge.
 
 mod ack;
@@ -32,7 +32,6 @@ pub(crate) mod registry;
 mod remote;
 mod road;
 mod sequence;
-mod services;
 mod stream;
 mod window;
 
@@ -145,7 +144,7 @@ pub(crate) struct Bridge {
     pub(crate) config: Settings,
     pub(crate) local: Arc<RwLock<Network>>,
     /// The broker connection and what this process's networks share of it.
-    hub: Membership,
+    pub(crate) hub: Membership,
     pub(crate) client: Client,
     pub(crate) nats: NatsTransport,
     /// Direct links to other networks (listening only when `bind_port` is set).
@@ -324,9 +323,9 @@ impl Bridge {
         Ok(bridge)
     }
 
-    /// What needs the broker: registering subscriptions for sure, the liveness entry
-    /// (through the hub, whose watcher and heartbeat timer serve every network of the
-    /// process), and the NATS Services API.
+    /// What needs the broker: registering subscriptions for sure, and the liveness entry
+    /// (through the hub, whose watcher, heartbeat timer, discovery and Services API
+    /// responders serve every network of the process).
     async fn join_broker(self: &Arc<Self>, heartbeat: Duration) -> Result<()> {
         self.client.flush().await.map_err(|e| {
             Error::with_source(ErrorKind::Broker, "could not register subscriptions", e)
@@ -335,10 +334,7 @@ impl Bridge {
         let me = self.weak_self();
         let info: crate::hub::InfoFn = Arc::new(move || me.upgrade().map(|b| b.network_info()));
         let liveness = self.hub.join_liveness(heartbeat, info).await?;
-        if self.liveness.set(liveness).is_err() {
-            return Ok(());
-        }
-        services::start(self).await?;
+        let _ = self.liveness.set(liveness);
         Ok(())
     }
 

@@ -12,7 +12,9 @@
 //! * one timer per heartbeat interval refreshes the entries of every network with that
 //!   interval ([`heartbeat`]);
 //! * one subscription on `_reflow.discover` answers for every network, in as few replies
-//!   as the server's `max_payload` allows.
+//!   as the server's `max_payload` allows;
+//! * one subscription on `$SRV.>` answers the NATS Services API for every network
+//!   ([`services`]).
 //!
 //! Each network keeps its own subscriptions, queue groups, liveness entry and events; one
 //! network's shutdown takes away only those, and the last one's closes the connection.
@@ -21,6 +23,7 @@
 //! the runtime that made it.
 
 mod heartbeat;
+mod services;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,6 +78,8 @@ pub(crate) struct Member {
     joined: AtomicBool,
     /// Its heartbeat, once it beats.
     beat: heartbeat::Beat,
+    /// Requests its `info` endpoint answered, for the Services API's stats.
+    info_requests: std::sync::atomic::AtomicU64,
 }
 
 /// Builds a network's liveness entry as it should read now.
@@ -95,6 +100,15 @@ impl Members {
     fn all(&self) -> Vec<(String, Arc<Member>)> {
         let map = self.0.read();
         map.iter().map(|(k, m)| (k.clone(), m.clone())).collect()
+    }
+
+    /// The networks that have joined liveness.
+    fn joined(&self) -> Vec<(String, Arc<Member>)> {
+        let map = self.0.read();
+        map.iter()
+            .filter(|(_, m)| m.joined.load(Ordering::Acquire))
+            .map(|(k, m)| (k.clone(), m.clone()))
+            .collect()
     }
 
     /// Sends `event` to every network.
@@ -169,6 +183,7 @@ impl Hub {
             info: RwLock::new(None),
             joined: AtomicBool::new(false),
             beat: heartbeat::Beat::default(),
+            info_requests: Default::default(),
         });
         if own {
             let hub = Hub::connect(options, None, wait).await?;
@@ -246,6 +261,18 @@ impl Hub {
         hub.tracker.spawn(answer_discovery(
             Arc::downgrade(&hub),
             discover,
+            hub.cancel.clone(),
+        ));
+        let services = hub.client.subscribe(services::SUBJECT).await.map_err(|e| {
+            Error::with_source(
+                ErrorKind::Broker,
+                format!("cannot subscribe to {}", services::SUBJECT),
+                e,
+            )
+        })?;
+        hub.tracker.spawn(services::serve(
+            Arc::downgrade(&hub),
+            services,
             hub.cancel.clone(),
         ));
         Ok(hub)
@@ -423,6 +450,13 @@ impl Membership {
         }
     }
 
+    /// Counts a request this network's `info` endpoint answered.
+    pub(crate) fn served_info(&self) {
+        self.member
+            .info_requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Leaves the hub; the last network to leave closes the connection.
     pub(crate) async fn release(&self) {
         self.hub.remove(&self.key, &self.member);
@@ -460,9 +494,8 @@ async fn answer_discovery(
         let Some(reply) = request.reply else { continue };
         let infos: Vec<NetworkInfo> = hub
             .members
-            .all()
+            .joined()
             .into_iter()
-            .filter(|(_, m)| m.joined.load(Ordering::Acquire))
             .filter_map(|(_, m)| m.info())
             .collect();
         let max = match hub.client.server_info().max_payload {
