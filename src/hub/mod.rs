@@ -251,31 +251,39 @@ impl Hub {
             cancel: CancellationToken::new(),
             closed: AtomicBool::new(false),
         });
-        let discover = hub.client.subscribe(DISCOVER_SUBJECT).await.map_err(|e| {
-            Error::with_source(
-                ErrorKind::Broker,
-                format!("cannot subscribe to {DISCOVER_SUBJECT}"),
-                e,
-            )
-        })?;
-        hub.tracker.spawn(answer_discovery(
-            Arc::downgrade(&hub),
-            discover,
-            hub.cancel.clone(),
-        ));
-        let services = hub.client.subscribe(services::SUBJECT).await.map_err(|e| {
-            Error::with_source(
-                ErrorKind::Broker,
-                format!("cannot subscribe to {}", services::SUBJECT),
-                e,
-            )
-        })?;
-        hub.tracker.spawn(services::serve(
-            Arc::downgrade(&hub),
-            services,
-            hub.cancel.clone(),
-        ));
+        hub.respond(DISCOVER_SUBJECT, answer_discovery).await?;
+        hub.respond(services::SUBJECT, services::answer).await?;
         Ok(hub)
+    }
+
+    /// Answers every request on `subject` with `answer`, one at a time, until the hub
+    /// closes.
+    async fn respond<F, Fut>(self: &Arc<Self>, subject: &'static str, answer: F) -> Result<()>
+    where
+        F: Fn(Arc<Hub>, async_nats::Message) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let mut requests = self.client.subscribe(subject).await.map_err(|e| {
+            Error::with_source(
+                ErrorKind::Broker,
+                format!("cannot subscribe to {subject}"),
+                e,
+            )
+        })?;
+        let (hub, cancel) = (Arc::downgrade(self), self.cancel.clone());
+        self.tracker.spawn(async move {
+            loop {
+                let request = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    request = requests.next() => request,
+                };
+                let (Some(request), Some(hub)) = (request, hub.upgrade()) else {
+                    return;
+                };
+                answer(hub, request).await;
+            }
+        });
+        Ok(())
     }
 
     /// Waits for a hub that is still connecting, as a first connection would.
@@ -476,36 +484,23 @@ impl Drop for Hub {
     }
 }
 
-/// Answers discovery for every network of the hub that has joined liveness, until the
-/// hub closes: their entries, as few replies as `max_payload` allows.
-async fn answer_discovery(
-    hub: Weak<Hub>,
-    mut requests: async_nats::Subscriber,
-    cancel: CancellationToken,
-) {
-    loop {
-        let request = tokio::select! {
-            _ = cancel.cancelled() => return,
-            request = requests.next() => request,
-        };
-        let (Some(request), Some(hub)) = (request, hub.upgrade()) else {
-            return;
-        };
-        let Some(reply) = request.reply else { continue };
-        let infos: Vec<NetworkInfo> = hub
-            .members
-            .joined()
-            .into_iter()
-            .filter_map(|(_, m)| m.info())
-            .collect();
-        let max = match hub.client.server_info().max_payload {
-            0 => 1024 * 1024,
-            max => max,
-        };
-        for body in crate::discovery::discovery_replies(infos, max) {
-            if let Err(err) = hub.client.publish(reply.clone(), body).await {
-                tracing::debug!(error = %err, "could not answer a discovery request");
-            }
+/// Answers a discovery request for every network of the hub that has joined liveness:
+/// their entries, in as few replies as `max_payload` allows.
+async fn answer_discovery(hub: Arc<Hub>, request: async_nats::Message) {
+    let Some(reply) = request.reply else { return };
+    let infos: Vec<NetworkInfo> = hub
+        .members
+        .joined()
+        .into_iter()
+        .filter_map(|(_, m)| m.info())
+        .collect();
+    let max = match hub.client.server_info().max_payload {
+        0 => 1024 * 1024,
+        max => max,
+    };
+    for body in crate::discovery::discovery_replies(infos, max) {
+        if let Err(err) = hub.client.publish(reply.clone(), body).await {
+            tracing::debug!(error = %err, "could not answer a discovery request");
         }
     }
 }

@@ -12,12 +12,10 @@
 //! [`NetworkInfo`](crate::discovery::NetworkInfo).
 
 use std::collections::HashMap;
-use std::sync::Weak;
+use std::sync::Arc;
 
 use async_nats::service::{Info, PingResponse, endpoint};
-use futures::StreamExt;
 use serde_json::json;
-use tokio_util::sync::CancellationToken;
 
 use super::Hub;
 use crate::discovery::NetworkInfo;
@@ -52,7 +50,7 @@ fn parse(subject: &str) -> Option<(&str, Option<&str>, Option<&str>)> {
 }
 
 /// The reply of network `info` (served `requests` info requests) to `verb`.
-fn answer(verb: &str, info: &NetworkInfo, requests: u64) -> Option<Vec<u8>> {
+fn answer_for(verb: &str, info: &NetworkInfo, requests: u64) -> Option<Vec<u8>> {
     let name = service_name(&info.network_id);
     let id = info.incarnation.clone();
     let version = env!("CARGO_PKG_VERSION").to_string();
@@ -130,40 +128,26 @@ fn rfc3339(ms: u64) -> String {
     )
 }
 
-/// Answers Services API requests for every network of the hub that has joined liveness,
-/// until the hub closes.
-pub(super) async fn serve(
-    hub: Weak<Hub>,
-    mut requests: async_nats::Subscriber,
-    cancel: CancellationToken,
-) {
-    loop {
-        let request = tokio::select! {
-            _ = cancel.cancelled() => return,
-            request = requests.next() => request,
-        };
-        let (Some(request), Some(hub)) = (request, hub.upgrade()) else {
-            return;
-        };
-        let (Some(reply), Some((verb, name, id))) = (&request.reply, parse(&request.subject))
-        else {
+/// Answers a Services API request for every network of the hub that has joined
+/// liveness and that it names.
+pub(super) async fn answer(hub: Arc<Hub>, request: async_nats::Message) {
+    let (Some(reply), Some((verb, name, id))) = (&request.reply, parse(&request.subject)) else {
+        return;
+    };
+    for (_, member) in hub.members.joined() {
+        let Some(info) = member.info() else { continue };
+        if name.is_some_and(|n| n != service_name(&info.network_id))
+            || id.is_some_and(|i| i != info.incarnation)
+        {
             continue;
-        };
-        for (_, member) in hub.members.joined() {
-            let Some(info) = member.info() else { continue };
-            if name.is_some_and(|n| n != service_name(&info.network_id))
-                || id.is_some_and(|i| i != info.incarnation)
-            {
-                continue;
-            }
-            let requests = member
-                .info_requests
-                .load(std::sync::atomic::Ordering::Relaxed);
-            if let Some(body) = answer(verb, &info, requests)
-                && let Err(err) = hub.client.publish(reply.clone(), body.into()).await
-            {
-                tracing::debug!(error = %err, "could not answer a services request");
-            }
+        }
+        let requests = member
+            .info_requests
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if let Some(body) = answer_for(verb, &info, requests)
+            && let Err(err) = hub.client.publish(reply.clone(), body.into()).await
+        {
+            tracing::debug!(error = %err, "could not answer a services request");
         }
     }
 }
