@@ -1,8 +1,10 @@
 //! Discovery at scale: `discover_networks` with many live networks on one server.
 //!
-//! The networks run in this process (each with its own broker connection, liveness entry
-//! and watcher, as separate processes would have), are started a few at a time, and the
-//! fleet grows from one count to the next, so 500 includes the first 100.
+//! The networks run in this process, each with a broker connection of its own
+//! ([`DistributedNetwork::use_own_connection`]), so each answers discovery on its own as
+//! networks in separate processes would (networks that share a process answer in one
+//! reply). They are started a few at a time, and the fleet grows from one count to the
+//! next, so 500 includes the first 100.
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +35,7 @@ fn fleet_config(url: &str, prefix: &str, i: usize) -> DistributedConfig {
 
 async fn start_one(config: DistributedConfig) -> Result<DistributedNetwork> {
     let mut network = DistributedNetwork::new(config).await?;
+    network.use_own_connection(true);
     network.start().await?;
     Ok(network)
 }

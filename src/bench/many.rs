@@ -129,6 +129,14 @@ pub(super) async fn measure(
     let held = server_subscriptions(monitoring)
         .await?
         .saturating_sub(subscriptions_before);
+    let entry_bytes = fleet
+        .first()
+        .and_then(|n| {
+            let id = &n.get_config().network_id;
+            n.live_networks().into_iter().find(|i| &i.network_id == id)
+        })
+        .and_then(|info| serde_json::to_vec(&info).ok())
+        .map_or(0, |entry| entry.len());
     let ours = cpu_percent(window).await;
     futures::stream::iter(fleet)
         .for_each_concurrent(STARTING_AT_ONCE * 4, |mut network| async move {
@@ -175,6 +183,20 @@ pub(super) async fn measure(
             "subscriptions the server holds for {count} networks sharing one connection \
              ({:.1} each)",
             held as f64 / count as f64
+        ));
+    report
+        .add(
+            "many networks",
+            None,
+            "liveness_entry_bytes",
+            entry_bytes as f64,
+        )
+        .networks(count)
+        .note(format!(
+            "one network's liveness entry (JSON, one actor), written every heartbeat with \
+             its subject and headers (about {} bytes more) and delivered to the watcher of \
+             every process",
+            "$KV.reflow_liveness.".len() + 40
         ));
     if let Some(heap_mib) = heap_mib {
         report

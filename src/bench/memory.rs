@@ -59,9 +59,10 @@ pub(super) async fn measure(
         .against(Compared::RawNats, kib(theirs), None)
         .networks(count)
         .note(format!(
-            "heap held by each of {count} started networks with one actor, against a raw \
-             client with one subscription: the network's connection, its subscriptions, \
-             liveness entry and watcher, discovery roster and local graph"
+            "heap held by each of {count} started networks with one actor in one process, \
+             against a raw client with one subscription: the network's share of the \
+             process's connection, liveness watcher and roster, its five subscriptions, its \
+             bridge and its local graph"
         ));
 
     let n = options.messages_at(SIZE);

@@ -105,8 +105,11 @@ impl DistributedNetwork {
         })
     }
 
-    /// Connects to the broker, subscribes to this network's subjects, writes this
-    /// instance's liveness entry, reads the liveness bucket and starts the local graph.
+    /// Joins the broker (the connection this process's networks share, made by the
+    /// first; see [`DistributedNetwork::use_own_connection`]), subscribes to this
+    /// network's subjects, writes this instance's liveness entry, waits until the
+    /// process's liveness roster holds every entry written before it, and starts the
+    /// local graph.
     /// When it returns, [`DistributedNetwork::live_networks`] and
     /// [`DistributedNetwork::discover_networks`] include every live instance. Calling it
     /// again while running does nothing.
@@ -114,7 +117,10 @@ impl DistributedNetwork {
     /// # Errors
     ///
     /// The broker cannot be reached (`Broker error`, naming the URLs), refuses the token
-    /// (`Authentication failed`), or is older than 2.11 (`NATS server too old`).
+    /// (`Authentication failed`), is older than 2.11 (`NATS server too old`), or refuses
+    /// because one of its limits is reached (`NATS server limit reached`, naming the
+    /// setting that raises it); `Name conflict` if this process already runs this
+    /// network's `instance_id`.
     pub async fn start(&mut self) -> Result<()> {
         match self.phase {
             Phase::Running => return Ok(()),
@@ -224,7 +230,8 @@ impl DistributedNetwork {
     /// still reach to handle what it streamed to them (bounded the same way), sends the
     /// acknowledgements it owes, and only then deletes its liveness entry (every watcher
     /// sees [`NetworkEvent::NetworkDown`](crate::events::NetworkEvent::NetworkDown) with
-    /// reason `Left`), stops every task and closes the broker connection. What it had
+    /// reason `Left`), stops every task and leaves the broker connection (closed with the
+    /// last network of the process that shares it). What it had
     /// accepted and could not finish in time is left unacknowledged, so its senders send
     /// it again to the instances left.
     pub async fn shutdown(&mut self) -> Result<()> {

@@ -43,11 +43,6 @@ use crate::liveness::{self, Liveness};
 use crate::subject::DISCOVER_SUBJECT;
 use crate::transport::nats::{self, BrokerOptions, BrokerState};
 
-/// How often the liveness watcher lists the bucket when nothing asks it to (it does after
-/// every reconnect, and when its watch ends). Each listing costs the server a consumer
-/// for a moment, so this is a rare safety net, not a polling loop.
-const RECONCILE_EVERY: Duration = Duration::from_secs(300);
-
 /// How long a joining network waits for the roster to take in its own entry (and so
 /// everything written before it).
 const CATCH_UP: Duration = Duration::from_secs(2);
@@ -339,7 +334,6 @@ impl Hub {
                     watch,
                     announce,
                     self.state.up.subscribe(),
-                    RECONCILE_EVERY,
                     self.cancel.clone(),
                 ));
                 Ok(liveness)

@@ -3,8 +3,10 @@
 //! It reads the bucket through an ordered consumer that first delivers the latest message
 //! of every key (the listing) and then every change. A watch misses what happens while
 //! the client is cut off from the server, so the watcher also takes a fresh listing,
-//! and reconciles the roster against it, after every reconnect, when its watch ends, and
-//! on a rare safety timer; each listing comes with a fresh watch that continues from it.
+//! and reconciles the roster against it, after every reconnect and when its watch ends;
+//! each listing comes with a fresh watch that continues from it. A watch that loses its
+//! place (a gap, missed idle heartbeats) is mended by the client itself, so no timer
+//! lists the bucket again: nothing creates a consumer while all is well.
 //! A watch is one ephemeral consumer on the bucket's stream; the watcher deletes the one
 //! it replaces, and its own when it stops, rather than leave them to the server's
 //! inactivity timeout: so a live watcher costs the server one consumer.
@@ -143,19 +145,17 @@ fn take_in(
 }
 
 /// Applies the bucket's changes to the roster until `cancel`, reconciling after every
-/// reconnect (`broker_up` turning true) and every `every`; `announce` gets the events
+/// reconnect (`broker_up` turning true) and when the watch ends; `announce` gets the events
 /// each change means.
 pub(crate) async fn run(
     liveness: Arc<Liveness>,
     watch: Watch,
     announce: Announce,
     mut broker_up: watch::Receiver<bool>,
-    every: Duration,
     cancel: CancellationToken,
 ) {
     let prefix = format!("$KV.{BUCKET}.");
     let mut watch = Some(watch);
-    let mut timer = tokio::time::interval_at(Instant::now() + every, every);
     let mut relist_at: Option<Instant> = None;
     let mut broker_open = true;
     loop {
@@ -191,7 +191,6 @@ pub(crate) async fn run(
                     relist_at = Some(Instant::now() + AFTER_RECONNECT);
                 }
             }
-            _ = timer.tick() => relist_at = Some(Instant::now()),
             _ = relist => {
                 relist_at = None;
                 // A listing can wait out a request timeout on a broker that stopped
