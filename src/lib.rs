@@ -22,6 +22,7 @@ pub mod local_server;
 pub mod message;
 pub mod network;
 pub mod subject;
+mod throttle;
 pub mod transport;
 
 pub use error::{Error, ErrorKind, Result};

@@ -301,6 +301,52 @@ async fn max_connections_refuses_the_link_past_the_limit_and_frees_its_slot() {
 }
 
 #[tokio::test]
+async fn idle_handshakes_do_not_keep_a_legitimate_peer_out() {
+    // The attack from the field: as many idle connections as max_connections, renewed
+    // before the handshake timeout, so the listener always holds that many unfinished
+    // handshakes. Every legitimate dial still gets through.
+    const MAX: usize = 10;
+    let mut limited = config("server", None);
+    limited.max_connections = MAX;
+    limited.handshake_timeout = Duration::from_millis(500);
+    let server = start(limited, true).await;
+    let endpoint = server.endpoint();
+    let mut idle: Vec<tokio::net::TcpStream> = Vec::new();
+    for _ in 0..MAX {
+        idle.push(tokio::net::TcpStream::connect(&endpoint).await.unwrap());
+    }
+    let mut linked = 0;
+    for round in 0..20 {
+        // Renew the idle connections now and then, as the attacker would.
+        if round % 5 == 0 {
+            idle.clear();
+            for _ in 0..MAX {
+                idle.push(tokio::net::TcpStream::connect(&endpoint).await.unwrap());
+            }
+        }
+        let peer = start(config(&format!("peer{round}"), None), false).await;
+        peer.transport.connect(&endpoint).await.unwrap();
+        assert!(peer.transport.is_linked("server"));
+        linked += 1;
+        peer.transport.shutdown().await;
+    }
+    assert_eq!(linked, 20);
+    // Past the handshake cap from one address, a connection is refused at once, with a
+    // reason, rather than held.
+    let mut flood = Vec::new();
+    for _ in 0..(2 * MAX).max(16) {
+        flood.push(tokio::net::TcpStream::connect(&endpoint).await.unwrap());
+    }
+    let mut extra = raw(&endpoint).await;
+    let (code, reason) = refusal(&mut extra).await;
+    assert_eq!(code, RefuseCode::MaxConnections);
+    assert!(
+        reason.contains("too many handshakes in progress"),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
 async fn bad_clients_are_refused_with_their_reason_while_a_good_peer_keeps_talking() {
     let mut server = start(config("server", Some("right")), true).await;
     let mut good = start(config("good", Some("right")), false).await;

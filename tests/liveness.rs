@@ -290,6 +290,135 @@ async fn restart_with_the_same_instance_id_stays_up_after_the_old_ttl_passes() {
     assert!(discovered.iter().any(|n| n.network_id == "phoenix"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_liveness_bucket_is_back_within_a_heartbeat_and_crashes_are_still_seen() {
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let keeper = started(config(&url, "keeper", "k1")).await;
+    let mut events = keeper.events();
+    let mut child = ChildNetwork::spawn(&url, "victim", "v1");
+    wait_up(&mut events, "victim", "v1").await;
+
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let stream = format!("KV_{}", reflow_network::liveness::BUCKET);
+    js.delete_stream(&stream).await.unwrap();
+    let deleted = Instant::now();
+    let back = Duration::from_millis(HEARTBEAT_MS) + Duration::from_millis(500);
+    wait_for("the liveness bucket to be made again", back, || {
+        let (js, stream) = (js.clone(), stream.clone());
+        async move { js.get_stream(&stream).await.is_ok() }
+    })
+    .await;
+    println!(
+        "the liveness bucket was back {:?} after its deletion",
+        deleted.elapsed()
+    );
+    let kv = js
+        .get_key_value(reflow_network::liveness::BUCKET)
+        .await
+        .unwrap();
+    wait_for("both entries in the new bucket", back * 2, || {
+        let kv = kv.clone();
+        async move { entry_is_live(&kv, "keeper.k1").await && entry_is_live(&kv, "victim.v1").await }
+    })
+    .await;
+    wait_for(
+        "the keeper to list the victim from the new bucket",
+        Duration::from_secs(5),
+        || async {
+            keeper
+                .live_networks()
+                .iter()
+                .any(|n| n.network_id == "victim")
+        },
+    )
+    .await;
+
+    // A crash after the healing is still seen.
+    let mut events = keeper.events();
+    child.kill();
+    let killed = Instant::now();
+    let (reason, seen) = wait_down(&mut events, "victim", "v1", CRASH_BOUND).await;
+    assert_eq!(reason, DownReason::Expired);
+    println!("the crash was seen after {:?}", seen - killed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_loss_of_the_liveness_streams_leader_leaves_liveness_working() {
+    use reflow_network::local_server::{NatsCluster, ServerOptions};
+    let mut cluster = NatsCluster::start(3, ServerOptions::default())
+        .await
+        .unwrap();
+    cluster.wait_until_formed().await.unwrap();
+    let urls = cluster.urls();
+    let on_all = |network: &str, instance: &str| {
+        let mut config = config(&urls[0], network, instance);
+        config.discovery_endpoints = urls.clone();
+        config
+    };
+    let keeper = started(on_all("keeper", "k1")).await;
+
+    // The node that leads the (replicated) liveness stream.
+    let js = async_nats::jetstream::new(async_nats::connect(&urls[0]).await.unwrap());
+    let mut stream = js
+        .get_stream(format!("KV_{}", reflow_network::liveness::BUCKET))
+        .await
+        .unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.num_replicas, 3);
+    let leader_name = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .unwrap();
+    let mut leader = None;
+    for (index, url) in urls.iter().enumerate() {
+        let client = async_nats::connect(url).await.unwrap();
+        if client.server_info().server_name == leader_name {
+            leader = Some(index);
+        }
+    }
+    let leader = leader.expect("the leader is one of the nodes");
+    let survivor = urls[(leader + 1) % urls.len()].clone();
+
+    let mut events = keeper.events();
+    let mut child = ChildNetwork::spawn(&survivor, "victim", "v1");
+    wait_up(&mut events, "victim", "v1").await;
+
+    cluster.node_mut(leader).kill().await.unwrap();
+    let lost = Instant::now();
+    let mut late = reflow_network::distributed_network::DistributedNetwork::new(config(
+        &survivor, "late", "l1",
+    ))
+    .await
+    .unwrap();
+    late.use_own_connection(true);
+    late.start().await.unwrap();
+    let started_after = lost.elapsed();
+    println!("a new network started {started_after:?} after the leader's loss");
+    assert!(started_after <= Duration::from_secs(5), "{started_after:?}");
+
+    // A crash after the loss is still seen, by a network on the surviving nodes.
+    let mut events = late.events();
+    // Liveness comes back once the stream has a new leader (nats-server elects one
+    // within seconds); the late network joins it then.
+    wait_for(
+        "the late network to list the victim",
+        Duration::from_secs(20),
+        || async {
+            late.live_networks()
+                .iter()
+                .any(|n| n.network_id == "victim")
+        },
+    )
+    .await;
+    child.kill();
+    let killed = Instant::now();
+    let (reason, seen) = wait_down(&mut events, "victim", "v1", CRASH_BOUND * 2).await;
+    assert_eq!(reason, DownReason::Expired);
+    println!("the crash was seen after {:?}", seen - killed);
+}
+
 /// The consumers on the liveness bucket's stream, read from the server.
 async fn liveness_consumers(url: &str) -> usize {
     let client = async_nats::connect(url).await.unwrap();

@@ -224,7 +224,7 @@ impl Bridge {
                     )
                     .await
                 {
-                    tracing::warn!(subject = %message.subject, error = %err, "returned output refused");
+                    self.refused("returned output", &message.subject, &err);
                 }
             }
             Item::Direct(inbound) => self.handle_direct(inbound, state).await,
@@ -246,7 +246,7 @@ impl Bridge {
         if let Err(err) = result
             && !confirmed
         {
-            tracing::warn!(subject = %message.subject, error = %err, "inbound message refused");
+            self.refused("inbound message", &message.subject, &err);
         }
     }
 
@@ -267,7 +267,7 @@ impl Bridge {
                         .await
                 };
                 if let Err(err) = result {
-                    tracing::warn!(subject, error = %err, "inbound direct message refused");
+                    self.refused("inbound direct message", &subject, &err);
                 }
             }
             Inbound::Request {

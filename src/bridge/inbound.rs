@@ -526,8 +526,23 @@ impl Bridge {
                     .await
             };
             if let Err(err) = result {
-                tracing::warn!(subject = envelope.subject, error = %err, "held envelope refused");
+                self.refused("held envelope", &envelope.subject, &err);
             }
+        }
+    }
+
+    /// Logs a refused inbound message (`what`, on `subject`): at most one line per
+    /// [`crate::throttle::PERIOD`], saying how many were held back, with the subject and
+    /// the error clipped (both may come from anyone who can publish).
+    pub(crate) fn refused(&self, what: &str, subject: &str, err: &Error) {
+        if let Some(held_back) = self.refusal_log.allow() {
+            tracing::warn!(
+                subject = %crate::throttle::clip(subject),
+                error = %crate::throttle::clip(&err.to_string()),
+                held_back,
+                "{what} refused (refusals are counted in rejected_in; one line per {:?})",
+                crate::throttle::PERIOD
+            );
         }
     }
 

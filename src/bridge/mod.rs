@@ -67,6 +67,13 @@ use crate::transport::direct::{DirectTransport, Inbound};
 use crate::transport::nats::{BrokerState, NatsTransport};
 use tokio::sync::mpsc;
 
+/// How long `start()` tries to open the liveness bucket on a cluster before it goes on
+/// without, joining liveness in the background.
+const LIVENESS_AT_START: Duration = Duration::from_secs(3);
+
+/// How often a network that started without liveness tries to join it again.
+const LIVENESS_RETRY: Duration = Duration::from_secs(1);
+
 /// How long the return prefix of an instance that died is remembered.
 const GONE_REMEMBERED: Duration = Duration::from_secs(60);
 
@@ -170,6 +177,8 @@ pub(crate) struct Bridge {
     /// This instance's key in the bucket.
     liveness_key: String,
     counters: Counters,
+    /// Keeps the log of refused inbound messages to a line per period.
+    refusal_log: crate::throttle::Throttle,
     /// What this instance delivered and handled of every sender, and what it owes them.
     pub(crate) ledger: Arc<Ledger>,
     /// Recent confirmed sends by id, so that a retry is not delivered twice.
@@ -243,6 +252,7 @@ impl Bridge {
             egress: RwLock::new(HashMap::new()),
             accepting: AtomicBool::new(true),
             counters: Counters::default(),
+            refusal_log: Default::default(),
             ledger: Arc::new(Ledger::default()),
             confirmations: confirmed::Confirmations::default(),
             confirmed_seq: AtomicU64::new(0),
@@ -333,9 +343,71 @@ impl Bridge {
         crate::transport::nats::check_server_version(&self.client)?;
         let me = self.weak_self();
         let info: crate::hub::InfoFn = Arc::new(move || me.upgrade().map(|b| b.network_info()));
-        let liveness = self.hub.join_liveness(heartbeat, info).await?;
-        let _ = self.liveness.set(liveness);
-        Ok(())
+        // Bounded as a whole: on a cluster whose liveness stream is electing a leader,
+        // every step can wait for it.
+        let joined = tokio::time::timeout(
+            LIVENESS_AT_START,
+            self.hub
+                .join_liveness(heartbeat, info.clone(), LIVENESS_AT_START),
+        )
+        .await
+        .unwrap_or_else(|_| Err(Error::timeout("joining liveness", LIVENESS_AT_START)));
+        match joined {
+            Ok(liveness) => {
+                let _ = self.liveness.set(liveness);
+                Ok(())
+            }
+            Err(err) if self.liveness_can_wait(&err) => {
+                tracing::warn!(
+                    error = %err,
+                    "liveness is unavailable for now (the cluster may be electing the liveness \
+                     stream's leader); the network runs, and joins liveness in the background"
+                );
+                self.join_liveness_later(heartbeat, info);
+                Ok(())
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Whether a start may go on without liveness after `err`: on a cluster, where the
+    /// liveness stream may be electing a leader, unless the server refused for good.
+    fn liveness_can_wait(&self, err: &Error) -> bool {
+        self.client.server_info().cluster.is_some()
+            && matches!(err.kind(), ErrorKind::Broker | ErrorKind::Timeout)
+    }
+
+    /// Tries to join liveness until it works or the bridge stops.
+    fn join_liveness_later(self: &Arc<Self>, heartbeat: Duration, info: crate::hub::InfoFn) {
+        let me = self.weak_self();
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(LIVENESS_RETRY) => {}
+                }
+                let Some(bridge) = me.upgrade() else { return };
+                let joined = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    joined = bridge.hub.join_liveness(heartbeat, info.clone(), LIVENESS_RETRY) => joined,
+                };
+                match joined {
+                    Ok(liveness) => {
+                        tracing::info!("joined liveness");
+                        let _ = bridge.liveness.set(liveness);
+                        return;
+                    }
+                    Err(err) if bridge.liveness_can_wait(&err) => {
+                        tracing::debug!(error = %err, "liveness still unavailable");
+                    }
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot join liveness");
+                        return;
+                    }
+                }
+            }
+        });
     }
 
     /// Leaves the liveness bucket: the heartbeat stops and the entry is deleted, so

@@ -168,6 +168,9 @@ async fn run(hub: Weak<Hub>, interval: Duration, cancel: tokio_util::sync::Cance
                 error = %first,
                 "liveness refresh failed; retrying at the next heartbeat"
             );
+            // The bucket may be gone (deleted, or lost with a server's store): made
+            // again, it takes the next refresh.
+            liveness.heal().await;
         }
     }
 }

@@ -316,10 +316,10 @@ impl Hub {
 
     /// The liveness bucket, opened and read on first use; its watcher runs until the
     /// hub closes.
-    pub(crate) async fn liveness(self: &Arc<Self>) -> Result<Arc<Liveness>> {
+    pub(crate) async fn liveness(self: &Arc<Self>, patience: Duration) -> Result<Arc<Liveness>> {
         self.liveness
             .get_or_try_init(|| async {
-                let liveness = Arc::new(Liveness::open(&self.client).await?);
+                let liveness = Arc::new(Liveness::open(&self.client, patience).await?);
                 let announce: liveness::Announce = {
                     let members = Arc::downgrade(&self.members);
                     Arc::new(move |events| {
@@ -405,13 +405,17 @@ impl Membership {
     /// everything written before it, reports every other live instance to it as up, and
     /// refreshes its entry every `heartbeat` from then on, with what `info` says. From
     /// then on it answers discovery and hears of instances coming and going.
+    ///
+    /// On a cluster, a bucket that does not answer (its stream electing a leader) is
+    /// tried again for `patience`.
     pub(crate) async fn join_liveness(
         &self,
         heartbeat: Duration,
         info: InfoFn,
+        patience: Duration,
     ) -> Result<Arc<Liveness>> {
         let (hub, key, member) = (&self.hub, self.key.as_str(), &self.member);
-        let liveness = hub.liveness().await?;
+        let liveness = hub.liveness(patience).await?;
         let heartbeat = heartbeat.max(Duration::from_millis(100));
         let ttl = liveness::entry_ttl(heartbeat.as_millis() as u64);
         *member.info.write() = Some(info);

@@ -71,27 +71,39 @@ pub(crate) struct Liveness {
     pub(crate) roster: RwLock<Roster>,
     /// The highest stream sequence the roster has taken in.
     applied: watch::Sender<u64>,
+    /// The replicas the stream should have.
+    replicas: usize,
+    /// When the stream the roster follows was made (nanoseconds since the epoch): a
+    /// stream made again numbers its messages afresh.
+    created: parking_lot::Mutex<Option<i128>>,
+    /// Asks the watcher to list the bucket again (after the stream was made again).
+    pub(crate) relist: tokio::sync::Notify,
 }
 
 impl Liveness {
     /// Opens the bucket, creating it if missing: with [`REPLICAS`] replicas when the
     /// server is part of a cluster (one if the cluster cannot hold that many), so the
     /// loss of a node does not take liveness with it.
-    pub(crate) async fn open(client: &async_nats::Client) -> Result<Self> {
+    pub(crate) async fn open(client: &async_nats::Client, patience: Duration) -> Result<Self> {
         let js = jetstream::new(client.clone());
         let clustered = client.server_info().cluster.is_some();
         let wanted = if clustered { REPLICAS } else { 1 };
         // A cluster that is still electing its JetStream leader, or busy, answers late
         // or not at all for a moment: tried again for a while. A single server answers
         // at once, or has no JetStream.
-        let patience = tokio::time::Instant::now()
-            + if clustered {
-                OPEN_PATIENCE
-            } else {
-                Duration::ZERO
-            };
+        let patience =
+            tokio::time::Instant::now() + if clustered { patience } else { Duration::ZERO };
+        // Each try waits little: a stream whose leader was lost answers again once the
+        // others elect one, and a short wait tried again finds that sooner than a long one.
+        let opener = if clustered {
+            jetstream::context::ContextBuilder::new()
+                .timeout(OPEN_TRY)
+                .build(client.clone())
+        } else {
+            js.clone()
+        };
         let store = loop {
-            match open_bucket(&js, wanted).await {
+            match open_bucket(&opener, wanted).await {
                 Ok(store) => break store,
                 Err(err) if tokio::time::Instant::now() < patience => {
                     tracing::debug!(error = %err, "the liveness bucket is not ready; trying again");
@@ -108,6 +120,9 @@ impl Liveness {
             stream,
             roster: RwLock::new(Roster::new()),
             applied: watch::channel(0).0,
+            replicas: wanted,
+            created: parking_lot::Mutex::new(None),
+            relist: tokio::sync::Notify::new(),
         })
     }
 
@@ -178,6 +193,32 @@ impl Liveness {
         )
     }
 
+    /// Makes the bucket again if it is gone (deleted by hand, or lost with a server's
+    /// store), so liveness heals within a heartbeat; says whether it did. The watcher
+    /// then lists the new bucket afresh.
+    pub(crate) async fn heal(&self) -> bool {
+        if self.js.get_stream(format!("KV_{BUCKET}")).await.is_ok() {
+            return false;
+        }
+        match open_bucket(&self.js, self.replicas).await {
+            Ok(store) => {
+                let mut stream = store.stream;
+                state_limits(&self.js, &mut stream, self.replicas).await;
+                tracing::warn!(
+                    bucket = BUCKET,
+                    "the liveness bucket was gone; made it again (every network writes its \
+                     entry again at its next heartbeat)"
+                );
+                self.relist.notify_one();
+                true
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "the liveness bucket is gone and could not be made again");
+                false
+            }
+        }
+    }
+
     /// Records that the roster has taken in the stream up to `sequence`.
     fn took_in(&self, sequence: u64) {
         self.applied.send_if_modified(|at| {
@@ -193,12 +234,19 @@ impl Liveness {
     /// sequence it is complete up to, plus a watch that continues from there.
     async fn listing(&self) -> Result<(Vec<(String, u64, Change)>, u64, watcher::Watch)> {
         let mut stream = self.stream.clone();
-        let listed_at = stream
+        let info = stream
             .info()
             .await
-            .map_err(|e| broker(format!("cannot read the state of bucket {BUCKET:?}"), e))?
-            .state
-            .last_sequence;
+            .map_err(|e| broker(format!("cannot read the state of bucket {BUCKET:?}"), e))?;
+        let created = info.created.unix_timestamp_nanos();
+        let listed_at = info.state.last_sequence;
+        let before = self.created.lock().replace(created);
+        if before.is_some_and(|before| before != created) {
+            // A stream made again: its numbers start afresh, so the roster forgets the
+            // old ones, and what the listing lacks is gone.
+            self.roster.write().renumber();
+            self.applied.send_replace(0);
+        }
         let (changes, watch) = watcher::open(&stream, &self.client).await?;
         Ok((changes, listed_at, watch))
     }
@@ -232,35 +280,48 @@ fn failed(key: &str, what: &str, err: &dyn std::fmt::Display) -> Error {
     )
 }
 
-/// How long opening the bucket is tried on a cluster before `start()` fails.
-const OPEN_PATIENCE: Duration = Duration::from_secs(15);
+/// How long one try at opening the bucket on a cluster waits for JetStream.
+const OPEN_TRY: Duration = Duration::from_secs(1);
 
 /// How soon a failed open is tried again.
 const OPEN_RETRY: Duration = Duration::from_millis(250);
 
-/// Creates the bucket with `wanted` replicas (one, if the cluster cannot hold that
-/// many), or opens it as another instance made it.
+/// Creates the bucket with `wanted` replicas (fewer, down to one, if the cluster cannot
+/// hold that many), or opens it as another instance made it.
 async fn open_bucket(js: &jetstream::Context, wanted: usize) -> Result<kv::Store> {
-    let mut created = create(js, wanted).await;
-    if let Err(err) = &created
-        && wanted > 1
-    {
-        tracing::debug!(error = %err, "the liveness bucket could not be replicated; trying one replica");
-        created = create(js, 1).await;
+    // Most starts find it made: reading it needs only the stream's leader.
+    if let Ok(store) = js.get_key_value(BUCKET).await {
+        return Ok(store);
     }
-    match created {
-        Ok(store) => Ok(store),
-        Err(create) => js.get_key_value(BUCKET).await.map_err(|_| {
-            crate::transport::limits::name_limit(Error::with_source(
-                ErrorKind::Broker,
-                format!(
-                    "cannot create the liveness bucket {BUCKET:?} (is JetStream enabled on \
-                     the server?)"
-                ),
-                create,
-            ))
-        }),
+    let mut replicas = wanted.max(1);
+    let refused = loop {
+        match create(js, replicas).await {
+            Ok(store) => return Ok(store),
+            Err(err) if replicas > 1 => {
+                tracing::debug!(error = %err, replicas, "the liveness bucket could not be made with this many replicas; trying fewer");
+                replicas -= 1;
+            }
+            Err(err) => break err,
+        }
+    };
+    if let Ok(store) = js.get_key_value(BUCKET).await {
+        return Ok(store);
     }
+    let what = if refused.kind() == jetstream::context::CreateKeyValueErrorKind::TimedOut {
+        format!(
+            "the liveness bucket {BUCKET:?} is unavailable: JetStream did not answer in time \
+             (a cluster without a JetStream leader, or a server overloaded)"
+        )
+    } else {
+        format!(
+            "cannot create the liveness bucket {BUCKET:?} (is JetStream enabled on the server?)"
+        )
+    };
+    Err(crate::transport::limits::name_limit(Error::with_source(
+        ErrorKind::Broker,
+        what,
+        refused,
+    )))
 }
 
 /// Creates the bucket with `replicas` replicas.

@@ -67,6 +67,16 @@ impl Roster {
             .count()
     }
 
+    /// Forgets every revision, for a stream that was made again and numbers its
+    /// messages afresh: the next listing's changes all apply, and a member it lacks is
+    /// gone.
+    pub(crate) fn renumber(&mut self) {
+        self.seen.clear();
+        for member in self.members.values_mut() {
+            member.revision = 0;
+        }
+    }
+
     /// Whether `raw` is exactly the entry `key` holds now.
     pub(crate) fn holds(&self, key: &str, raw: &[u8]) -> bool {
         self.members.get(key).is_some_and(|m| m.raw == raw)
@@ -244,6 +254,25 @@ mod tests {
                 .is_empty()
         );
         assert!(r.contains("a.1"));
+    }
+
+    #[test]
+    fn after_renumbering_a_listing_with_lower_revisions_applies_and_the_missing_go() {
+        let mut r = Roster::new();
+        r.apply("a.1", 500, Change::Put(Box::new(info("a", "1", "x"))));
+        r.apply("b.1", 501, Change::Put(Box::new(info("b", "1", "x"))));
+        r.renumber();
+        let events = r.reconcile(
+            vec![("a.1".into(), 2, Change::Put(Box::new(info("a", "1", "x"))))],
+            2,
+        );
+        assert_eq!(events, vec![gone("b", "1", DownReason::Expired)]);
+        assert!(r.contains("a.1"));
+        // The new stream's later changes apply too.
+        assert_eq!(
+            r.apply("a.1", 3, Change::Gone(DownReason::Left)),
+            vec![gone("a", "1", DownReason::Left)]
+        );
     }
 
     #[test]

@@ -191,6 +191,7 @@ pub(crate) async fn run(
                     relist_at = Some(Instant::now() + AFTER_RECONNECT);
                 }
             }
+            _ = liveness.relist.notified() => relist_at = Some(Instant::now()),
             _ = relist => {
                 relist_at = None;
                 // A listing can wait out a request timeout on a broker that stopped

@@ -1,16 +1,27 @@
-//! The accept loop: one task that takes connections, caps how many are held at once, and
-//! hands each to a task of its own for the handshake.
+//! The accept loop: one task that takes connections and hands each to a task of its own
+//! for the handshake.
 //!
-//! The cap is a semaphore with `max_connections` permits. A connection that finds none
-//! left is told `Refused: max connections reached (N)` and closed; the loop itself never
-//! waits on a connection, so one slow or hostile peer cannot stall the others.
+//! Two caps, so that connections which never finish a handshake cannot keep a peer out:
+//!
+//! * handshakes in progress: at most [`Handshakes::total`] in all and
+//!   [`Handshakes::per_source`] from one address, each for at most the handshake timeout;
+//!   a connection past either is told `Refused: too many handshakes in progress` and
+//!   closed at once;
+//! * established links: a semaphore of `max_connections` permits, taken only once the
+//!   handshake has succeeded; a peer that finds none left is told `Refused: max
+//!   connections reached (N)`.
+//!
+//! The loop itself never waits on a connection, so one slow or hostile peer cannot stall
+//! the others.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Shared;
 use super::config::DirectConfig;
@@ -64,6 +75,70 @@ fn primary_ip() -> IpAddr {
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
 }
 
+/// The handshakes in progress, in all and per source address.
+pub(crate) struct Handshakes {
+    total: Arc<Semaphore>,
+    per_source: usize,
+    by_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// A handshake's place: given back when dropped.
+pub(crate) struct HandshakeSlot {
+    _total: OwnedSemaphorePermit,
+    source: IpAddr,
+    by_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        let mut by_source = self.by_source.lock();
+        if let Some(held) = by_source.get_mut(&self.source) {
+            *held -= 1;
+            if *held == 0 {
+                by_source.remove(&self.source);
+            }
+        }
+    }
+}
+
+impl Handshakes {
+    /// Room for four times `max_connections` handshakes at once (at least 64), twice
+    /// `max_connections` (at least 16) from one address.
+    pub(crate) fn new(max_connections: usize) -> Self {
+        Handshakes {
+            total: Arc::new(Semaphore::new(Self::total(max_connections))),
+            per_source: Self::per_source(max_connections),
+            by_source: Arc::default(),
+        }
+    }
+
+    /// How many handshakes may be in progress at once.
+    pub(crate) fn total(max_connections: usize) -> usize {
+        max_connections.saturating_mul(4).max(64)
+    }
+
+    /// How many of them one source address may hold.
+    pub(crate) fn per_source(max_connections: usize) -> usize {
+        max_connections.saturating_mul(2).max(16)
+    }
+
+    /// A place for a handshake from `source`, if there is one.
+    fn take(&self, source: IpAddr) -> Option<HandshakeSlot> {
+        let total = self.total.clone().try_acquire_owned().ok()?;
+        let mut by_source = self.by_source.lock();
+        let held = by_source.entry(source).or_default();
+        if *held >= self.per_source {
+            return None;
+        }
+        *held += 1;
+        Some(HandshakeSlot {
+            _total: total,
+            source,
+            by_source: self.by_source.clone(),
+        })
+    }
+}
+
 /// Accepts connections until the transport stops accepting.
 pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     let mut backoff = Duration::from_millis(10);
@@ -87,14 +162,14 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
         };
         backoff = Duration::from_millis(10);
         let _ = stream.set_nodelay(true);
-        match shared.connections.clone().try_acquire_owned() {
-            Ok(permit) => {
+        match shared.handshakes.take(addr.ip()) {
+            Some(slot) => {
                 shared
                     .tracker
-                    .spawn(serve(shared.clone(), stream, addr, permit));
+                    .spawn(serve(shared.clone(), stream, addr, slot));
             }
-            Err(_) => {
-                let refusal = Refusal::max_connections(shared.config.max_connections);
+            None => {
+                let refusal = Refusal::busy();
                 let shared = shared.clone();
                 shared.tracker.clone().spawn(async move {
                     let (read, write) = stream.into_split();
@@ -109,14 +184,9 @@ pub(crate) async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     tracing::debug!(addr = ?listener.local_addr().ok(), "direct listener stopped accepting");
 }
 
-/// Runs the listener's side of the handshake on one connection, then starts its link or
-/// refuses it.
-async fn serve(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    addr: SocketAddr,
-    permit: OwnedSemaphorePermit,
-) {
+/// Runs the listener's side of the handshake on one connection, then starts its link
+/// (if a link's slot is free) or refuses it.
+async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr, slot: HandshakeSlot) {
     let (read, mut write) = stream.into_split();
     let mut reader = handshake::reader(read, shared.config.max_frame_size);
     let limit = shared.config.handshake_timeout;
@@ -130,8 +200,17 @@ async fn serve(
         _ = shared.root.cancelled() => return,
         outcome = tokio::time::timeout(limit, answered) => outcome,
     };
+    drop(slot);
     let refusal = match outcome {
         Ok(Ok((identity, welcome))) => {
+            let Ok(permit) = shared.connections.clone().try_acquire_owned() else {
+                let refusal = Refusal::max_connections(shared.config.max_connections);
+                tokio::select! {
+                    _ = shared.root.cancelled() => {}
+                    _ = send_refusal(&shared.counters, addr, reader.into_inner(), write, &refusal) => {}
+                }
+                return;
+            };
             Counters::add(&shared.counters.accepted, 1);
             let peer = PeerInfo {
                 network: identity.network,
@@ -173,6 +252,22 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handshakes_are_bounded_in_all_and_per_source_and_slots_come_back() {
+        let handshakes = Handshakes::new(4);
+        assert_eq!(Handshakes::total(4), 64);
+        assert_eq!(Handshakes::per_source(4), 16);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let held: Vec<HandshakeSlot> = (0..16).map(|_| handshakes.take(a).unwrap()).collect();
+        assert!(handshakes.take(a).is_none(), "one source past its share");
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let others: Vec<HandshakeSlot> = (0..16).map(|_| handshakes.take(b).unwrap()).collect();
+        drop(held);
+        assert!(handshakes.take(a).is_some(), "its slots came back");
+        drop(others);
+        assert!(handshakes.by_source.lock().is_empty());
+    }
 
     #[test]
     fn a_wildcard_bind_advertises_a_reachable_address_on_the_same_port() {

@@ -10,7 +10,8 @@
 //!
 //! * [`frame`]: the frames and the length-prefixed codec (`docs/wire.md`, "Direct link");
 //! * `handshake`: challenge, hello, welcome, and the HMAC proofs;
-//! * `listener`: the accept loop, capped by a semaphore of `max_connections` permits;
+//! * `listener`: the accept loop: handshakes in progress capped apart (in all and per
+//!   source address), established links by a semaphore of `max_connections` permits;
 //! * `link`: one writer and one reader task per link, with bounded queues;
 //! * `refusal` and `stats`: why links are refused, and the counters.
 //!
@@ -117,8 +118,12 @@ pub(crate) struct Shared {
     pub(crate) root: CancellationToken,
     /// Cancelling it stops the accept loop only.
     pub(crate) accepting: CancellationToken,
-    /// One permit per inbound connection, from accept to the end of its link.
+    /// One permit per established inbound link, from its handshake's success to its end.
     pub(crate) connections: Arc<Semaphore>,
+    /// One permit per inbound handshake in progress, and how many each source address
+    /// holds: connections that never finish their handshake are bounded apart from the
+    /// links, so they cannot keep a legitimate peer out.
+    pub(crate) handshakes: listener::Handshakes,
     /// The address sent to peers in the handshake.
     pub(crate) endpoint: Option<String>,
     local_addr: Option<SocketAddr>,
@@ -253,6 +258,7 @@ impl DirectTransport {
         let shared = Arc::new(Shared {
             endpoint: listener::advertised(&config, local_addr),
             connections: Arc::new(Semaphore::new(config.max_connections)),
+            handshakes: listener::Handshakes::new(config.max_connections),
             accepting: root.child_token(),
             root,
             config,

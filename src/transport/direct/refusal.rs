@@ -115,6 +115,18 @@ impl Refusal {
         )
     }
 
+    /// Too many handshakes in progress (in all, or from the caller's address): refused
+    /// at once, with the code of a full listener.
+    pub(crate) fn busy() -> Self {
+        Refusal::new(
+            RefuseCode::MaxConnections,
+            format!(
+                "{}: too many handshakes in progress; try again",
+                ErrorKind::MaxConnections.phrase()
+            ),
+        )
+    }
+
     pub(crate) fn unexpected(expected: &str, got: &Frame) -> Self {
         Refusal::new(
             RefuseCode::UnexpectedFrame,

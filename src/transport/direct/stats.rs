@@ -54,6 +54,8 @@ pub(crate) struct Counters {
     pub(crate) bytes_out: AtomicU64,
     refused: Mutex<BTreeMap<RefuseCode, u64>>,
     refused_by_peers: Mutex<BTreeMap<RefuseCode, u64>>,
+    refusing_log: crate::throttle::Throttle,
+    refused_log: crate::throttle::Throttle,
 }
 
 impl Counters {
@@ -61,16 +63,34 @@ impl Counters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Logs and counts a refusal this end sends to `peer`.
+    /// Counts a refusal this end sends to `peer`, and logs it (one line per
+    /// [`crate::throttle::PERIOD`], saying how many were held back).
     pub(crate) fn refusing(&self, peer: SocketAddr, refusal: &Refusal) {
-        tracing::warn!(peer = %peer, code = ?refusal.code, "refusing direct link: {refusal}");
         *self.refused.lock().entry(refusal.code).or_default() += 1;
+        if let Some(held_back) = self.refusing_log.allow() {
+            tracing::warn!(
+                peer = %peer,
+                code = ?refusal.code,
+                held_back,
+                "refusing direct link: {}",
+                crate::throttle::clip(&refusal.to_string())
+            );
+        }
     }
 
-    /// Logs and counts a refusal received from `peer`.
+    /// Counts a refusal received from `peer`, and logs it as [`Counters::refusing`] does;
+    /// the reason, which the peer chose, is clipped.
     pub(crate) fn refused_by(&self, peer: &str, code: RefuseCode, reason: &str) {
-        tracing::warn!(peer = %peer, code = ?code, "direct link refused by the peer: {reason}");
         *self.refused_by_peers.lock().entry(code).or_default() += 1;
+        if let Some(held_back) = self.refused_log.allow() {
+            tracing::warn!(
+                peer = %peer,
+                code = ?code,
+                held_back,
+                "direct link refused by the peer: {}",
+                crate::throttle::clip(reason)
+            );
+        }
     }
 
     pub(crate) fn snapshot(&self, active_links: usize) -> DirectStats {
