@@ -130,6 +130,87 @@ async fn connect_as(
     (client, errors)
 }
 
+/// Waits for the server to report a permissions violation on `subject` to `errors`.
+async fn violation(errors: &mut mpsc::UnboundedReceiver<String>, subject: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let err = tokio::time::timeout_at(deadline, errors.recv())
+            .await
+            .unwrap_or_else(|_| panic!("the server did not refuse {subject}"))
+            .unwrap();
+        if err.to_lowercase().contains("permissions violation") && err.contains(subject) {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_network_user_cannot_remove_the_liveness_stream_or_forge_anothers_entry() {
+    use reflow_network::liveness::BUCKET;
+    let server = Server::start("auth/users.conf").await;
+    let config = |network: &str| DistributedConfig {
+        network_id: network.into(),
+        instance_id: "one".into(),
+        discovery_endpoints: vec![server.url(network)],
+        heartbeat_interval_ms: 1_000,
+        ..DistributedConfig::default()
+    };
+    let mut b = DistributedNetwork::new(config("net_b")).await.unwrap();
+    let (probe, mut seen) = ProbeActor::channel(8);
+    b.register_local_actor("inbox", probe, None).unwrap();
+    b.start().await.unwrap();
+    let mut a = DistributedNetwork::new(config("net_a")).await.unwrap();
+    a.start().await.unwrap();
+
+    let (hostile, mut errors) = connect_as(&server, "net_a").await;
+    let stream = format!("KV_{BUCKET}");
+    // Deleting, purging or reconfiguring the stream, or deleting one of its messages.
+    for api in ["DELETE", "PURGE", "UPDATE", "MSG.DELETE"] {
+        let subject = format!("$JS.API.STREAM.{api}.{stream}");
+        hostile
+            .publish_with_reply(subject.clone(), hostile.new_inbox(), "{}".into())
+            .await
+            .unwrap();
+        hostile.flush().await.unwrap();
+        violation(&mut errors, &subject).await;
+    }
+    // Writing (or purging) net_b's liveness entry.
+    let forged = format!("$KV.{BUCKET}.net_b.one");
+    hostile.publish(forged.clone(), "{}".into()).await.unwrap();
+    hostile.flush().await.unwrap();
+    violation(&mut errors, &forged).await;
+    // Reading net_b's data.
+    let _spy = hostile.subscribe("net_b.>").await.unwrap();
+    hostile.flush().await.unwrap();
+    violation(&mut errors, "net_b.>").await;
+
+    // The stream and net_b's entry are untouched, and both networks still work.
+    let admin = ConnectOptions::with_user_and_password("admin".into(), "admin_password".into())
+        .connect(format!("127.0.0.1:{}", server.port))
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(admin);
+    let kv = js.get_key_value(BUCKET).await.unwrap();
+    let entry = kv.get("net_b.one").await.unwrap().expect("net_b's entry");
+    let info: reflow_network::discovery::NetworkInfo = serde_json::from_slice(&entry).unwrap();
+    assert_eq!(info.network_id, "net_b");
+    a.connect_to_network("net_b").await.unwrap();
+    a.send_to_remote_actor("net_b", "inbox", "in", Message::Integer(9))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.message, Message::Integer(9));
+    assert!(
+        a.live_networks().iter().any(|n| n.network_id == "net_b"),
+        "net_a still sees net_b live"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_network_user_cannot_subscribe_to_another_networks_subjects() {
     let server = Server::start("auth/users.conf").await;

@@ -343,15 +343,18 @@ impl Bridge {
         crate::transport::nats::check_server_version(&self.client)?;
         let me = self.weak_self();
         let info: crate::hub::InfoFn = Arc::new(move || me.upgrade().map(|b| b.network_info()));
-        // Bounded as a whole: on a cluster whose liveness stream is electing a leader,
-        // every step can wait for it.
-        let joined = tokio::time::timeout(
-            LIVENESS_AT_START,
-            self.hub
-                .join_liveness(heartbeat, info.clone(), LIVENESS_AT_START),
-        )
-        .await
-        .unwrap_or_else(|_| Err(Error::timeout("joining liveness", LIVENESS_AT_START)));
+        // On a cluster, bounded as a whole: while its liveness stream elects a leader,
+        // every step can wait for one.
+        let joining = self
+            .hub
+            .join_liveness(heartbeat, info.clone(), LIVENESS_AT_START);
+        let joined = if self.client.server_info().cluster.is_some() {
+            tokio::time::timeout(LIVENESS_AT_START, joining)
+                .await
+                .unwrap_or_else(|_| Err(Error::timeout("joining liveness", LIVENESS_AT_START)))
+        } else {
+            joining.await
+        };
         match joined {
             Ok(liveness) => {
                 let _ = self.liveness.set(liveness);

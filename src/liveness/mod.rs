@@ -307,7 +307,7 @@ async fn open_bucket(js: &jetstream::Context, wanted: usize) -> Result<kv::Store
     if let Ok(store) = js.get_key_value(BUCKET).await {
         return Ok(store);
     }
-    let what = if refused.kind() == jetstream::context::CreateKeyValueErrorKind::TimedOut {
+    let what = if refused.kind() == jetstream::context::CreateStreamErrorKind::TimedOut {
         format!(
             "the liveness bucket {BUCKET:?} is unavailable: JetStream did not answer in time \
              (a cluster without a JetStream leader, or a server overloaded)"
@@ -324,20 +324,39 @@ async fn open_bucket(js: &jetstream::Context, wanted: usize) -> Result<kv::Store
     )))
 }
 
-/// Creates the bucket with `replicas` replicas.
+/// Creates the bucket with `replicas` replicas: its stream made directly (as a
+/// key-value bucket's, with one message per key, rollups, direct gets, per-message TTLs
+/// and expiry markers), so that it states its consumer limit from the start and no
+/// account needs the right to update streams.
 async fn create(
     js: &jetstream::Context,
     replicas: usize,
-) -> std::result::Result<kv::Store, jetstream::context::CreateKeyValueError> {
-    js.create_key_value(kv::Config {
-        bucket: BUCKET.to_string(),
-        description: "reflow_network: one entry per live network instance".into(),
-        history: 1,
-        limit_markers: Some(MARKER_TTL),
+) -> std::result::Result<kv::Store, jetstream::context::CreateStreamError> {
+    use jetstream::stream::{Config, DiscardPolicy, StorageType};
+    js.create_stream(Config {
+        name: format!("KV_{BUCKET}"),
+        description: Some("reflow_network: one entry per live network instance".into()),
+        subjects: vec![format!("$KV.{BUCKET}.>")],
+        max_messages_per_subject: 1,
+        max_consumers: MAX_CONSUMERS,
+        storage: StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
         num_replicas: replicas,
+        discard: DiscardPolicy::New,
+        allow_message_ttl: true,
+        subject_delete_marker_ttl: Some(MARKER_TTL),
         ..Default::default()
     })
-    .await
+    .await?;
+    js.get_key_value(BUCKET).await.map_err(|e| {
+        jetstream::context::CreateStreamError::with_source(
+            jetstream::context::CreateStreamErrorKind::Response,
+            e,
+        )
+    })
 }
 
 /// Makes the liveness stream state its own consumer limit ([`MAX_CONSUMERS`]) when it
