@@ -130,6 +130,48 @@ async fn connect_as(
     (client, errors)
 }
 
+/// net_b (hosting a probe `inbox`) and net_a, each started as its own user of
+/// `server`; returns them with what the probe receives.
+async fn two_networks(
+    server: &Server,
+) -> (
+    DistributedNetwork,
+    DistributedNetwork,
+    mpsc::Receiver<reflow_network::actor::ProbeMessage>,
+) {
+    let config = |network: &str| DistributedConfig {
+        network_id: network.into(),
+        instance_id: "one".into(),
+        discovery_endpoints: vec![server.url(network)],
+        heartbeat_interval_ms: 1_000,
+        ..DistributedConfig::default()
+    };
+    let mut b = DistributedNetwork::new(config("net_b")).await.unwrap();
+    let (probe, seen) = ProbeActor::channel(8);
+    b.register_local_actor("inbox", probe, None).unwrap();
+    b.start().await.unwrap();
+    let mut a = DistributedNetwork::new(config("net_a")).await.unwrap();
+    a.start().await.unwrap();
+    (a, b, seen)
+}
+
+/// net_a sends `value` to net_b's `inbox`, confirmed, and the probe receives it.
+async fn a_sends_to_b(
+    a: &DistributedNetwork,
+    seen: &mut mpsc::Receiver<reflow_network::actor::ProbeMessage>,
+    value: i64,
+) {
+    a.connect_to_network("net_b").await.unwrap();
+    a.send_to_remote_actor("net_b", "inbox", "in", Message::Integer(value))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.message, Message::Integer(value));
+}
+
 /// Waits for the server to report a permissions violation on `subject` to `errors`.
 async fn violation(errors: &mut mpsc::UnboundedReceiver<String>, subject: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -148,19 +190,7 @@ async fn violation(errors: &mut mpsc::UnboundedReceiver<String>, subject: &str) 
 async fn a_network_user_cannot_remove_the_liveness_stream_or_forge_anothers_entry() {
     use reflow_network::liveness::BUCKET;
     let server = Server::start("auth/users.conf").await;
-    let config = |network: &str| DistributedConfig {
-        network_id: network.into(),
-        instance_id: "one".into(),
-        discovery_endpoints: vec![server.url(network)],
-        heartbeat_interval_ms: 1_000,
-        ..DistributedConfig::default()
-    };
-    let mut b = DistributedNetwork::new(config("net_b")).await.unwrap();
-    let (probe, mut seen) = ProbeActor::channel(8);
-    b.register_local_actor("inbox", probe, None).unwrap();
-    b.start().await.unwrap();
-    let mut a = DistributedNetwork::new(config("net_a")).await.unwrap();
-    a.start().await.unwrap();
+    let (mut a, mut b, mut seen) = two_networks(&server).await;
 
     let (hostile, mut errors) = connect_as(&server, "net_a").await;
     let stream = format!("KV_{BUCKET}");
@@ -194,15 +224,7 @@ async fn a_network_user_cannot_remove_the_liveness_stream_or_forge_anothers_entr
     let entry = kv.get("net_b.one").await.unwrap().expect("net_b's entry");
     let info: reflow_network::discovery::NetworkInfo = serde_json::from_slice(&entry).unwrap();
     assert_eq!(info.network_id, "net_b");
-    a.connect_to_network("net_b").await.unwrap();
-    a.send_to_remote_actor("net_b", "inbox", "in", Message::Integer(9))
-        .await
-        .unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), seen.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(got.message, Message::Integer(9));
+    a_sends_to_b(&a, &mut seen, 9).await;
     assert!(
         a.live_networks().iter().any(|n| n.network_id == "net_b"),
         "net_a still sees net_b live"
@@ -264,32 +286,8 @@ async fn a_network_user_cannot_subscribe_to_another_networks_subjects() {
 #[tokio::test]
 async fn the_bridge_runs_with_only_its_networks_permissions() {
     let server = Server::start("auth/users.conf").await;
-    let config = |network: &str, user: &str| DistributedConfig {
-        network_id: network.into(),
-        instance_id: "one".into(),
-        discovery_endpoints: vec![server.url(user)],
-        ..DistributedConfig::default()
-    };
-    let mut b = DistributedNetwork::new(config("net_b", "net_b"))
-        .await
-        .unwrap();
-    let (probe, mut seen) = ProbeActor::channel(8);
-    b.register_local_actor("inbox", probe, None).unwrap();
-    b.start().await.unwrap();
-    let mut a = DistributedNetwork::new(config("net_a", "net_a"))
-        .await
-        .unwrap();
-    a.start().await.unwrap();
-
-    a.connect_to_network("net_b").await.unwrap();
-    a.send_to_remote_actor("net_b", "inbox", "in", Message::Integer(5))
-        .await
-        .unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), seen.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(got.message, Message::Integer(5));
+    let (mut a, mut b, mut seen) = two_networks(&server).await;
+    a_sends_to_b(&a, &mut seen, 5).await;
     assert!(a.ping_network("net_b").await.is_ok());
 
     a.shutdown().await.unwrap();
