@@ -9,6 +9,7 @@
 //! their buffer), because fan-out clones a message once per connection.
 
 mod codec;
+pub(crate) mod seal;
 
 pub(crate) use codec::{Body, EnvelopeView, EnvelopeWriter, compress_above_limit, plain};
 

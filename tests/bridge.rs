@@ -325,6 +325,99 @@ async fn wrong_token_is_refused_with_authentication_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_only_sealed_envelopes_reach_an_actor_and_the_rest_are_counted() {
+    use reflow_network::message::{Envelope, WIRE_VERSION};
+    let server = NatsServer::start().await.unwrap();
+    let with_token = |network: &str, instance: &str| DistributedConfig {
+        auth_token: Some("right".into()),
+        ..config(&server.url(), network, instance)
+    };
+    let b = DistributedNetwork::new(with_token("B", "b1"))
+        .await
+        .unwrap();
+    let mut seen = probe(&b, "sink");
+    let mut b = b;
+    b.start().await.unwrap();
+    let mut a = DistributedNetwork::new(with_token("A", "a1"))
+        .await
+        .unwrap();
+    a.register_local_actor("source", Passthrough, None).unwrap();
+    a.start().await.unwrap();
+
+    // A plain client that never proved the token: well-formed envelopes, some naming a
+    // real peer (A's instance) as their sender, streamed and as requests.
+    let raw = async_nats::connect(server.url()).await.unwrap();
+    let forged = |sender: &str, instance: &str, seq: u64| {
+        Envelope {
+            version: WIRE_VERSION,
+            network: sender.into(),
+            instance: instance.into(),
+            seq,
+            message: Message::Integer(666),
+            reply_to: None,
+            acked_below: None,
+        }
+        .encode(None)
+        .unwrap()
+    };
+    for seq in 0..5 {
+        raw.publish("B.sink.in", forged("intruder", "x", seq))
+            .await
+            .unwrap();
+        raw.publish("B.sink.in", forged("A", "a1", 1_000 + seq))
+            .await
+            .unwrap();
+    }
+    let answer = raw
+        .request("B.sink.in", forged("A", "a1", 2_000))
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer.payload).contains("AuthenticationFailed"),
+        "{:?}",
+        answer.payload
+    );
+    raw.flush().await.unwrap();
+    common::wait_for(
+        "B to count the 11 forgeries",
+        Duration::from_secs(5),
+        || async { b.stats().unauthenticated_in == 11 },
+    )
+    .await;
+    assert_eq!(b.stats().messages_in, 0);
+
+    // Peers that hold the token stream and confirm as ever.
+    a.connect_to_network("B").await.unwrap();
+    let alias = a.register_remote_actor("sink", "B").await.unwrap();
+    let input = common::wire_source_through(&a, &alias, None);
+    let feeder = common::feed(input, 0..500, Message::Integer);
+    a.send_to_remote_actor("B", "sink", "in", Message::Integer(-1))
+        .await
+        .unwrap();
+    let got = recv_n(&mut seen, 501, "sealed messages").await;
+    feeder.await.unwrap();
+    assert!(
+        got.iter().all(|m| m != &Message::Integer(666)),
+        "a forgery got through"
+    );
+    assert_eq!(b.stats().unauthenticated_in, 11);
+    assert_eq!(b.stats().messages_in, 501);
+    // What went on the wire was sealed.
+    let mut tap = raw.subscribe("B.sink.in").await.unwrap();
+    raw.flush().await.unwrap();
+    a.send_to_remote_actor("B", "sink", "in", Message::Integer(7))
+        .await
+        .unwrap();
+    let sealed = tap.next().await.unwrap();
+    assert_eq!(
+        sealed.payload[0], 0x92,
+        "a sealed payload is a MessagePack array of two"
+    );
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_past_max_connections_is_refused_saying_so() {
     let server = NatsServer::start().await.unwrap();
     let _b = started(DistributedConfig {

@@ -101,6 +101,25 @@ pub(super) async fn nats_pair(url: &str, n: usize) -> Result<(Pair, CountTo)> {
     Ok((Pair::over_nats(url, counter.clone()).await?, counter))
 }
 
+/// The pair of [`nats_pair`], both with an auth token: every envelope and
+/// acknowledgement sealed and checked.
+async fn sealed_pair(url: &str, n: usize) -> Result<(Pair, CountTo)> {
+    let sealed = |id: &str| DistributedConfig {
+        auth_token: Some("bench-token".into()),
+        ..config(url, id)
+    };
+    let b_id = unique("bench_sb");
+    let counter = CountTo::new(n);
+    let pair = Pair::new(
+        sealed(&unique("bench_sa")),
+        sealed(&b_id),
+        &b_id,
+        counter.clone(),
+    )
+    .await?;
+    Ok((pair, counter))
+}
+
 /// Two networks with direct listeners and no broker: `discovery_endpoints` names a port
 /// where nothing listens, so both run in direct-link mode, and A reaches B by address.
 async fn direct_pair(n: usize) -> Result<(Pair, CountTo)> {
@@ -179,6 +198,9 @@ pub(super) async fn measure(
     let streamed = options.scenarios.contains(&Scenario::Streamed);
     let direct = options.scenarios.contains(&Scenario::Direct);
     let (mut ours, mut raw_rates, mut direct_rates) = (Vec::new(), Vec::new(), Vec::new());
+    // Sealing is measured at the size the target speaks of.
+    let sealing = streamed && size == 128;
+    let mut sealed_rates = Vec::new();
     let mut dropped = 0;
     for _ in 0..options.rounds {
         let round = through_pair(nats_pair(url, n), size, n, None).await?;
@@ -189,6 +211,13 @@ pub(super) async fn measure(
         }
         if direct {
             direct_rates.push(through_pair(direct_pair(n), size, n, None).await?.rate());
+        }
+        if sealing {
+            sealed_rates.push(
+                through_pair(sealed_pair(url, n), size, n, None)
+                    .await?
+                    .rate(),
+            );
         }
     }
     let ours = median(ours);
@@ -206,6 +235,21 @@ pub(super) async fn measure(
                  delivered messages only",
                 n * options.rounds
             ));
+        }
+        if sealing {
+            report
+                .add(
+                    "streamed throughput, sealed (auth_token)",
+                    Some(size),
+                    "msgs_per_s",
+                    median(sealed_rates),
+                )
+                .against(Compared::RawNats, raw_rate, Some((0.9, true)))
+                .note(
+                    "both networks with an auth token: every envelope sealed with an \
+                     HMAC-SHA256 tag by the sender and checked by the receiver"
+                        .into(),
+                );
         }
         let mb = |rate: f64| rate * size as f64 / 1e6;
         report

@@ -112,9 +112,20 @@ pub(crate) async fn send_owed(bridge: Weak<Bridge>, cancel: CancellationToken) {
 }
 
 impl Bridge {
-    /// Applies an acknowledgement to the stream it speaks of.
+    /// Applies an acknowledgement to the stream it speaks of. With an auth token, only a
+    /// sealed one: a forged acknowledgement would make a stream drop what it holds.
     fn take_ack(&self, payload: &Bytes) {
-        let ack: Ack = match serde_json::from_slice(payload) {
+        let payload = match crate::message::seal::unseal(self.seal_key.as_ref(), payload) {
+            Ok(payload) => payload,
+            Err(err) => {
+                self.counters
+                    .unauthenticated_in
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.refused("acknowledgement", "", &err);
+                return;
+            }
+        };
+        let ack: Ack = match serde_json::from_slice(&payload) {
             Ok(ack) => ack,
             Err(err) => {
                 tracing::warn!(error = %err, "an acknowledgement that is not one was ignored");
@@ -328,7 +339,12 @@ impl Bridge {
             };
             let subject = ack_subject(&notice.network, &notice.instance);
             let sent = self
-                .publish_notice(notice.road, &notice.network, subject.into(), body.into())
+                .publish_notice(
+                    notice.road,
+                    &notice.network,
+                    subject.into(),
+                    crate::message::seal::seal(self.seal_key.as_ref(), body.into()),
+                )
                 .await
                 .is_ok();
             if !sent {

@@ -21,7 +21,7 @@ use super::proxy::{Egress, Subscriber};
 use super::sequence::{Held, HeldBack};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::TransportKind;
-use crate::message::{EnvelopeView, Message, plain};
+use crate::message::{EnvelopeView, Message};
 use crate::network::{Cause, Connector, Inlet, Outlet, Trace};
 use crate::subject::parse_data_subject;
 
@@ -326,7 +326,7 @@ impl Bridge {
                 reply,
             ));
         };
-        let plain = match plain(payload) {
+        let plain = match self.opened(payload) {
             Ok(plain) => plain,
             Err(err) => return Err((self.reject(err), reply)),
         };
@@ -456,7 +456,7 @@ impl Bridge {
                     format!("{subject:?} is not a return subject"),
                 )
             })?;
-        let plain = plain(payload)?;
+        let plain = self.opened(payload).map_err(|e| self.reject(e))?;
         let envelope = EnvelopeView::read(&plain)?;
         let (first, count) = (envelope.seq, envelope.messages.len());
         let last = first + count.max(1) as u64 - 1;

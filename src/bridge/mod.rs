@@ -102,6 +102,10 @@ pub struct BridgeStats {
     /// Envelopes streamed again: because the road changed, or no acknowledgement came in
     /// time (the broker or a slow receiver lost them, or the acknowledgement was lost).
     pub resent: u64,
+    /// Envelopes and acknowledgements refused because they were not sealed with this
+    /// network's auth token (their senders never proved it); also counted in
+    /// `rejected_in` when they were envelopes.
+    pub unauthenticated_in: u64,
 }
 
 #[derive(Debug, Default)]
@@ -113,6 +117,7 @@ struct Counters {
     rejected_in: AtomicU64,
     duplicates_in: AtomicU64,
     resent: AtomicU64,
+    unauthenticated_in: AtomicU64,
 }
 
 /// What the bridge needs of the network's configuration, and no more: the facade builds
@@ -179,6 +184,9 @@ pub(crate) struct Bridge {
     counters: Counters,
     /// Keeps the log of refused inbound messages to a line per period.
     refusal_log: crate::throttle::Throttle,
+    /// With an auth token: what every envelope and acknowledgement is sealed with, and
+    /// what every one received must be sealed with.
+    pub(crate) seal_key: Option<crate::message::seal::SealKey>,
     /// What this instance delivered and handled of every sender, and what it owes them.
     pub(crate) ledger: Arc<Ledger>,
     /// Recent confirmed sends by id, so that a retry is not delivered twice.
@@ -225,6 +233,10 @@ impl Bridge {
         let key = format!("{}.{}", config.network_id, config.instance_id);
         let heartbeat = Duration::from_millis(config.heartbeat_interval_ms);
         let started_at_ms = crate::discovery::now_ms();
+        let seal_key = config
+            .auth_token
+            .as_deref()
+            .map(crate::message::seal::SealKey::from_token);
         let bridge = Arc::new_cyclic(|me| Bridge {
             me: me.clone(),
             network_id: config.network_id.as_str().into(),
@@ -253,6 +265,7 @@ impl Bridge {
             accepting: AtomicBool::new(true),
             counters: Counters::default(),
             refusal_log: Default::default(),
+            seal_key,
             ledger: Arc::new(Ledger::default()),
             confirmations: confirmed::Confirmations::default(),
             confirmed_seq: AtomicU64::new(0),
@@ -516,7 +529,7 @@ impl Bridge {
                     continue;
                 }
             };
-            let wire = crate::message::compress_above_limit(plain.clone(), self.compress_above);
+            let wire = self.wire(plain.clone());
             if wire.len() > max {
                 if part.len() > 1 {
                     let mid = lo + part.len() / 2;
@@ -573,6 +586,25 @@ impl Bridge {
             Some(err) => Err(err),
             None => Ok(()),
         }
+    }
+
+    /// An encoded envelope as it goes on the wire: compressed where that is set and
+    /// pays, and sealed when this network has an auth token.
+    pub(crate) fn wire(&self, plain: Bytes) -> Bytes {
+        let payload = crate::message::compress_above_limit(plain, self.compress_above);
+        crate::message::seal::seal(self.seal_key.as_ref(), payload)
+    }
+
+    /// The envelope bytes of a received payload: its seal checked (with an auth token,
+    /// an unsealed or wrongly sealed payload is refused and counted), then decompressed.
+    pub(crate) fn opened(&self, payload: &Bytes) -> Result<Bytes> {
+        let inner =
+            crate::message::seal::unseal(self.seal_key.as_ref(), payload).inspect_err(|_| {
+                self.counters
+                    .unauthenticated_in
+                    .fetch_add(1, Ordering::Relaxed);
+            })?;
+        Ok(crate::message::plain(&inner)?.into_owned())
     }
 
     /// The largest payload the broker takes, as it announced; unbounded before it has.
@@ -655,6 +687,7 @@ impl Bridge {
                 .map(|s| s.window.unacked_count() as u64)
                 .sum(),
             resent: c.resent.load(Ordering::Relaxed),
+            unauthenticated_in: c.unauthenticated_in.load(Ordering::Relaxed),
         }
     }
 

@@ -301,7 +301,8 @@ impl Bridge {
             acked_below: None,
             key: id,
         }
-        .encode(self.compress_above)?;
+        .encode(None)?;
+        let payload = self.wire(payload);
         // With an id, every try goes to the same instance while it lives, so that the
         // one that saw the id answers the retry (see `Bridge::instance_for`).
         let addressed = id

@@ -319,7 +319,7 @@ impl Bridge {
                     continue;
                 }
             };
-            let payload = crate::message::compress_above_limit(plain, self.compress_above);
+            let payload = self.wire(plain);
             if let Err(err) = self.send_on(road, network, &kept.subject, payload).await {
                 // Still kept: it goes again at its next turn. A failed resend never costs
                 // the batch that triggered it.

@@ -333,7 +333,7 @@ async fn create(
     replicas: usize,
 ) -> std::result::Result<kv::Store, jetstream::context::CreateStreamError> {
     use jetstream::stream::{Config, DiscardPolicy, StorageType};
-    js.create_stream(Config {
+    let config = Config {
         name: format!("KV_{BUCKET}"),
         description: Some("reflow_network: one entry per live network instance".into()),
         subjects: vec![format!("$KV.{BUCKET}.>")],
@@ -349,8 +349,20 @@ async fn create(
         allow_message_ttl: true,
         subject_delete_marker_ttl: Some(MARKER_TTL),
         ..Default::default()
-    })
-    .await?;
+    };
+    if let Err(err) = js.create_stream(config.clone()).await {
+        // An account whose own consumer limit is lower refuses a stream that states a
+        // higher one: the account's limit applies then.
+        if !err.to_string().contains("consumers") {
+            return Err(err);
+        }
+        tracing::debug!(error = %err, "the account refuses the liveness stream's consumer limit; using the account's");
+        js.create_stream(Config {
+            max_consumers: -1,
+            ..config
+        })
+        .await?;
+    }
     js.get_key_value(BUCKET).await.map_err(|e| {
         jetstream::context::CreateStreamError::with_source(
             jetstream::context::CreateStreamErrorKind::Response,
