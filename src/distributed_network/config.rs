@@ -138,6 +138,7 @@ impl DistributedConfig {
             urls: self.nats_urls(),
             client_name: format!("reflow:{}:{}", self.network_id, self.instance_id),
             token: self.auth_token.clone(),
+            auth: Default::default(),
             heartbeat_interval_ms: self.heartbeat_interval_ms,
         }
     }

@@ -35,10 +35,12 @@
 //! ```
 
 mod config;
+mod nats_auth;
 
 pub use crate::bridge::BridgeStats;
 pub use crate::bridge::registry::{ConflictResolutionStrategy, RemoteActorInfo};
 pub use config::{DEFAULT_NATS_URL, DistributedConfig, NATS_SCHEMES};
+pub use nats_auth::NatsAuth;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -73,6 +75,7 @@ pub struct DistributedNetwork {
     profile: Arc<RwLock<Profile>>,
     phase: Phase,
     own_connection: bool,
+    nats_auth: NatsAuth,
 }
 
 impl std::fmt::Debug for DistributedNetwork {
@@ -102,6 +105,7 @@ impl DistributedNetwork {
             profile: Arc::default(),
             phase: Phase::Created,
             own_connection: false,
+            nats_auth: NatsAuth::default(),
         })
     }
 
@@ -140,7 +144,8 @@ impl DistributedNetwork {
         let direct =
             DirectTransport::start(self.direct_config(), self.bind_address().await?, inbound)
                 .await?;
-        let options = self.config.broker_options();
+        let mut options = self.config.broker_options();
+        options.auth = self.nats_auth.clone();
         let key = format!("{}.{}", self.config.network_id, self.config.instance_id);
         let own = self.own_connection;
         let hub = match Hub::join(&options, own, true, &key, self.events.clone()).await {
@@ -170,6 +175,22 @@ impl DistributedNetwork {
         self.bridge = Some(bridge);
         self.phase = Phase::Running;
         tracing::info!(network = %self.config.network_id, instance = %self.config.instance_id, "network started");
+        Ok(())
+    }
+
+    /// Sets how this network proves itself to the NATS server: TLS files, a creds file,
+    /// an NKey seed, a user and password, or a server token apart from `auth_token`
+    /// (which then stays the peers' shared secret alone). Takes effect at
+    /// [`DistributedNetwork::start`]; networks of one process share a connection only
+    /// when these match.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidConfig`] naming a file that does not exist, or settings that
+    /// do not go together (a certificate without its key, two ways to log in).
+    pub fn set_nats_auth(&mut self, auth: NatsAuth) -> Result<()> {
+        auth.check()?;
+        self.nats_auth = auth;
         Ok(())
     }
 

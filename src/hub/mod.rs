@@ -56,6 +56,7 @@ struct HubKey {
     runtime: tokio::runtime::Id,
     urls: Vec<String>,
     token: Option<String>,
+    auth: crate::distributed_network::NatsAuth,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Weak<Hub>>>;
@@ -189,6 +190,7 @@ impl Hub {
             runtime: tokio::runtime::Handle::current().id(),
             urls: options.urls.clone(),
             token: options.token.clone(),
+            auth: options.auth.clone(),
         };
         let slot = {
             let mut hubs = HUBS.lock();

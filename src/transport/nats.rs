@@ -114,6 +114,8 @@ pub(crate) struct BrokerOptions {
     pub(crate) token: Option<String>,
     /// The liveness heartbeat, which paces the client's pings.
     pub(crate) heartbeat_interval_ms: u64,
+    /// TLS, creds, NKey, user or server token.
+    pub(crate) auth: crate::distributed_network::NatsAuth,
 }
 
 /// Parses the configured URLs, naming any that is not a server address.
@@ -158,41 +160,134 @@ pub(crate) async fn connect(
             let events = events.clone();
             async move { state.on_event(event, &*events) }
         });
-    if let Some(token) = &config.token {
-        options = options.token(token.clone());
-    }
-    // async-nats does not read credentials embedded in a URL; a per-network user
-    // (nats/auth/users.conf) is written as nats://user:password@host, so pass them on.
-    if let Some(addr) = addrs.iter().find(|a| a.has_user_pass()) {
-        options = options.user_and_password(
-            addr.username().unwrap_or_default().to_string(),
-            addr.password().unwrap_or_default().to_string(),
-        );
-    }
+    options = authenticate(options, config, &addrs).await?;
     if !wait {
         options = options.retry_on_initial_connect();
     }
     let urls = config.urls.join(", ");
     let client = async_nats::connect_with_options(addrs, options)
         .await
-        .map_err(|e| connect_error(&urls, config.token.is_some(), e))?;
+        .map_err(|e| connect_error(&urls, &what_proves(config), e))?;
     if client.connection_state() == async_nats::connection::State::Connected {
         state.up.send_replace(true);
     }
     Ok(client)
 }
 
-fn connect_error(urls: &str, has_token: bool, err: async_nats::ConnectError) -> Error {
+/// Adds what proves this client to the server: the first of a creds file, an NKey
+/// seed, a user and password (set, or in a URL), a server token and the auth token; and
+/// TLS files.
+async fn authenticate(
+    mut options: ConnectOptions,
+    config: &BrokerOptions,
+    addrs: &[ServerAddr],
+) -> Result<ConnectOptions> {
+    let auth = &config.auth;
+    auth.check()?;
+    if let Some(creds) = &auth.creds_file {
+        options = options.credentials_file(creds).await.map_err(|e| {
+            Error::with_source(
+                ErrorKind::InvalidConfig,
+                format!("the creds file {} cannot be used", creds.display()),
+                e,
+            )
+        })?;
+    } else if let Some(seed_file) = &auth.nkey_seed_file {
+        let seed = std::fs::read_to_string(seed_file)
+            .map_err(|e| {
+                Error::with_source(
+                    ErrorKind::InvalidConfig,
+                    format!("cannot read the NKey seed file {}", seed_file.display()),
+                    e,
+                )
+            })?
+            .trim()
+            .to_string();
+        if !seed.starts_with("SU") {
+            return Err(Error::invalid_config(
+                "nkey_seed_file",
+                format!(
+                    "{} does not hold a user NKey seed (one starting with SU)",
+                    seed_file.display()
+                ),
+            ));
+        }
+        options = options.nkey(seed);
+    } else if let (Some(user), Some(password)) = (&auth.user, &auth.password) {
+        options = options.user_and_password(user.clone(), password.clone());
+    } else if let Some(addr) = addrs.iter().find(|a| a.has_user_pass()) {
+        // async-nats does not read credentials embedded in a URL; a per-network user
+        // (nats/auth/users.conf) is written as nats://user:password@host, so pass them on.
+        options = options.user_and_password(
+            addr.username().unwrap_or_default().to_string(),
+            addr.password().unwrap_or_default().to_string(),
+        );
+    } else if let Some(token) = auth.token.as_ref().or(config.token.as_ref()) {
+        options = options.token(token.clone());
+    }
+    if let Some(ca) = &auth.tls_ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&auth.tls_cert_file, &auth.tls_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    if auth.wants_tls() {
+        options = options.require_tls(true);
+    }
+    Ok(options)
+}
+
+/// What this client offers the server as proof, for error messages.
+fn what_proves(config: &BrokerOptions) -> String {
+    let auth = &config.auth;
+    if let Some(creds) = &auth.creds_file {
+        format!("the creds file {}", creds.display())
+    } else if let Some(seed) = &auth.nkey_seed_file {
+        format!("the NKey seed in {}", seed.display())
+    } else if let Some(user) = &auth.user {
+        format!("user {user:?} and its password")
+    } else if auth.token.is_some() {
+        "the server token (NatsAuth::token)".into()
+    } else if config.token.is_some() {
+        "the auth_token (--token)".into()
+    } else {
+        String::new()
+    }
+}
+
+/// Whether a connect failure is TLS refusing: a bad setup, or a certificate one side
+/// would not take (async-nats reports the latter as I/O).
+fn is_tls_failure(err: &async_nats::ConnectError) -> bool {
+    let text = err.to_string().to_ascii_lowercase();
+    err.kind() == async_nats::ConnectErrorKind::Tls
+        || (err.kind() == async_nats::ConnectErrorKind::Io
+            && (text.contains("certificate") || text.contains("tls") || text.contains("alert")))
+}
+
+fn connect_error(urls: &str, proof: &str, err: async_nats::ConnectError) -> Error {
     use async_nats::ConnectErrorKind as K;
     let text = err.to_string();
     match err.kind() {
         K::AuthorizationViolation | K::Authentication => Error::with_source(
             ErrorKind::AuthenticationFailed,
-            if has_token {
-                format!("the NATS server at {urls} refused the auth_token")
+            if proof.is_empty() {
+                format!(
+                    "the NATS server at {urls} wants credentials; set auth_token (--token), \
+                     a creds file (--creds), an NKey seed (--nkey) or a user (--user)"
+                )
             } else {
-                format!("the NATS server at {urls} wants credentials; set auth_token")
+                format!("the NATS server at {urls} refused {proof}")
             },
+            err,
+        ),
+        _ if is_tls_failure(&err) => Error::quoting_source(
+            ErrorKind::AuthenticationFailed,
+            format!(
+                "TLS with the NATS server at {urls} failed ({text}): check that the server's \
+                 certificate is signed by the CA given (tls_ca_file, --tls-ca) and names the \
+                 host dialled, and that the client certificate (tls_cert_file, --tls-cert) is \
+                 one the server trusts"
+            ),
             err,
         ),
         K::TimedOut => Error::with_source(

@@ -1,0 +1,215 @@
+//! Networks on NATS servers that demand TLS, mutual TLS or an NKey, with certificates and
+//! keys made at test time: two networks exchange streamed and confirmed messages, and a
+//! wrong CA, a missing client certificate or a wrong key fails `start()` with one clear
+//! error naming what was refused.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use reflow_network::actor::ProbeActor;
+use reflow_network::components::Passthrough;
+use reflow_network::distributed_network::{DistributedNetwork, NatsAuth};
+use reflow_network::local_server::{NatsServer, ServerOptions};
+use reflow_network::{ErrorKind, Message};
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki { dir };
+        let ca = pki.ca("ca");
+        pki.leaf(&ca, "server", ExtendedKeyUsagePurpose::ServerAuth);
+        pki.leaf(&ca, "client", ExtendedKeyUsagePurpose::ClientAuth);
+        // A CA that signed nothing here.
+        pki.ca("other_ca");
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.pem"))
+    }
+
+    fn ca(&self, name: &str) -> CertifiedIssuer<'static, KeyPair> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(self.path(name), ca.pem()).unwrap();
+        ca
+    }
+
+    fn leaf(
+        &self,
+        ca: &CertifiedIssuer<'static, KeyPair>,
+        name: &str,
+        use_: ExtendedKeyUsagePurpose,
+    ) {
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+        params.extended_key_usages = vec![use_];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, ca).unwrap();
+        std::fs::write(self.path(name), cert.pem()).unwrap();
+        std::fs::write(self.path(&format!("{name}_key")), key.serialize_pem()).unwrap();
+    }
+
+    /// The server's `tls` block; with `verify`, clients must show a certificate the CA
+    /// signed.
+    fn server_tls(&self, verify: bool) -> String {
+        let quote = |p: PathBuf| format!("{:?}", p.display().to_string());
+        format!(
+            "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify: {verify}\n}}\n",
+            quote(self.path("server")),
+            quote(self.path("server_key")),
+            quote(self.path("ca")),
+        )
+    }
+
+    fn auth(&self, ca: &str, client: bool) -> NatsAuth {
+        NatsAuth {
+            tls_ca_file: Some(self.path(ca)),
+            tls_cert_file: client.then(|| self.path("client")),
+            tls_key_file: client.then(|| self.path("client_key")),
+            ..NatsAuth::default()
+        }
+    }
+}
+
+async fn network(
+    url: &str,
+    id: &str,
+    auth: NatsAuth,
+) -> reflow_network::Result<DistributedNetwork> {
+    let mut network = DistributedNetwork::new(common::config(url, id, "i", 1_000)).await?;
+    network.set_nats_auth(auth)?;
+    Ok(network)
+}
+
+/// Starts B (hosting a probe) and A with `auth`, and checks that A streams 100 values to
+/// B's probe through a proxy and confirms one more.
+async fn two_networks_exchange(url: &str, auth: NatsAuth) {
+    let mut b = network(url, "B", auth.clone()).await.unwrap();
+    let (probe, mut seen) = ProbeActor::channel(1_000);
+    b.register_local_actor("sink", probe, None).unwrap();
+    b.start().await.unwrap();
+    let mut a = network(url, "A", auth).await.unwrap();
+    a.register_local_actor("source", Passthrough, None).unwrap();
+    a.start().await.unwrap();
+    a.connect_to_network("B").await.unwrap();
+    let alias = a.register_remote_actor("sink", "B").await.unwrap();
+    let inlet = common::wire_source_through(&a, &alias, None);
+    let feeder = common::feed(inlet, 0..100, Message::Integer);
+    let got = common::recv_ints(&mut seen, 100, Duration::from_secs(10), "streamed").await;
+    feeder.await.unwrap();
+    assert_eq!(got, (0..100).collect::<Vec<i64>>());
+    a.send_to_remote_actor("B", "sink", "in", Message::Integer(1_000))
+        .await
+        .unwrap();
+    let got = common::recv_ints(&mut seen, 1, Duration::from_secs(10), "confirmed").await;
+    assert_eq!(got, [1_000]);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+async fn refused(url: &str, auth: NatsAuth) -> reflow_network::Error {
+    let mut late = network(url, "late", auth).await.unwrap();
+    late.use_own_connection(true);
+    late.start().await.expect_err("the server must refuse it")
+}
+
+fn tls_server(pki: &Pki, verify: bool) -> ServerOptions {
+    ServerOptions::new().extra_config(pki.server_tls(verify))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_with_a_private_ca_networks_exchange_and_a_wrong_ca_is_named() {
+    let pki = Pki::new();
+    let server = NatsServer::start_with(tls_server(&pki, false))
+        .await
+        .unwrap();
+    let url = server.url();
+    two_networks_exchange(&url, pki.auth("ca", false)).await;
+
+    let err = refused(&url, pki.auth("other_ca", false)).await;
+    println!("{err}");
+    assert_eq!(err.kind(), ErrorKind::AuthenticationFailed, "{err}");
+    assert!(
+        err.to_string().contains("TLS with the NATS server"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("tls_ca_file"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mutual_tls_networks_exchange_and_a_client_without_a_certificate_is_refused() {
+    let pki = Pki::new();
+    let server = NatsServer::start_with(tls_server(&pki, true))
+        .await
+        .unwrap();
+    let url = server.url();
+    two_networks_exchange(&url, pki.auth("ca", true)).await;
+
+    let err = refused(&url, pki.auth("ca", false)).await;
+    println!("{err}");
+    assert_eq!(err.kind(), ErrorKind::AuthenticationFailed, "{err}");
+    assert!(
+        err.to_string().contains("TLS with the NATS server"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("tls_cert_file"), "{err}");
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_nkey_networks_exchange_and_a_wrong_key_is_named() {
+    let user = nkeys::KeyPair::new_user();
+    let stranger = nkeys::KeyPair::new_user();
+    let server = NatsServer::start_with(ServerOptions::new().extra_config(format!(
+        "authorization {{ users = [ {{ nkey: {:?} }} ] }}",
+        user.public_key()
+    )))
+    .await
+    .unwrap();
+    let url = server.url();
+    let dir = tempfile::tempdir().unwrap();
+    let seed = write(dir.path(), "user.nk", &user.seed().unwrap());
+    let auth = |seed: PathBuf| NatsAuth {
+        nkey_seed_file: Some(seed),
+        ..NatsAuth::default()
+    };
+    two_networks_exchange(&url, auth(seed)).await;
+
+    let wrong = write(dir.path(), "stranger.nk", &stranger.seed().unwrap());
+    let err = refused(&url, auth(wrong.clone())).await;
+    println!("{err}");
+    assert_eq!(err.kind(), ErrorKind::AuthenticationFailed, "{err}");
+    assert!(
+        err.to_string().contains(&wrong.display().to_string()),
+        "{err}"
+    );
+
+    // A file that holds no user seed is named before anything is sent.
+    let garbage = write(dir.path(), "garbage.nk", "not a seed");
+    let err = refused(&url, auth(garbage)).await;
+    assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
+    assert!(err.to_string().contains("nkey_seed_file"), "{err}");
+}
