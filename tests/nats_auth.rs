@@ -213,3 +213,99 @@ async fn with_an_nkey_networks_exchange_and_a_wrong_key_is_named() {
     assert_eq!(err.kind(), ErrorKind::InvalidConfig, "{err}");
     assert!(err.to_string().contains("nkey_seed_file"), "{err}");
 }
+
+/// Runs `reflow-bridge` with `args` (and `env`), returning its exit code and stderr.
+fn cli(args: &[&str], env: &[(&str, &Path)]) -> (i32, String, String) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_reflow-bridge"));
+    command
+        .args(args)
+        .env_remove("NATS_URL")
+        .env_remove("NATS_CONTEXT");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let out = command.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_takes_tls_files_from_flags_and_from_a_natscli_context() {
+    let pki = Pki::new();
+    let server = NatsServer::start_with(tls_server(&pki, true))
+        .await
+        .unwrap();
+    let url = server.url();
+    let mut host = network(&url, "tls_host", pki.auth("ca", true))
+        .await
+        .unwrap();
+    host.start().await.unwrap();
+    let path = |name: &str| pki.path(name).display().to_string();
+
+    let (code, out, err) = cli(
+        &[
+            "networks",
+            "--nats-url",
+            &url,
+            "--tls-ca",
+            &path("ca"),
+            "--tls-cert",
+            &path("client"),
+            "--tls-key",
+            &path("client_key"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("tls_host"), "{out}");
+
+    // A wrong CA: one error line, exit code 5.
+    let (code, _, err) = cli(
+        &[
+            "networks",
+            "--nats-url",
+            &url,
+            "--tls-ca",
+            &path("other_ca"),
+            "--tls-cert",
+            &path("client"),
+            "--tls-key",
+            &path("client_key"),
+        ],
+        &[],
+    );
+    assert_eq!(code, 5, "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("error: Authentication failed: TLS"),
+        "{err}"
+    );
+
+    // The same from a natscli context file, URL included.
+    let config = tempfile::tempdir().unwrap();
+    let contexts = config.path().join("nats").join("context");
+    std::fs::create_dir_all(&contexts).unwrap();
+    std::fs::write(
+        contexts.join("secure.json"),
+        serde_json::json!({
+            "description": "made by the test",
+            "url": url,
+            "ca": path("ca"),
+            "cert": path("client"),
+            "key": path("client_key"),
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (code, out, err) = cli(
+        &["--context", "secure", "networks"],
+        &[("XDG_CONFIG_HOME", config.path())],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("tls_host"), "{out}");
+    host.shutdown().await.unwrap();
+}

@@ -41,6 +41,9 @@ use crate::output::{CliError, CliResult};
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     network: NetworkSection,
+    /// How to prove this process to the NATS server (files only, never secrets).
+    #[serde(default)]
+    nats: NatsSection,
     #[serde(default)]
     nodes: Vec<NodeSpec>,
     #[serde(default)]
@@ -66,6 +69,23 @@ struct NetworkSection {
     capabilities: Vec<String>,
     #[serde(default)]
     tags: Vec<String>,
+}
+
+/// The `[nats]` section: paths to credentials and TLS files, and a user name; a password
+/// or token in it is refused (they come from the environment or the command line).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NatsSection {
+    creds_file: Option<std::path::PathBuf>,
+    nkey_seed_file: Option<std::path::PathBuf>,
+    user: Option<String>,
+    tls_ca_file: Option<std::path::PathBuf>,
+    tls_cert_file: Option<std::path::PathBuf>,
+    tls_key_file: Option<std::path::PathBuf>,
+    /// Only read to refuse it.
+    password: Option<toml::Value>,
+    /// Only read to refuse it.
+    token: Option<toml::Value>,
 }
 
 /// One node of the local graph.
@@ -111,6 +131,8 @@ impl Endpoint {
 #[derive(Debug)]
 pub(crate) struct RunConfig {
     pub(crate) network: DistributedConfig,
+    /// How to prove this process to the NATS server, from `[nats]`.
+    pub(crate) nats: reflow_network::distributed_network::NatsAuth,
     /// What the network offers; `run` sets them before start, so discovery and the
     /// liveness entry carry them from the first moment.
     pub(crate) capabilities: Vec<String>,
@@ -152,6 +174,23 @@ pub(crate) fn load(path: &Path) -> CliResult<RunConfig> {
 /// Parses and checks a config; the error names the field and what to do.
 pub(crate) fn parse(text: &str) -> Result<RunConfig, String> {
     let file: FileConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+    let nats = file.nats;
+    if nats.password.is_some() || nats.token.is_some() {
+        return Err(
+            "nats: passwords and tokens are not read from config files; remove them and \
+             set NATS_PASSWORD or NATS_TOKEN (or pass --password, --nats-token)"
+                .into(),
+        );
+    }
+    let nats = reflow_network::distributed_network::NatsAuth {
+        creds_file: nats.creds_file,
+        nkey_seed_file: nats.nkey_seed_file,
+        user: nats.user,
+        tls_ca_file: nats.tls_ca_file,
+        tls_cert_file: nats.tls_cert_file,
+        tls_key_file: nats.tls_key_file,
+        ..Default::default()
+    };
     let section = file.network;
     if section.auth_token.is_some() {
         return Err(
@@ -230,6 +269,7 @@ pub(crate) fn parse(text: &str) -> Result<RunConfig, String> {
     }
     Ok(RunConfig {
         network,
+        nats,
         capabilities: section.capabilities,
         tags: section.tags,
         nodes: file.nodes,

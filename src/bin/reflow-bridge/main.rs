@@ -21,7 +21,7 @@ mod watch;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use reflow_network::distributed_network::{DistributedConfig, DistributedNetwork};
+use reflow_network::distributed_network::{DistributedConfig, DistributedNetwork, NatsAuth};
 
 use output::{CliError, CliResult, Exit};
 
@@ -49,6 +49,34 @@ pub(crate) struct Global {
     /// Token for the NATS server and the peer handshake
     #[arg(long, global = true, env = "REFLOW_AUTH_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+    /// A natscli context (~/.config/nats/context/NAME.json): its URL, credentials and
+    /// TLS files, under any flag given here
+    #[arg(long, global = true, env = "NATS_CONTEXT", value_name = "NAME")]
+    pub(crate) context: Option<String>,
+    /// A .creds file (user JWT and NKey seed) for the NATS server
+    #[arg(long, global = true, env = "NATS_CREDS", value_name = "FILE")]
+    pub(crate) creds: Option<std::path::PathBuf>,
+    /// A file holding a user NKey seed for the NATS server
+    #[arg(long, global = true, env = "NATS_NKEY", value_name = "FILE")]
+    pub(crate) nkey: Option<std::path::PathBuf>,
+    /// A NATS user (its password from --password or NATS_PASSWORD)
+    #[arg(long, global = true, env = "NATS_USER")]
+    pub(crate) user: Option<String>,
+    /// The NATS user's password
+    #[arg(long, global = true, env = "NATS_PASSWORD", hide_env_values = true)]
+    pub(crate) password: Option<String>,
+    /// A token for the NATS server alone; --token stays the peers' shared secret
+    #[arg(long, global = true, env = "NATS_TOKEN", hide_env_values = true)]
+    pub(crate) nats_token: Option<String>,
+    /// PEM file of the CA that signed the NATS server's certificate
+    #[arg(long, global = true, env = "NATS_CA", value_name = "FILE")]
+    pub(crate) tls_ca: Option<std::path::PathBuf>,
+    /// PEM file of a client certificate, for servers that verify clients
+    #[arg(long, global = true, env = "NATS_CERT", value_name = "FILE")]
+    pub(crate) tls_cert: Option<std::path::PathBuf>,
+    /// PEM file of the client certificate's key
+    #[arg(long, global = true, env = "NATS_KEY", value_name = "FILE")]
+    pub(crate) tls_key: Option<std::path::PathBuf>,
     /// Print machine-readable JSON instead of tables
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -84,8 +112,14 @@ enum Command {
 
 impl Global {
     /// The URLs to use, by precedence: `--nats-url`, then `$NATS_URL` (both through
-    /// clap), then `fallback` (a config file's endpoints), else the default.
+    /// clap), then `fallback` (a config file's endpoints), then the `--context`'s URL,
+    /// else the default.
     pub(crate) fn urls_or(&self, fallback: &[String]) -> Vec<String> {
+        let context_url = self
+            .context
+            .as_deref()
+            .and_then(|name| NatsAuth::from_context(name).ok())
+            .and_then(|(_, url)| url);
         match &self.nats_url {
             Some(urls) if !urls.trim().is_empty() => urls
                 .split(',')
@@ -93,8 +127,33 @@ impl Global {
                 .filter(|u| !u.is_empty())
                 .collect(),
             _ if !fallback.is_empty() => fallback.to_vec(),
+            _ if context_url.is_some() => context_url.into_iter().collect(),
             _ => vec![reflow_network::distributed_network::DEFAULT_NATS_URL.to_string()],
         }
+    }
+
+    /// How to prove this process to the NATS server: the `--context`'s settings, with
+    /// every flag given here over them; `base` (a config file's) under both.
+    pub(crate) fn nats_auth(&self, base: NatsAuth) -> CliResult<NatsAuth> {
+        let mut auth = base;
+        if let Some(name) = &self.context {
+            let (context, _) = NatsAuth::from_context(name).map_err(CliError::from_lib)?;
+            auth = merge(auth, context);
+        }
+        let flags = NatsAuth {
+            creds_file: self.creds.clone(),
+            nkey_seed_file: self.nkey.clone(),
+            user: self.user.clone(),
+            password: self.password.clone(),
+            token: self.nats_token.clone().filter(|t| !t.is_empty()),
+            tls_ca_file: self.tls_ca.clone(),
+            tls_cert_file: self.tls_cert.clone(),
+            tls_key_file: self.tls_key.clone(),
+            tls_required: false,
+        };
+        let auth = merge(auth, flags);
+        auth.check().map_err(CliError::from_lib)?;
+        Ok(auth)
     }
 
     /// Joins the broker as a one-shot network `reflow-cli-{random}` for a single question.
@@ -110,11 +169,46 @@ impl Global {
         let mut network = DistributedNetwork::new(config)
             .await
             .map_err(CliError::from_lib)?;
+        network
+            .set_nats_auth(self.nats_auth(NatsAuth::default())?)
+            .map_err(CliError::from_lib)?;
         let spinner = output::Spinner::start("connecting to the NATS server");
         let started = network.start().await;
         drop(spinner);
         started.map_err(CliError::from_broker)?;
         Ok(network)
+    }
+}
+
+/// `under` with every setting `over` makes replacing it; one way of logging in in `over`
+/// replaces every way in `under`.
+fn merge(under: NatsAuth, over: NatsAuth) -> NatsAuth {
+    let logs_in = over.creds_file.is_some()
+        || over.nkey_seed_file.is_some()
+        || over.user.is_some()
+        || over.token.is_some();
+    let under = if logs_in {
+        NatsAuth {
+            creds_file: None,
+            nkey_seed_file: None,
+            user: None,
+            password: None,
+            token: None,
+            ..under
+        }
+    } else {
+        under
+    };
+    NatsAuth {
+        creds_file: over.creds_file.or(under.creds_file),
+        nkey_seed_file: over.nkey_seed_file.or(under.nkey_seed_file),
+        user: over.user.or(under.user),
+        password: over.password.or(under.password),
+        token: over.token.or(under.token),
+        tls_ca_file: over.tls_ca_file.or(under.tls_ca_file),
+        tls_cert_file: over.tls_cert_file.or(under.tls_cert_file),
+        tls_key_file: over.tls_key_file.or(under.tls_key_file),
+        tls_required: over.tls_required || under.tls_required,
     }
 }
 

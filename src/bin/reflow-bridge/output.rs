@@ -18,6 +18,8 @@ pub(crate) enum Exit {
     NotFound = 3,
     /// No NATS server could be reached.
     BrokerUnreachable = 4,
+    /// The NATS server (or a peer) refused the credentials, certificate or token.
+    AuthenticationFailed = 5,
 }
 
 /// A failure of a command: one line for people, an exit code for scripts.
@@ -50,6 +52,7 @@ impl CliError {
             | ErrorKind::PortNotFound
             | ErrorKind::NetworkNotConnected => Exit::NotFound,
             ErrorKind::Broker => Exit::BrokerUnreachable,
+            ErrorKind::AuthenticationFailed => Exit::AuthenticationFailed,
             _ => Exit::Runtime,
         };
         CliError::new(exit, err.to_string())

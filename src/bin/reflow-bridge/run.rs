@@ -41,6 +41,9 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
     let mut network = DistributedNetwork::new(plan.network.clone())
         .await
         .map_err(CliError::from_lib)?;
+    network
+        .set_nats_auth(global.nats_auth(plan.nats.clone())?)
+        .map_err(CliError::from_lib)?;
     let reporter = report_events(global, network.events());
     // Set before start(), so the first liveness entry and every discovery reply carry them.
     network.set_capabilities(plan.capabilities.iter().cloned());
