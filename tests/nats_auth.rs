@@ -1,5 +1,5 @@
-//! Networks on NATS servers that demand TLS, mutual TLS or an NKey, with certificates and
-//! keys made at test time: two networks exchange streamed and confirmed messages, and a
+//! Networks on NATS servers that demand TLS, mutual TLS, an NKey or a creds file
+//! (operator mode), with certificates, keys and JWTs made at test time: two networks exchange streamed and confirmed messages, and a
 //! wrong CA, a missing client certificate or a wrong key fails `start()` with one clear
 //! error naming what was refused.
 
@@ -308,4 +308,107 @@ async fn the_cli_takes_tls_files_from_flags_and_from_a_natscli_context() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("tls_host"), "{out}");
     host.shutdown().await.unwrap();
+}
+
+/// A NATS JWT (v2) for `claims`, signed by `issuer`.
+fn jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    use base64::Engine;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = b64(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = serde_json::json!({
+        "jti": uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
+        "iat": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        "iss": issuer.public_key(),
+        "name": name,
+        "sub": subject,
+        "nats": nats,
+    });
+    let body = format!("{header}.{}", b64(claims.to_string().as_bytes()));
+    let signature = issuer.sign(body.as_bytes()).unwrap();
+    format!("{body}.{}", b64(&signature))
+}
+
+/// An operator-mode server configuration (an operator, one account with JetStream,
+/// preloaded), and the creds file of a user of that account.
+fn operator_setup(dir: &Path) -> (String, PathBuf) {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let system = nkeys::KeyPair::new_account();
+    let user = nkeys::KeyPair::new_user();
+    let operator_jwt = jwt(
+        &operator,
+        &operator.public_key(),
+        "op",
+        serde_json::json!({"type": "operator", "version": 2}),
+    );
+    let unlimited = serde_json::json!({
+        "subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+        "wildcards": true, "conn": -1, "leaf": -1,
+        "mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1,
+    });
+    let account_jwt = jwt(
+        &operator,
+        &account.public_key(),
+        "reflow",
+        serde_json::json!({"type": "account", "version": 2, "limits": unlimited}),
+    );
+    let system_jwt = jwt(
+        &operator,
+        &system.public_key(),
+        "SYS",
+        serde_json::json!({"type": "account", "version": 2}),
+    );
+    let user_jwt = jwt(
+        &account,
+        &user.public_key(),
+        "stats",
+        serde_json::json!({
+            "type": "user", "version": 2, "pub": {}, "sub": {},
+            "subs": -1, "data": -1, "payload": -1,
+        }),
+    );
+    let server = format!(
+        "operator: {operator_jwt:?}\nsystem_account: {}\nresolver: MEMORY\n\
+         resolver_preload: {{\n  {}: {account_jwt:?}\n  {}: {system_jwt:?}\n}}\n",
+        system.public_key(),
+        account.public_key(),
+        system.public_key()
+    );
+    let creds = format!(
+        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+         ************************* IMPORTANT *************************\n\
+         NKEY Seed printed below can be used to sign and prove identity.\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+        user.seed().unwrap()
+    );
+    (server, write(dir, "stats.creds", &creds))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_creds_file_in_operator_mode_networks_exchange_and_a_stranger_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server_config, creds) = operator_setup(dir.path());
+    let server = NatsServer::start_with(ServerOptions::new().extra_config(server_config))
+        .await
+        .unwrap();
+    let url = server.url();
+    let auth = |creds: PathBuf| NatsAuth {
+        creds_file: Some(creds),
+        ..NatsAuth::default()
+    };
+    two_networks_exchange(&url, auth(creds)).await;
+
+    // The creds of a user of an account this server does not know.
+    let other = tempfile::tempdir().unwrap();
+    let (_, stranger) = operator_setup(other.path());
+    let err = refused(&url, auth(stranger.clone())).await;
+    println!("{err}");
+    assert_eq!(err.kind(), ErrorKind::AuthenticationFailed, "{err}");
+    assert!(
+        err.to_string().contains(&stranger.display().to_string()),
+        "{err}"
+    );
 }
