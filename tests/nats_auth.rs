@@ -171,6 +171,34 @@ async fn with_mutual_tls_networks_exchange_and_a_client_without_a_certificate_is
         "{err}"
     );
     assert!(err.to_string().contains("tls_cert_file"), "{err}");
+
+    // The caller's own connect options: the client certificate added by hand.
+    let mut custom = network(&url, "custom", pki.auth("ca", false))
+        .await
+        .unwrap();
+    let (cert, key) = (pki.path("client"), pki.path("client_key"));
+    custom.customize_connection(move |options| {
+        options.add_client_certificate(cert.clone(), key.clone())
+    });
+    custom.start().await.unwrap();
+    custom.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_tls_first_server_networks_exchange_when_told_to_start_with_tls() {
+    let pki = Pki::new();
+    let config = pki
+        .server_tls(false)
+        .replace("verify: false", "verify: false\n  handshake_first: true");
+    let server = NatsServer::start_with(ServerOptions::new().extra_config(config))
+        .await
+        .unwrap();
+    let url = server.url();
+    let first = NatsAuth {
+        tls_first: true,
+        ..pki.auth("ca", false)
+    };
+    two_networks_exchange(&url, first).await;
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {

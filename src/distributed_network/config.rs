@@ -139,6 +139,7 @@ impl DistributedConfig {
             client_name: format!("reflow:{}:{}", self.network_id, self.instance_id),
             token: self.auth_token.clone(),
             auth: Default::default(),
+            custom: None,
             heartbeat_interval_ms: self.heartbeat_interval_ms,
         }
     }

@@ -76,6 +76,7 @@ pub struct DistributedNetwork {
     phase: Phase,
     own_connection: bool,
     nats_auth: NatsAuth,
+    customizer: Option<crate::transport::nats::ConnectCustomizer>,
 }
 
 impl std::fmt::Debug for DistributedNetwork {
@@ -106,6 +107,7 @@ impl DistributedNetwork {
             phase: Phase::Created,
             own_connection: false,
             nats_auth: NatsAuth::default(),
+            customizer: None,
         })
     }
 
@@ -146,8 +148,10 @@ impl DistributedNetwork {
                 .await?;
         let mut options = self.config.broker_options();
         options.auth = self.nats_auth.clone();
+        options.custom = self.customizer.clone();
         let key = format!("{}.{}", self.config.network_id, self.config.instance_id);
-        let own = self.own_connection;
+        // Changes of the caller's own cannot be compared: such a network connects alone.
+        let own = self.own_connection || self.customizer.is_some();
         let hub = match Hub::join(&options, own, true, &key, self.events.clone()).await {
             Ok(hub) => hub,
             // With a direct listener, a missing broker must not block startup: peers
@@ -192,6 +196,19 @@ impl DistributedNetwork {
         auth.check()?;
         self.nats_auth = auth;
         Ok(())
+    }
+
+    /// For full control of the NATS connection: `customize` gets the client's
+    /// [`async_nats::ConnectOptions`] as this crate sets them (name, pings, reconnects,
+    /// events, and what [`DistributedNetwork::set_nats_auth`] asks for) and returns them
+    /// changed, for example with a custom TLS configuration or an auth callback. A network
+    /// customized so gets a connection of its own. Takes effect at
+    /// [`DistributedNetwork::start`].
+    pub fn customize_connection<F>(&mut self, customize: F)
+    where
+        F: Fn(async_nats::ConnectOptions) -> async_nats::ConnectOptions + Send + Sync + 'static,
+    {
+        self.customizer = Some(std::sync::Arc::new(customize));
     }
 
     /// Gives this network a broker connection of its own (`true`), or lets it share one

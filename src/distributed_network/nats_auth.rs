@@ -46,6 +46,9 @@ pub struct NatsAuth {
     /// Refuse a server that does not speak TLS (implied by `tls://` URLs and by any
     /// TLS file above).
     pub tls_required: bool,
+    /// Start with the TLS handshake, before the server's greeting (servers configured
+    /// with `handshake_first`, and proxies that terminate TLS).
+    pub tls_first: bool,
 }
 
 impl NatsAuth {
@@ -57,6 +60,7 @@ impl NatsAuth {
     /// Whether TLS is asked for.
     pub fn wants_tls(&self) -> bool {
         self.tls_required
+            || self.tls_first
             || self.tls_ca_file.is_some()
             || self.tls_cert_file.is_some()
             || self.tls_key_file.is_some()
@@ -143,6 +147,7 @@ impl NatsAuth {
             tls_cert_file: file(context.cert),
             tls_key_file: file(context.key),
             tls_required: false,
+            tls_first: context.tls_first,
         };
         Ok((auth, text(context.url)))
     }
@@ -161,6 +166,7 @@ struct Context {
     cert: String,
     key: String,
     ca: String,
+    tls_first: bool,
 }
 
 fn context_path(name: &str) -> Result<PathBuf> {

@@ -185,6 +185,9 @@ impl Process {
     /// port greets; returns the client and monitoring ports.
     async fn wait_ready(&mut self, log_start: u64) -> Result<(u16, Option<u16>)> {
         let deadline = Instant::now() + READY_TIMEOUT;
+        // A server that starts every connection with a TLS handshake greets no one in
+        // plain text: accepting is all it shows.
+        let tls_first = self.spec.render().contains("handshake_first: true");
         loop {
             if let Some(status) = self.try_reap()? {
                 return Err(self.not_ready(&format!("nats-server exited ({status})"), log_start));
@@ -192,7 +195,13 @@ impl Process {
             let log = self.read_log(log_start);
             if log.contains("Server is ready")
                 && let Some(client) = logged_port(&log, CLIENT_PORT_LINE)
-                && greets(client).await
+                && (if tls_first {
+                    tokio::net::TcpStream::connect(("127.0.0.1", client))
+                        .await
+                        .is_ok()
+                } else {
+                    greets(client).await
+                })
             {
                 return Ok((client, logged_port(&log, HTTP_PORT_LINE)));
             }

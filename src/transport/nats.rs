@@ -104,7 +104,7 @@ impl BrokerState {
 
 /// What the broker road needs to connect: no more of the network's configuration than
 /// this, so the transport does not depend on the facade.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct BrokerOptions {
     /// Server URLs, a cluster's seed list.
     pub(crate) urls: Vec<String>,
@@ -116,7 +116,13 @@ pub(crate) struct BrokerOptions {
     pub(crate) heartbeat_interval_ms: u64,
     /// TLS, creds, NKey, user or server token.
     pub(crate) auth: crate::distributed_network::NatsAuth,
+    /// The caller's own changes to the connect options, applied last.
+    pub(crate) custom: Option<ConnectCustomizer>,
 }
+
+/// Changes a caller makes to the client's connect options
+/// ([`DistributedNetwork::customize_connection`](crate::distributed_network::DistributedNetwork::customize_connection)).
+pub type ConnectCustomizer = Arc<dyn Fn(ConnectOptions) -> ConnectOptions + Send + Sync>;
 
 /// Parses the configured URLs, naming any that is not a server address.
 pub(crate) fn server_addrs(options: &BrokerOptions) -> Result<Vec<ServerAddr>> {
@@ -233,6 +239,12 @@ async fn authenticate(
     }
     if auth.wants_tls() {
         options = options.require_tls(true);
+    }
+    if auth.tls_first {
+        options = options.tls_first();
+    }
+    if let Some(custom) = &config.custom {
+        options = custom(options);
     }
     Ok(options)
 }

@@ -69,14 +69,35 @@ pub(crate) struct Global {
     #[arg(long, global = true, env = "NATS_TOKEN", hide_env_values = true)]
     pub(crate) nats_token: Option<String>,
     /// PEM file of the CA that signed the NATS server's certificate
-    #[arg(long, global = true, env = "NATS_CA", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_CA",
+        value_name = "FILE",
+        visible_alias = "tlsca"
+    )]
     pub(crate) tls_ca: Option<std::path::PathBuf>,
     /// PEM file of a client certificate, for servers that verify clients
-    #[arg(long, global = true, env = "NATS_CERT", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_CERT",
+        value_name = "FILE",
+        visible_alias = "tlscert"
+    )]
     pub(crate) tls_cert: Option<std::path::PathBuf>,
     /// PEM file of the client certificate's key
-    #[arg(long, global = true, env = "NATS_KEY", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        env = "NATS_KEY",
+        value_name = "FILE",
+        visible_alias = "tlskey"
+    )]
     pub(crate) tls_key: Option<std::path::PathBuf>,
+    /// Start with the TLS handshake (servers with handshake_first)
+    #[arg(long, global = true, visible_alias = "tlsfirst")]
+    pub(crate) tls_first: bool,
     /// Print machine-readable JSON instead of tables
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -150,6 +171,7 @@ impl Global {
             tls_cert_file: self.tls_cert.clone(),
             tls_key_file: self.tls_key.clone(),
             tls_required: false,
+            tls_first: self.tls_first,
         };
         let auth = merge(auth, flags);
         auth.check().map_err(CliError::from_lib)?;
@@ -209,6 +231,7 @@ fn merge(under: NatsAuth, over: NatsAuth) -> NatsAuth {
         tls_cert_file: over.tls_cert_file.or(under.tls_cert_file),
         tls_key_file: over.tls_key_file.or(under.tls_key_file),
         tls_required: over.tls_required || under.tls_required,
+        tls_first: over.tls_first || under.tls_first,
     }
 }
 
