@@ -224,6 +224,7 @@ async fn with_an_nkey_networks_exchange_and_a_wrong_key_is_named() {
         nkey_seed_file: Some(seed),
         ..NatsAuth::default()
     };
+    let seed_text = seed.display().to_string();
     two_networks_exchange(&url, auth(seed)).await;
 
     let wrong = write(dir.path(), "stranger.nk", &stranger.seed().unwrap());
@@ -232,6 +233,20 @@ async fn with_an_nkey_networks_exchange_and_a_wrong_key_is_named() {
     assert_eq!(err.kind(), ErrorKind::AuthenticationFailed, "{err}");
     assert!(
         err.to_string().contains(&wrong.display().to_string()),
+        "{err}"
+    );
+
+    // The same through the CLI: --nkey, exit code 5 for the stranger.
+    let (code, _, err) = cli(&["networks", "--nats-url", &url, "--nkey", &seed_text], &[]);
+    assert_eq!(code, 0, "{err}");
+    let stranger_text = wrong.display().to_string();
+    let (code, _, err) = cli(
+        &["networks", "--nats-url", &url, "--nkey", &stranger_text],
+        &[],
+    );
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.trim().starts_with("error: Authentication failed"),
         "{err}"
     );
 
@@ -427,6 +442,7 @@ async fn with_a_creds_file_in_operator_mode_networks_exchange_and_a_stranger_is_
         creds_file: Some(creds),
         ..NatsAuth::default()
     };
+    let creds_path = creds.clone();
     two_networks_exchange(&url, auth(creds)).await;
 
     // The creds of a user of an account this server does not know.

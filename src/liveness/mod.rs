@@ -396,6 +396,7 @@ async fn state_limits(
     let mut config = info.config;
     config.max_consumers = config.max_consumers.max(MAX_CONSUMERS);
     config.num_replicas = held.max(replicas);
+    let raised = config.num_replicas > held;
     if let Err(err) = js.update_stream(config).await {
         tracing::warn!(
             error = %err,
@@ -403,6 +404,11 @@ async fn state_limits(
             "could not update the liveness stream to a consumer limit of {MAX_CONSUMERS} \
              and {replicas} replicas; it stays at {current} consumers (-1 means the \
              server's default of 1,000; each process holds one) and {held} replicas",
+        );
+    } else if raised {
+        tracing::warn!(
+            stream = %format!("KV_{BUCKET}"),
+            "the liveness stream had {held} replica(s) on a cluster; raised to {replicas}"
         );
     }
 }

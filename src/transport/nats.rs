@@ -166,14 +166,17 @@ pub(crate) async fn connect(
             let events = events.clone();
             async move { state.on_event(event, &*events) }
         });
-    options = authenticate(options, config, &addrs).await?;
+    options = authenticate(options, &config.auth, config.token.as_deref(), &addrs).await?;
+    if let Some(custom) = &config.custom {
+        options = custom(options);
+    }
     if !wait {
         options = options.retry_on_initial_connect();
     }
     let urls = config.urls.join(", ");
     let client = async_nats::connect_with_options(addrs, options)
         .await
-        .map_err(|e| connect_error(&urls, &what_proves(config), e))?;
+        .map_err(|e| connect_error(&urls, &what_proves(&config.auth, config.token.is_some()), e))?;
     if client.connection_state() == async_nats::connection::State::Connected {
         state.up.send_replace(true);
     }
@@ -185,10 +188,10 @@ pub(crate) async fn connect(
 /// TLS files.
 async fn authenticate(
     mut options: ConnectOptions,
-    config: &BrokerOptions,
+    auth: &crate::distributed_network::NatsAuth,
+    token: Option<&str>,
     addrs: &[ServerAddr],
 ) -> Result<ConnectOptions> {
-    let auth = &config.auth;
     auth.check()?;
     if let Some(creds) = &auth.creds_file {
         options = options.credentials_file(creds).await.map_err(|e| {
@@ -228,8 +231,8 @@ async fn authenticate(
             addr.username().unwrap_or_default().to_string(),
             addr.password().unwrap_or_default().to_string(),
         );
-    } else if let Some(token) = auth.token.as_ref().or(config.token.as_ref()) {
-        options = options.token(token.clone());
+    } else if let Some(token) = auth.token.as_deref().or(token) {
+        options = options.token(token.to_string());
     }
     if let Some(ca) = &auth.tls_ca_file {
         options = options.add_root_certificates(ca.clone());
@@ -243,15 +246,11 @@ async fn authenticate(
     if auth.tls_first {
         options = options.tls_first();
     }
-    if let Some(custom) = &config.custom {
-        options = custom(options);
-    }
     Ok(options)
 }
 
 /// What this client offers the server as proof, for error messages.
-fn what_proves(config: &BrokerOptions) -> String {
-    let auth = &config.auth;
+fn what_proves(auth: &crate::distributed_network::NatsAuth, has_token: bool) -> String {
     if let Some(creds) = &auth.creds_file {
         format!("the creds file {}", creds.display())
     } else if let Some(seed) = &auth.nkey_seed_file {
@@ -260,7 +259,7 @@ fn what_proves(config: &BrokerOptions) -> String {
         format!("user {user:?} and its password")
     } else if auth.token.is_some() {
         "the server token (NatsAuth::token)".into()
-    } else if config.token.is_some() {
+    } else if has_token {
         "the auth_token (--token)".into()
     } else {
         String::new()
@@ -323,6 +322,32 @@ fn connect_error(urls: &str, proof: &str, err: async_nats::ConnectError) -> Erro
             err,
         ),
     }
+}
+
+/// Connects a plain NATS client to `urls` as a network would: proving itself with `auth`
+/// (or `token`, or a `user:password` in a URL); a failure is one error naming what was
+/// refused. For tools that need a bare client, such as `reflow-bridge watch`.
+pub async fn connect_client(
+    urls: &[String],
+    token: Option<&str>,
+    auth: &crate::distributed_network::NatsAuth,
+    name: &str,
+) -> Result<Client> {
+    let addrs = urls
+        .iter()
+        .map(|url| {
+            url.parse::<ServerAddr>().map_err(|e| {
+                Error::invalid_config("discovery_endpoints", format!("{url:?} is not usable: {e}"))
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let options = ConnectOptions::new()
+        .name(name)
+        .connection_timeout(CONNECT_TIMEOUT);
+    let options = authenticate(options, auth, token, &addrs).await?;
+    async_nats::connect_with_options(addrs, options)
+        .await
+        .map_err(|e| connect_error(&urls.join(", "), &what_proves(auth, token.is_some()), e))
 }
 
 /// Parses `2.15.1`, `v2.11.0-RC.1` and the like into numbers.

@@ -239,8 +239,10 @@ fn init_logging(verbose: u8, command: &Command) {
     let default = match verbose {
         // The benchmark starts networks with no broker on purpose (the direct-link
         // rounds), and reports what it measures in its figures, not in warnings.
-        0 if matches!(command, Command::Bench(_)) => "error",
-        0 => "warn,reflow_network::components=info",
+        0 if matches!(command, Command::Bench(_)) => "error,async_nats=off",
+        // The NATS client's own error lines repeat what the one-line error says (an
+        // authorization violation, a refused certificate); -v shows them.
+        0 => "warn,async_nats=off,reflow_network::components=info",
         1 => "info",
         _ => "debug",
     };

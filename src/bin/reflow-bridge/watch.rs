@@ -1,8 +1,6 @@
 //! `reflow-bridge watch [SUBJECT]`: tails traffic. Data envelopes are decoded to JSON;
 //! control traffic (already JSON) is shown as it is.
 
-use std::time::Duration;
-
 use futures::StreamExt;
 use reflow_network::message::Envelope;
 use serde_json::{Value, json};
@@ -59,38 +57,21 @@ fn human_line(value: &Value) -> String {
 }
 
 pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
-    let urls = global.urls_or(&[]).join(",");
-    let mut options = async_nats::ConnectOptions::new()
-        .name("reflow-bridge watch")
-        .connection_timeout(Duration::from_secs(3));
-    if let Some(token) = &global.token {
-        options = options.token(token.clone());
-    }
-    // async-nats ignores credentials in the URL; pass nats://user:pass@host on.
-    if let Some(addr) = global
-        .urls_or(&[])
-        .iter()
-        .filter_map(|u| u.parse::<async_nats::ServerAddr>().ok())
-        .find(|a| a.has_user_pass())
-    {
-        options = options.user_and_password(
-            addr.username().unwrap_or_default().into(),
-            addr.password().unwrap_or_default().into(),
-        );
-    }
+    let urls = global.urls_or(&[]);
+    let auth = global.nats_auth(reflow_network::distributed_network::NatsAuth::default())?;
     let spinner = output::Spinner::start("connecting to the NATS server");
-    let connected = async_nats::connect_with_options(urls.as_str(), options).await;
+    let connected = reflow_network::transport::nats::connect_client(
+        &urls,
+        global.token.as_deref(),
+        &auth,
+        "reflow-bridge watch",
+    )
+    .await;
     drop(spinner);
     let client = connected.map_err(|e| {
-        let exit = match e.kind() {
-            async_nats::ConnectErrorKind::AuthorizationViolation
-            | async_nats::ConnectErrorKind::Authentication => Exit::Runtime,
-            _ => Exit::BrokerUnreachable,
-        };
-        CliError::new(
-            exit,
-            format!("cannot watch: NATS server at {urls} ({e}); start one with `reflow-bridge up` or pass --nats-url"),
-        )
+        let mut err = CliError::from_broker(e);
+        err.message = format!("cannot watch: {}", err.message);
+        err
     })?;
     let mut messages = client
         .subscribe(args.subject.clone())
@@ -100,7 +81,11 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
         .flush()
         .await
         .map_err(|e| CliError::new(Exit::BrokerUnreachable, format!("NATS server lost: {e}")))?;
-    eprintln!("watching {} on {urls} (Ctrl-C to stop)", args.subject);
+    eprintln!(
+        "watching {} on {} (Ctrl-C to stop)",
+        args.subject,
+        urls.join(",")
+    );
     loop {
         tokio::select! {
             message = messages.next() => {
