@@ -455,4 +455,21 @@ async fn with_a_creds_file_in_operator_mode_networks_exchange_and_a_stranger_is_
         err.to_string().contains(&stranger.display().to_string()),
         "{err}"
     );
+
+    // The same through the CLI: NATS_CREDS, and --creds for the stranger.
+    let (code, _, err) = cli(
+        &["networks", "--nats-url", &url],
+        &[("NATS_CREDS", &creds_path)],
+    );
+    assert_eq!(code, 0, "{err}");
+    let stranger_text = stranger.display().to_string();
+    let (code, _, err) = cli(
+        &["networks", "--nats-url", &url, "--creds", &stranger_text],
+        &[],
+    );
+    assert_eq!(code, 5, "{err}");
+    assert!(
+        err.trim().starts_with("error: Authentication failed"),
+        "{err}"
+    );
 }
