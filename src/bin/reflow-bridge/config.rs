@@ -333,6 +333,32 @@ mod tests {
     }
 
     #[test]
+    fn the_nats_section_names_files_and_refuses_secrets() {
+        let config = parse(
+            "[network]\nnetwork_id = \"A\"\n[nats]\ncreds_file = \"/k/a.creds\"\n\
+             tls_ca_file = \"/k/ca.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.nats.creds_file.as_deref(),
+            Some(std::path::Path::new("/k/a.creds"))
+        );
+        assert_eq!(
+            config.nats.tls_ca_file.as_deref(),
+            Some(std::path::Path::new("/k/ca.pem"))
+        );
+        for secret in ["password = \"x\"", "token = \"x\""] {
+            let err = parse(&format!(
+                "[network]\nnetwork_id = \"A\"\n[nats]\n{secret}\n"
+            ))
+            .unwrap_err();
+            assert!(err.contains("not read from config files"), "{err}");
+        }
+        let err = parse("[network]\nnetwork_id = \"A\"\n[nats]\ncert = \"x\"\n").unwrap_err();
+        assert!(err.contains("cert"), "{err}");
+    }
+
+    #[test]
     fn bad_fields_are_named() {
         for (text, field) in [
             (
