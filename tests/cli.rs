@@ -42,8 +42,14 @@ fn collect(stream: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
 
 impl Running {
     fn spawn(args: &[&str]) -> Running {
+        Running::spawn_with(args, &[])
+    }
+
+    /// As [`Running::spawn`], with `env` set.
+    fn spawn_with(args: &[&str], env: &[(&str, std::path::PathBuf)]) -> Running {
         let mut child = Command::new(BIN)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env_remove("NATS_URL")
             .env_remove("REFLOW_AUTH_TOKEN")
             .stdout(Stdio::piped())
@@ -148,6 +154,55 @@ fn json_of(output: &Output) -> Value {
 
 fn logged(line: &str, node: &str, value: &str) -> bool {
     line.contains(&format!("node={node}")) && line.trim_end().ends_with(&format!(" {value}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridges_run_and_send_over_mutual_tls_given_by_natscli_flags_and_environment() {
+    use reflow_network::local_server::{NatsServer, ServerOptions};
+    let pki = common::pki::Pki::new();
+    let server = NatsServer::start_with(ServerOptions::new().extra_config(pki.server_tls(true)))
+        .await
+        .unwrap();
+    let url = server.url();
+    // natscli's environment names for the TLS files.
+    let env = [
+        ("NATS_CA", pki.path("ca")),
+        ("NATS_CERT", pki.path("client")),
+        ("NATS_KEY", pki.path("client_key")),
+    ];
+    let running = |config_file: &str, name: &str| {
+        let run = Running::spawn_with(
+            &["--nats-url", &url, "run", "--config", &config(config_file)],
+            &env,
+        );
+        run.wait_for(&format!("{name} to run"), false, |l| {
+            l.contains("\"running\"")
+        });
+        run
+    };
+    let stats = running("stats.toml", "stats");
+    let feeder = running("feeder.toml", "feeder");
+    // Streamed from feeder into stats' tally, and its count back out of the proxy.
+    feeder.wait_for("the count back in feeder", true, |l| {
+        logged(l, "print", "1")
+    });
+    // A confirmed send, with natscli's flag spellings.
+    let path = |name: &str| pki.path(name).display().to_string();
+    let sent = Command::new(BIN)
+        .args(["--nats-url", &url, "--tlsca", &path("ca"), "--tlscert"])
+        .args([&path("client"), "--tlskey", &path("client_key")])
+        .args(["send", "stats", "tally", "in", "\"over tls\""])
+        .env_remove("NATS_URL")
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    stats.wait_for("the second count in stats", true, |l| {
+        logged(l, "shout", "2")
+    });
 }
 
 #[test]

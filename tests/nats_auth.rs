@@ -8,86 +8,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use common::pki::Pki;
 use reflow_network::actor::ProbeActor;
 use reflow_network::components::Passthrough;
 use reflow_network::distributed_network::{DistributedNetwork, NatsAuth};
 use reflow_network::local_server::{NatsServer, ServerOptions};
 use reflow_network::{ErrorKind, Message};
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let pki = Pki { dir };
-        let ca = pki.ca("ca");
-        pki.leaf(&ca, "server", ExtendedKeyUsagePurpose::ServerAuth);
-        pki.leaf(&ca, "client", ExtendedKeyUsagePurpose::ClientAuth);
-        // A CA that signed nothing here.
-        pki.ca("other_ca");
-        pki
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(format!("{name}.pem"))
-    }
-
-    fn ca(&self, name: &str) -> CertifiedIssuer<'static, KeyPair> {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        std::fs::write(self.path(name), ca.pem()).unwrap();
-        ca
-    }
-
-    fn leaf(
-        &self,
-        ca: &CertifiedIssuer<'static, KeyPair>,
-        name: &str,
-        use_: ExtendedKeyUsagePurpose,
-    ) {
-        let mut params =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-        params.extended_key_usages = vec![use_];
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, ca).unwrap();
-        std::fs::write(self.path(name), cert.pem()).unwrap();
-        std::fs::write(self.path(&format!("{name}_key")), key.serialize_pem()).unwrap();
-    }
-
-    /// The server's `tls` block; with `verify`, clients must show a certificate the CA
-    /// signed.
-    fn server_tls(&self, verify: bool) -> String {
-        let quote = |p: PathBuf| format!("{:?}", p.display().to_string());
-        format!(
-            "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify: {verify}\n}}\n",
-            quote(self.path("server")),
-            quote(self.path("server_key")),
-            quote(self.path("ca")),
-        )
-    }
-
-    fn auth(&self, ca: &str, client: bool) -> NatsAuth {
-        NatsAuth {
-            tls_ca_file: Some(self.path(ca)),
-            tls_cert_file: client.then(|| self.path("client")),
-            tls_key_file: client.then(|| self.path("client_key")),
-            ..NatsAuth::default()
-        }
-    }
-}
 
 async fn network(
     url: &str,

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub(crate) mod pki;
 pub(crate) mod process;
 
 use std::future::Future;
