@@ -136,3 +136,139 @@ async fn time_discovery(
     }
     Ok((median(times), found))
 }
+
+/// A stand-in for a process of many networks: a thread with a runtime of its own, so its
+/// networks share one connection, one liveness watcher and one discovery responder, as a
+/// real process's would.
+struct FleetProcess {
+    commands: std::sync::mpsc::Sender<(
+        Vec<DistributedConfig>,
+        tokio::sync::oneshot::Sender<Result<()>>,
+    )>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl FleetProcess {
+    fn spawn() -> FleetProcess {
+        let (commands, inbox) = std::sync::mpsc::channel::<(
+            Vec<DistributedConfig>,
+            tokio::sync::oneshot::Sender<Result<()>>,
+        )>();
+        let thread = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let mut fleet: Vec<DistributedNetwork> = Vec::new();
+                // An empty list asks the process to stop.
+                while let Ok((configs, done)) = inbox.recv() {
+                    if configs.is_empty() {
+                        for mut network in fleet.drain(..) {
+                            let _ = network.shutdown().await;
+                        }
+                        let _ = done.send(Ok(()));
+                        return;
+                    }
+                    let started: Result<Vec<DistributedNetwork>> = futures::stream::iter(configs)
+                        .map(|config| async move {
+                            let mut network = DistributedNetwork::new(config).await?;
+                            network.start().await?;
+                            Ok(network)
+                        })
+                        .buffer_unordered(STARTING_AT_ONCE)
+                        .try_collect()
+                        .await;
+                    let _ = done.send(started.map(|started| fleet.extend(started)));
+                }
+            });
+        });
+        FleetProcess { commands, thread }
+    }
+
+    /// Starts `configs` in this process (none: stops every network and the process).
+    async fn run(&self, configs: Vec<DistributedConfig>) -> Result<()> {
+        let (done, finished) = tokio::sync::oneshot::channel();
+        let gone = || Error::new(ErrorKind::Io, "a fleet process of the benchmark stopped");
+        self.commands.send((configs, done)).map_err(|_| gone())?;
+        finished.await.map_err(|_| gone())?
+    }
+}
+
+/// Times `discover_networks` with the counts of `options.spread_discovery_counts`, the
+/// networks spread over `options.discovery_processes` processes (threads with runtimes
+/// of their own), as many networks per process would be deployed.
+pub(super) async fn measure_spread(
+    url: &str,
+    options: &BenchOptions,
+    report: &mut BenchReport,
+    progress: &dyn Fn(&str),
+) -> Result<()> {
+    let processes: Vec<FleetProcess> = (0..options.discovery_processes.max(1))
+        .map(|_| FleetProcess::spawn())
+        .collect();
+    let prefix = unique("bench_spread");
+    let mut observer = DistributedNetwork::new(config(url, &unique("bench_seek"))).await?;
+    observer.start().await?;
+    let mut counts = options.spread_discovery_counts.clone();
+    counts.sort_unstable();
+    let mut running = 0;
+    let mut result = Ok(());
+    for count in counts {
+        progress(&format!(
+            "discovery with {count} live networks in {} processes",
+            processes.len()
+        ));
+        let mut share: Vec<Vec<DistributedConfig>> = vec![Vec::new(); processes.len()];
+        for i in running..count {
+            share[i % processes.len()].push(fleet_config(url, &prefix, i));
+        }
+        let grown = futures::future::try_join_all(
+            processes
+                .iter()
+                .zip(share)
+                .map(|(p, configs)| p.run(configs)),
+        )
+        .await;
+        if let Err(err) = grown {
+            result = Err(err);
+            break;
+        }
+        running = count;
+        match time_discovery(&observer, &prefix, count, options.rounds).await {
+            Ok((ms, found)) => {
+                report
+                    .add("discovery, spread over processes", None, "latency_ms", ms)
+                    .networks(count)
+                    .note(format!(
+                        "{count} networks in {} processes (each answers discovery once, \
+                         for all its networks); target: within 100 ms at 2,000",
+                        processes.len()
+                    ));
+                report
+                    .add(
+                        "discovery, spread over processes",
+                        None,
+                        "networks_found",
+                        found as f64,
+                    )
+                    .networks(count);
+            }
+            Err(err) => {
+                result = Err(err);
+                break;
+            }
+        }
+    }
+    for process in &processes {
+        let _ = process.run(Vec::new()).await;
+    }
+    for process in processes {
+        let _ = process.thread.join();
+    }
+    observer.shutdown().await?;
+    result
+}

@@ -13,7 +13,7 @@
 //! | direct link throughput, no broker | msgs/s | the broker path |
 //! | a slow receiver (1 ms a message) fed as fast as possible | repeats, envelopes sent again | messages sent |
 //! | failure detection, SIGKILL of a child network | ms until `NetworkDown` | heartbeat |
-//! | discovery with N live networks | latency | — |
+//! | discovery with N live networks (each on its own connection, or spread over processes) | latency | — |
 //! | memory: a network at rest, a streamed round | heap bytes | raw client, raw pub/sub |
 //! | many networks in one process: CPU at rest, start, subscriptions, heap | % of a core | raw client with as many subscriptions |
 //!
@@ -138,8 +138,14 @@ pub struct BenchOptions {
     pub slow_messages: usize,
     /// Rounds per figure; the median is reported.
     pub rounds: usize,
-    /// Live network counts at which discovery is timed.
+    /// Live network counts at which discovery is timed, each network on a connection of
+    /// its own.
     pub discovery_counts: Vec<usize>,
+    /// Live network counts at which discovery is timed with the networks spread over
+    /// [`discovery_processes`](Self::discovery_processes) processes.
+    pub spread_discovery_counts: Vec<usize>,
+    /// Processes (threads with runtimes of their own) the spread networks run in.
+    pub discovery_processes: usize,
     /// Networks started at once to count the heap each holds at rest.
     pub memory_networks: usize,
     /// Networks started in one process to measure CPU at rest, start time and what they
@@ -167,6 +173,8 @@ impl Default for BenchOptions {
             slow_messages: 5_000,
             rounds: 5,
             discovery_counts: vec![100, 500],
+            spread_discovery_counts: vec![1_000, 2_000],
+            discovery_processes: 8,
             memory_networks: 20,
             many_networks: 1_000,
             idle_window_s: 10,
@@ -188,6 +196,8 @@ impl BenchOptions {
             slow_messages: 200,
             rounds: 1,
             discovery_counts: vec![5],
+            spread_discovery_counts: vec![10],
+            discovery_processes: 2,
             memory_networks: 3,
             many_networks: 10,
             idle_window_s: 1,
@@ -259,6 +269,7 @@ pub async fn run_with_progress(
     }
     if on(Scenario::Discovery) {
         discovery::measure(&url, options, &mut report, progress).await?;
+        discovery::measure_spread(&url, options, &mut report, progress).await?;
     }
     if on(Scenario::Memory) {
         progress("memory at rest and while streaming");
