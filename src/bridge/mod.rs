@@ -77,6 +77,9 @@ const LIVENESS_RETRY: Duration = Duration::from_secs(1);
 /// How long the return prefix of an instance that died is remembered.
 const GONE_REMEMBERED: Duration = Duration::from_secs(60);
 
+/// How long shutdown waits for the bridge's tasks to stop once cancelled.
+const TASKS_GOODBYE: Duration = Duration::from_secs(5);
+
 /// How long shutdown waits for the broker to take the last messages and close.
 const BROKER_GOODBYE: Duration = Duration::from_secs(2);
 
@@ -745,7 +748,14 @@ impl Bridge {
             dispatcher.abort();
         }
         self.tracker.close();
-        self.tracker.wait().await;
+        // Every task stops on the cancel; one stuck on a broker that stopped answering
+        // must not hold the shutdown.
+        if tokio::time::timeout(TASKS_GOODBYE, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the bridge's tasks did not stop within {TASKS_GOODBYE:?}; going on");
+        }
         // The connection closes with the last network that uses it.
         self.hub.release().await;
     }

@@ -119,20 +119,27 @@ async fn run(hub: Weak<Hub>, interval: Duration, cancel: tokio_util::sync::Cance
         let Some(liveness) = hub.liveness.get().cloned() else {
             continue;
         };
-        let mut sent = 0usize;
-        let mut acks = FuturesUnordered::new();
+        let mut pending = Vec::new();
         let mut failures: Vec<String> = Vec::new();
-        for (key, member) in hub.members.all() {
-            let Some(info) = member.info() else { continue };
-            match member.beat.refresh(&liveness, &key, interval, &info).await {
-                None => {}
-                Some(Ok(ack)) => {
-                    sent += 1;
-                    acks.push(async move { ack.await.map_err(|e| format!("{key}: {e}")) });
+        let sending = async {
+            for (key, member) in hub.members.all() {
+                let Some(info) = member.info() else { continue };
+                match member.beat.refresh(&liveness, &key, interval, &info).await {
+                    None => {}
+                    Some(Ok(ack)) => pending.push((key, ack)),
+                    Some(Err(err)) => failures.push(err.to_string()),
                 }
-                Some(Err(err)) => failures.push(err.to_string()),
             }
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = sending => {}
         }
+        let sent = pending.len();
+        let mut acks: FuturesUnordered<_> = pending
+            .into_iter()
+            .map(|(key, ack)| async move { ack.await.map_err(|e| format!("{key}: {e}")) })
+            .collect();
         if sent == 0 && failures.is_empty() {
             // Checked under the timers' lock: a network that starts beating at this
             // interval after this check starts a timer of its own.

@@ -373,7 +373,16 @@ impl Hub {
     async fn close(&self) {
         self.cancel.cancel();
         self.tracker.close();
-        self.tracker.wait().await;
+        // Every task stops on the cancel; one stuck on a broker that stopped answering
+        // must not hold the last network's shutdown.
+        if tokio::time::timeout(GOODBYE, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the broker connection's tasks did not stop within {GOODBYE:?}; closing it anyway"
+            );
+        }
         let wait = if self.state.is_up() {
             GOODBYE
         } else {
