@@ -17,7 +17,7 @@ use parking_lot::Mutex;
 
 use super::Hub;
 use crate::discovery::NetworkInfo;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::liveness::Liveness;
 
 /// One network's heartbeat: the entry's TTL while it beats (under the lock that orders
@@ -47,15 +47,9 @@ impl Beat {
                 .store(interval.as_millis() as u64, Ordering::Release);
             ack
         };
-        Ok(ack
+        liveness
+            .acknowledged(key, "write the liveness entry", ack)
             .await
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::Broker,
-                    format!("could not write the liveness entry of {key}: {e}"),
-                )
-            })?
-            .sequence)
     }
 
     /// Stops beating and deletes the entry.
@@ -138,7 +132,15 @@ async fn run(hub: Weak<Hub>, interval: Duration, cancel: tokio_util::sync::Cance
         let sent = pending.len();
         let mut acks: FuturesUnordered<_> = pending
             .into_iter()
-            .map(|(key, ack)| async move { ack.await.map_err(|e| format!("{key}: {e}")) })
+            .map(|(key, ack)| {
+                let liveness = &liveness;
+                async move {
+                    liveness
+                        .acknowledged(&key, "refresh the liveness entry", ack)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            })
             .collect();
         if sent == 0 && failures.is_empty() {
             // Checked under the timers' lock: a network that starts beating at this

@@ -68,7 +68,7 @@ static HUBS: LazyLock<Mutex<HashMap<HubKey, Slot>>> = LazyLock::new(Default::def
 pub(crate) struct Member {
     /// Where its events go.
     events: EventSender,
-    /// Its liveness entry as it should read now; `None` once the network is gone.
+    /// Builds its liveness entry as it should read now; set when it joins liveness.
     info: RwLock<Option<InfoFn>>,
     /// Whether it has joined liveness: it gets liveness events and answers discovery.
     joined: AtomicBool,
@@ -290,12 +290,7 @@ impl Hub {
             Ok(Ok(_)) => nats::check_server_version(&self.client),
             _ => Err(Error::new(
                 ErrorKind::Timeout,
-                format!(
-                    "no NATS server answered at {} within {:?}; start one with \
-                     `reflow-bridge up`",
-                    options.urls.join(", "),
-                    nats::CONNECT_TIMEOUT
-                ),
+                nats::no_answer(&options.urls.join(", ")),
             )),
         }
     }

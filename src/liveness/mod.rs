@@ -174,7 +174,9 @@ impl Liveness {
             .map_err(|e| failed(key, what, &e))
     }
 
-    async fn acknowledged(
+    /// Waits for the server to store what `ack` stands for (`what` on the entry of
+    /// `key`); returns the stream sequence it was stored at.
+    pub(crate) async fn acknowledged(
         &self,
         key: &str,
         what: &str,

@@ -125,10 +125,8 @@ pub(crate) struct BrokerOptions {
 pub type ConnectCustomizer = Arc<dyn Fn(ConnectOptions) -> ConnectOptions + Send + Sync>;
 
 /// Parses the configured URLs, naming any that is not a server address.
-pub(crate) fn server_addrs(options: &BrokerOptions) -> Result<Vec<ServerAddr>> {
-    options
-        .urls
-        .iter()
+pub(crate) fn server_addrs(urls: &[String]) -> Result<Vec<ServerAddr>> {
+    urls.iter()
         .map(|url| {
             url.parse::<ServerAddr>().map_err(|e| {
                 Error::invalid_config("discovery_endpoints", format!("{url:?} is not usable: {e}"))
@@ -148,7 +146,7 @@ pub(crate) async fn connect(
     events: EventSink,
     wait: bool,
 ) -> Result<Client> {
-    let addrs = server_addrs(config)?;
+    let addrs = server_addrs(&config.urls)?;
     let callback_state = state.clone();
     let mut options = ConnectOptions::new()
         .name(config.client_name.clone())
@@ -275,6 +273,14 @@ fn is_tls_failure(err: &async_nats::ConnectError) -> bool {
             && (text.contains("certificate") || text.contains("tls") || text.contains("alert")))
 }
 
+/// What a first connection that no server answered in time says.
+pub(crate) fn no_answer(urls: &str) -> String {
+    format!(
+        "no NATS server answered at {urls} within {CONNECT_TIMEOUT:?}; start one with \
+         `reflow-bridge up`"
+    )
+}
+
 fn connect_error(urls: &str, proof: &str, err: async_nats::ConnectError) -> Error {
     use async_nats::ConnectErrorKind as K;
     let text = err.to_string();
@@ -301,14 +307,7 @@ fn connect_error(urls: &str, proof: &str, err: async_nats::ConnectError) -> Erro
             ),
             err,
         ),
-        K::TimedOut => Error::with_source(
-            ErrorKind::Timeout,
-            format!(
-                "no NATS server answered at {urls} within {CONNECT_TIMEOUT:?}; \
-                 start one with `reflow-bridge up`"
-            ),
-            err,
-        ),
+        K::TimedOut => Error::with_source(ErrorKind::Timeout, no_answer(urls), err),
         _ if super::limits::describe(&text).is_some() => super::limits::name_limit(Error::new(
             ErrorKind::Broker,
             format!("the NATS server at {urls}: {text}"),
@@ -333,14 +332,7 @@ pub async fn connect_client(
     auth: &crate::distributed_network::NatsAuth,
     name: &str,
 ) -> Result<Client> {
-    let addrs = urls
-        .iter()
-        .map(|url| {
-            url.parse::<ServerAddr>().map_err(|e| {
-                Error::invalid_config("discovery_endpoints", format!("{url:?} is not usable: {e}"))
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let addrs = server_addrs(urls)?;
     let options = ConnectOptions::new()
         .name(name)
         .connection_timeout(CONNECT_TIMEOUT);
