@@ -23,6 +23,17 @@ fn config(url: &str, network: &str, instance: &str) -> DistributedConfig {
     common::config(url, network, instance, 1_000)
 }
 
+/// A configuration whose requests (confirmed sends among them) give up after 300 ms.
+fn impatient(url: &str, network: &str, instance: &str) -> DistributedConfig {
+    DistributedConfig {
+        local_network_config: NetworkConfig {
+            request_timeout_ms: 300,
+            ..NetworkConfig::default()
+        },
+        ..config(url, network, instance)
+    }
+}
+
 fn doubler() -> FnActor {
     FnActor::map("in", "out", |m| {
         Message::Integer(m.as_integer().unwrap_or(-1) * 2)
@@ -569,14 +580,7 @@ async fn confirmed_sends_fail_with_the_promised_phrases() {
     .unwrap();
     b.register_local_actor("stuck", stuck, None).unwrap();
     b.start().await.unwrap();
-    let a = started(DistributedConfig {
-        local_network_config: NetworkConfig {
-            request_timeout_ms: 300,
-            ..NetworkConfig::default()
-        },
-        ..config(&server.url(), "A", "a1")
-    })
-    .await;
+    let a = started(impatient(&server.url(), "A", "a1")).await;
 
     let err = a
         .send_to_remote_actor("B", "stuck", "in", Message::Flow)
@@ -650,14 +654,7 @@ async fn a_confirmed_retry_with_one_id_is_handled_once_across_a_networks_instanc
         b.start().await.unwrap();
         bs.push(b);
     }
-    let a = started(DistributedConfig {
-        local_network_config: NetworkConfig {
-            request_timeout_ms: 300,
-            ..NetworkConfig::default()
-        },
-        ..config(&server.url(), "A", "a1")
-    })
-    .await;
+    let a = started(impatient(&server.url(), "A", "a1")).await;
     // A started after B's three instances: its liveness roster knows all of them.
     a.connect_to_network("B").await.unwrap();
     for id in ["k-1", "k-2", "k-3", "k-4"] {

@@ -9,7 +9,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{CutProxy, next_event, started, wait_for};
@@ -40,38 +39,24 @@ async fn child_network_process() {
 }
 
 /// A network in a child process; killed with SIGKILL when dropped.
-struct ChildNetwork(Child);
+struct ChildNetwork(common::process::Doomed);
 
 impl ChildNetwork {
     fn spawn(url: &str, network: &str, instance: &str) -> Self {
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_network_process",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env("REFLOW_CHILD_URL", url)
-            .env("REFLOW_CHILD_NETWORK", network)
-            .env("REFLOW_CHILD_INSTANCE", instance)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        ChildNetwork(child)
+        ChildNetwork(common::process::Doomed::this_test(
+            "child_network_process",
+            &[
+                ("REFLOW_CHILD_URL", url.into()),
+                ("REFLOW_CHILD_NETWORK", network.into()),
+                ("REFLOW_CHILD_INSTANCE", instance.into()),
+            ],
+            false,
+        ))
     }
 
     /// SIGKILL: no goodbye, no delete; only the entry's TTL tells the others.
     fn kill(&mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
-    }
-}
-
-impl Drop for ChildNetwork {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        self.0.kill();
     }
 }
 
@@ -419,17 +404,6 @@ async fn on_a_cluster_the_loss_of_the_liveness_streams_leader_leaves_liveness_wo
     println!("the crash was seen after {:?}", seen - killed);
 }
 
-/// The consumers on the liveness bucket's stream, read from the server.
-async fn liveness_consumers(url: &str) -> usize {
-    let client = async_nats::connect(url).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js
-        .get_stream(format!("KV_{}", reflow_network::liveness::BUCKET))
-        .await
-        .unwrap();
-    stream.info().await.unwrap().state.consumer_count
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn networks_of_one_process_share_one_liveness_consumer_and_none_is_left_after_shutdown() {
     const NETWORKS: usize = 20;
@@ -450,7 +424,7 @@ async fn networks_of_one_process_share_one_liveness_consumer_and_none_is_left_af
     let settled = Instant::now() + Duration::from_secs(4);
     let mut most = 0;
     while Instant::now() < settled {
-        most = most.max(liveness_consumers(&url).await);
+        most = most.max(common::liveness_stream(&url).await.0);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(
@@ -475,7 +449,7 @@ async fn networks_of_one_process_share_one_liveness_consumer_and_none_is_left_af
     alone.ping_network("n5").await.unwrap();
     let found = networks[3].discover_networks().await.unwrap();
     assert_eq!(found.len(), NETWORKS, "{found:?}");
-    assert_eq!(liveness_consumers(&url).await, 2);
+    assert_eq!(common::liveness_stream(&url).await.0, 2);
 
     for mut network in networks {
         network.shutdown().await.unwrap();
@@ -484,7 +458,7 @@ async fn networks_of_one_process_share_one_liveness_consumer_and_none_is_left_af
     wait_for(
         "the liveness consumers to go with their networks",
         Duration::from_secs(5),
-        || async { liveness_consumers(&url).await == 0 },
+        || async { common::liveness_stream(&url).await.0 == 0 },
     )
     .await;
 }

@@ -8,8 +8,8 @@
 
 mod common;
 
+use common::process::Doomed;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -81,26 +81,25 @@ async fn child_scale_process() {
 }
 
 /// A child process of 1,000 networks; killed with SIGKILL when dropped.
-struct Fleet(Child);
+struct Fleet(Doomed);
 
 impl Fleet {
     fn spawn(urls: &[String], process: usize) -> Self {
-        let child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_scale_process", "--ignored", "--nocapture"])
-            .env("REFLOW_SCALE_URLS", urls.join(","))
-            .env("REFLOW_SCALE_PROCESS", process.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        Fleet(child)
+        Fleet(Doomed::this_test(
+            "child_scale_process",
+            &[
+                ("REFLOW_SCALE_URLS", urls.join(",")),
+                ("REFLOW_SCALE_PROCESS", process.to_string()),
+            ],
+            true,
+        ))
     }
 
     /// Waits until the child says its networks have all started. Its output is read to
     /// the end: a child whose stdout closed would die on its next line (the test
     /// harness's "running for over 60 seconds", say).
     async fn ready(&mut self, limit: Duration) {
-        let stdout = self.0.stdout.take().unwrap();
+        let stdout = self.0.0.stdout.take().unwrap();
         let (said, ready) = tokio::sync::oneshot::channel();
         std::thread::spawn(move || {
             let mut said = Some(said);
@@ -113,7 +112,7 @@ impl Fleet {
             }
         });
         let ready = tokio::time::timeout(limit, ready).await;
-        let status = self.0.try_wait().unwrap();
+        let status = self.0.0.try_wait().unwrap();
         assert!(
             matches!(ready, Ok(Ok(()))),
             "a child process did not start its {PER_PROCESS} networks within {limit:?} \
@@ -122,32 +121,12 @@ impl Fleet {
     }
 
     fn is_running(&mut self) -> bool {
-        self.0.try_wait().unwrap().is_none()
+        self.0.0.try_wait().unwrap().is_none()
     }
 
     fn kill(&mut self) {
-        self.0.kill().unwrap();
-        self.0.wait().unwrap();
+        self.0.kill();
     }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The liveness stream's consumers and replicas, read from the server.
-async fn liveness_stream(url: &str) -> (usize, usize) {
-    let client = async_nats::connect(url).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    let mut stream = js
-        .get_stream(format!("KV_{}", reflow_network::liveness::BUCKET))
-        .await
-        .unwrap();
-    let info = stream.info().await.unwrap();
-    (info.state.consumer_count, info.config.num_replicas)
 }
 
 /// The two scale tests run one after the other: each alone loads a two-core machine.
@@ -218,7 +197,7 @@ async fn five_thousand(urls: &[String], replicas: usize) {
     )
     .await;
 
-    let (consumers, held) = liveness_stream(url).await;
+    let (consumers, held) = common::liveness_stream(url).await;
     assert!(
         consumers <= PROCESSES,
         "{consumers} consumers on the liveness stream for {PROCESSES} processes"

@@ -213,3 +213,15 @@ impl Drop for CutProxy {
         self.cut();
     }
 }
+
+/// The liveness stream's consumers and replicas, read from the server.
+pub(crate) async fn liveness_stream(url: &str) -> (usize, usize) {
+    let client = async_nats::connect(url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let mut stream = js
+        .get_stream(format!("KV_{}", reflow_network::liveness::BUCKET))
+        .await
+        .unwrap();
+    let info = stream.info().await.unwrap();
+    (info.state.consumer_count, info.config.num_replicas)
+}

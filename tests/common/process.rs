@@ -7,10 +7,42 @@ use std::sync::{Arc, Mutex};
 
 const BIN: &str = env!("CARGO_BIN_EXE_reflow-bridge");
 
+/// A child process, killed with SIGKILL when dropped.
+pub(crate) struct Doomed(pub(crate) Child);
+
+impl Doomed {
+    /// This test binary again, running only its ignored helper test `helper`, with
+    /// `env`; its stdout piped when `piped`, else discarded; its stderr (a panic's
+    /// message) shown with the test's own.
+    pub(crate) fn this_test(helper: &str, env: &[(&str, String)], piped: bool) -> Doomed {
+        let child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", helper, "--ignored", "--nocapture"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(if piped { Stdio::piped() } else { Stdio::null() })
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        Doomed(child)
+    }
+
+    /// SIGKILL: no goodbye, no flush, no liveness delete.
+    pub(crate) fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+}
+
+impl Drop for Doomed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// One `reflow-bridge run` process.
 pub(crate) struct Process {
     name: String,
-    child: Child,
+    child: Doomed,
     output: Arc<Mutex<String>>,
 }
 
@@ -42,15 +74,14 @@ impl Process {
         }
         Process {
             name: name.to_string(),
-            child,
+            child: Doomed(child),
             output,
         }
     }
 
     /// SIGKILL: no goodbye, no flush, no liveness delete.
     pub(crate) fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+        self.child.kill();
     }
 
     /// The last lines it printed, for a failure message.
@@ -59,13 +90,6 @@ impl Process {
         let lines: Vec<&str> = text.lines().collect();
         let from = lines.len().saturating_sub(15);
         format!("--- {} ---\n{}", self.name, lines[from..].join("\n"))
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
