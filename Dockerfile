@@ -6,7 +6,7 @@
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked --bin reflow-bridge \
+RUN cargo build --release --locked --features cli --bin reflow-bridge \
     && cp target/release/reflow-bridge /usr/local/bin/reflow-bridge
 
 FROM debian:bookworm-slim

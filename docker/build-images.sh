@@ -28,7 +28,7 @@ say "building a static reflow-bridge ($PROFILE profile, $host)"
 # Flags for the target alone: build scripts and proc macros stay as they are.
 rustflags_var="CARGO_TARGET_$(echo "$host" | tr 'a-z-' 'A-Z_')_RUSTFLAGS"
 env "$rustflags_var=-C target-feature=+crt-static -C debuginfo=0" \
-    cargo build --locked --quiet --profile "$PROFILE" --bin reflow-bridge --target "$host"
+    cargo build --locked --quiet --profile "$PROFILE" --features cli --bin reflow-bridge --target "$host"
 profile_dir="$PROFILE"
 [ "$PROFILE" = dev ] && profile_dir=debug
 bridge="$TARGET_DIR/$host/$profile_dir/reflow-bridge"

@@ -9,8 +9,11 @@
 #![deny(rustdoc::broken_intra_doc_links)]
 
 pub mod actor;
+#[cfg(feature = "testkit")]
 pub mod bench;
 mod bridge;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod components;
 pub mod discovery;
 pub mod distributed_network;
@@ -18,6 +21,7 @@ pub mod error;
 pub mod events;
 mod hub;
 pub mod liveness;
+#[cfg(feature = "testkit")]
 pub mod local_server;
 pub mod message;
 pub mod network;

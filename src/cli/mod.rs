@@ -1,4 +1,25 @@
-//! `reflow-bridge`: run, inspect and poke reflow networks from the shell.
+//! The `reflow-bridge` command line (feature `cli`): run, inspect and poke reflow networks
+//! from the shell.
+//!
+//! [`main`] is the `reflow-bridge` binary. A binary of your own that offers its own
+//! components to `run --config`, next to the built-in ones, calls [`main_with`] and gets
+//! the whole CLI:
+//!
+//! ```no_run
+//! use reflow_network::actor::FnActor;
+//! use reflow_network::components::Components;
+//! use reflow_network::Message;
+//!
+//! fn main() -> std::process::ExitCode {
+//!     let components = Components::builtin().with("double", || {
+//!         FnActor::new(["in"], ["out"], |_port, msg| {
+//!             let doubled = msg.as_integer().unwrap_or(0) * 2;
+//!             Ok(vec![("out".to_string(), Message::Integer(doubled))])
+//!         })
+//!     });
+//!     reflow_network::cli::main_with(components)
+//! }
+//! ```
 //!
 //! Every subcommand lives in its own file. The inspecting commands (`networks`, `actors`,
 //! `ping`, `send`) join the broker as a short-lived network of their own, `reflow-cli-{random}`,
@@ -21,14 +42,11 @@ mod watch;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use reflow_network::distributed_network::{DistributedConfig, DistributedNetwork, NatsAuth};
+
+use crate::components::Components;
+use crate::distributed_network::{DistributedConfig, DistributedNetwork, NatsAuth};
 
 use output::{CliError, CliResult, Exit};
-
-/// Counts the heap while `bench` measures memory; otherwise the system allocator, at the
-/// cost of one relaxed load per allocation.
-#[global_allocator]
-static HEAP: reflow_network::bench::CountingAllocator = reflow_network::bench::CountingAllocator;
 
 /// Run, inspect and poke reflow networks joined through NATS.
 #[derive(Debug, Parser)]
@@ -149,7 +167,7 @@ impl Global {
                 .collect(),
             _ if !fallback.is_empty() => fallback.to_vec(),
             _ if context_url.is_some() => context_url.into_iter().collect(),
-            _ => vec![reflow_network::distributed_network::DEFAULT_NATS_URL.to_string()],
+            _ => vec![crate::distributed_network::DEFAULT_NATS_URL.to_string()],
         }
     }
 
@@ -242,7 +260,7 @@ fn init_logging(verbose: u8, command: &Command) {
         0 if matches!(command, Command::Bench(_)) => "error,async_nats=off",
         // The NATS client's own error lines repeat what the one-line error says (an
         // authorization violation, a refused certificate); -v shows them.
-        0 => "warn,async_nats=off,reflow_network::components=info",
+        0 => "warn,async_nats=off,crate::components=info",
         1 => "info",
         _ => "debug",
     };
@@ -256,8 +274,30 @@ fn init_logging(verbose: u8, command: &Command) {
         .init();
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// The `reflow-bridge` binary: parses the command line, runs the subcommand with the
+/// built-in components, and returns the exit code.
+pub fn main() -> ExitCode {
+    main_with(Components::builtin())
+}
+
+/// The whole `reflow-bridge` CLI, with `components` as what `run --config` may name in its
+/// `[[nodes]]` (pass [`Components::builtin`] with yours added to keep the built-in ones).
+///
+/// Runs its own tokio runtime, so call it from a plain `fn main`, not from inside one.
+pub fn main_with(components: Components) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(run_cli(components)),
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            ExitCode::from(Exit::Runtime as u8)
+        }
+    }
+}
+
+async fn run_cli(components: Components) -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => {
@@ -276,7 +316,7 @@ async fn main() -> ExitCode {
     global.token = global.token.filter(|t| !t.is_empty());
     let result = match cli.command {
         Command::Up(args) => up::run(&global, args).await,
-        Command::Run(args) => run::run(&global, args).await,
+        Command::Run(args) => run::run(&global, args, &components).await,
         Command::Networks(args) => networks::run(&global, args).await,
         Command::Actors(args) => actors::run(&global, args).await,
         Command::Ping(args) => ping::run(&global, args).await,

@@ -29,13 +29,13 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use reflow_network::actor::Metadata;
-use reflow_network::components::BUILTINS;
-use reflow_network::distributed_network::DistributedConfig;
-use reflow_network::network::NetworkConfig;
+use crate::actor::Metadata;
+use crate::components::Components;
+use crate::distributed_network::DistributedConfig;
+use crate::network::NetworkConfig;
 use serde::Deserialize;
 
-use crate::output::{CliError, CliResult};
+use crate::cli::output::{CliError, CliResult};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,7 +132,7 @@ impl Endpoint {
 pub(crate) struct RunConfig {
     pub(crate) network: DistributedConfig,
     /// How to prove this process to the NATS server, from `[nats]`.
-    pub(crate) nats: reflow_network::distributed_network::NatsAuth,
+    pub(crate) nats: crate::distributed_network::NatsAuth,
     /// What the network offers; `run` sets them before start, so discovery and the
     /// liveness entry carry them from the first moment.
     pub(crate) capabilities: Vec<String>,
@@ -161,18 +161,18 @@ impl RunConfig {
 }
 
 /// Reads and checks the file at `path`.
-pub(crate) fn load(path: &Path) -> CliResult<RunConfig> {
+pub(crate) fn load(path: &Path, components: &Components) -> CliResult<RunConfig> {
     let shown = path.display();
     let text = std::fs::read_to_string(path).map_err(|e| {
         CliError::usage(format!(
             "cannot read config file {shown}: {e}; pass an existing TOML file to --config"
         ))
     })?;
-    parse(&text).map_err(|why| CliError::usage(format!("{shown}: {why}")))
+    parse(&text, components).map_err(|why| CliError::usage(format!("{shown}: {why}")))
 }
 
 /// Parses and checks a config; the error names the field and what to do.
-pub(crate) fn parse(text: &str) -> Result<RunConfig, String> {
+pub(crate) fn parse(text: &str, components: &Components) -> Result<RunConfig, String> {
     let file: FileConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
     let nats = file.nats;
     if nats.password.is_some() || nats.token.is_some() {
@@ -182,7 +182,7 @@ pub(crate) fn parse(text: &str) -> Result<RunConfig, String> {
                 .into(),
         );
     }
-    let nats = reflow_network::distributed_network::NatsAuth {
+    let nats = crate::distributed_network::NatsAuth {
         creds_file: nats.creds_file,
         nkey_seed_file: nats.nkey_seed_file,
         user: nats.user,
@@ -214,17 +214,17 @@ pub(crate) fn parse(text: &str) -> Result<RunConfig, String> {
         local_network_config: section.local_network_config.unwrap_or_default(),
     };
     network.validate().map_err(|e| match e.kind() {
-        reflow_network::ErrorKind::InvalidConfig => format!("network.{}", e.detail()),
+        crate::ErrorKind::InvalidConfig => format!("network.{}", e.detail()),
         _ => format!("network: {}", e.detail()),
     })?;
 
     let mut ids = HashSet::new();
     for (i, node) in file.nodes.iter().enumerate() {
-        if !BUILTINS.contains(&node.component.as_str()) {
+        if !components.contains(&node.component) {
             return Err(format!(
-                "nodes[{i}].component: {:?} is not a built-in component; use one of {}",
+                "nodes[{i}].component: {:?} is not a known component; use one of {}",
                 node.component,
-                BUILTINS.join(", ")
+                components.names().collect::<Vec<_>>().join(", ")
             ));
         }
         if node.id.contains('@') {
@@ -297,6 +297,10 @@ fn toml_error(text: &str, err: &toml::de::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(text: &str) -> Result<RunConfig, String> {
+        super::parse(text, &Components::builtin())
+    }
 
     const GOOD: &str = r#"
         [network]

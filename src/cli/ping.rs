@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::Global;
-use crate::output::{self, CliError, CliResult};
+use crate::cli::Global;
+use crate::cli::output::{self, CliError, CliResult};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -83,7 +83,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
 
 async fn ping_all(
     global: &Global,
-    network: &reflow_network::distributed_network::DistributedNetwork,
+    network: &crate::distributed_network::DistributedNetwork,
     args: &Args,
 ) -> CliResult<Vec<f64>> {
     let mut samples = Vec::with_capacity(args.count as usize);

@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use reflow_network::local_server::{BinaryOrigin, NatsServer, ServerOptions, find_nats_server};
+use crate::local_server::{BinaryOrigin, NatsServer, ServerOptions, find_nats_server};
 use serde_json::json;
 
-use crate::Global;
-use crate::output::{self, CliError, CliResult, Exit};
+use crate::cli::Global;
+use crate::cli::output::{self, CliError, CliResult, Exit};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

@@ -1,4 +1,4 @@
-//! `reflow-bridge bench`: the benchmark of `reflow_network::bench`, measured against raw
+//! `reflow-bridge bench`: the benchmark of `crate::bench`, measured against raw
 //! async-nats on the same server. Starts a local server unless `--nats-url` (or
 //! `$NATS_URL`) names one. Prints a table, or with `--json` one JSON object holding every
 //! figure, its ratio to its baseline, the machine, the versions and the settings.
@@ -6,10 +6,10 @@
 //! A missed target is a measurement, not a failure: the exit code is 0 whenever every
 //! scenario ran.
 
-use reflow_network::bench::{self, BenchOptions, Scenario};
+use crate::bench::{self, BenchOptions, Scenario};
 
-use crate::Global;
-use crate::output::{self, CliError, CliResult};
+use crate::cli::Global;
+use crate::cli::output::{self, CliError, CliResult};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

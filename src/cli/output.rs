@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use reflow_network::{Error, ErrorKind};
+use crate::{Error, ErrorKind};
 
 /// What the exit code tells a script.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,16 +12,16 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use reflow_network::components::register_builtins;
-use reflow_network::distributed_network::DistributedNetwork;
-use reflow_network::events::{EventStream, NetworkEvent, TransportKind};
-use reflow_network::network::{Connector, InitialPacket};
-use reflow_network::{ErrorKind, Message};
+use crate::components::Components;
+use crate::distributed_network::DistributedNetwork;
+use crate::events::{EventStream, NetworkEvent, TransportKind};
+use crate::network::{Connector, InitialPacket};
+use crate::{ErrorKind, Message};
 use serde_json::json;
 
-use crate::Global;
-use crate::config::{self, Endpoint, RunConfig};
-use crate::output::{self, CliError, CliResult};
+use crate::cli::Global;
+use crate::cli::config::{self, Endpoint, RunConfig};
+use crate::cli::output::{self, CliError, CliResult};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -33,8 +33,8 @@ pub(crate) struct Args {
     wait_secs: u64,
 }
 
-pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
-    let mut plan = config::load(&args.config)?;
+pub(crate) async fn run(global: &Global, args: Args, components: &Components) -> CliResult {
+    let mut plan = config::load(&args.config, components)?;
     plan.network.discovery_endpoints = global.urls_or(&plan.network.discovery_endpoints);
     plan.network.auth_token = global.token.clone();
 
@@ -50,7 +50,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
     network.set_tags(plan.tags.iter().cloned());
     // The nodes that feed remote actors start once those are wired, the rest at start.
     let held = feeding_remote(&plan);
-    build_local(&network, &plan, &held).map_err(CliError::from_lib)?;
+    build_local(&network, &plan, &held, components).map_err(CliError::from_lib)?;
     let spinner = output::Spinner::start("connecting to the NATS server");
     let started = network.start().await;
     drop(spinner);
@@ -63,7 +63,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
         return Err(err);
     }
     announce(global, &plan);
-    crate::up::stop_signal().await;
+    crate::cli::up::stop_signal().await;
     let spinner = output::Spinner::start("shutting down");
     let stopped = network.shutdown().await;
     reporter.abort();
@@ -116,10 +116,11 @@ fn build_local(
     network: &DistributedNetwork,
     plan: &RunConfig,
     held: &HashSet<&str>,
-) -> reflow_network::Result<()> {
+    components: &Components,
+) -> crate::Result<()> {
     let local = network.get_local_network();
     let mut local = local.write();
-    register_builtins(&mut local)?;
+    components.register_into(&mut local)?;
     for node in plan.nodes.iter().filter(|n| !held.contains(n.id.as_str())) {
         local.add_node(&node.id, &node.component, Some(node.metadata.clone()))?;
     }

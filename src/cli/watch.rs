@@ -1,12 +1,12 @@
 //! `reflow-bridge watch [SUBJECT]`: tails traffic. Data envelopes are decoded to JSON;
 //! control traffic (already JSON) is shown as it is.
 
+use crate::message::Envelope;
 use futures::StreamExt;
-use reflow_network::message::Envelope;
 use serde_json::{Value, json};
 
-use crate::Global;
-use crate::output::{self, CliError, CliResult, Exit};
+use crate::cli::Global;
+use crate::cli::output::{self, CliError, CliResult, Exit};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -58,9 +58,9 @@ fn human_line(value: &Value) -> String {
 
 pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
     let urls = global.urls_or(&[]);
-    let auth = global.nats_auth(reflow_network::distributed_network::NatsAuth::default())?;
+    let auth = global.nats_auth(crate::distributed_network::NatsAuth::default())?;
     let spinner = output::Spinner::start("connecting to the NATS server");
-    let connected = reflow_network::transport::nats::connect_client(
+    let connected = crate::transport::nats::connect_client(
         &urls,
         global.token.as_deref(),
         &auth,
@@ -107,7 +107,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reflow_network::Message;
+    use crate::Message;
 
     #[test]
     fn envelopes_decode_and_control_json_shows_as_is() {

@@ -9,12 +9,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use reflow_network::discovery::NetworkInfo;
-use reflow_network::events::{DownReason, NetworkEvent};
+use crate::discovery::NetworkInfo;
+use crate::events::{DownReason, NetworkEvent};
 use serde_json::{Value, json};
 
-use crate::Global;
-use crate::output::{self, CliError, CliResult};
+use crate::cli::Global;
+use crate::cli::output::{self, CliError, CliResult};
 
 /// The prefix of the one-shot networks the inspecting commands join as.
 const CLI_PREFIX: &str = "reflow-cli-";
@@ -62,7 +62,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
         if output::human(global.json) {
             eprintln!("watching for networks going up and down; Ctrl-C to stop");
         }
-        let stop = crate::up::stop_signal();
+        let stop = crate::cli::up::stop_signal();
         tokio::pin!(stop);
         loop {
             tokio::select! {

@@ -7,7 +7,17 @@
 //! | `counter` | `in` → `count` | emits the running count of messages received |
 //! | `generator` | `start` → `out` | on start (or on any message to `start`), emits the integers `0..count`; metadata `count` (default 10) and `interval_ms` (default 0) |
 //! | `sink` | `in` | accepts and drops everything, counting it in the log at debug level |
+//! | `exec` | `in` → `out` | runs a program of any language and exchanges JSON lines with it: see [`Exec`] |
+//!
+//! [`Components`] is a set of named components, the built-in ones and your own: the
+//! `reflow-bridge run` config draws its nodes from one, and a binary of your own hands
+//! one to `cli::main_with` (feature `cli`).
 
+mod exec;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,8 +27,10 @@ use crate::error::Result;
 use crate::message::Message;
 use crate::network::Network;
 
+pub use exec::Exec;
+
 /// The names of every built-in component.
-pub const BUILTINS: &[&str] = &["passthrough", "log", "counter", "generator", "sink"];
+pub const BUILTINS: &[&str] = &["passthrough", "log", "counter", "generator", "sink", "exec"];
 
 /// A fresh actor of the built-in component `name`, if there is one.
 pub fn builtin(name: &str) -> Option<Box<dyn Actor>> {
@@ -28,16 +40,97 @@ pub fn builtin(name: &str) -> Option<Box<dyn Actor>> {
         "counter" => Box::new(Counter::default()),
         "generator" => Box::new(Generator),
         "sink" => Box::new(Sink),
+        "exec" => Box::new(Exec::default()),
         _ => return None,
     })
 }
 
 /// Registers every built-in component with `network` under its name.
 pub fn register_builtins(network: &mut Network) -> Result<()> {
-    for name in BUILTINS {
-        network.register_factory(name, move || builtin(name).expect("listed in BUILTINS"))?;
+    Components::builtin().register_into(network)
+}
+
+type Factory = Arc<dyn Fn() -> Box<dyn Actor> + Send + Sync>;
+
+/// A set of components by name: what a `reflow-bridge run` config may name in its
+/// `[[nodes]]`.
+///
+/// ```
+/// use reflow_network::actor::FnActor;
+/// use reflow_network::components::Components;
+///
+/// use reflow_network::Message;
+///
+/// let components = Components::builtin().with("double", || {
+///     FnActor::new(["in"], ["out"], |_port, msg| {
+///         let doubled = msg.as_integer().unwrap_or(0) * 2;
+///         Ok(vec![("out".to_string(), Message::Integer(doubled))])
+///     })
+/// });
+/// assert!(components.contains("double"));
+/// assert!(components.contains("passthrough"));
+/// ```
+#[derive(Clone, Default)]
+pub struct Components {
+    factories: BTreeMap<String, Factory>,
+}
+
+impl Components {
+    /// No components at all.
+    pub fn empty() -> Self {
+        Components::default()
     }
-    Ok(())
+
+    /// The built-in components ([`BUILTINS`]).
+    pub fn builtin() -> Self {
+        BUILTINS.iter().fold(Components::empty(), |set, name| {
+            set.with_boxed(name, move || builtin(name).expect("listed in BUILTINS"))
+        })
+    }
+
+    /// This set with `name` made by `factory`, one fresh actor per node; a component of
+    /// the same name is replaced.
+    pub fn with<A, F>(self, name: &str, factory: F) -> Self
+    where
+        A: Actor,
+        F: Fn() -> A + Send + Sync + 'static,
+    {
+        self.with_boxed(name, move || Box::new(factory()) as Box<dyn Actor>)
+    }
+
+    /// [`Components::with`] for a factory that already boxes its actor.
+    pub fn with_boxed<F>(mut self, name: &str, factory: F) -> Self
+    where
+        F: Fn() -> Box<dyn Actor> + Send + Sync + 'static,
+    {
+        self.factories.insert(name.to_string(), Arc::new(factory));
+        self
+    }
+
+    /// Whether a component is called `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.factories.contains_key(name)
+    }
+
+    /// The names of the components, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.factories.keys().map(String::as_str)
+    }
+
+    /// Registers every component with `network` under its name.
+    pub fn register_into(&self, network: &mut Network) -> Result<()> {
+        for (name, factory) in &self.factories {
+            let factory = Arc::clone(factory);
+            network.register_factory(name, move || factory())?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Components {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.names()).finish()
+    }
 }
 
 /// Forwards every message from `in` to `out` unchanged.

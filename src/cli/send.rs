@@ -1,12 +1,12 @@
 //! `reflow-bridge send NETWORK ACTOR PORT VALUE`: confirmed sends into an actor's
 //! in-port. `VALUE` is JSON; `-` reads one JSON value per stdin line.
 
-use reflow_network::Message;
+use crate::Message;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::Global;
-use crate::output::{self, CliError, CliResult};
+use crate::cli::Global;
+use crate::cli::output::{self, CliError, CliResult};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -51,7 +51,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
 }
 
 async fn send_all(
-    network: &reflow_network::distributed_network::DistributedNetwork,
+    network: &crate::distributed_network::DistributedNetwork,
     args: &Args,
     first: Option<Message>,
 ) -> CliResult<u64> {

@@ -2,8 +2,8 @@
 
 use serde_json::json;
 
-use crate::Global;
-use crate::output::{self, CliError, CliResult};
+use crate::cli::Global;
+use crate::cli::output::{self, CliError, CliResult};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
