@@ -496,3 +496,113 @@ async fn sources_added_while_held_start_at_release_with_their_connections_in_pla
     }
     net.shutdown().await;
 }
+
+/// An `exec` node running `script` (by `/bin/sh -c`) with `timeout_ms`, feeding a probe.
+fn exec_network(script: &str, timeout_ms: u64) -> (Network, mpsc::Receiver<ProbeMessage>) {
+    let mut net = Network::new(NetworkConfig::default());
+    components::register_builtins(&mut net).unwrap();
+    let (probe, seen) = ProbeActor::channel(16);
+    net.register_actor("probe", probe).unwrap();
+    let meta = [
+        ("command".to_string(), serde_json::json!(script)),
+        ("timeout_ms".to_string(), serde_json::json!(timeout_ms)),
+    ]
+    .into();
+    net.add_node("prog", "exec", Some(meta)).unwrap();
+    net.add_node("p", "probe", None).unwrap();
+    net.add_connection(Connector::new("prog", "out", "p", "in"))
+        .unwrap();
+    net.start().unwrap();
+    (net, seen)
+}
+
+/// Waits until `net` counts `n` failed messages.
+async fn handler_errors(net: &Network, n: usize) {
+    tokio::time::timeout(WAIT, async {
+        while net.handler_errors() < n {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} of {n} failures", net.handler_errors()));
+}
+
+#[tokio::test]
+async fn exec_answers_each_message_with_a_json_line_and_empty_lines_emit_nothing() {
+    // Echoes objects, answers `null` lines with nothing, doubles numbers.
+    let script = r#"while read -r line; do
+        case "$line" in
+          null) echo ;;
+          \{*) echo "$line" ;;
+          *) echo $((line * 2)) ;;
+        esac
+      done"#;
+    let (net, mut seen) = exec_network(script, 5_000);
+    for value in [
+        serde_json::json!(21),
+        serde_json::json!(null),
+        serde_json::json!({"a": [1, "x"]}),
+        serde_json::json!(5),
+    ] {
+        net.send_to_actor("prog", "in", Message::from_json(value))
+            .await
+            .unwrap();
+    }
+    assert_eq!(recv(&mut seen).await.message, Message::Integer(42));
+    assert_eq!(
+        recv(&mut seen).await.message.to_json(),
+        serde_json::json!({"a": [1, "x"]})
+    );
+    assert_eq!(recv(&mut seen).await.message, Message::Integer(10));
+    assert_eq!(net.handler_errors(), 0);
+    net.shutdown().await;
+}
+
+#[tokio::test]
+async fn exec_fails_a_message_the_program_garbles_or_dies_on_and_goes_on_with_the_next() {
+    // `bad` gets a line that is not JSON; `die` makes the program exit; the rest doubles.
+    let script = r#"while read -r line; do
+        case "$line" in
+          '"bad"') echo 'not json' ;;
+          '"die"') exit 3 ;;
+          *) echo $((line * 2)) ;;
+        esac
+      done"#;
+    let (net, mut seen) = exec_network(script, 5_000);
+    net.send_to_actor("prog", "in", Message::from_json(serde_json::json!("bad")))
+        .await
+        .unwrap();
+    handler_errors(&net, 1).await;
+    net.send_to_actor("prog", "in", Message::Integer(1))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut seen).await.message, Message::Integer(2));
+    net.send_to_actor("prog", "in", Message::from_json(serde_json::json!("die")))
+        .await
+        .unwrap();
+    handler_errors(&net, 2).await;
+    // Started again for the next message.
+    net.send_to_actor("prog", "in", Message::Integer(4))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut seen).await.message, Message::Integer(8));
+    assert_eq!(net.handler_errors(), 2);
+    net.shutdown().await;
+}
+
+#[tokio::test]
+async fn exec_stops_a_program_that_does_not_answer_in_time() {
+    let script = r#"while read -r line; do
+        if [ "$line" = '"hang"' ]; then sleep 60; else echo $((line + 1)); fi
+      done"#;
+    let (net, mut seen) = exec_network(script, 300);
+    net.send_to_actor("prog", "in", Message::from_json(serde_json::json!("hang")))
+        .await
+        .unwrap();
+    handler_errors(&net, 1).await;
+    net.send_to_actor("prog", "in", Message::Integer(1))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut seen).await.message, Message::Integer(2));
+    net.shutdown().await;
+}

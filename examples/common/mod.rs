@@ -8,12 +8,38 @@ use reflow_network::distributed_network::DistributedConfig;
 use reflow_network::local_server::{NatsServer, ServerOptions};
 use tokio::sync::mpsc;
 
-/// Starts a local JetStream nats-server on a free port (provisioned on first use).
-pub(crate) async fn server() -> anyhow::Result<NatsServer> {
-    server_with(ServerOptions::default()).await
+/// The NATS server an example runs against: the one `NATS_URL` names, else a local
+/// JetStream nats-server on a free port (provisioned on first use), stopped on drop.
+pub(crate) struct Server {
+    url: String,
+    _local: Option<NatsServer>,
 }
 
-/// As [`server`], with options (a token, say).
+impl Server {
+    /// The server's URL.
+    pub(crate) fn url(&self) -> String {
+        self.url.clone()
+    }
+}
+
+/// The server `NATS_URL` names (it needs JetStream), else a local one of the example's own.
+pub(crate) async fn server() -> anyhow::Result<Server> {
+    if let Some(url) = std::env::var("NATS_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+    {
+        println!("using the NATS server at {url} (NATS_URL)");
+        return Ok(Server { url, _local: None });
+    }
+    let local = server_with(ServerOptions::default()).await?;
+    Ok(Server {
+        url: local.url(),
+        _local: Some(local),
+    })
+}
+
+/// A local server of the example's own with `options` (a token, say): examples that need
+/// a server set up a particular way start their own even when `NATS_URL` is set.
 pub(crate) async fn server_with(options: ServerOptions) -> anyhow::Result<NatsServer> {
     let server = NatsServer::start_with(ServerOptions {
         jetstream: true,

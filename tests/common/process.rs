@@ -48,7 +48,26 @@ pub(crate) struct Process {
 
 impl Process {
     pub(crate) fn run(url: &str, config: &Path, name: &str) -> Process {
-        let mut child = Command::new(BIN)
+        Process::run_program(
+            Path::new(BIN),
+            Path::new(env!("CARGO_MANIFEST_DIR")),
+            url,
+            config,
+            name,
+        )
+    }
+
+    /// `program run --config CONFIG` in `cwd`: `program` is this crate's `reflow-bridge`
+    /// or a binary of someone's own built on `cli::main_with`.
+    pub(crate) fn run_program(
+        program: &Path,
+        cwd: &Path,
+        url: &str,
+        config: &Path,
+        name: &str,
+    ) -> Process {
+        let mut child = Command::new(program)
+            .current_dir(cwd)
             .args(["--nats-url", url, "run", "--config"])
             .arg(config)
             .env_remove("NATS_URL")
