@@ -96,6 +96,34 @@ pub fn validate_instance_id(id: &str) -> Result<()> {
     validate_name("instance id", id)
 }
 
+/// Checks a plain subject an out-port is published on: dot-separated tokens, none empty,
+/// no whitespace or wildcards, not under `_reflow.` or `$` (the project's and the
+/// server's own subjects).
+///
+/// ```
+/// use reflow_network::subject::validate_publish_subject;
+///
+/// assert!(validate_publish_subject("stats.counts").is_ok());
+/// assert!(validate_publish_subject("stats.>").is_err());
+/// assert!(validate_publish_subject("_reflow.discover").is_err());
+/// ```
+pub fn validate_publish_subject(subject: &str) -> Result<()> {
+    let what = "publish subject";
+    if subject.is_empty() {
+        return Err(bad_name(what, subject, "is empty"));
+    }
+    if subject.starts_with(CONTROL_PREFIX) || subject.starts_with('$') {
+        return Err(bad_name(
+            what,
+            subject,
+            "is reserved (subjects under _reflow. and $ belong to the project and the server)",
+        ));
+    }
+    subject
+        .split('.')
+        .try_for_each(|token| check_token(what, subject, token))
+}
+
 /// The subject that carries data into `actor`'s `port` on `network`.
 pub fn data_subject(network: &str, actor: &str, port: &str) -> String {
     let mut s = String::with_capacity(network.len() + actor.len() + port.len() + 2);

@@ -236,6 +236,15 @@ impl Bridge {
     /// Data for one of this network's actors through the broker: streamed, or confirmed
     /// (answered at the message's reply subject).
     async fn take_data(&self, message: async_nats::Message, state: &mut DispatchState) {
+        if super::plain::is_plain_json(message.headers.as_ref()) {
+            let result = self
+                .deliver_plain(&message.subject, &message.payload, message.reply, state)
+                .await;
+            if let Err(err) = result {
+                self.refused("plain JSON message", &message.subject, &err);
+            }
+            return;
+        }
         let reply = message.reply.map(ReplyTo::Nats);
         let confirmed = reply.is_some();
         let how = Streamed {

@@ -31,7 +31,7 @@ pub(crate) struct DispatchState {
     /// Proxy outlets by return token.
     outlets: HashMap<String, Outlet>,
     /// Inlets by data subject, so the hot path needs no lock and no allocation.
-    inlets: HashMap<String, Inlet>,
+    pub(super) inlets: HashMap<String, Inlet>,
     /// Envelopes held back after a gap, per sender (network, instance).
     held: HashMap<(String, String), HeldBack>,
     /// A sender with envelopes held back, to look at once the current envelope is done.
@@ -555,7 +555,7 @@ impl Bridge {
     }
 
     /// The inlet for `subject` (`actor`'s in-port `port`), looked up once and kept.
-    fn inlet<'s>(
+    pub(super) fn inlet<'s>(
         &self,
         subject: &str,
         actor: &str,
@@ -580,7 +580,7 @@ impl Bridge {
         Ok(&inlets[subject])
     }
 
-    fn no_actor(&self, actor: &str) -> Error {
+    pub(super) fn no_actor(&self, actor: &str) -> Error {
         Error::new(
             ErrorKind::ActorNotFound,
             format!("no actor {actor:?} on network {:?}", &*self.network_id),

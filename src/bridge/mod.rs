@@ -24,6 +24,7 @@ mod dispatch;
 mod inbound;
 mod ledger;
 mod peers;
+mod plain;
 #[cfg(test)]
 mod protocol_tests;
 pub(crate) mod proxy;
@@ -49,6 +50,7 @@ use tokio_util::task::TaskTracker;
 
 use ledger::Ledger;
 pub(crate) use peers::Peers;
+pub(crate) use plain::EndpointStats;
 use proxy::Subscribers;
 use registry::Registry;
 use sequence::Outbox;
@@ -185,6 +187,8 @@ pub(crate) struct Bridge {
     /// This instance's key in the bucket.
     liveness_key: String,
     counters: Counters,
+    /// What plain JSON clients did with each in-port, for the Services API.
+    plain_stats: plain::PlainStats,
     /// Keeps the log of refused inbound messages to a line per period.
     refusal_log: crate::throttle::Throttle,
     /// With an auth token: what every envelope and acknowledgement is sealed with, and
@@ -267,6 +271,7 @@ impl Bridge {
             egress: RwLock::new(HashMap::new()),
             accepting: AtomicBool::new(true),
             counters: Counters::default(),
+            plain_stats: Default::default(),
             refusal_log: Default::default(),
             seal_key,
             ledger: Arc::new(Ledger::default()),
@@ -357,6 +362,12 @@ impl Bridge {
             Error::with_source(ErrorKind::Broker, "could not register subscriptions", e)
         })?;
         crate::transport::nats::check_server_version(&self.client)?;
+        let me = self.weak_self();
+        self.hub.set_endpoints(Arc::new(move || {
+            me.upgrade()
+                .map(|b| b.service_endpoints())
+                .unwrap_or_default()
+        }));
         let me = self.weak_self();
         let info: crate::hub::InfoFn = Arc::new(move || me.upgrade().map(|b| b.network_info()));
         // On a cluster, bounded as a whole: while its liveness stream elects a leader,

@@ -21,6 +21,10 @@
 //! [[initial]]
 //! to = "feed.in"
 //! value = 41
+//!
+//! [[publish]]                      # plain JSON on a NATS subject, for `nats sub`
+//! from = "tally.count"
+//! subject = "stats.counts"
 //! ```
 //!
 //! The auth token never comes from the file: it is `--token` or `$REFLOW_AUTH_TOKEN`.
@@ -50,6 +54,9 @@ struct FileConfig {
     connections: Vec<ConnectionSpec>,
     #[serde(default)]
     initial: Vec<InitialSpec>,
+    /// Out-ports published as JSON on plain NATS subjects.
+    #[serde(default)]
+    publish: Vec<PublishSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,6 +112,14 @@ struct ConnectionSpec {
     to: String,
 }
 
+/// `[[publish]] from = "node.port", subject = "a.plain.subject"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishSpec {
+    from: String,
+    subject: String,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct InitialSpec {
@@ -141,6 +156,8 @@ pub(crate) struct RunConfig {
     pub(crate) nodes: Vec<NodeSpec>,
     pub(crate) connections: Vec<(Endpoint, Endpoint)>,
     pub(crate) initial: Vec<(Endpoint, serde_json::Value)>,
+    /// Local out-ports published as JSON on plain subjects.
+    pub(crate) publish: Vec<(Endpoint, String)>,
 }
 
 impl RunConfig {
@@ -267,6 +284,19 @@ pub(crate) fn parse(text: &str, components: &Components) -> Result<RunConfig, St
             packet.value,
         ));
     }
+    let mut publish = Vec::new();
+    for (i, spec) in file.publish.into_iter().enumerate() {
+        let from = endpoint(format!("publish[{i}].from"), &spec.from)?;
+        if from.remote().is_some() {
+            return Err(format!(
+                "publish[{i}].from: {:?} is a remote actor; publish a port of a local node",
+                spec.from
+            ));
+        }
+        crate::subject::validate_publish_subject(&spec.subject)
+            .map_err(|e| format!("publish[{i}].subject: {}", e.detail()))?;
+        publish.push((from, spec.subject));
+    }
     Ok(RunConfig {
         network,
         nats,
@@ -275,6 +305,7 @@ pub(crate) fn parse(text: &str, components: &Components) -> Result<RunConfig, St
         nodes: file.nodes,
         connections,
         initial,
+        publish,
     })
 }
 

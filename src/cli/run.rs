@@ -83,11 +83,13 @@ pub(crate) async fn run(global: &Global, args: Args, components: &Components) ->
 fn feeding_remote(plan: &RunConfig) -> HashSet<&str> {
     let local =
         |(from, to): &&(Endpoint, Endpoint)| from.remote().is_none() && to.remote().is_none();
+    // Published ports are wired after start too, so they feed "remote" subjects.
     let mut feeding: HashSet<&str> = plan
         .connections
         .iter()
         .filter(|(from, to)| from.remote().is_none() && to.remote().is_some())
         .map(|(from, _)| from.node.as_str())
+        .chain(plan.publish.iter().map(|(from, _)| from.node.as_str()))
         .collect();
     loop {
         let before = feeding.len();
@@ -168,10 +170,10 @@ async fn wire_remote(
     }
     // The held nodes, with every connection not made yet, start together once all of
     // them are in place.
-    let local = network.get_local_network();
-    let mut local = local.write();
-    local.hold();
+    let shared = network.get_local_network();
+    shared.write().hold();
     let added = (|| {
+        let mut local = shared.write();
         for node in plan.nodes.iter().filter(|n| held.contains(n.id.as_str())) {
             local.add_node(&node.id, &node.component, Some(node.metadata.clone()))?;
         }
@@ -182,8 +184,16 @@ async fn wire_remote(
         }
         Ok(())
     })();
+    let published = plan
+        .publish
+        .iter()
+        .try_for_each(|(from, subject)| network.publish_port(&from.node, &from.port, subject));
+    let mut local = shared.write();
     let released = local.release();
-    added.and(released).map_err(CliError::from_lib)?;
+    added
+        .and(published)
+        .and(released)
+        .map_err(CliError::from_lib)?;
     for (to, value) in &plan.initial {
         let packet = InitialPacket::new(&to.node, &to.port, Message::from_json(value.clone()));
         local.add_initial(packet).map_err(CliError::from_lib)?;

@@ -345,6 +345,28 @@ impl DistributedNetwork {
         local.add_node(id, id, metadata)
     }
 
+    /// Publishes every message `actor` emits on its out-port `port` as JSON on the plain
+    /// NATS subject `subject`, with the headers `Content-Type: application/json` and
+    /// `Reflow-From: {network}.{actor}.{port}`, so a plain client (`nats sub SUBJECT`)
+    /// reads the actor's results. Once the network has started; publishing the same port
+    /// on the same subject twice is one publication.
+    ///
+    /// Each message is published once, at most: a plain subscriber acknowledges nothing.
+    ///
+    /// ```no_run
+    /// # async fn demo(network: reflow_network::prelude::DistributedNetwork) -> reflow_network::Result<()> {
+    /// network.publish_port("tally", "count", "stats.counts")?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `Actor not found` or `Port not found` naming what is missing; `Invalid name` for a
+    /// subject with wildcards or under `_reflow.`/`$`; `Shutdown` before `start()`.
+    pub fn publish_port(&self, actor: &str, port: &str, subject: &str) -> Result<()> {
+        self.bridge()?.publish_port(actor, port, subject)
+    }
+
     /// A stream of what happens: peers connecting and leaving, the broker lost and
     /// regained, slow-consumer drops, networks up and down.
     pub fn events(&self) -> EventStream {

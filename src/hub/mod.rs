@@ -25,6 +25,8 @@
 mod heartbeat;
 mod services;
 
+pub(crate) use services::service_name;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
@@ -76,6 +78,20 @@ pub(crate) struct Member {
     beat: heartbeat::Beat,
     /// Requests its `info` endpoint answered, for the Services API's stats.
     info_requests: std::sync::atomic::AtomicU64,
+    /// Lists its actors' in-ports as Services API endpoints.
+    endpoints: RwLock<Option<EndpointsFn>>,
+}
+
+/// Lists a network's in-ports as Services API endpoints, with their statistics.
+pub(crate) type EndpointsFn = Arc<dyn Fn() -> Vec<ServiceEndpoint> + Send + Sync>;
+
+/// One in-port of a network as a Services API endpoint: what `nats micro info` and
+/// `nats micro stats` show of it.
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceEndpoint {
+    pub(crate) name: String,
+    pub(crate) subject: String,
+    pub(crate) stats: crate::bridge::EndpointStats,
 }
 
 /// Builds a network's liveness entry as it should read now.
@@ -180,6 +196,7 @@ impl Hub {
             joined: AtomicBool::new(false),
             beat: heartbeat::Beat::default(),
             info_requests: Default::default(),
+            endpoints: RwLock::new(None),
         });
         if own {
             let hub = Hub::connect(options, None, wait).await?;
@@ -460,6 +477,11 @@ impl Membership {
         if let Some(liveness) = self.hub.liveness.get() {
             self.member.beat.stop_and_delete(liveness, &self.key).await;
         }
+    }
+
+    /// Sets what lists this network's in-ports to the Services API.
+    pub(crate) fn set_endpoints(&self, endpoints: EndpointsFn) {
+        *self.member.endpoints.write() = Some(endpoints);
     }
 
     /// Counts a request this network's `info` endpoint answered.

@@ -7,9 +7,11 @@
 //! Service names allow only `A-Z a-z 0-9 _ -`, so the name is the network id with every
 //! other character (the dots of `prod.ml`) turned into `_`; the id is the instance's
 //! incarnation, and the metadata carries the real network id, instance id and
-//! incarnation. The one endpoint, `info`, is `_reflow.{network}.info`, answered through
-//! the network's control queue group with one instance's
-//! [`NetworkInfo`](crate::discovery::NetworkInfo).
+//! incarnation. The endpoint `info`, `_reflow.{network}.info`, is answered through the
+//! network's control queue group with one instance's
+//! [`NetworkInfo`](crate::discovery::NetworkInfo); every in-port of every actor the
+//! instance hosts is an endpoint too, `{actor}-{port}` on its data subject, taking plain
+//! JSON requests (see `bridge::plain`), with what plain clients did there as its stats.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use async_nats::service::{Info, PingResponse, endpoint};
 use serde_json::json;
 
-use super::Hub;
+use super::{Hub, ServiceEndpoint};
 use crate::discovery::NetworkInfo;
 use crate::subject::control_subject;
 
@@ -49,8 +51,14 @@ fn parse(subject: &str) -> Option<(&str, Option<&str>, Option<&str>)> {
     Some((verb, name, id))
 }
 
-/// The reply of network `info` (served `requests` info requests) to `verb`.
-fn answer_for(verb: &str, info: &NetworkInfo, requests: u64) -> Option<Vec<u8>> {
+/// The reply of network `info` (served `requests` info requests, with the in-port
+/// `endpoints`) to `verb`.
+fn answer_for(
+    verb: &str,
+    info: &NetworkInfo,
+    requests: u64,
+    endpoints: &[ServiceEndpoint],
+) -> Option<Vec<u8>> {
     let name = service_name(&info.network_id);
     let id = info.incarnation.clone();
     let version = env!("CARGO_PKG_VERSION").to_string();
@@ -75,12 +83,22 @@ fn answer_for(verb: &str, info: &NetworkInfo, requests: u64) -> Option<Vec<u8>> 
             description: format!("reflow_network network {}", info.network_id),
             version,
             metadata,
-            endpoints: vec![endpoint::Info {
+            endpoints: std::iter::once(endpoint::Info {
                 name: "info".into(),
                 subject,
                 queue_group: info.network_id.clone(),
                 metadata: HashMap::new(),
-            }],
+            })
+            .chain(endpoints.iter().map(|e| endpoint::Info {
+                name: e.name.clone(),
+                subject: e.subject.clone(),
+                queue_group: info.network_id.clone(),
+                metadata: HashMap::from([(
+                    "content_type".to_string(),
+                    "application/json".to_string(),
+                )]),
+            }))
+            .collect(),
         }),
         "STATS" => serde_json::to_vec(&json!({
             "type": "io.nats.micro.v1.stats_response",
@@ -89,7 +107,7 @@ fn answer_for(verb: &str, info: &NetworkInfo, requests: u64) -> Option<Vec<u8>> 
             "version": version,
             "metadata": metadata,
             "started": rfc3339(info.started_at_ms),
-            "endpoints": [{
+            "endpoints": std::iter::once(json!({
                 "name": "info",
                 "subject": subject,
                 "queue_group": info.network_id,
@@ -98,7 +116,18 @@ fn answer_for(verb: &str, info: &NetworkInfo, requests: u64) -> Option<Vec<u8>> 
                 "processing_time": 0,
                 "average_processing_time": 0,
                 "last_error": "",
-            }],
+            }))
+            .chain(endpoints.iter().map(|e| json!({
+                "name": e.name,
+                "subject": e.subject,
+                "queue_group": info.network_id,
+                "num_requests": e.stats.requests,
+                "num_errors": e.stats.errors,
+                "processing_time": e.stats.processing_ns,
+                "average_processing_time": e.stats.processing_ns.checked_div(e.stats.requests).unwrap_or(0),
+                "last_error": e.stats.last_error,
+            })))
+            .collect::<Vec<_>>(),
         })),
         _ => return None,
     };
@@ -144,7 +173,11 @@ pub(super) async fn answer(hub: Arc<Hub>, request: async_nats::Message) {
         let requests = member
             .info_requests
             .load(std::sync::atomic::Ordering::Relaxed);
-        if let Some(body) = answer_for(verb, &info, requests)
+        let endpoints = match (verb, member.endpoints.read().clone()) {
+            ("INFO" | "STATS", Some(list)) => list(),
+            _ => Vec::new(),
+        };
+        if let Some(body) = answer_for(verb, &info, requests, &endpoints)
             && let Err(err) = hub.client.publish(reply.clone(), body.into()).await
         {
             tracing::debug!(error = %err, "could not answer a services request");
