@@ -162,6 +162,22 @@ impl Error {
     }
 
     /// Whether this error is of `kind`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// use reflow_network::ErrorKind;
+    ///
+    /// match app.send_to_remote_actor("math", "double", "in", Message::Integer(1)).await {
+    ///     Ok(()) => {}
+    ///     Err(err) if err.is(ErrorKind::NetworkDisconnected) => eprintln!("math is down: {err}"),
+    ///     Err(err) => return Err(err),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn is(&self, kind: ErrorKind) -> bool {
         self.kind == kind
     }

@@ -141,6 +141,23 @@ impl EventStream {
     /// # Cancel safety
     ///
     /// Cancel safe: an event is never lost by dropping this future.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(network: reflow_network::distributed_network::DistributedNetwork) {
+    /// use reflow_network::events::NetworkEvent;
+    ///
+    /// let mut events = network.events();
+    /// while let Some(event) = events.recv().await {
+    ///     match event {
+    ///         NetworkEvent::NetworkUp { network, instance } => println!("{network}/{instance} up"),
+    ///         NetworkEvent::NetworkDown { network, instance, .. } => println!("{network}/{instance} down"),
+    ///         other => println!("{other:?}"),
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub async fn recv(&mut self) -> Option<NetworkEvent> {
         futures::StreamExt::next(&mut self.inner).await
     }

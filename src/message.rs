@@ -84,6 +84,14 @@ impl Message {
     }
 
     /// The integer inside, if this is an `Integer`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use reflow_network::Message;
+    /// assert_eq!(Message::Integer(3).as_integer(), Some(3));
+    /// assert_eq!(Message::from("3").as_integer(), None);
+    /// ```
     pub fn as_integer(&self) -> Option<i64> {
         match self {
             Message::Integer(i) => Some(*i),
@@ -110,6 +118,18 @@ impl Message {
 
     /// Converts a JSON value: `null` becomes `Flow`, numbers become `Integer` when they fit
     /// an `i64` and `Float` otherwise, arrays become `Array`, and objects stay `Object`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use reflow_network::Message;
+    /// use serde_json::json;
+    ///
+    /// assert_eq!(Message::from_json(json!(5)), Message::Integer(5));
+    /// assert_eq!(Message::from_json(json!("hi")), Message::from("hi"));
+    /// let object = Message::from_json(json!({"a": 1}));
+    /// assert_eq!(object.to_json(), json!({"a": 1}));
+    /// ```
     pub fn from_json(value: serde_json::Value) -> Self {
         use serde_json::Value;
         match value {
@@ -129,6 +149,14 @@ impl Message {
 
     /// Converts to JSON: `Flow` is `null`, `Bytes` an array of numbers, `Error` an object
     /// `{"error": text}`, and a non-finite float `null` (JSON has no NaN).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use reflow_network::Message;
+    /// assert_eq!(Message::Integer(3).to_json(), serde_json::json!(3));
+    /// assert_eq!(Message::Flow.to_json(), serde_json::Value::Null);
+    /// ```
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value;
         match self {

@@ -39,6 +39,21 @@ pub struct FnActor {
 
 impl FnActor {
     /// An actor with the given ports whose closure returns the outputs of each input.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use reflow_network::prelude::*;
+    /// # fn main() -> Result<()> {
+    /// // Splits even and odd integers onto two ports.
+    /// let split = FnActor::new(["in"], ["even", "odd"], |_port, msg| {
+    ///     let port = if msg.as_integer().unwrap_or(0) % 2 == 0 { "even" } else { "odd" };
+    ///     Ok(vec![(port.to_string(), msg)])
+    /// });
+    /// assert_eq!(split.outports(), ["even", "odd"]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new<I, O, F>(inports: I, outports: O, handler: F) -> Self
     where
         I: IntoIterator,
@@ -56,6 +71,17 @@ impl FnActor {
     }
 
     /// An actor with one in-port and one out-port that emits `f(message)` for each input.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use reflow_network::prelude::*;
+    /// # fn main() -> Result<()> {
+    /// let shout = FnActor::map("in", "out", |m| Message::from(m.as_str().unwrap_or("").to_uppercase()));
+    /// assert_eq!(shout.inports(), ["in"]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn map<F>(inport: &str, outport: &str, f: F) -> Self
     where
         F: Fn(Message) -> Message + Send + Sync + 'static,

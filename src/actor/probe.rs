@@ -41,6 +41,24 @@ pub struct ProbeActor {
 
 impl ProbeActor {
     /// A probe with one in-port `in`, and the receiving end of its channel.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use reflow_network::prelude::*;
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<()> {
+    /// let (probe, mut seen) = ProbeActor::channel(16);
+    /// let mut net = Network::new(Default::default());
+    /// net.register_actor("results", probe)?;
+    /// net.add_node("results", "results", None)?;
+    /// net.start()?;
+    /// net.send_to_actor("results", "in", Message::Integer(7)).await?;
+    /// let got = seen.recv().await.unwrap();
+    /// assert_eq!((got.port.as_str(), got.message), ("in", Message::Integer(7)));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn channel(capacity: usize) -> (ProbeActor, mpsc::Receiver<ProbeMessage>) {
         ProbeActor::with_ports(["in"], capacity)
     }

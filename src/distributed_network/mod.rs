@@ -95,6 +95,22 @@ impl DistributedNetwork {
     /// # Errors
     ///
     /// [`ErrorKind::InvalidConfig`] or [`ErrorKind::InvalidName`], naming the bad value.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example() -> Result<()> {
+    /// let config = DistributedConfig {
+    ///     network_id: "math".into(),
+    ///     discovery_endpoints: vec!["nats://127.0.0.1:4222".into()],
+    ///     ..DistributedConfig::default()
+    /// };
+    /// let mut math = DistributedNetwork::new(config).await?;
+    /// math.start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn new(config: DistributedConfig) -> Result<Self> {
         config.validate()?;
         let local = Network::new(config.local_network_config.clone());
@@ -127,6 +143,18 @@ impl DistributedNetwork {
     /// because one of its limits is reached (`NATS server limit reached`, naming the
     /// setting that raises it); `Name conflict` if this process already runs this
     /// network's `instance_id`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// app.register_local_actor("print", ProbeActor::channel(16).0, None)?;
+    /// app.start().await?;
+    /// assert!(app.is_broker_connected());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn start(&mut self) -> Result<()> {
         match self.phase {
             Phase::Running => return Ok(()),
@@ -192,6 +220,23 @@ impl DistributedNetwork {
     ///
     /// [`ErrorKind::InvalidConfig`] naming a file that does not exist, or settings that
     /// do not go together (a certificate without its key, two ways to log in).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// use reflow_network::distributed_network::NatsAuth;
+    ///
+    /// app.set_nats_auth(NatsAuth {
+    ///     creds_file: Some("/etc/reflow/app.creds".into()),
+    ///     tls_ca_file: Some("/etc/reflow/ca.pem".into()),
+    ///     ..NatsAuth::default()
+    /// })?;
+    /// app.start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_nats_auth(&mut self, auth: NatsAuth) -> Result<()> {
         auth.check()?;
         self.nats_auth = auth;
@@ -204,6 +249,17 @@ impl DistributedNetwork {
     /// changed, for example with a custom TLS configuration or an auth callback. A network
     /// customized so gets a connection of its own. Takes effect at
     /// [`DistributedNetwork::start`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// app.customize_connection(|options| options.name("billing-app"));
+    /// app.start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn customize_connection<F>(&mut self, customize: F)
     where
         F: Fn(async_nats::ConnectOptions) -> async_nats::ConnectOptions + Send + Sync + 'static,
@@ -222,6 +278,17 @@ impl DistributedNetwork {
     /// Networks with other credentials never share. A connection of its own isolates a
     /// network's broker traffic (its own slow-consumer budget, its own reconnects) at the
     /// cost of a connection and a liveness consumer on the server.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// app.use_own_connection(true);
+    /// app.start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn use_own_connection(&mut self, own: bool) {
         self.own_connection = own;
     }
@@ -272,6 +339,18 @@ impl DistributedNetwork {
     /// last network of the process that shares it). What it had
     /// accepted and could not finish in time is left unacknowledged, so its senders send
     /// it again to the instances left.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// app.start().await?;
+    /// // ... run ...
+    /// app.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn shutdown(&mut self) -> Result<()> {
         if self.phase == Phase::ShutDown {
             return Ok(());
@@ -304,6 +383,18 @@ impl DistributedNetwork {
     }
 
     /// Refuses new peer connections from now on; existing ones keep working.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// app.stop_accepting_connections().await?;
+    /// // drain, then
+    /// app.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn stop_accepting_connections(&self) -> Result<()> {
         if let Some(bridge) = &self.bridge {
             bridge
@@ -320,11 +411,34 @@ impl DistributedNetwork {
     }
 
     /// The local graph, to add nodes and connections to.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// let local = app.get_local_network();
+    /// let mut local = local.write();
+    /// local.add_connection(Connector::new("source", "out", "double@math", "in"))?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn get_local_network(&self) -> Arc<RwLock<Network>> {
         self.local.clone()
     }
 
     /// Adds a local actor as node `id` (its component is also named `id`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// let double = FnActor::map("in", "out", |m| Message::Integer(m.as_integer().unwrap_or(0) * 2));
+    /// app.register_local_actor("double", double, None)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn register_local_actor<A: Actor + Clone>(
         &self,
         id: &str,
@@ -369,6 +483,25 @@ impl DistributedNetwork {
 
     /// A stream of what happens: peers connecting and leaving, the broker lost and
     /// regained, slow-consumer drops, networks up and down.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// use reflow_network::events::NetworkEvent;
+    ///
+    /// let mut events = app.events();
+    /// tokio::spawn(async move {
+    ///     while let Some(event) = events.recv().await {
+    ///         if let NetworkEvent::NetworkDown { network, .. } = &event {
+    ///             eprintln!("{network} went away");
+    ///         }
+    ///     }
+    /// });
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn events(&self) -> EventStream {
         self.events.subscribe()
     }
@@ -395,11 +528,32 @@ impl DistributedNetwork {
     /// `Network disconnected` when no instance of it answers (for an address, with the
     /// operating system's words, such as `Connection refused`), `Authentication failed`,
     /// `Refused: max connections reached`, or `Timeout`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// app.connect_to_network("math").await?;
+    /// assert!(app.is_network_connected("math").await);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn connect_to_network(&self, endpoint: &str) -> Result<()> {
         self.bridge()?.connect_peer(endpoint).await
     }
 
     /// Ends the connection to `network_id`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// app.disconnect_from_network("math").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn disconnect_from_network(&self, network_id: &str) -> Result<()> {
         self.bridge()?
             .disconnect_peer(network_id, "disconnected by this network")
@@ -407,6 +561,18 @@ impl DistributedNetwork {
     }
 
     /// Whether this network has connected to `network_id`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// if !app.is_network_connected("math").await {
+    ///     app.connect_to_network("math").await?;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn is_network_connected(&self, network_id: &str) -> bool {
         self.bridge
             .as_ref()
@@ -414,6 +580,18 @@ impl DistributedNetwork {
     }
 
     /// The networks this network has connected to.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// for network in app.get_connected_networks().await {
+    ///     println!("connected to {network}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn get_connected_networks(&self) -> Vec<String> {
         self.bridge
             .as_ref()
@@ -422,12 +600,35 @@ impl DistributedNetwork {
     }
 
     /// Every live connection, both those this network opened and those peers opened.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// for connection in app.get_active_connections().await? {
+    ///     println!("{connection:?}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn get_active_connections(&self) -> Result<Vec<ConnectionInfo>> {
         Ok(self.bridge()?.peers.lock().all())
     }
 
     /// Measures a round trip to `network_id`. A network nobody answers for fails at once
     /// with `Network disconnected`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// let rtt = app.ping_network("math").await?;
+    /// println!("math answers in {rtt:?}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn ping_network(&self, network_id: &str) -> Result<Duration> {
         crate::subject::validate_network_id(network_id)?;
         self.bridge()?.ping(network_id, None).await
@@ -435,6 +636,17 @@ impl DistributedNetwork {
 
     /// Measures a round trip to the host of `actor` on `network_id`; `Actor not found`
     /// if it is not there.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// let rtt = app.ping_remote_actor("math", "double").await?;
+    /// println!("math.double answers in {rtt:?}");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn ping_remote_actor(&self, network_id: &str, actor: &str) -> Result<Duration> {
         crate::subject::validate_network_id(network_id)?;
         crate::subject::validate_name("actor", actor)?;
@@ -444,6 +656,17 @@ impl DistributedNetwork {
     /// Sets what this network offers, replacing what was set before. Takes effect at once
     /// in discovery replies and at the next heartbeat in the liveness entry; usable before
     /// [`DistributedNetwork::start`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// app.set_capabilities(["arithmetic", "gpu"]);
+    /// app.start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_capabilities<I, S>(&self, capabilities: I)
     where
         I: IntoIterator<Item = S>,
@@ -454,6 +677,17 @@ impl DistributedNetwork {
 
     /// Sets this network's tags (free-form labels such as `region=eu`), replacing what
     /// was set before; takes effect as [`DistributedNetwork::set_capabilities`] does.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// app.set_tags(["region=eu", "tier=gold"]);
+    /// app.start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn set_tags<I, S>(&self, tags: I)
     where
         I: IntoIterator<Item = S>,
@@ -470,11 +704,33 @@ impl DistributedNetwork {
     /// 250 ms pass without one (25 ms once every instance the liveness watcher knows has
     /// answered; 3 s at most), then adds the instances the liveness watcher knows, so
     /// every live entry is included even if its instance was slow to answer.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// for info in app.discover_networks().await? {
+    ///     println!("{} ({} instances): {:?}", info.network_id, info.instance_count, info.capabilities);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn discover_networks(&self) -> Result<Vec<NetworkInfo>> {
         self.bridge()?.discover_networks().await
     }
 
     /// The networks of [`DistributedNetwork::discover_networks`] that offer `capability`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// let gpus = app.discover_networks_with_capability("gpu").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn discover_networks_with_capability(
         &self,
         capability: &str,
@@ -486,6 +742,16 @@ impl DistributedNetwork {
 
     /// The networks of [`DistributedNetwork::discover_networks`] that carry every one of
     /// `tags`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// let eu = app.discover_networks_by_tags(["region=eu"]).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn discover_networks_by_tags<I, S>(&self, tags: I) -> Result<Vec<NetworkInfo>>
     where
         I: IntoIterator<Item = S>,
@@ -500,6 +766,16 @@ impl DistributedNetwork {
     /// The instances the liveness watcher knows to be live now, this one included, one
     /// entry per instance, sorted by liveness key (`{network}.{instance}`). Empty before
     /// [`DistributedNetwork::start`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// let live: Vec<String> = app.live_networks().into_iter().map(|n| n.network_id).collect();
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn live_networks(&self) -> Vec<NetworkInfo> {
         self.bridge
             .as_ref()
@@ -508,6 +784,18 @@ impl DistributedNetwork {
     }
 
     /// Lists the actors `network_id` hosts, with their ports.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// for actor in app.discover_actors_on_network("math").await? {
+    ///     println!("{} in {:?} out {:?}", actor.id, actor.inports, actor.outports);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn discover_actors_on_network(&self, network_id: &str) -> Result<Vec<ActorInfo>> {
         crate::subject::validate_network_id(network_id)?;
         self.bridge()?
@@ -516,6 +804,16 @@ impl DistributedNetwork {
     }
 
     /// The same as [`DistributedNetwork::discover_actors_on_network`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// let actors = app.discover_remote_actors("math").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn discover_remote_actors(&self, network_id: &str) -> Result<Vec<ActorInfo>> {
         self.discover_actors_on_network(network_id).await
     }
@@ -525,6 +823,18 @@ impl DistributedNetwork {
     ///
     /// Connect to the proxy's in-ports to stream to the remote actor; connect from its
     /// out-ports to receive what the remote actor emits.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// app.connect_to_network("math").await?;
+    /// let proxy = app.register_remote_actor("double", "math").await?;
+    /// assert_eq!(proxy, "double@math");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn register_remote_actor(&self, actor: &str, network_id: &str) -> Result<String> {
         self.register_remote_actor_with_strategy(
             actor,
@@ -535,6 +845,17 @@ impl DistributedNetwork {
     }
 
     /// As [`DistributedNetwork::register_remote_actor`], with the proxy named `alias`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// let proxy = app.register_remote_actor_with_alias("doubler", "double", "math").await?;
+    /// assert_eq!(proxy, "doubler");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn register_remote_actor_with_alias(
         &self,
         alias: &str,
@@ -551,6 +872,21 @@ impl DistributedNetwork {
 
     /// As [`DistributedNetwork::register_remote_actor`], resolving a taken alias with
     /// `strategy`.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// use reflow_network::distributed_network::ConflictResolutionStrategy;
+    ///
+    /// let proxy = app
+    ///     .register_remote_actor_with_strategy("double", "math", ConflictResolutionStrategy::NetworkPrefix)
+    ///     .await?;
+    /// assert_eq!(proxy, "math_double");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn register_remote_actor_with_strategy(
         &self,
         actor: &str,
@@ -563,11 +899,31 @@ impl DistributedNetwork {
     }
 
     /// Removes the proxy `alias` from the local graph.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// app.unregister_remote_actor("double@math").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn unregister_remote_actor(&self, alias: &str) -> Result<()> {
         self.bridge()?.unregister_remote(alias).await.map(|_| ())
     }
 
     /// Removes every proxy for actors of `network_id`; returns how many.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// let removed = app.unregister_all_from_network("math").await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn unregister_all_from_network(&self, network_id: &str) -> Result<usize> {
         let bridge = self.bridge()?;
         let aliases = bridge.registry.lock().aliases_on(network_id);
@@ -578,6 +934,18 @@ impl DistributedNetwork {
     }
 
     /// Every remote actor registered here.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// for proxy in app.list_registered_remote_actors().await {
+    ///     println!("{proxy:?}");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn list_registered_remote_actors(&self) -> Vec<RemoteActorInfo> {
         self.bridge
             .as_ref()
@@ -598,6 +966,16 @@ impl DistributedNetwork {
     ///
     /// `Timeout` means the outcome is unknown: the message may still be handled. To send
     /// it again safely, use [`DistributedNetwork::send_to_remote_actor_with_id`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// app.send_to_remote_actor("math", "double", "in", Message::Integer(21)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn send_to_remote_actor(
         &self,
         network_id: &str,
@@ -633,6 +1011,18 @@ impl DistributedNetwork {
     /// }
     /// # }
     /// ```
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// // A retry with the same id is not handled twice.
+    /// app.send_to_remote_actor_with_id("billing", "charge", "in", Message::Integer(100), "order-42")
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn send_to_remote_actor_with_id(
         &self,
         network_id: &str,
@@ -653,6 +1043,17 @@ impl DistributedNetwork {
     }
 
     /// Counters of the bridge's traffic.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// let stats = app.stats();
+    /// println!("{} out, {} in, {} unacknowledged", stats.messages_out, stats.messages_in, stats.unacknowledged);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stats(&self) -> BridgeStats {
         self.bridge.as_ref().map(|b| b.stats()).unwrap_or_default()
     }

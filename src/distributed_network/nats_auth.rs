@@ -115,6 +115,26 @@ impl NatsAuth {
 
     /// The settings of natscli context `name` (`~/.config/nats/context/{name}.json`, or
     /// under `$XDG_CONFIG_HOME`), with the server URL it names, if any.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example() -> reflow_network::Result<()> {
+    /// use reflow_network::distributed_network::{DistributedConfig, DistributedNetwork, NatsAuth};
+    ///
+    /// // ~/.config/nats/context/prod.json, as natscli writes it.
+    /// let (auth, url) = NatsAuth::from_context("prod")?;
+    /// let mut network = DistributedNetwork::new(DistributedConfig {
+    ///     network_id: "billing".into(),
+    ///     discovery_endpoints: url.into_iter().collect(),
+    ///     ..DistributedConfig::default()
+    /// })
+    /// .await?;
+    /// network.set_nats_auth(auth)?;
+    /// network.start().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn from_context(name: &str) -> Result<(NatsAuth, Option<String>)> {
         let path = context_path(name)?;
         Self::from_context_file(&path)

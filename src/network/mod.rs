@@ -158,6 +158,25 @@ pub struct Network {
 
 impl Network {
     /// An empty network.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use reflow_network::prelude::*;
+    /// # use reflow_network::network::{InitialPacket, NetworkConfig};
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<()> {
+    /// let mut net = Network::new(NetworkConfig::default());
+    /// let (probe, mut seen) = ProbeActor::channel(16);
+    /// net.register_actor("print", probe)?;
+    /// net.add_node("print", "print", None)?;
+    /// net.start()?;
+    /// net.send_to_actor("print", "in", Message::Integer(1)).await?;
+    /// assert_eq!(seen.recv().await.unwrap().message, Message::Integer(1));
+    /// net.shutdown().await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(config: NetworkConfig) -> Self {
         Network {
             config,
@@ -180,6 +199,25 @@ impl Network {
 
     /// Registers `actor` as the template of component `name`; each node made from it gets
     /// a clone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use reflow_network::prelude::*;
+    /// # use reflow_network::network::{InitialPacket, NetworkConfig};
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<()> {
+    /// # let mut net = Network::new(NetworkConfig::default());
+    /// # let (probe, mut seen) = ProbeActor::channel(16);
+    /// # net.register_actor("print", probe)?;
+    /// # net.add_node("print", "print", None)?;
+    /// let double = FnActor::map("in", "out", |m| Message::Integer(m.as_integer().unwrap_or(0) * 2));
+    /// net.register_actor("double", double)?;
+    /// net.add_node("d1", "double", None)?; // each node gets a fresh clone
+    /// net.add_node("d2", "double", None)?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn register_actor<A: Actor + Clone>(&mut self, name: &str, actor: A) -> Result<()> {
         // Actors need only be Send; the mutex makes the template shareable.
         let template = parking_lot::Mutex::new(actor);
@@ -214,6 +252,25 @@ impl Network {
     }
 
     /// Adds node `id`, made from `component`. If the network runs, the node starts at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use reflow_network::prelude::*;
+    /// # use reflow_network::network::{InitialPacket, NetworkConfig};
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<()> {
+    /// # let mut net = Network::new(NetworkConfig::default());
+    /// # let (probe, mut seen) = ProbeActor::channel(16);
+    /// # net.register_actor("print", probe)?;
+    /// # net.add_node("print", "print", None)?;
+    /// # net.register_actor("double", FnActor::map("in", "out", |m| Message::Integer(m.as_integer().unwrap_or(0) * 2)))?;
+    /// let metadata = [("description".to_string(), serde_json::json!("doubles integers"))].into();
+    /// net.add_node("twice", "double", Some(metadata))?;
+    /// assert!(net.has_actor("twice"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn add_node(
         &mut self,
         id: &str,
@@ -325,6 +382,27 @@ impl Network {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use reflow_network::prelude::*;
+    /// # use reflow_network::network::{InitialPacket, NetworkConfig};
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<()> {
+    /// # let mut net = Network::new(NetworkConfig::default());
+    /// # let (probe, mut seen) = ProbeActor::channel(16);
+    /// # net.register_actor("print", probe)?;
+    /// # net.add_node("print", "print", None)?;
+    /// # net.register_actor("double", FnActor::map("in", "out", |m| Message::Integer(m.as_integer().unwrap_or(0) * 2)))?;
+    /// net.start()?;
+    /// net.hold(); // what is added now starts together, at release()
+    /// net.add_node("twice", "double", None)?;
+    /// net.add_connection(Connector::new("twice", "out", "print", "in"))?;
+    /// net.release()?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn hold(&mut self) {
         self.holding = true;
     }
@@ -362,6 +440,27 @@ impl Network {
 
     /// Connects an out-port to an in-port. One out-port may feed many in-ports (each gets
     /// a copy) and one in-port may be fed by many out-ports.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use reflow_network::prelude::*;
+    /// # use reflow_network::network::{InitialPacket, NetworkConfig};
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<()> {
+    /// # let mut net = Network::new(NetworkConfig::default());
+    /// # let (probe, mut seen) = ProbeActor::channel(16);
+    /// # net.register_actor("print", probe)?;
+    /// # net.add_node("print", "print", None)?;
+    /// # net.register_actor("double", FnActor::map("in", "out", |m| Message::Integer(m.as_integer().unwrap_or(0) * 2)))?;
+    /// # net.add_node("twice", "double", None)?;
+    /// net.add_connection(Connector::new("twice", "out", "print", "in"))?;
+    /// net.start()?;
+    /// net.send_to_actor("twice", "in", Message::Integer(4)).await?;
+    /// assert_eq!(seen.recv().await.unwrap().message, Message::Integer(8));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn add_connection(&mut self, connector: Connector) -> Result<()> {
         let (from, to) = (&connector.from, &connector.to);
         let from_info = self
@@ -443,6 +542,24 @@ impl Network {
 
     /// Delivers a message to a node's in-port when the network starts, or at once if it
     /// already runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use reflow_network::prelude::*;
+    /// # use reflow_network::network::{InitialPacket, NetworkConfig};
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<()> {
+    /// # let mut net = Network::new(NetworkConfig::default());
+    /// # let (probe, mut seen) = ProbeActor::channel(16);
+    /// # net.register_actor("print", probe)?;
+    /// # net.add_node("print", "print", None)?;
+    /// net.add_initial(InitialPacket::new("print", "in", Message::from_json(serde_json::json!({"go": true}))))?;
+    /// net.start()?; // delivered now
+    /// assert_eq!(seen.recv().await.unwrap().message.to_json(), serde_json::json!({"go": true}));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn add_initial(&mut self, packet: InitialPacket) -> Result<()> {
         let inlet = self.inlet(&packet.to.actor, &packet.to.port)?;
         if self.running {
@@ -551,6 +668,25 @@ impl Network {
     }
 
     /// A handle that sends into `node`'s `port` from outside the graph.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use reflow_network::prelude::*;
+    /// # use reflow_network::network::{InitialPacket, NetworkConfig};
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<()> {
+    /// # let mut net = Network::new(NetworkConfig::default());
+    /// # let (probe, mut seen) = ProbeActor::channel(16);
+    /// # net.register_actor("print", probe)?;
+    /// # net.add_node("print", "print", None)?;
+    /// net.start()?;
+    /// let input = net.inlet("print", "in")?; // keeps no borrow of the network
+    /// input.send(Message::from("hello")).await?;
+    /// assert_eq!(seen.recv().await.unwrap().message, Message::from("hello"));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn inlet(&self, node: &str, port: &str) -> Result<Inlet> {
         Inlet::new(self.shared.clone(), node, port)
     }
@@ -568,6 +704,23 @@ impl Network {
     /// The returned future does not borrow the network, so a caller holding the network
     /// behind a lock can release the lock before awaiting:
     /// `let sent = net.read().send_to_actor("a", "in", m); sent.await?;`
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use reflow_network::prelude::*;
+    /// # use reflow_network::network::{InitialPacket, NetworkConfig};
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<()> {
+    /// # let mut net = Network::new(NetworkConfig::default());
+    /// # let (probe, mut seen) = ProbeActor::channel(16);
+    /// # net.register_actor("print", probe)?;
+    /// # net.add_node("print", "print", None)?;
+    /// net.start()?;
+    /// net.send_to_actor("print", "in", Message::Boolean(true)).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn send_to_actor(
         &self,
         node: &str,
@@ -598,6 +751,24 @@ impl Network {
     /// [`NetworkConfig::drain_timeout_ms`]), then stops every node task and waits for them.
     ///
     /// The returned future does not borrow the network (see [`Network::send_to_actor`]).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use reflow_network::prelude::*;
+    /// # use reflow_network::network::{InitialPacket, NetworkConfig};
+    /// # #[tokio::main]
+    /// # async fn main() -> Result<()> {
+    /// # let mut net = Network::new(NetworkConfig::default());
+    /// # let (probe, mut seen) = ProbeActor::channel(16);
+    /// # net.register_actor("print", probe)?;
+    /// # net.add_node("print", "print", None)?;
+    /// net.start()?;
+    /// net.shutdown().await; // drains what is in flight, then stops every node
+    /// assert!(!net.is_running());
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
         let shared = self.shared.clone();
         let drain = Duration::from_millis(self.config.drain_timeout_ms);
