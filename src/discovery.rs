@@ -32,6 +32,12 @@ pub struct ActorInfo {
     pub capabilities: Vec<String>,
     /// The node's metadata as given.
     pub metadata: Metadata,
+    /// The actor's name: the same as `id`.
+    #[serde(default)]
+    pub name: String,
+    /// The component it was made from: the same as `component`.
+    #[serde(default)]
+    pub component_type: String,
 }
 
 /// Where an instance can be reached.
@@ -80,9 +86,34 @@ pub struct NetworkInfo {
     pub version: String,
     /// When the instance started, in milliseconds since the Unix epoch.
     pub started_at_ms: u64,
+    /// The address that reaches it, as a string: its direct endpoint (`tcp://host:port`)
+    /// when it has one, else the NATS server it is connected to.
+    #[serde(default)]
+    pub endpoint: String,
+    /// When this process last heard from it: its liveness entry written or refreshed, or
+    /// its answer to discovery. Not part of the entry itself.
+    #[serde(skip)]
+    pub last_seen: Option<std::time::SystemTime>,
 }
 
 impl NetworkInfo {
+    /// Whether it was heard from within two heartbeats and a second: a live entry whose
+    /// refreshes keep coming. One that missed them is about to expire.
+    ///
+    /// ```
+    /// # fn example(info: reflow_network::discovery::NetworkInfo) {
+    /// if !info.is_healthy() {
+    ///     eprintln!("{} last seen {:?}", info.network_id, info.last_seen);
+    /// }
+    /// # }
+    /// ```
+    pub fn is_healthy(&self) -> bool {
+        let allowed = std::time::Duration::from_millis(2 * self.heartbeat_interval_ms + 1_000);
+        self.last_seen
+            .and_then(|seen| seen.elapsed().ok().or(Some(std::time::Duration::ZERO)))
+            .is_some_and(|age| age <= allowed)
+    }
+
     /// The instance's key in the liveness bucket: `{network}.{instance}`.
     pub fn liveness_key(&self) -> String {
         format!("{}.{}", self.network_id, self.instance_id)
@@ -255,12 +286,17 @@ pub(crate) enum Discovered {
 }
 
 impl Discovered {
-    /// The entries the reply holds.
+    /// The entries the reply holds, seen now.
     pub(crate) fn into_vec(self) -> Vec<NetworkInfo> {
-        match self {
+        let mut all = match self {
             Discovered::Many(all) => all,
             Discovered::One(one) => vec![*one],
+        };
+        let now = SystemTime::now();
+        for info in &mut all {
+            info.last_seen = Some(now);
         }
+        all
     }
 }
 
@@ -414,6 +450,8 @@ mod tests {
             heartbeat_interval_ms: 1_000,
             version: "0".into(),
             started_at_ms: 1,
+            endpoint: String::new(),
+            last_seen: None,
         }
     }
 
@@ -429,12 +467,19 @@ mod tests {
             assert!(reply.len() <= 2_048, "{} bytes", reply.len());
             read.extend(parse_reply::<Discovered>("test", reply).unwrap().into_vec());
         }
-        assert_eq!(read, infos);
+        // Every entry read is seen now; the rest is as written.
+        assert!(read.iter().all(|info| info.last_seen.is_some()));
+        let unseen = |mut info: NetworkInfo| {
+            info.last_seen = None;
+            info
+        };
+        assert_eq!(read.into_iter().map(unseen).collect::<Vec<_>>(), infos);
         // A single entry, as a direct link or an older version answers, reads too.
         let single = entry("a", "1", &[], &[]);
         let one = reply_bytes(Ok(single.clone()));
+        let read = parse_reply::<Discovered>("test", &one).unwrap().into_vec();
         assert_eq!(
-            parse_reply::<Discovered>("test", &one).unwrap().into_vec(),
+            read.into_iter().map(unseen).collect::<Vec<_>>(),
             vec![single]
         );
         assert!(discovery_replies(Vec::new(), 4_096).is_empty());

@@ -540,7 +540,13 @@ async fn conflict_strategies_do_what_their_names_say() {
         .list_registered_remote_actors()
         .await
         .into_iter()
-        .map(|r| r.alias)
+        .map(|(alias, info)| {
+            assert_eq!(
+                (info.actor_id.as_str(), info.network_id.as_str()),
+                ("echo", "B")
+            );
+            alias
+        })
         .collect();
     listed.sort();
     assert_eq!(

@@ -200,17 +200,10 @@ impl Bridge {
                     .and_then(|d| d.as_str())
                     .map(str::to_string)
                     .unwrap_or(node.description);
-                let capabilities = node
-                    .metadata
-                    .get("capabilities")
-                    .and_then(|c| c.as_array())
-                    .map(|list| {
-                        list.iter()
-                            .filter_map(|c| c.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let capabilities = metadata_capabilities(&node.metadata);
                 ActorInfo {
+                    name: node.id.clone(),
+                    component_type: node.component.clone(),
                     id: node.id,
                     component: node.component,
                     inports: node.inports,
@@ -233,6 +226,11 @@ impl Bridge {
                     request.actor, &*self.network_id
                 ),
             ));
+        }
+        // An explicit attach (a registration, a refresh) checks that the actor's egress
+        // still fits it; per-message attaches take the fast path.
+        if self.egress_outdated(&request.actor) {
+            self.rebuild_egress(&request.actor)?;
         }
         self.attach(&request.actor, &request.network, &request.reply_to)?;
         self.actor_infos()
@@ -356,6 +354,28 @@ impl Bridge {
             });
         }
     }
+}
+
+/// The capabilities node metadata declares: the list `capabilities`, and the single
+/// `capability` (a string, or a list) that some guides write, in that order, each once.
+fn metadata_capabilities(metadata: &crate::actor::Metadata) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    for key in ["capabilities", "capability"] {
+        let values = match metadata.get(key) {
+            Some(serde_json::Value::String(one)) => vec![one.clone()],
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        for value in values {
+            if !found.contains(&value) {
+                found.push(value);
+            }
+        }
+    }
+    found
 }
 
 #[cfg(test)]

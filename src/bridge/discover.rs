@@ -63,14 +63,19 @@ impl Bridge {
         let mut actors: Vec<String> = self.actor_infos().into_iter().map(|a| a.id).collect();
         actors.sort();
         let direct = self.direct.advertised_endpoint();
+        let nats = self.server_url();
+        let endpoint = match (&direct, &nats) {
+            (Some(direct), _) => format!("tcp://{direct}"),
+            (None, Some(nats)) => nats.clone(),
+            (None, None) => String::new(),
+        };
         NetworkInfo {
             network_id: self.network_id.to_string(),
             instance_id: self.instance_id.to_string(),
             incarnation: self.incarnation.clone(),
-            endpoints: Endpoints {
-                direct,
-                nats: self.server_url(),
-            },
+            endpoints: Endpoints { direct, nats },
+            endpoint,
+            last_seen: None,
             capabilities: profile.capabilities,
             tags: profile.tags,
             actor_count: actors.len(),

@@ -653,6 +653,45 @@ impl Bridge {
         Ok(shared)
     }
 
+    /// Whether `actor` has an egress that no longer fits it: the node was removed and made
+    /// again (its connections to the egress went with the old node), or its out-ports
+    /// changed.
+    pub(super) fn egress_outdated(&self, actor: &str) -> bool {
+        if !self.egress.read().contains_key(actor) {
+            return false;
+        }
+        let local = self.local.read();
+        let egress_id = format!("_egress:{actor}");
+        let (Some(node), Some(egress)) = (local.node(actor), local.node(&egress_id)) else {
+            return true;
+        };
+        node.outports != egress.inports
+            || !node.outports.iter().all(|port| {
+                local.connections().iter().any(|c| {
+                    c.from.actor == actor && c.from.port == *port && c.to.actor == egress_id
+                })
+            })
+    }
+
+    /// Makes `actor`'s egress again for the node as it is now, keeping its subscribers.
+    pub(super) fn rebuild_egress(&self, actor: &str) -> Result<()> {
+        let Some(subscribers) = self.egress.write().remove(actor) else {
+            return Ok(());
+        };
+        let egress_id = format!("_egress:{actor}");
+        {
+            let mut local = self.local.write();
+            if local.node(&egress_id).is_some() {
+                local.remove_node(&egress_id)?;
+            }
+        }
+        let list: Vec<Subscriber> = subscribers.read().clone();
+        for subscriber in list {
+            self.attach(actor, &subscriber.network, &subscriber.reply_to)?;
+        }
+        Ok(())
+    }
+
     /// Stops returning `actor`'s outputs to `reply_to`.
     pub(crate) fn detach(&self, actor: &str, reply_to: &str) {
         if let Some(subscribers) = self.egress.read().get(actor) {

@@ -23,6 +23,7 @@ mod discover;
 mod dispatch;
 mod inbound;
 mod ledger;
+mod mount;
 mod peers;
 mod plain;
 #[cfg(test)]
@@ -49,6 +50,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use ledger::Ledger;
+pub use mount::SubgraphMountConfig;
 pub(crate) use peers::Peers;
 pub(crate) use plain::EndpointStats;
 use proxy::Subscribers;
@@ -189,6 +191,10 @@ pub(crate) struct Bridge {
     counters: Counters,
     /// What plain JSON clients did with each in-port, for the Services API.
     plain_stats: plain::PlainStats,
+    /// The last error a send to each network met, for `get_bridge_status`.
+    last_errors: Mutex<HashMap<String, String>>,
+    /// Remote networks mounted as subgraphs, by mount point.
+    mounts: mount::Mounts,
     /// Keeps the log of refused inbound messages to a line per period.
     refusal_log: crate::throttle::Throttle,
     /// With an auth token: what every envelope and acknowledgement is sealed with, and
@@ -272,6 +278,8 @@ impl Bridge {
             accepting: AtomicBool::new(true),
             counters: Counters::default(),
             plain_stats: Default::default(),
+            last_errors: Mutex::new(HashMap::new()),
+            mounts: Default::default(),
             refusal_log: Default::default(),
             seal_key,
             ledger: Arc::new(Ledger::default()),
@@ -408,6 +416,20 @@ impl Bridge {
     }
 
     /// Tries to join liveness until it works or the bridge stops.
+    /// Writes this instance's liveness entry again and beats from now on, after it was
+    /// withdrawn or stopped refreshing.
+    pub(crate) async fn rejoin_liveness(self: &Arc<Self>) -> Result<()> {
+        let me = self.weak_self();
+        let info: crate::hub::InfoFn = Arc::new(move || me.upgrade().map(|b| b.network_info()));
+        let heartbeat = Duration::from_millis(self.config.heartbeat_interval_ms);
+        let liveness = self
+            .hub
+            .join_liveness(heartbeat, info, LIVENESS_AT_START)
+            .await?;
+        let _ = self.liveness.set(liveness);
+        Ok(())
+    }
+
     fn join_liveness_later(self: &Arc<Self>, heartbeat: Duration, info: crate::hub::InfoFn) {
         let me = self.weak_self();
         let cancel = self.cancel.clone();
@@ -703,6 +725,37 @@ impl Bridge {
             resent: c.resent.load(Ordering::Relaxed),
             unauthenticated_in: c.unauthenticated_in.load(Ordering::Relaxed),
         }
+    }
+
+    /// The road traffic to `network` takes now, and whether that is a direct link.
+    pub(crate) fn current_road(&self, network: &str) -> (TransportKind, bool) {
+        let transport = self
+            .peers
+            .lock()
+            .all()
+            .into_iter()
+            .find(|c| c.network == network && c.direction == crate::events::Direction::Outbound)
+            .map_or(TransportKind::Nats, |c| c.transport);
+        (transport, transport == TransportKind::Direct)
+    }
+
+    /// Envelopes streamed to `network` and not yet acknowledged, and sent again so far.
+    pub(crate) fn window_counts(&self, network: &str) -> (u64, u64) {
+        self.streams.lock().get(network).map_or((0, 0), |s| {
+            (s.window.unacked_count() as u64, s.window.resent_count())
+        })
+    }
+
+    /// Remembers the last error a send to `network` met.
+    pub(crate) fn note_send_error(&self, network: &str, err: &Error) {
+        self.last_errors
+            .lock()
+            .insert(network.to_string(), err.to_string());
+    }
+
+    /// The last error a send to `network` met, if any.
+    pub(crate) fn last_error(&self, network: &str) -> Option<String> {
+        self.last_errors.lock().get(network).cloned()
     }
 
     /// Sends what this instance still owes its senders, and stops the task that does.

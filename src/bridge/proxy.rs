@@ -43,6 +43,10 @@ pub(crate) struct RemoteProxy {
     pub(crate) stream: Option<StreamHandle>,
     /// Messages held while more wait in this node's inbox, sent as one batch.
     pending: Pending,
+    /// Made by a remote actor's component for a node of the user's (not by
+    /// `register_remote_actor`): it registers itself, with a return token of its own, when
+    /// its node starts, and unregisters when it stops.
+    component: bool,
 }
 
 /// Messages a proxy holds for one subject until its inbox has no more ready, and the
@@ -97,6 +101,22 @@ impl RemoteProxy {
             subjects: Arc::new(subjects),
             stream: None,
             pending: Pending::default(),
+            component: false,
+        }
+    }
+
+    /// A proxy for nodes the user makes from the component a registered remote actor
+    /// provides; its return subject is set when its node starts.
+    pub(crate) fn component(
+        bridge: Weak<Bridge>,
+        network: &str,
+        actor: &str,
+        inports: Vec<String>,
+        outports: Vec<String>,
+    ) -> Self {
+        RemoteProxy {
+            component: true,
+            ..RemoteProxy::new(bridge, network, actor, inports, outports, String::new())
         }
     }
 
@@ -197,9 +217,28 @@ impl Actor for RemoteProxy {
         self.flush().await
     }
 
-    /// Sends what is still held (the node halted in the middle of a backlog).
-    async fn stop(&mut self, _ctx: &mut ActorContext) -> Result<()> {
-        self.flush().await
+    async fn start(&mut self, ctx: &mut ActorContext) -> Result<()> {
+        if self.component {
+            let bridge = self.bridge.upgrade().ok_or_else(bridge_gone)?;
+            self.reply_to = bridge.register_component_proxy(ctx.node_id(), self)?.into();
+        }
+        Ok(())
+    }
+
+    /// Sends what is still held (the node halted in the middle of a backlog); a proxy made
+    /// from a component then unregisters.
+    async fn stop(&mut self, ctx: &mut ActorContext) -> Result<()> {
+        let flushed = self.flush().await;
+        if self.component
+            && let Some(bridge) = self.bridge.upgrade()
+        {
+            let removed = bridge.registry.lock().remove(ctx.node_id());
+            if let Some(info) = removed {
+                let tracker = bridge.tracker.clone();
+                tracker.spawn(async move { bridge.send_detach(&info).await });
+            }
+        }
+        flushed
     }
 }
 
@@ -243,8 +282,9 @@ impl Actor for Egress {
 
     async fn handle(&mut self, ctx: &mut ActorContext, port: &str, message: Message) -> Result<()> {
         let bridge = self.bridge.upgrade().ok_or_else(bridge_gone)?;
-        // An output caused by a proxy's message goes back to that proxy alone; one the
-        // actor emitted by itself (a source) goes to every attached proxy.
+        // An output caused by a proxy's message goes back to that proxy alone; one caused
+        // by a message that asked for no return (a confirmed send, plain JSON) goes
+        // nowhere; one the actor emitted by itself (a source) goes to every attached proxy.
         let subscribers: Vec<Subscriber> = {
             let all = self.subscribers.read();
             match ctx.origin() {
@@ -253,6 +293,7 @@ impl Actor for Egress {
                     .filter(|s| s.reply_to == *origin)
                     .cloned()
                     .collect(),
+                None if ctx.trace().cause.is_some() => Vec::new(),
                 None => all.clone(),
             }
         };

@@ -91,9 +91,9 @@ pub struct RemoteActorInfo {
     /// The proxy node's id in the local graph.
     pub alias: String,
     /// The network that hosts the actor.
-    pub network: String,
+    pub network_id: String,
     /// The actor's id on that network.
-    pub actor: String,
+    pub actor_id: String,
     /// The actor's in-ports (the proxy's in-ports).
     pub inports: Vec<String>,
     /// The actor's out-ports (the proxy's out-ports).
@@ -142,6 +142,10 @@ impl Registry {
         Some(info)
     }
 
+    pub(crate) fn get(&self, alias: &str) -> Option<RemoteActorInfo> {
+        self.by_alias.get(alias).cloned()
+    }
+
     pub(crate) fn alias_of_token(&self, token: &str) -> Option<&str> {
         self.by_token.get(token).map(String::as_str)
     }
@@ -153,7 +157,7 @@ impl Registry {
     pub(crate) fn aliases_on(&self, network: &str) -> Vec<String> {
         self.by_alias
             .values()
-            .filter(|info| info.network == network)
+            .filter(|info| info.network_id == network)
             .map(|info| info.alias.clone())
             .collect()
     }
@@ -219,8 +223,8 @@ mod tests {
         assert_eq!(token, "w@prod:ml");
         registry.insert(RemoteActorInfo {
             alias: "w@prod.ml".into(),
-            network: "prod.ml".into(),
-            actor: "w".into(),
+            network_id: "prod.ml".into(),
+            actor_id: "w".into(),
             inports: vec![],
             outports: vec![],
             token: token.clone(),

@@ -217,10 +217,17 @@ impl Bridge {
         .into_iter()
         .collect();
         // Registry first: the moment the node exists, returns for it may arrive.
+        let component = RemoteProxy::component(
+            self.weak_self(),
+            network,
+            actor,
+            remote.inports.clone(),
+            remote.outports.clone(),
+        );
         let info = RemoteActorInfo {
             alias: alias.clone(),
-            network: network.to_string(),
-            actor: actor.to_string(),
+            network_id: network.to_string(),
+            actor_id: actor.to_string(),
             inports: remote.inports,
             outports: remote.outports,
             token,
@@ -235,10 +242,14 @@ impl Bridge {
             }
             registry.insert(info);
         }
-        let added =
-            self.local
-                .write()
-                .add_bridge_node(&alias, "remote", Box::new(proxy), metadata, false);
+        // The alias is a component too: `add_node("mine", alias, ..)` makes another proxy of
+        // the same actor, whose outputs come back to it alone.
+        let added = {
+            let mut local = self.local.write();
+            local
+                .add_bridge_node(&alias, "remote", Box::new(proxy), metadata, false)
+                .and_then(|()| local.register_factory(&alias, move || Box::new(component.clone())))
+        };
         if let Err(err) = added {
             self.registry.lock().remove(&alias);
             return Err(err);
@@ -255,12 +266,94 @@ impl Bridge {
                 format!("no remote actor is registered as {alias:?}"),
             )
         })?;
-        if let Err(err) = self.local.write().remove_node(alias) {
-            tracing::debug!(error = %err, "proxy node already gone");
+        {
+            let mut local = self.local.write();
+            local.remove_component(alias);
+            if let Err(err) = local.remove_node(alias) {
+                tracing::debug!(error = %err, "proxy node already gone");
+            }
         }
+        self.send_detach(&info).await;
+        Ok(info)
+    }
+
+    /// Asks the network of proxy `alias` for its actor's ports again (re-attaching its
+    /// return subject), and makes the proxy anew when they changed, keeping every
+    /// connection whose port still exists.
+    pub(crate) async fn refresh_remote(&self, alias: &str) -> Result<RemoteActorInfo> {
+        let info = self.registry.lock().get(alias).ok_or_else(|| {
+            Error::new(
+                ErrorKind::ActorNotFound,
+                format!("no remote actor is registered as {alias:?}"),
+            )
+        })?;
+        let reply_to = format!(
+            "{}.{}",
+            return_prefix(&self.network_id, &self.instance_id),
+            info.token
+        );
+        let request = AttachRequest {
+            network: self.network_id.to_string(),
+            actor: info.actor_id.clone(),
+            reply_to: reply_to.clone(),
+        };
+        let remote: ActorInfo = self
+            .control_request(&info.network_id, "attach", &request)
+            .await?;
+        if remote.inports == info.inports && remote.outports == info.outports {
+            return Ok(info);
+        }
+        let fresh = RemoteActorInfo {
+            inports: remote.inports.clone(),
+            outports: remote.outports.clone(),
+            ..info.clone()
+        };
+        let proxy = RemoteProxy::new(
+            self.weak_self(),
+            &info.network_id,
+            &info.actor_id,
+            remote.inports.clone(),
+            remote.outports.clone(),
+            reply_to,
+        );
+        let component = RemoteProxy::component(
+            self.weak_self(),
+            &info.network_id,
+            &info.actor_id,
+            remote.inports,
+            remote.outports,
+        );
+        let mut local = self.local.write();
+        let kept: Vec<crate::network::Connector> = local
+            .connections()
+            .iter()
+            .filter(|c| {
+                (c.from.actor != alias || fresh.outports.contains(&c.from.port))
+                    && (c.to.actor != alias || fresh.inports.contains(&c.to.port))
+                    && (c.from.actor == alias || c.to.actor == alias)
+            })
+            .cloned()
+            .collect();
+        let metadata = local
+            .node(alias)
+            .map(|node| node.metadata.clone())
+            .unwrap_or_default();
+        local.remove_node(alias)?;
+        local.add_bridge_node(alias, "remote", Box::new(proxy), metadata, false)?;
+        local.register_factory(alias, move || Box::new(component.clone()))?;
+        for connector in kept {
+            local.add_connection(connector)?;
+        }
+        self.registry.lock().insert(fresh.clone());
+        tracing::info!(alias, "remote actor's ports changed; proxy made anew");
+        Ok(fresh)
+    }
+
+    /// Tells `info`'s network to stop returning outputs to its proxy.
+    pub(crate) async fn send_detach(&self, info: &RemoteActorInfo) {
         let notice = AttachRequest {
             network: self.network_id.to_string(),
-            actor: info.actor.clone(),
+            actor: info.actor_id.clone(),
             reply_to: format!(
                 "{}.{}",
                 return_prefix(&self.network_id, &self.instance_id),
@@ -268,12 +361,40 @@ impl Bridge {
             ),
         };
         if let Ok(body) = serde_json::to_vec(&notice) {
-            let subject = control_subject(&info.network, "detach").into();
+            let subject = control_subject(&info.network_id, "detach").into();
             let _ = self
-                .publish_notice(TransportKind::Nats, &info.network, subject, body.into())
+                .publish_notice(TransportKind::Nats, &info.network_id, subject, body.into())
                 .await;
         }
-        Ok(info)
+    }
+
+    /// Registers a proxy node made from a remote actor's component once it starts as
+    /// `node`: its own return token, so the outputs of what it sends come back to it.
+    pub(crate) fn register_component_proxy(
+        &self,
+        node: &str,
+        proxy: &RemoteProxy,
+    ) -> Result<String> {
+        let mut registry = self.registry.lock();
+        if registry.contains(node) {
+            return Err(Error::new(
+                ErrorKind::NameConflict,
+                format!("{node:?} is already a registered remote actor"),
+            ));
+        }
+        let token = registry.token_for(node);
+        registry.insert(RemoteActorInfo {
+            alias: node.to_string(),
+            network_id: proxy.network.to_string(),
+            actor_id: proxy.actor.to_string(),
+            inports: proxy.inports.clone(),
+            outports: proxy.outports.clone(),
+            token: token.clone(),
+        });
+        Ok(format!(
+            "{}.{token}",
+            return_prefix(&self.network_id, &self.instance_id)
+        ))
     }
 
     /// Sends one message and waits until the remote network has handled it; `id` makes

@@ -324,6 +324,7 @@ impl Bridge {
                 // Still kept: it goes again at its next turn. A failed resend never costs
                 // the batch that triggered it.
                 tracing::debug!(network, first, error = %err, "sending again failed; it stays kept");
+                self.note_send_error(network, &err);
                 return Ok(());
             }
             self.counters.resent.fetch_add(1, Ordering::Relaxed);

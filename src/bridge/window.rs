@@ -485,7 +485,6 @@ impl SendWindow {
     }
 
     /// How many envelopes went again so far.
-    #[cfg(test)]
     pub(crate) fn resent_count(&self) -> u64 {
         self.state.lock().resent
     }

@@ -35,11 +35,14 @@
 //! ```
 
 mod config;
+mod health;
 mod nats_auth;
 
 pub use crate::bridge::BridgeStats;
+pub use crate::bridge::SubgraphMountConfig;
 pub use crate::bridge::registry::{ConflictResolutionStrategy, RemoteActorInfo};
 pub use config::{DEFAULT_NATS_URL, DistributedConfig, NATS_SCHEMES};
+pub use health::{BridgeStatus, LinkState, NetworkStatus};
 pub use nats_auth::NatsAuth;
 
 use std::sync::Arc;
@@ -940,17 +943,20 @@ impl DistributedNetwork {
     /// ```no_run
     /// # use reflow_network::prelude::*;
     /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
-    /// for proxy in app.list_registered_remote_actors().await {
-    ///     println!("{proxy:?}");
+    /// for (alias, info) in app.list_registered_remote_actors().await {
+    ///     println!("{alias}: {} on {}", info.actor_id, info.network_id);
     /// }
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn list_registered_remote_actors(&self) -> Vec<RemoteActorInfo> {
+    pub async fn list_registered_remote_actors(&self) -> Vec<(String, RemoteActorInfo)> {
         self.bridge
             .as_ref()
             .map(|b| b.registry.lock().list())
             .unwrap_or_default()
+            .into_iter()
+            .map(|info| (info.alias.clone(), info))
+            .collect()
     }
 
     /// Sends `message` into `actor`'s `port` on `network_id` and waits until that network
@@ -983,9 +989,11 @@ impl DistributedNetwork {
         port: &str,
         message: Message,
     ) -> Result<()> {
-        self.bridge()?
+        let bridge = self.bridge()?;
+        bridge
             .send_confirmed(network_id, actor, port, message, None)
             .await
+            .inspect_err(|err| bridge.note_send_error(network_id, err))
     }
 
     /// As [`DistributedNetwork::send_to_remote_actor`], with an id that makes retries
@@ -1037,9 +1045,11 @@ impl DistributedNetwork {
                 "a confirmed send's id may not be empty",
             ));
         }
-        self.bridge()?
+        let bridge = self.bridge()?;
+        bridge
             .send_confirmed(network_id, actor, port, message, Some(id))
             .await
+            .inspect_err(|err| bridge.note_send_error(network_id, err))
     }
 
     /// Counters of the bridge's traffic.

@@ -61,6 +61,13 @@ impl Beat {
         }
     }
 
+    /// Stops beating and leaves the entry to expire.
+    pub(crate) async fn pause(&self) {
+        let mut beating = self.ttl.lock().await;
+        self.interval_ms.store(0, Ordering::Release);
+        beating.take();
+    }
+
     fn beats_at(&self, interval: Duration) -> bool {
         self.interval_ms.load(Ordering::Acquire) == interval.as_millis() as u64
     }

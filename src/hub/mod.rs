@@ -479,6 +479,20 @@ impl Membership {
         }
     }
 
+    /// Leaves liveness while the network goes on running: deletes the entry, stops the
+    /// heartbeat, and stops answering discovery and hearing of other instances, until
+    /// [`Membership::join_liveness`] again.
+    pub(crate) async fn withdraw(&self) {
+        self.member.joined.store(false, Ordering::Release);
+        self.leave_liveness().await;
+    }
+
+    /// Stops refreshing the entry, which expires after its TTL; the network still answers
+    /// discovery.
+    pub(crate) async fn stop_refreshing(&self) {
+        self.member.beat.pause().await;
+    }
+
     /// Sets what lists this network's in-ports to the Services API.
     pub(crate) fn set_endpoints(&self, endpoints: EndpointsFn) {
         *self.member.endpoints.write() = Some(endpoints);

@@ -34,6 +34,8 @@ pub(crate) struct Member {
     revision: u64,
     /// The entry as written, so a refresh that changed nothing needs no decoding.
     raw: bytes::Bytes,
+    /// When this process last saw the entry written or refreshed.
+    seen_at: std::time::SystemTime,
 }
 
 /// Every live instance, by liveness key.
@@ -54,7 +56,13 @@ impl Roster {
 
     /// The live instances, sorted by key.
     pub(crate) fn infos(&self) -> Vec<NetworkInfo> {
-        self.members.values().map(|m| m.info.clone()).collect()
+        self.members
+            .values()
+            .map(|m| NetworkInfo {
+                last_seen: Some(m.seen_at),
+                ..m.info.clone()
+            })
+            .collect()
     }
 
     /// How many live instances of `network` there are besides the one whose key is
@@ -129,12 +137,14 @@ impl Roster {
                         info,
                         revision,
                         raw,
+                        seen_at: std::time::SystemTime::now(),
                     },
                 );
             }
             Change::Same => {
                 if let Some(member) = self.members.get_mut(key) {
                     member.revision = revision;
+                    member.seen_at = std::time::SystemTime::now();
                 }
             }
             Change::Gone(reason) => {
@@ -202,6 +212,8 @@ mod tests {
             heartbeat_interval_ms: 1_000,
             version: "0".into(),
             started_at_ms: 0,
+            endpoint: String::new(),
+            last_seen: None,
         }
     }
 

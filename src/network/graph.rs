@@ -2,7 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::actor::Metadata;
 use crate::message::Message;
 
 /// One end of a connection: a node and one of its ports.
@@ -29,15 +28,24 @@ impl ConnectionPoint {
 }
 
 /// A connection from one node's out-port to another node's in-port.
+///
+/// Its two ends are all it is, so it can be written as a literal, as Reflow's guides do:
+///
+/// ```
+/// use reflow_network::network::{ConnectionPoint, Connector};
+///
+/// let literal = Connector {
+///     from: ConnectionPoint::new("source", "out"),
+///     to: ConnectionPoint::new("sink", "in"),
+/// };
+/// assert_eq!(literal, Connector::new("source", "out", "sink", "in"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct Connector {
     /// Where messages leave.
     pub from: ConnectionPoint,
     /// Where messages arrive.
     pub to: ConnectionPoint,
-    /// Free-form metadata about the connection.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Metadata>,
 }
 
 impl Connector {
@@ -46,7 +54,6 @@ impl Connector {
         Connector {
             from: ConnectionPoint::new(from_actor, from_port),
             to: ConnectionPoint::new(to_actor, to_port),
-            metadata: None,
         }
     }
 }

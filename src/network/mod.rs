@@ -239,6 +239,11 @@ impl Network {
         Ok(())
     }
 
+    /// Forgets the component `name`; nodes already made from it stay.
+    pub(crate) fn remove_component(&mut self, name: &str) {
+        self.components.remove(name);
+    }
+
     /// Whether a component of that name is registered.
     pub fn has_component(&self, name: &str) -> bool {
         self.components.contains_key(name)
