@@ -273,7 +273,7 @@ fn up_run_actors_ping_send_and_watch_work_together() {
     let seen: Value = serde_json::from_str(&seen).unwrap();
     assert_eq!(seen["subject"], "stats.tally.in");
     assert_eq!(seen["message"], "hello");
-    assert!(seen["from"].as_str().unwrap().starts_with("reflow-cli-"));
+    assert!(seen["network"].as_str().unwrap().starts_with("reflow-cli-"));
 
     let piped = json_of(&cli(
         &url,
@@ -323,6 +323,19 @@ fn a_bad_config_file_names_the_field_and_exits_2() {
         (
             "[network]\nnetwork_id = \"a\"\n[[nodes]]\nid = \"x\"\ncomponent = \"blender\"\n",
             "nodes[0].component",
+        ),
+        // A misspelt buffer setting used to fall back to its default unnoticed.
+        (
+            "[network]\nnetwork_id = \"a\"\n\n[network.local_network_config]\n\
+             inbox_capcity = 8\n",
+            "line 5: inbox_capcity",
+        ),
+        // A port the component does not have used to exit 3 (not found), naming no line.
+        (
+            "[network]\nnetwork_id = \"a\"\n\n[[nodes]]\nid = \"feed\"\n\
+             component = \"passthrough\"\n\n[[connections]]\nfrom = \"feed.nope\"\n\
+             to = \"feed.in\"\n",
+            "bad.toml: line 9: connections[0]",
         ),
     ] {
         let path = dir.path().join("bad.toml");
@@ -533,4 +546,144 @@ fn run_reports_the_broker_lost_and_back_on_stdout() {
     stats.wait_for("the broker back", false, |l| {
         l.contains(r#""event":"broker_regained""#)
     });
+}
+
+/// `up --port P` running, and its URL.
+fn up() -> (Running, String) {
+    let port = free_port();
+    let up = Running::spawn(&["up", "--port", &port.to_string()]);
+    up.wait_for("up to print its URL", false, |l| l.contains("\"url\""));
+    (up, format!("nats://127.0.0.1:{port}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_urls_are_taken_as_natscli_takes_them_bare_or_with_a_token_inside() {
+    use reflow_network::local_server::{NatsServer, ServerOptions};
+    let open = NatsServer::start().await.unwrap();
+    for bare in [
+        format!("127.0.0.1:{}", open.port()),
+        format!("localhost:{}", open.port()),
+    ] {
+        let out = cli(&bare, &["networks", "--json"], None);
+        assert!(
+            out.status.success(),
+            "{bare}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let guarded = NatsServer::start_with(ServerOptions::new().token("s3cret"))
+        .await
+        .unwrap();
+    let with_token = format!("nats://s3cret@127.0.0.1:{}", guarded.port());
+    let out = cli(&with_token, &["networks", "--json"], None);
+    assert!(
+        out.status.success(),
+        "the token in the URL is used: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wrong = format!("nats://wrong@127.0.0.1:{}", guarded.port());
+    assert_eq!(cli(&wrong, &["networks"], None).status.code(), Some(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_name_the_flags_not_the_library_fields() {
+    use reflow_network::local_server::{NatsServer, ServerOptions};
+    let out = cli("http://127.0.0.1:4222", &["networks"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--nats-url: \"http://127.0.0.1:4222\""),
+        "{err}"
+    );
+    assert!(!err.contains("discovery_endpoints"), "{err}");
+
+    let guarded = NatsServer::start_with(ServerOptions::new().token("s3cret"))
+        .await
+        .unwrap();
+    let out = cli(&guarded.url(), &["networks"], None);
+    assert_eq!(out.status.code(), Some(5));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--token"), "{err}");
+    assert!(!err.contains("auth_token"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn send_from_stdin_says_how_many_lines_went_before_the_bad_one() {
+    let (_up, url) = up();
+    let _stats = Running::network(&url, &config("stats.toml"), "stats");
+    let out = cli(
+        &url,
+        &["send", "stats", "tally", "in", "-"],
+        Some("1\n\n2\nnot json\n3\n"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: 2 lines sent before line 4: "),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// Sends `signal` to `running` and waits (bounded) for its exit.
+fn signal(running: &mut Running, signal: i32) -> std::process::ExitStatus {
+    unsafe { libc::kill(running.child.id() as i32, signal) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exit within 10 s of the signal"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn watch_decodes_return_envelopes_hides_system_traffic_and_ends_cleanly_on_sigterm() {
+    let (_up, url) = up();
+    let mut watch = Running::spawn(&["--nats-url", &url, "--json", "watch"]);
+    watch.wait_for("watch to subscribe", true, |l| l.contains("watching"));
+    let mut all = Running::spawn(&["--nats-url", &url, "--json", "watch", "--all"]);
+    all.wait_for("watch --all to subscribe", true, |l| l.contains("watching"));
+    let _stats = Running::network(&url, &config("stats.toml"), "stats");
+    let feeder = Running::network(&url, &config("feeder.toml"), "feeder");
+    feeder.wait_for("the count back in feeder", true, |l| {
+        logged(l, "print", "1")
+    });
+    // tally's count came back to feeder's proxy on a return subject, as an envelope.
+    let returned = watch.wait_for("the returned count, decoded", false, |l| {
+        serde_json::from_str::<Value>(l).is_ok_and(|v| {
+            v["subject"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("_reflow.feeder.") && s.ends_with(".count"))
+                && v["kind"] == "envelope"
+        })
+    });
+    let returned: Value = serde_json::from_str(&returned).unwrap();
+    assert_eq!(returned["message"], 1);
+    assert_eq!(returned["network"], "stats");
+    // Liveness and JetStream traffic flowed meanwhile: --all shows it, the default not.
+    all.wait_for("liveness traffic under --all", false, |l| {
+        l.contains("\"$KV.")
+    });
+    let shown = watch.stdout.lock().unwrap().clone();
+    for line in shown.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let subject = v["subject"].as_str().unwrap();
+        for hidden in ["$JS.", "$KV.", "$SRV.", "_INBOX."] {
+            assert!(!subject.starts_with(hidden), "shown: {line}");
+        }
+        assert_ne!(
+            v["kind"], "text",
+            "nothing the bridge sends shows as text: {line}"
+        );
+    }
+    let status = signal(&mut watch, libc::SIGTERM);
+    assert_eq!(status.code(), Some(0), "SIGTERM ends watch cleanly");
+    let status = signal(&mut all, libc::SIGINT);
+    assert_eq!(status.code(), Some(0), "Ctrl-C ends watch cleanly");
 }

@@ -159,7 +159,7 @@ impl Global {
             .as_deref()
             .and_then(|name| NatsAuth::from_context(name).ok())
             .and_then(|(_, url)| url);
-        match &self.nats_url {
+        let urls = match &self.nats_url {
             Some(urls) if !urls.trim().is_empty() => urls
                 .split(',')
                 .map(|u| u.trim().to_string())
@@ -168,7 +168,8 @@ impl Global {
             _ if !fallback.is_empty() => fallback.to_vec(),
             _ if context_url.is_some() => context_url.into_iter().collect(),
             _ => vec![crate::distributed_network::DEFAULT_NATS_URL.to_string()],
-        }
+        };
+        urls.iter().map(|u| with_scheme(u)).collect()
     }
 
     /// How to prove this process to the NATS server: the `--context`'s settings, with
@@ -220,6 +221,16 @@ impl Global {
     }
 }
 
+/// A server address as natscli takes it: a bare `host` or `host:port` means
+/// `nats://host:port` (the port 4222 when left out); a URL with a scheme stays as it is.
+fn with_scheme(url: &str) -> String {
+    if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("nats://{url}")
+    }
+}
+
 /// `under` with every setting `over` makes replacing it; one way of logging in in `over`
 /// replaces every way in `under`.
 fn merge(under: NatsAuth, over: NatsAuth) -> NatsAuth {
@@ -260,7 +271,7 @@ fn init_logging(verbose: u8, command: &Command) {
         0 if matches!(command, Command::Bench(_)) => "error,async_nats=off",
         // The NATS client's own error lines repeat what the one-line error says (an
         // authorization violation, a refused certificate); -v shows them.
-        0 => "warn,async_nats=off,crate::components=info",
+        0 => "warn,async_nats=off,reflow_network::components=info",
         1 => "info",
         _ => "debug",
     };
@@ -327,5 +338,27 @@ async fn run_cli(components: Components) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => err.report(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global(url: &str) -> Global {
+        let cli = Cli::try_parse_from(["reflow-bridge", "--nats-url", url, "networks"]).unwrap();
+        cli.global
+    }
+
+    #[test]
+    fn bare_hosts_and_host_ports_are_nats_urls_as_natscli_takes_them() {
+        assert_eq!(
+            global("127.0.0.1:4222,localhost").urls_or(&[]),
+            ["nats://127.0.0.1:4222", "nats://localhost"]
+        );
+        assert_eq!(
+            global("tls://a:4443, nats://tok@b").urls_or(&[]),
+            ["tls://a:4443", "nats://tok@b"]
+        );
     }
 }

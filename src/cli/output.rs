@@ -55,7 +55,7 @@ impl CliError {
             ErrorKind::AuthenticationFailed => Exit::AuthenticationFailed,
             _ => Exit::Runtime,
         };
-        CliError::new(exit, err.to_string())
+        CliError::new(exit, flag_words(&err.to_string()))
     }
 
     /// As [`CliError::from_lib`], for errors of joining the broker, where a timeout also
@@ -63,7 +63,7 @@ impl CliError {
     pub(crate) fn from_broker(err: Error) -> Self {
         match err.kind() {
             ErrorKind::Timeout | ErrorKind::Broker => {
-                CliError::new(Exit::BrokerUnreachable, err.to_string())
+                CliError::new(Exit::BrokerUnreachable, flag_words(&err.to_string()))
             }
             _ => CliError::from_lib(err),
         }
@@ -81,15 +81,45 @@ impl CliError {
     }
 }
 
+/// A library message in the words of the command line: the library names its settings
+/// by their field (`discovery_endpoints`, `auth_token`); here they are the flags that set
+/// them.
+pub(crate) fn flag_words(message: &str) -> String {
+    // Phrases that already name the flag beside the field first, so no flag is doubled.
+    const PHRASES: &[(&str, &str)] = &[
+        ("auth_token (--token)", "--token"),
+        ("discovery_endpoints / NATS_URL", "--nats-url / NATS_URL"),
+        ("(NatsAuth::token)", "(--nats-token)"),
+        ("tls_ca_file, --tls-ca", "--tls-ca"),
+        ("tls_cert_file, --tls-cert", "--tls-cert"),
+    ];
+    const FIELDS: &[(&str, &str)] = &[
+        ("discovery_endpoints", "--nats-url"),
+        ("auth_token", "--token"),
+        ("creds_file", "--creds"),
+        ("nkey_seed_file", "--nkey"),
+        ("tls_ca_file", "--tls-ca"),
+        ("tls_cert_file", "--tls-cert"),
+        ("tls_key_file", "--tls-key"),
+    ];
+    let mut text = message.to_string();
+    for (from, to) in PHRASES.iter().chain(FIELDS) {
+        text = text.replace(from, to);
+    }
+    text
+}
+
 /// Whether to print tables (stdout is a terminal and `--json` was not asked for).
 pub(crate) fn human(json: bool) -> bool {
     !json && std::io::stdout().is_terminal()
 }
 
 /// Prints `value` as one line of JSON.
-pub(crate) fn print_json(value: &serde_json::Value) {
+pub(crate) fn print_json(value: &impl serde::Serialize) {
+    let line = serde_json::to_string(value)
+        .unwrap_or_else(|e| format!("{{\"error\":{:?}}}", e.to_string()));
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{value}");
+    let _ = writeln!(out, "{line}");
     let _ = out.flush();
 }
 
@@ -145,6 +175,52 @@ impl Drop for Spinner {
         if let Some(task) = self.task.take() {
             task.abort();
             eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn library_field_names_become_the_flags_that_set_them() {
+        assert_eq!(
+            flag_words("discovery_endpoints: \"http://x\" uses scheme \"http\""),
+            "--nats-url: \"http://x\" uses scheme \"http\""
+        );
+        assert_eq!(
+            flag_words(
+                "the NATS server at u wants credentials; set auth_token (--token), a creds file (--creds)"
+            ),
+            "the NATS server at u wants credentials; set --token, a creds file (--creds)"
+        );
+        assert_eq!(
+            flag_words("cannot reach; or set discovery_endpoints / NATS_URL"),
+            "cannot reach; or set --nats-url / NATS_URL"
+        );
+        assert_eq!(
+            flag_words("signed by the CA given (tls_ca_file, --tls-ca)"),
+            "signed by the CA given (--tls-ca)"
+        );
+    }
+
+    #[test]
+    fn the_readme_exit_code_table_has_every_exit_code() {
+        let readme = include_str!("../../README.md");
+        for (code, words) in [
+            (Exit::Runtime, "failed while running"),
+            (Exit::Usage, "bad command line or config file"),
+            (Exit::NotFound, "does not exist"),
+            (Exit::BrokerUnreachable, "no NATS server reachable"),
+            (Exit::AuthenticationFailed, "refused the credentials"),
+        ] {
+            let row = format!("| {} | ", code as u8);
+            let line = readme.lines().find(|l| l.starts_with(&row));
+            assert!(
+                line.is_some_and(|l| l.contains(words)),
+                "README has no exit-code row {row}...{words}"
+            );
         }
     }
 }

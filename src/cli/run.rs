@@ -50,14 +50,22 @@ pub(crate) async fn run(global: &Global, args: Args, components: &Components) ->
     network.set_tags(plan.tags.iter().cloned());
     // The nodes that feed remote actors start once those are wired, the rest at start.
     let held = feeding_remote(&plan);
-    build_local(&network, &plan, &held, components).map_err(CliError::from_lib)?;
+    let bad_connection = |i: usize, err: crate::Error| {
+        CliError::usage(format!(
+            "{}: line {}: connections[{i}]: {}",
+            args.config.display(),
+            plan.connection_lines.get(i).copied().unwrap_or_default(),
+            output::flag_words(&err.to_string())
+        ))
+    };
+    build_local(&network, &plan, &held, components, &bad_connection)?;
     let spinner = output::Spinner::start("connecting to the NATS server");
     let started = network.start().await;
     drop(spinner);
     started.map_err(CliError::from_broker)?;
 
     let wait = Duration::from_secs(args.wait_secs);
-    let wired = wire_remote(&network, &plan, &held, wait).await;
+    let wired = wire_remote(&network, &plan, &held, wait, &bad_connection).await;
     if let Err(err) = wired {
         let _ = network.shutdown().await;
         return Err(err);
@@ -117,16 +125,23 @@ fn build_local(
     plan: &RunConfig,
     held: &HashSet<&str>,
     components: &Components,
-) -> crate::Result<()> {
+    bad_connection: &dyn Fn(usize, crate::Error) -> CliError,
+) -> CliResult {
     let local = network.get_local_network();
     let mut local = local.write();
-    components.register_into(&mut local)?;
+    components
+        .register_into(&mut local)
+        .map_err(CliError::from_lib)?;
     for node in plan.nodes.iter().filter(|n| !held.contains(n.id.as_str())) {
-        local.add_node(&node.id, &node.component, Some(node.metadata.clone()))?;
+        local
+            .add_node(&node.id, &node.component, Some(node.metadata.clone()))
+            .map_err(CliError::from_lib)?;
     }
-    for (from, to) in &plan.connections {
+    for (i, (from, to)) in plan.connections.iter().enumerate() {
         if starts_with_network(from, to, held) {
-            local.add_connection(Connector::new(&from.node, &from.port, &to.node, &to.port))?;
+            local
+                .add_connection(Connector::new(&from.node, &from.port, &to.node, &to.port))
+                .map_err(|e| bad_connection(i, e))?;
         }
     }
     Ok(())
@@ -139,6 +154,7 @@ async fn wire_remote(
     plan: &RunConfig,
     held: &HashSet<&str>,
     wait: Duration,
+    bad_connection: &dyn Fn(usize, crate::Error) -> CliError,
 ) -> CliResult {
     let deadline = Instant::now() + wait;
     for (actor, remote) in plan.remote_actors() {
@@ -173,17 +189,21 @@ async fn wire_remote(
     local.hold();
     let added = (|| {
         for node in plan.nodes.iter().filter(|n| held.contains(n.id.as_str())) {
-            local.add_node(&node.id, &node.component, Some(node.metadata.clone()))?;
+            local
+                .add_node(&node.id, &node.component, Some(node.metadata.clone()))
+                .map_err(CliError::from_lib)?;
         }
-        for (from, to) in &plan.connections {
+        for (i, (from, to)) in plan.connections.iter().enumerate() {
             if !starts_with_network(from, to, held) {
-                local.add_connection(Connector::new(&from.node, &from.port, &to.node, &to.port))?;
+                local
+                    .add_connection(Connector::new(&from.node, &from.port, &to.node, &to.port))
+                    .map_err(|e| bad_connection(i, e))?;
             }
         }
         Ok(())
     })();
-    let released = local.release();
-    added.and(released).map_err(CliError::from_lib)?;
+    let released = local.release().map_err(CliError::from_lib);
+    added.and(released)?;
     for (to, value) in &plan.initial {
         let packet = InitialPacket::new(&to.node, &to.port, Message::from_json(value.clone()));
         local.add_initial(packet).map_err(CliError::from_lib)?;
