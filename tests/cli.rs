@@ -687,3 +687,55 @@ fn watch_decodes_return_envelopes_hides_system_traffic_and_ends_cleanly_on_sigte
     let status = signal(&mut all, libc::SIGINT);
     assert_eq!(status.code(), Some(0), "Ctrl-C ends watch cleanly");
 }
+
+#[test]
+fn up_on_a_port_held_by_something_else_fails_saying_it_is_not_nats() {
+    // A listener that accepts and says nothing, as many non-NATS services do at first;
+    // and one that speaks first, but not NATS.
+    for greeting in [None, Some("HTTP/1.1 400 Bad Request\r\n\r\n")] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for mut stream in listener.incoming().map_while(Result::ok) {
+                if let Some(text) = greeting {
+                    let _ = stream.write_all(text.as_bytes());
+                }
+                held.push(stream);
+            }
+        });
+        let out = cli(
+            "nats://127.0.0.1:1",
+            &["up", "--port", &port.to_string()],
+            None,
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{greeting:?}: {err}");
+        assert!(err.contains("not a NATS server"), "{err}");
+        assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn completions_and_a_man_page_come_from_the_command_line_itself() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = cli("nats://127.0.0.1:1", &["completions", shell], None);
+        assert!(out.status.success(), "{shell}");
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains("reflow-bridge"), "{shell}: {script}");
+        assert!(script.contains("nats-url"), "{shell} completes the flags");
+    }
+    let out = cli("nats://127.0.0.1:1", &["completions", "tcsh"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+    let out = cli("nats://127.0.0.1:1", &["man"], None);
+    assert!(out.status.success());
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(page.starts_with(".ie") || page.contains(".TH"), "{page}");
+    assert!(page.contains("reflow\\-bridge"), "{page}");
+    assert!(page.contains("watch"), "lists the subcommands");
+}

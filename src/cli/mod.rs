@@ -30,6 +30,7 @@
 
 mod actors;
 mod bench;
+mod completions;
 mod config;
 mod networks;
 mod output;
@@ -147,6 +148,10 @@ enum Command {
     /// machine, the versions and the settings. A missed target is a measurement, not a
     /// failure: the exit code is 0 whenever every scenario ran.
     Bench(bench::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff); `reflow-bridge man | man -l -` reads it
+    Man,
 }
 
 impl Global {
@@ -334,6 +339,8 @@ async fn run_cli(components: Components) -> ExitCode {
         Command::Send(args) => send::run(&global, args).await,
         Command::Watch(args) => watch::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
+        Command::Completions(args) => completions::completions(args),
+        Command::Man => completions::man(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
