@@ -739,3 +739,55 @@ fn completions_and_a_man_page_come_from_the_command_line_itself() {
     assert!(page.contains("reflow\\-bridge"), "{page}");
     assert!(page.contains("watch"), "lists the subcommands");
 }
+
+#[test]
+fn run_waiting_for_a_remote_network_says_so_once_and_reports_no_refusals() {
+    let (_up, url) = up();
+    // stats never comes up: feeder waits 2 s for it, then gives up (exit 3).
+    let out = Command::new(BIN)
+        .args([
+            "--nats-url",
+            &url,
+            "run",
+            "--config",
+            &config("feeder.toml"),
+        ])
+        .args(["--wait-secs", "2"])
+        .env_remove("NATS_URL")
+        .env_remove("REFLOW_AUTH_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let waiting: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(r#""event":"waiting""#))
+        .collect();
+    assert_eq!(waiting.len(), 1, "one waiting message: {stdout}");
+    let waiting: Value = serde_json::from_str(waiting[0]).unwrap();
+    assert_eq!(waiting["network"], "stats");
+    assert_eq!(waiting["wait_secs"], 2);
+    assert!(
+        !stdout.contains("refused") && !stderr.contains("refused"),
+        "no refusal per retry: {stdout}{stderr}"
+    );
+    assert!(stderr.contains("waited 2s"), "{stderr}");
+}
+
+#[test]
+fn run_does_not_report_the_cli_probes_as_peers() {
+    let (_up, url) = up();
+    let stats = Running::network(&url, &config("stats.toml"), "stats");
+    json_of(&cli(&url, &["send", "stats", "tally", "in", "1"], None));
+    json_of(&cli(&url, &["ping", "stats", "-c", "1"], None));
+    json_of(&cli(&url, &["actors", "stats"], None));
+    json_of(&cli(&url, &["networks"], None));
+    // A real peer after the probes: its report comes after any the probes caused.
+    let _feeder = Running::network(&url, &config("feeder.toml"), "feeder");
+    stats.wait_for("feeder reported as a peer", false, |l| {
+        l.contains(r#""event":"peer_connected""#) && l.contains(r#""network":"feeder""#)
+    });
+    let report = stats.stdout.lock().unwrap().clone();
+    assert!(!report.contains("reflow-cli-"), "{report}");
+}

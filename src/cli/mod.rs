@@ -49,6 +49,10 @@ use crate::distributed_network::{DistributedConfig, DistributedNetwork, NatsAuth
 
 use output::{CliError, CliResult, Exit};
 
+/// The prefix of the one-shot networks the inspecting commands join as: listings and the
+/// `run` reports leave them out, being this tool's probes rather than anyone's peers.
+pub(crate) const CLI_PREFIX: &str = "reflow-cli-";
+
 /// Run, inspect and poke reflow networks joined through NATS.
 #[derive(Debug, Parser)]
 #[command(name = "reflow-bridge", version, about, long_about = None)]
@@ -206,7 +210,7 @@ impl Global {
     pub(crate) async fn open_network(&self) -> CliResult<DistributedNetwork> {
         let short = |n: usize| uuid::Uuid::new_v4().simple().to_string()[..n].to_string();
         let config = DistributedConfig {
-            network_id: format!("reflow-cli-{}", short(8)),
+            network_id: format!("{CLI_PREFIX}{}", short(8)),
             instance_id: short(8),
             discovery_endpoints: self.urls_or(&[]),
             auth_token: self.token.clone(),
@@ -284,7 +288,7 @@ fn init_logging(verbose: u8, command: &Command) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(output::LogWriter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();

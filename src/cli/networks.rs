@@ -13,11 +13,8 @@ use crate::discovery::NetworkInfo;
 use crate::events::{DownReason, NetworkEvent};
 use serde_json::{Value, json};
 
-use crate::cli::Global;
 use crate::cli::output::{self, CliError, CliResult};
-
-/// The prefix of the one-shot networks the inspecting commands join as.
-const CLI_PREFIX: &str = "reflow-cli-";
+use crate::cli::{CLI_PREFIX, Global};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {

@@ -147,8 +147,56 @@ pub(crate) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
     }
 }
 
+/// The spinner's line, while one is drawn on stderr. Whoever prints to the terminal takes
+/// this lock and clears the line first, so the spinner never shares a line with a log
+/// line or a report; the spinner draws again on its next tick.
+static SPINNER_LINE: parking_lot::Mutex<bool> = parking_lot::Mutex::new(false);
+
+/// Clears the spinner's line, if one is drawn; call with [`SPINNER_LINE`] held.
+fn clear_spinner(drawn: &mut bool) {
+    if std::mem::take(drawn) {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(b"\r\x1b[2K");
+        let _ = err.flush();
+    }
+}
+
+/// Prints `line` on stdout, on a line of its own even while a spinner turns.
+pub(crate) fn say(line: &str) {
+    let mut drawn = SPINNER_LINE.lock();
+    clear_spinner(&mut drawn);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Stderr for the log: each log line first clears the spinner's line.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut drawn = SPINNER_LINE.lock();
+        clear_spinner(&mut drawn);
+        std::io::stderr().lock().write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LogWriter
+    }
+}
+
 /// A spinner on stderr for waits longer than a moment; silent when stderr is not a
-/// terminal. It stops and clears its line when dropped.
+/// terminal. It stops and clears its line when dropped. Lines printed through [`say`]
+/// and the log clear it first, so they never land on its line.
 pub(crate) struct Spinner {
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -162,7 +210,13 @@ impl Spinner {
         let task = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
             for frame in ["|", "/", "-", "\\"].iter().cycle() {
-                eprint!("\r{frame} {what}...");
+                {
+                    let mut drawn = SPINNER_LINE.lock();
+                    let mut err = std::io::stderr().lock();
+                    let _ = write!(err, "\r\x1b[2K{frame} {what}...");
+                    let _ = err.flush();
+                    *drawn = true;
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
@@ -174,7 +228,7 @@ impl Drop for Spinner {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
-            eprint!("\r\x1b[2K");
+            clear_spinner(&mut SPINNER_LINE.lock());
         }
     }
 }

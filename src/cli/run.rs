@@ -44,7 +44,8 @@ pub(crate) async fn run(global: &Global, args: Args, components: &Components) ->
     network
         .set_nats_auth(global.nats_auth(plan.nats.clone())?)
         .map_err(CliError::from_lib)?;
-    let reporter = report_events(global, network.events());
+    let waiting = Waiting::default();
+    let reporter = report_events(global, network.events(), waiting.clone());
     // Set before start(), so the first liveness entry and every discovery reply carry them.
     network.set_capabilities(plan.capabilities.iter().cloned());
     network.set_tags(plan.tags.iter().cloned());
@@ -65,7 +66,16 @@ pub(crate) async fn run(global: &Global, args: Args, components: &Components) ->
     started.map_err(CliError::from_broker)?;
 
     let wait = Duration::from_secs(args.wait_secs);
-    let wired = wire_remote(&network, &plan, &held, wait, &bad_connection).await;
+    let wired = wire_remote(
+        global,
+        &network,
+        &plan,
+        &held,
+        wait,
+        &waiting,
+        &bad_connection,
+    )
+    .await;
     if let Err(err) = wired {
         let _ = network.shutdown().await;
         return Err(err);
@@ -78,7 +88,7 @@ pub(crate) async fn run(global: &Global, args: Args, components: &Components) ->
     drop(spinner);
     stopped.map_err(CliError::from_lib)?;
     if output::human(global.json) {
-        println!("network {} shut down", plan.network.network_id);
+        output::say(&format!("network {} shut down", plan.network.network_id));
     } else {
         output::print_json(&json!({ "event": "stopped", "network": plan.network.network_id }));
     }
@@ -149,24 +159,38 @@ fn build_local(
 
 /// Connects to each remote network (retrying while it is not up yet), registers its
 /// actors as proxies, adds the connections that touch them, then the initial packets.
+#[allow(clippy::too_many_arguments)]
 async fn wire_remote(
+    global: &Global,
     network: &DistributedNetwork,
     plan: &RunConfig,
     held: &HashSet<&str>,
     wait: Duration,
+    waiting: &Waiting,
     bad_connection: &dyn Fn(usize, crate::Error) -> CliError,
 ) -> CliResult {
     let deadline = Instant::now() + wait;
     for (actor, remote) in plan.remote_actors() {
-        let spinner = output::Spinner::start(&format!("waiting for network {remote}"));
+        let mut spinner = None;
+        // Refusals while it is not up are expected, not news; the last one is the error.
+        waiting.lock().insert(remote.clone());
         let connected = loop {
             match network.connect_to_network(&remote).await {
                 Err(e) if e.is(ErrorKind::NetworkDisconnected) && Instant::now() < deadline => {
+                    if spinner.is_none() {
+                        tell_waiting(global, &remote, wait);
+                        spinner = Some(output::Spinner::start(&format!(
+                            "waiting for network {remote}"
+                        )));
+                    }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 other => break other,
             }
         };
+        if connected.is_ok() {
+            waiting.lock().remove(&remote);
+        }
         drop(spinner);
         connected.map_err(|e| {
             let mut err = CliError::from_lib(e);
@@ -211,22 +235,64 @@ async fn wire_remote(
     Ok(())
 }
 
+/// The remote networks `run` is waiting for: refusals from them are expected until they
+/// are up, so they are not reported.
+type Waiting = std::sync::Arc<parking_lot::Mutex<HashSet<String>>>;
+
+/// Says, once, that `run` waits for `remote` and for how long at most.
+fn tell_waiting(global: &Global, remote: &str, wait: Duration) {
+    let secs = wait.as_secs();
+    if output::human(global.json) {
+        output::say(&format!(
+            "waiting for network {remote} (up to {secs} s; --wait-secs changes it)"
+        ));
+    } else {
+        output::print_json(&json!({ "event": "waiting", "network": remote, "wait_secs": secs }));
+    }
+}
+
 /// Prints what the operator of a bridge process wants to know as it runs: the broker
 /// lost and back, peers connecting, leaving or refused, traffic changing road, and
 /// messages dropped. One line each, or one JSON object each with `--json` or into a pipe.
-fn report_events(global: &Global, mut events: EventStream) -> tokio::task::JoinHandle<()> {
+/// The CLI's own one-shot probe networks (`reflow-cli-*`, from `networks`, `ping`,
+/// `send`...) are not peers anyone asked about, and are left out.
+fn report_events(
+    global: &Global,
+    mut events: EventStream,
+    waiting: Waiting,
+) -> tokio::task::JoinHandle<()> {
     let human = output::human(global.json);
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
+            if is_probe(&event) {
+                continue;
+            }
+            if let NetworkEvent::PeerRefused { peer, .. } = &event
+                && waiting.lock().contains(peer)
+            {
+                continue;
+            }
             if let Some((json, words)) = describe(&event) {
                 if human {
-                    println!("{words}");
+                    output::say(&words);
                 } else {
                     output::print_json(&json);
                 }
             }
         }
     })
+}
+
+/// Whether `event` is about one of the CLI's own probe networks.
+fn is_probe(event: &NetworkEvent) -> bool {
+    let peer = match event {
+        NetworkEvent::PeerConnected { network, .. }
+        | NetworkEvent::PeerDisconnected { network, .. }
+        | NetworkEvent::TransportSwitched { network, .. } => network,
+        NetworkEvent::PeerRefused { peer, .. } => peer,
+        _ => return false,
+    };
+    peer.starts_with(crate::cli::CLI_PREFIX)
 }
 
 fn road(kind: TransportKind) -> &'static str {
@@ -299,21 +365,21 @@ fn announce(global: &Global, plan: &RunConfig) {
         .collect();
     let urls = plan.network.discovery_endpoints.join(",");
     if output::human(global.json) {
-        println!(
+        output::say(&format!(
             "network {} (instance {}) running on {urls}",
             plan.network.network_id, plan.network.instance_id
-        );
-        println!("  nodes:  {}", nodes.join(", "));
+        ));
+        output::say(&format!("  nodes:  {}", nodes.join(", ")));
         if !remote.is_empty() {
-            println!("  remote: {}", remote.join(", "));
+            output::say(&format!("  remote: {}", remote.join(", ")));
         }
         if !plan.capabilities.is_empty() {
-            println!("  capabilities: {}", plan.capabilities.join(", "));
+            output::say(&format!("  capabilities: {}", plan.capabilities.join(", ")));
         }
         if !plan.tags.is_empty() {
-            println!("  tags:   {}", plan.tags.join(", "));
+            output::say(&format!("  tags:   {}", plan.tags.join(", ")));
         }
-        println!("  Ctrl-C to stop");
+        output::say("  Ctrl-C to stop");
     } else {
         output::print_json(&json!({
             "event": "running",
