@@ -548,6 +548,13 @@ fn run_reports_the_broker_lost_and_back_on_stdout() {
     });
 }
 
+/// A config file in a temporary directory.
+fn config_file(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let path = dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
 /// `up --port P` running, and its URL.
 fn up() -> (Running, String) {
     let port = free_port();
@@ -790,4 +797,65 @@ fn run_does_not_report_the_cli_probes_as_peers() {
     });
     let report = stats.stdout.lock().unwrap().clone();
     assert!(!report.contains("reflow-cli-"), "{report}");
+}
+
+/// Waits, at most `limit`, for `running` to exit.
+fn exit_within(running: &mut Running, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_second_copy_with_the_same_instance_id_is_refused_and_leaves_the_first_listed() {
+    let (_up, url) = up();
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(
+        &dir,
+        "twin.toml",
+        "[network]\nnetwork_id = \"twin\"\ninstance_id = \"twin-1\"\n\
+         heartbeat_interval_ms = 500\n\n[[nodes]]\nid = \"n\"\ncomponent = \"log\"\n",
+    );
+    let _first = Running::network(&url, &path, "the first twin");
+    let watch = Running::spawn(&["--nats-url", &url, "networks", "--watch", "--json"]);
+    watch.wait_for("the first listing", false, |l| l.contains("\"networks\""));
+    let mut second = Running::spawn(&["--nats-url", &url, "run", "--config", &path]);
+    let status = exit_within(&mut second, Duration::from_secs(15))
+        .expect("the second copy stops by itself instead of running");
+    assert_eq!(status.code(), Some(2));
+    let err = second.stderr.lock().unwrap().clone();
+    assert!(
+        err.contains("\"twin\"") && err.contains("\"twin-1\"") && err.contains("instance_id"),
+        "names the network and the instance id: {err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        !second.stdout.lock().unwrap().contains("\"running\""),
+        "never ran"
+    );
+    // A network started after the second copy left: its up event comes after anything
+    // the second copy did to the first's entry (one stream, in order).
+    let marker = config_file(
+        &dir,
+        "marker.toml",
+        "[network]\nnetwork_id = \"marker\"\n\n[[nodes]]\nid = \"n\"\ncomponent = \"log\"\n",
+    );
+    let _marker = Running::network(&url, &marker, "marker");
+    watch.wait_for("marker's up event", false, |l| {
+        l.contains("\"up\"") && l.contains("\"marker\"")
+    });
+    let events = watch.stdout.lock().unwrap().clone();
+    assert!(
+        !events
+            .lines()
+            .any(|l| l.contains("\"event\"") && l.contains("\"twin\"")),
+        "the first twin's entry was never deleted or replaced: {events}"
+    );
 }
