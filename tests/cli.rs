@@ -254,7 +254,10 @@ fn up_run_actors_ping_send_and_watch_work_together() {
     assert!(ping["min_ms"].as_f64().unwrap() > 0.0);
     assert!(ping["p50_ms"].as_f64().unwrap() <= ping["max_ms"].as_f64().unwrap());
     let ping_actor = json_of(&cli(&url, &["ping", "stats", "tally", "-c", "1"], None));
-    assert_eq!(ping_actor["target"], "tally@stats");
+    assert_eq!(
+        (&ping_actor["network"], &ping_actor["actor"]),
+        (&Value::from("stats"), &Value::from("tally"))
+    );
 
     let watch = Running::spawn(&["--nats-url", &url, "watch", "stats.tally.in"]);
     watch.wait_for("watch to subscribe", true, |l| l.contains("watching"));
@@ -372,7 +375,7 @@ fn listed_network(listing: &Value, id: &str) -> Option<Value> {
         .as_array()
         .expect("a list of networks")
         .iter()
-        .find(|n| n["network_id"] == id)
+        .find(|n| n["network"] == id)
         .cloned()
 }
 
@@ -413,12 +416,12 @@ fn networks_lists_what_run_started_with_its_capabilities_and_tags_and_watch_sees
     let event = |what: &'static str| {
         move |l: &str| {
             serde_json::from_str::<Value>(l)
-                .is_ok_and(|v| v["event"] == what && v["network_id"] == "catalog")
+                .is_ok_and(|v| v["event"] == what && v["network"] == "catalog")
         }
     };
     let went_up = watch.wait_for("catalog's up event", false, event("up"));
     let went_up: Value = serde_json::from_str(&went_up).unwrap();
-    assert_eq!(went_up["instance_id"], "catalog-1");
+    assert_eq!(went_up["instance"], "catalog-1");
 
     let listing = json_of(&cli(&url, &["networks", "--json"], None));
     let catalog_listed = listed_network(&listing, "catalog").expect("catalog is listed");
@@ -433,7 +436,8 @@ fn networks_lists_what_run_started_with_its_capabilities_and_tags_and_watch_sees
     assert_eq!(catalog_listed["actors"], serde_json::json!(["index"]));
     assert_eq!(catalog_listed["instance_count"], 1);
     let instance = &catalog_listed["instances"][0];
-    assert_eq!(instance["instance_id"], "catalog-1");
+    assert_eq!(instance["instance"], "catalog-1");
+    assert_eq!(instance["live"], true);
     assert_eq!(
         instance["tags"],
         serde_json::json!(["region=eu", "tier=gold"])
@@ -448,7 +452,7 @@ fn networks_lists_what_run_started_with_its_capabilities_and_tags_and_watch_sees
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|n| n["network_id"].as_str())
+        .filter_map(|n| n["network"].as_str())
         .collect();
     assert_eq!(ids, ["catalog"], "the CLI's own probes are left out");
 
@@ -857,5 +861,85 @@ fn a_second_copy_with_the_same_instance_id_is_refused_and_leaves_the_first_liste
             .lines()
             .any(|l| l.contains("\"event\"") && l.contains("\"twin\"")),
         "the first twin's entry was never deleted or replaced: {events}"
+    );
+}
+
+/// The keys of every instance object in `networks --json`, live entry read or not.
+const INSTANCE_KEYS: [&str; 10] = [
+    "actors",
+    "capabilities",
+    "endpoints",
+    "heartbeat_interval_ms",
+    "incarnation",
+    "instance",
+    "live",
+    "started_at_ms",
+    "tags",
+    "version",
+];
+
+#[test]
+fn after_up_restarts_with_a_fresh_store_warnings_stop_and_networks_keeps_its_shape() {
+    let port = free_port();
+    let mut up = Running::spawn(&["up", "--port", &port.to_string()]);
+    up.wait_for("up to print its URL", false, |l| l.contains("\"url\""));
+    let url = format!("nats://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(
+        &dir,
+        "pulse.toml",
+        "[network]\nnetwork_id = \"pulse\"\ninstance_id = \"pulse-1\"\n\
+         heartbeat_interval_ms = 300\n\n[[nodes]]\nid = \"n\"\ncomponent = \"log\"\n",
+    );
+    let pulse = Running::network(&url, &path, "pulse");
+
+    // The server goes, and comes back with an empty store: the liveness bucket is gone.
+    assert!(up.interrupt().success());
+    pulse.wait_for("the broker lost", false, |l| l.contains("broker_lost"));
+    let _up = Running::spawn(&["up", "--port", &port.to_string()]);
+    pulse.wait_for("the broker back", false, |l| l.contains("broker_regained"));
+
+    // Every listing has the same shape, and pulse's own entry is back soon.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let listing = json_of(&cli(&url, &["networks", "--json"], None));
+        let Some(network) = listed_network(&listing, "pulse") else {
+            assert!(Instant::now() < deadline, "pulse never listed again");
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        };
+        let instance = network["instances"][0].as_object().expect("an instance");
+        let mut keys: Vec<&str> = instance.keys().map(String::as_str).collect();
+        keys.sort();
+        assert_eq!(keys, INSTANCE_KEYS, "{network}");
+        if instance["live"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "pulse's entry never came back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Healed: no more refresh warnings. Before, one came every heartbeat for minutes;
+    // ten heartbeats without one is the proof asked for.
+    let warnings = || {
+        pulse
+            .stderr
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("WARN"))
+            .count()
+    };
+    let settled = warnings();
+    std::thread::sleep(Duration::from_millis(10 * 300));
+    let later = pulse.stderr.lock().unwrap().clone();
+    assert_eq!(
+        warnings(),
+        settled,
+        "warnings go on after the heal:\n{later}"
+    );
+    assert!(
+        settled <= 3,
+        "at most a couple of heartbeats warned:\n{later}"
     );
 }

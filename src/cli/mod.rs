@@ -32,6 +32,7 @@ mod actors;
 mod bench;
 mod completions;
 mod config;
+mod json;
 mod networks;
 mod output;
 mod ping;

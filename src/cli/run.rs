@@ -17,10 +17,10 @@ use crate::distributed_network::DistributedNetwork;
 use crate::events::{EventStream, NetworkEvent, TransportKind};
 use crate::network::{Connector, InitialPacket};
 use crate::{ErrorKind, Message};
-use serde_json::json;
 
 use crate::cli::Global;
 use crate::cli::config::{self, Endpoint, RunConfig};
+use crate::cli::json::RunEvent;
 use crate::cli::output::{self, CliError, CliResult};
 
 #[derive(Debug, clap::Args)]
@@ -90,7 +90,9 @@ pub(crate) async fn run(global: &Global, args: Args, components: &Components) ->
     if output::human(global.json) {
         output::say(&format!("network {} shut down", plan.network.network_id));
     } else {
-        output::print_json(&json!({ "event": "stopped", "network": plan.network.network_id }));
+        output::print_json(&RunEvent::Stopped {
+            network: plan.network.network_id.clone(),
+        });
     }
     Ok(())
 }
@@ -247,7 +249,10 @@ fn tell_waiting(global: &Global, remote: &str, wait: Duration) {
             "waiting for network {remote} (up to {secs} s; --wait-secs changes it)"
         ));
     } else {
-        output::print_json(&json!({ "event": "waiting", "network": remote, "wait_secs": secs }));
+        output::print_json(&RunEvent::Waiting {
+            network: remote.to_string(),
+            wait_secs: secs,
+        });
     }
 }
 
@@ -302,20 +307,24 @@ fn road(kind: TransportKind) -> &'static str {
     }
 }
 
-/// An event as JSON and in words; `None` for those `networks --watch` is for.
-fn describe(event: &NetworkEvent) -> Option<(serde_json::Value, String)> {
+/// An event as a JSON line and in words; `None` for those `networks --watch` is for.
+fn describe(event: &NetworkEvent) -> Option<(RunEvent, String)> {
     Some(match event {
         NetworkEvent::BrokerLost => (
-            json!({ "event": "broker_lost" }),
+            RunEvent::BrokerLost,
             "lost the NATS server; reconnecting (peers with a bind port are reached directly)"
                 .to_string(),
         ),
         NetworkEvent::BrokerRegained => (
-            json!({ "event": "broker_regained" }),
+            RunEvent::BrokerRegained,
             "the NATS server is back".to_string(),
         ),
         NetworkEvent::TransportSwitched { network, from, to } => (
-            json!({ "event": "road_switched", "network": network, "from": road(*from), "to": road(*to) }),
+            RunEvent::RoadSwitched {
+                network: network.clone(),
+                road: road(*to),
+                was: road(*from),
+            },
             format!(
                 "traffic to {network} now goes over {} (was {})",
                 road(*to),
@@ -328,28 +337,40 @@ fn describe(event: &NetworkEvent) -> Option<(serde_json::Value, String)> {
             transport,
             ..
         } => (
-            json!({ "event": "peer_connected", "network": network, "instance": instance, "road": road(*transport) }),
+            RunEvent::PeerConnected {
+                network: network.clone(),
+                instance: instance.clone(),
+                road: road(*transport),
+            },
             format!(
                 "connected to {network} ({instance}) over {}",
                 road(*transport)
             ),
         ),
         NetworkEvent::PeerDisconnected { network, reason } => (
-            json!({ "event": "peer_disconnected", "network": network, "reason": reason }),
+            RunEvent::PeerDisconnected {
+                network: network.clone(),
+                reason: reason.clone(),
+            },
             format!("disconnected from {network}: {reason}"),
         ),
         NetworkEvent::PeerRefused { peer, reason } => (
-            json!({ "event": "peer_refused", "peer": peer, "reason": reason }),
+            RunEvent::PeerRefused {
+                network: peer.clone(),
+                reason: reason.clone(),
+            },
             format!("refused {peer}: {reason}"),
         ),
         NetworkEvent::SlowConsumer { total_dropped } => (
-            json!({ "event": "slow_consumer", "total_dropped": total_dropped }),
+            RunEvent::SlowConsumer {
+                total_dropped: *total_dropped,
+            },
             format!(
                 "fell behind: the NATS client dropped inbound messages ({total_dropped} so far)"
             ),
         ),
         NetworkEvent::Lagged { missed } => (
-            json!({ "event": "lagged", "missed": missed }),
+            RunEvent::Lagged { missed: *missed },
             format!("missed {missed} events"),
         ),
         _ => return None,
@@ -381,15 +402,14 @@ fn announce(global: &Global, plan: &RunConfig) {
         }
         output::say("  Ctrl-C to stop");
     } else {
-        output::print_json(&json!({
-            "event": "running",
-            "network": plan.network.network_id,
-            "instance": plan.network.instance_id,
-            "nats": urls,
-            "nodes": nodes,
-            "remote": remote,
-            "capabilities": plan.capabilities,
-            "tags": plan.tags,
-        }));
+        output::print_json(&RunEvent::Running {
+            network: plan.network.network_id.clone(),
+            instance: plan.network.instance_id.clone(),
+            nats: urls,
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            remote,
+            capabilities: plan.capabilities.clone(),
+            tags: plan.tags.clone(),
+        });
     }
 }

@@ -2,7 +2,7 @@
 //! in-port. `VALUE` is JSON; `-` reads one JSON value per stdin line.
 
 use crate::Message;
-use serde_json::json;
+use crate::cli::json::SendReport;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::cli::Global;
@@ -45,7 +45,13 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
         let plural = if sent == 1 { "" } else { "s" };
         println!("sent {sent} message{plural} to {target} (each confirmed)");
     } else {
-        output::print_json(&json!({ "sent": sent, "subject": target }));
+        output::print_json(&SendReport {
+            network: args.network,
+            actor: args.actor,
+            port: args.port,
+            subject: target,
+            sent,
+        });
     }
     Ok(())
 }

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use crate::cli::json::{UpReport, WhichReport};
 use crate::local_server::{BinaryOrigin, NatsServer, ServerOptions, find_nats_server};
-use serde_json::json;
 
 use crate::cli::Global;
 use crate::cli::output::{self, CliError, CliResult, Exit};
@@ -98,11 +98,11 @@ async fn which(global: &Global) -> CliResult {
     if !global.json {
         println!("{}", found.path().display());
     } else {
-        output::print_json(&json!({
-            "path": found.path(),
-            "version": found.version().to_string(),
-            "origin": origin,
-        }));
+        output::print_json(&WhichReport {
+            path: found.path().to_path_buf(),
+            version: found.version().to_string(),
+            origin,
+        });
     }
     Ok(())
 }
@@ -125,7 +125,11 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
             if output::human(global.json) {
                 println!("A NATS server already answers at {url}; nothing to start.");
             } else {
-                output::print_json(&json!({ "url": url, "started": false }));
+                output::print_json(&UpReport {
+                    url,
+                    port,
+                    started: false,
+                });
             }
             return Ok(());
         }
@@ -164,7 +168,11 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
         println!("  then:     reflow-bridge run --config examples/configs/stats.toml");
         println!("  stop it:  Ctrl-C");
     } else {
-        output::print_json(&json!({ "url": url, "port": server.port(), "started": true }));
+        output::print_json(&UpReport {
+            url,
+            port: server.port(),
+            started: true,
+        });
     }
     stop_signal().await;
     let _ = server.stop().await;
