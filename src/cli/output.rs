@@ -123,28 +123,99 @@ pub(crate) fn print_json(value: &impl serde::Serialize) {
     let _ = out.flush();
 }
 
-/// Prints rows under headers, each column as wide as its widest cell.
+/// Prints rows under headers, each column as wide as its widest cell, within the
+/// terminal's width: when the table is wider, the widest columns are cut (their cells
+/// end in `…`) until it fits.
 pub(crate) fn print_table(headers: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(cell.chars().count());
-            }
-        }
+    let mut out = std::io::stdout().lock();
+    for line in layout(headers, rows, terminal_width()) {
+        let _ = writeln!(out, "{line}");
     }
+}
+
+/// Columns never cut narrower than this (or their header, if shorter).
+const MIN_COLUMN: usize = 6;
+
+/// The table's lines, `width` characters at most when a width is given.
+fn layout(headers: &[&str], rows: &[Vec<String>], width: Option<usize>) -> Vec<String> {
+    let cell = |row: &[String], i: usize| row.get(i).map_or(0, |c| c.chars().count());
+    let natural: Vec<usize> = (0..headers.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| cell(r, i))
+                .fold(headers[i].chars().count(), usize::max)
+        })
+        .collect();
+    let floor: Vec<usize> = natural
+        .iter()
+        .zip(headers)
+        .map(|(n, h)| (*n).min(MIN_COLUMN.max(h.chars().count())))
+        .collect();
+    let gaps = 2 * headers.len().saturating_sub(1);
+    let fits = |cap: usize| {
+        let total: usize = natural
+            .iter()
+            .zip(&floor)
+            .map(|(n, f)| (*n).min(cap.max(*f)))
+            .sum();
+        width.is_none_or(|w| total + gaps <= w)
+    };
+    // The largest cap on column widths that fits; the narrow columns keep their width.
+    let widest = natural.iter().copied().max().unwrap_or(0);
+    let cap = (0..=widest).rev().find(|c| fits(*c)).unwrap_or(0);
+    let widths: Vec<usize> = natural
+        .iter()
+        .zip(&floor)
+        .map(|(n, f)| (*n).min(cap.max(*f)))
+        .collect();
     let line = |cells: Vec<&str>| {
         let padded: Vec<String> = cells
             .iter()
             .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
+            .map(|(c, w)| format!("{:<w$}", cut(c, *w)))
             .collect();
-        padded.join("  ").trim_end().to_string()
+        let text = padded.join("  ").trim_end().to_string();
+        // Too many columns even at their narrowest: the line itself is cut.
+        match width {
+            Some(w) if text.chars().count() > w => cut(&text, w),
+            _ => text,
+        }
     };
-    println!("{}", line(headers.to_vec()));
-    for row in rows {
-        println!("{}", line(row.iter().map(String::as_str).collect()));
+    std::iter::once(line(headers.to_vec()))
+        .chain(
+            rows.iter()
+                .map(|r| line(r.iter().map(String::as_str).collect())),
+        )
+        .collect()
+}
+
+/// `text` in at most `width` characters, ending in `…` when cut.
+fn cut(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        return text.to_string();
     }
+    let kept: String = text.chars().take(width.saturating_sub(1)).collect();
+    format!("{kept}…")
+}
+
+/// The terminal's width in columns: `$COLUMNS`, else what the terminal on stdout says;
+/// `None` when neither tells (then tables are not cut).
+fn terminal_width() -> Option<usize> {
+    if let Some(columns) = std::env::var("COLUMNS").ok().and_then(|c| c.parse().ok()) {
+        return Some(columns);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+        // SAFETY: TIOCGWINSZ writes one winsize into the struct handed to it.
+        let asked =
+            unsafe { libc::ioctl(std::io::stdout().as_raw_fd(), libc::TIOCGWINSZ, &mut size) };
+        if asked == 0 && size.ws_col > 0 {
+            return Some(size.ws_col as usize);
+        }
+    }
+    None
 }
 
 /// The spinner's line, while one is drawn on stderr. Whoever prints to the terminal takes
@@ -236,6 +307,33 @@ impl Drop for Spinner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wide_table_is_cut_to_the_terminal_width_and_a_narrow_one_is_left_alone() {
+        let headers = ["NETWORK", "INSTANCE", "CAPABILITIES", "UP"];
+        let rows = vec![vec![
+            "prod.ml.training".to_string(),
+            "i-0123456789abcdef".to_string(),
+            "indexing,search,ranking,embedding,translation".to_string(),
+            "3d".to_string(),
+        ]];
+        let wide = layout(&headers, &rows, None);
+        assert!(wide[1].contains("indexing,search,ranking,embedding,translation"));
+        assert_eq!(layout(&headers, &rows, Some(200)), wide);
+        for width in [60, 40] {
+            let cut = layout(&headers, &rows, Some(width));
+            for line in &cut {
+                assert!(line.chars().count() <= width, "{width}: {line:?}");
+            }
+            assert!(cut[1].contains('…'), "{cut:?}");
+            assert!(
+                cut[1].ends_with("3d"),
+                "the narrow column stays whole: {cut:?}"
+            );
+        }
+        let tiny = layout(&headers, &rows, Some(12));
+        assert!(tiny.iter().all(|l| l.chars().count() <= 12), "{tiny:?}");
+    }
 
     #[test]
     fn library_field_names_become_the_flags_that_set_them() {
