@@ -87,17 +87,32 @@ impl Running {
         }
     }
 
-    /// Sends SIGINT (what Ctrl-C sends) and waits for a clean exit.
+    /// Sends SIGINT (what Ctrl-C sends) and waits for a clean exit; kills it after 10 s.
     fn interrupt(&mut self) -> std::process::ExitStatus {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
+        match self.signal(libc::SIGINT) {
+            Some(status) => status,
+            None => {
+                let _ = self.child.kill();
+                self.child.wait().unwrap()
+            }
+        }
+    }
+
+    /// Sends `signal` and waits, at most 10 s, for the exit.
+    fn signal(&mut self, signal: i32) -> Option<std::process::ExitStatus> {
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+        self.exit_within(Duration::from_secs(10))
+    }
+
+    /// Waits, at most `limit`, for the process to exit.
+    fn exit_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
+                return Some(status);
             }
             if Instant::now() > deadline {
-                let _ = self.child.kill();
-                return self.child.wait().unwrap();
+                return None;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -637,22 +652,6 @@ fn send_from_stdin_says_how_many_lines_went_before_the_bad_one() {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
-/// Sends `signal` to `running` and waits (bounded) for its exit.
-fn signal(running: &mut Running, signal: i32) -> std::process::ExitStatus {
-    unsafe { libc::kill(running.child.id() as i32, signal) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = running.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no exit within 10 s of the signal"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn watch_decodes_return_envelopes_hides_system_traffic_and_ends_cleanly_on_sigterm() {
     let (_up, url) = up();
@@ -693,9 +692,9 @@ fn watch_decodes_return_envelopes_hides_system_traffic_and_ends_cleanly_on_sigte
             "nothing the bridge sends shows as text: {line}"
         );
     }
-    let status = signal(&mut watch, libc::SIGTERM);
+    let status = watch.signal(libc::SIGTERM).expect("watch ends on SIGTERM");
     assert_eq!(status.code(), Some(0), "SIGTERM ends watch cleanly");
-    let status = signal(&mut all, libc::SIGINT);
+    let status = all.signal(libc::SIGINT).expect("watch ends on Ctrl-C");
     assert_eq!(status.code(), Some(0), "Ctrl-C ends watch cleanly");
 }
 
@@ -803,20 +802,6 @@ fn run_does_not_report_the_cli_probes_as_peers() {
     assert!(!report.contains("reflow-cli-"), "{report}");
 }
 
-/// Waits, at most `limit`, for `running` to exit.
-fn exit_within(running: &mut Running, limit: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = running.child.try_wait().unwrap() {
-            return Some(status);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn a_second_copy_with_the_same_instance_id_is_refused_and_leaves_the_first_listed() {
     let (_up, url) = up();
@@ -831,7 +816,8 @@ fn a_second_copy_with_the_same_instance_id_is_refused_and_leaves_the_first_liste
     let watch = Running::spawn(&["--nats-url", &url, "networks", "--watch", "--json"]);
     watch.wait_for("the first listing", false, |l| l.contains("\"networks\""));
     let mut second = Running::spawn(&["--nats-url", &url, "run", "--config", &path]);
-    let status = exit_within(&mut second, Duration::from_secs(15))
+    let status = second
+        .exit_within(Duration::from_secs(15))
         .expect("the second copy stops by itself instead of running");
     assert_eq!(status.code(), Some(2));
     let err = second.stderr.lock().unwrap().clone();
