@@ -1,6 +1,6 @@
 //! `reflow-bridge actors NETWORK`: the actors one network hosts, with their ports.
 
-use serde_json::json;
+use crate::cli::json::ActorList;
 
 use crate::cli::Global;
 use crate::cli::output::{self, CliError, CliResult};
@@ -34,7 +34,10 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
             .collect();
         output::print_table(&["ACTOR", "COMPONENT", "IN", "OUT", "DESCRIPTION"], &rows);
     } else {
-        output::print_json(&json!({ "network": args.network, "actors": actors }));
+        output::print_json(&ActorList {
+            network: args.network,
+            actors,
+        });
     }
     Ok(())
 }

@@ -108,8 +108,8 @@ pub(crate) struct NodeSpec {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConnectionSpec {
-    from: String,
-    to: String,
+    from: toml::Spanned<String>,
+    to: toml::Spanned<String>,
 }
 
 /// `[[publish]] from = "node.port", subject = "a.plain.subject"`.
@@ -155,6 +155,8 @@ pub(crate) struct RunConfig {
     pub(crate) tags: Vec<String>,
     pub(crate) nodes: Vec<NodeSpec>,
     pub(crate) connections: Vec<(Endpoint, Endpoint)>,
+    /// The line of the file each connection starts on, for errors found when wiring.
+    pub(crate) connection_lines: Vec<usize>,
     pub(crate) initial: Vec<(Endpoint, serde_json::Value)>,
     /// Local out-ports published as JSON on plain subjects.
     pub(crate) publish: Vec<(Endpoint, String)>,
@@ -272,10 +274,19 @@ pub(crate) fn parse(text: &str, components: &Components) -> Result<RunConfig, St
         })
     };
     let mut connections = Vec::new();
+    let mut connection_lines = Vec::new();
     for (i, c) in file.connections.iter().enumerate() {
-        let from = endpoint(format!("connections[{i}].from"), &c.from)?;
-        let to = endpoint(format!("connections[{i}].to"), &c.to)?;
+        let at = |span: std::ops::Range<usize>| line_of(text, span.start);
+        let from = endpoint(
+            format!("line {}: connections[{i}].from", at(c.from.span())),
+            c.from.get_ref(),
+        )?;
+        let to = endpoint(
+            format!("line {}: connections[{i}].to", at(c.to.span())),
+            c.to.get_ref(),
+        )?;
         connections.push((from, to));
+        connection_lines.push(at(c.from.span()).min(at(c.to.span())));
     }
     let mut initial = Vec::new();
     for (i, packet) in file.initial.into_iter().enumerate() {
@@ -304,9 +315,15 @@ pub(crate) fn parse(text: &str, components: &Components) -> Result<RunConfig, St
         tags: section.tags,
         nodes: file.nodes,
         connections,
+        connection_lines,
         initial,
         publish,
     })
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
 /// A TOML error as one line: where, which key, and what was wrong.
@@ -315,7 +332,7 @@ fn toml_error(text: &str, err: &toml::de::Error) -> String {
     let Some(span) = err.span() else {
         return message;
     };
-    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line_no = line_of(text, span.start);
     let line = text.lines().nth(line_no - 1).unwrap_or_default();
     match line.split_once('=') {
         Some((key, _)) if !line.trim_start().starts_with('[') => {
@@ -408,6 +425,16 @@ mod tests {
             (
                 "[network]\nnetwork_id = \"A\"\n[[nodes]]\nid = \"n\"\ncomponent = \"nope\"\n",
                 "nodes[0].component",
+            ),
+            (
+                "[network]\nnetwork_id = \"A\"\n[network.local_network_config]\n\
+                 inbox_capacity = 8\ninbox_capcity = 9\n",
+                "line 5: inbox_capcity",
+            ),
+            (
+                "[network]\nnetwork_id = \"A\"\n[[nodes]]\nid = \"n\"\n\
+                 component = \"log\"\n\n[[connections]]\nfrom = \"n.out\"\nto = \"m.in\"\n",
+                "line 9: connections[0].to",
             ),
         ] {
             let err = parse(text).unwrap_err();

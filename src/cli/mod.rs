@@ -30,7 +30,9 @@
 
 mod actors;
 mod bench;
+mod completions;
 mod config;
+mod json;
 mod networks;
 mod output;
 mod ping;
@@ -47,6 +49,10 @@ use crate::components::Components;
 use crate::distributed_network::{DistributedConfig, DistributedNetwork, NatsAuth};
 
 use output::{CliError, CliResult, Exit};
+
+/// The prefix of the one-shot networks the inspecting commands join as: listings and the
+/// `run` reports leave them out, being this tool's probes rather than anyone's peers.
+pub(crate) const CLI_PREFIX: &str = "reflow-cli-";
 
 /// Run, inspect and poke reflow networks joined through NATS.
 #[derive(Debug, Parser)]
@@ -147,6 +153,10 @@ enum Command {
     /// machine, the versions and the settings. A missed target is a measurement, not a
     /// failure: the exit code is 0 whenever every scenario ran.
     Bench(bench::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff); `reflow-bridge man | man -l -` reads it
+    Man,
 }
 
 impl Global {
@@ -159,7 +169,7 @@ impl Global {
             .as_deref()
             .and_then(|name| NatsAuth::from_context(name).ok())
             .and_then(|(_, url)| url);
-        match &self.nats_url {
+        let urls = match &self.nats_url {
             Some(urls) if !urls.trim().is_empty() => urls
                 .split(',')
                 .map(|u| u.trim().to_string())
@@ -168,7 +178,8 @@ impl Global {
             _ if !fallback.is_empty() => fallback.to_vec(),
             _ if context_url.is_some() => context_url.into_iter().collect(),
             _ => vec![crate::distributed_network::DEFAULT_NATS_URL.to_string()],
-        }
+        };
+        urls.iter().map(|u| with_scheme(u)).collect()
     }
 
     /// How to prove this process to the NATS server: the `--context`'s settings, with
@@ -200,7 +211,7 @@ impl Global {
     pub(crate) async fn open_network(&self) -> CliResult<DistributedNetwork> {
         let short = |n: usize| uuid::Uuid::new_v4().simple().to_string()[..n].to_string();
         let config = DistributedConfig {
-            network_id: format!("reflow-cli-{}", short(8)),
+            network_id: format!("{CLI_PREFIX}{}", short(8)),
             instance_id: short(8),
             discovery_endpoints: self.urls_or(&[]),
             auth_token: self.token.clone(),
@@ -217,6 +228,16 @@ impl Global {
         drop(spinner);
         started.map_err(CliError::from_broker)?;
         Ok(network)
+    }
+}
+
+/// A server address as natscli takes it: a bare `host` or `host:port` means
+/// `nats://host:port` (the port 4222 when left out); a URL with a scheme stays as it is.
+fn with_scheme(url: &str) -> String {
+    if url.contains("://") {
+        url.to_string()
+    } else {
+        format!("nats://{url}")
     }
 }
 
@@ -260,7 +281,7 @@ fn init_logging(verbose: u8, command: &Command) {
         0 if matches!(command, Command::Bench(_)) => "error,async_nats=off",
         // The NATS client's own error lines repeat what the one-line error says (an
         // authorization violation, a refused certificate); -v shows them.
-        0 => "warn,async_nats=off,crate::components=info",
+        0 => "warn,async_nats=off,reflow_network::components=info",
         1 => "info",
         _ => "debug",
     };
@@ -268,7 +289,7 @@ fn init_logging(verbose: u8, command: &Command) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(output::LogWriter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
@@ -323,9 +344,33 @@ async fn run_cli(components: Components) -> ExitCode {
         Command::Send(args) => send::run(&global, args).await,
         Command::Watch(args) => watch::run(&global, args).await,
         Command::Bench(args) => bench::run(&global, args).await,
+        Command::Completions(args) => completions::completions(args),
+        Command::Man => completions::man(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => err.report(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn global(url: &str) -> Global {
+        let cli = Cli::try_parse_from(["reflow-bridge", "--nats-url", url, "networks"]).unwrap();
+        cli.global
+    }
+
+    #[test]
+    fn bare_hosts_and_host_ports_are_nats_urls_as_natscli_takes_them() {
+        assert_eq!(
+            global("127.0.0.1:4222,localhost").urls_or(&[]),
+            ["nats://127.0.0.1:4222", "nats://localhost"]
+        );
+        assert_eq!(
+            global("tls://a:4443, nats://tok@b").urls_or(&[]),
+            ["tls://a:4443", "nats://tok@b"]
+        );
     }
 }

@@ -11,13 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::discovery::NetworkInfo;
 use crate::events::{DownReason, NetworkEvent};
-use serde_json::{Value, json};
 
-use crate::cli::Global;
+use crate::cli::json::{InstanceEntry, NetworkChange, NetworkEntry, NetworkList};
 use crate::cli::output::{self, CliError, CliResult};
-
-/// The prefix of the one-shot networks the inspecting commands join as.
-const CLI_PREFIX: &str = "reflow-cli-";
+use crate::cli::{CLI_PREFIX, Global};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
@@ -54,8 +51,8 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
     if output::human(global.json) {
         print_table(global, &networks, &live);
     } else {
-        let listed: Vec<Value> = networks.iter().map(|n| network_json(n, &live)).collect();
-        output::print_json(&json!({ "networks": listed }));
+        let networks = networks.iter().map(|n| network_json(n, &live)).collect();
+        output::print_json(&NetworkList { networks });
     }
 
     if args.watch {
@@ -118,33 +115,19 @@ fn print_table(global: &Global, networks: &[NetworkInfo], live: &[NetworkInfo]) 
 }
 
 /// A network for scripts: what it offers as a whole, and each instance's own entry.
-fn network_json(net: &NetworkInfo, live: &[NetworkInfo]) -> Value {
-    let instances: Vec<Value> = instances_of(net, live)
-        .into_iter()
-        .map(|(id, instance)| match instance {
-            Some(i) => json!({
-                "instance_id": i.instance_id,
-                "incarnation": i.incarnation,
-                "endpoints": i.endpoints,
-                "capabilities": i.capabilities,
-                "tags": i.tags,
-                "actors": i.actors,
-                "heartbeat_interval_ms": i.heartbeat_interval_ms,
-                "version": i.version,
-                "started_at_ms": i.started_at_ms,
-            }),
-            None => json!({ "instance_id": id }),
-        })
-        .collect();
-    json!({
-        "network_id": net.network_id,
-        "capabilities": net.capabilities,
-        "tags": net.tags,
-        "actors": net.actors,
-        "actor_count": net.actor_count,
-        "instance_count": net.instance_count,
-        "instances": instances,
-    })
+fn network_json(net: &NetworkInfo, live: &[NetworkInfo]) -> NetworkEntry {
+    NetworkEntry {
+        network: net.network_id.clone(),
+        capabilities: net.capabilities.clone(),
+        tags: net.tags.clone(),
+        actors: net.actors.clone(),
+        actor_count: net.actor_count,
+        instance_count: net.instance_count,
+        instances: instances_of(net, live)
+            .into_iter()
+            .map(|(id, entry)| InstanceEntry::new(id, entry))
+            .collect(),
+    }
 }
 
 /// The instance ids of `net`, each with its liveness entry when this process holds one.
@@ -164,60 +147,70 @@ fn instances_of<'a>(
 }
 
 fn print_event(global: &Global, event: &NetworkEvent, shown: &impl Fn(&str) -> bool) {
-    let (what, network, instance, why) = match event {
-        NetworkEvent::NetworkUp { network, instance } => ("up", network, instance, None),
+    let human = output::human(global.json);
+    let say = |change: NetworkChange, words: String| {
+        if human {
+            println!("{words}");
+        } else {
+            output::print_json(&change);
+        }
+    };
+    match event {
+        NetworkEvent::NetworkUp { network, instance } if shown(network) => say(
+            NetworkChange::Up {
+                network: network.clone(),
+                instance: instance.clone(),
+            },
+            format!("up   {network} instance {instance}"),
+        ),
         NetworkEvent::NetworkDown {
             network,
             instance,
             reason,
-        } => {
-            let why = match reason {
-                DownReason::Left => "left",
-                DownReason::Expired => "expired",
+        } if shown(network) => {
+            let (reason, why) = match reason {
+                DownReason::Left => ("left", "shut down"),
+                DownReason::Expired => ("expired", "stopped refreshing its liveness entry"),
             };
-            ("down", network, instance, Some(why))
+            say(
+                NetworkChange::Down {
+                    network: network.clone(),
+                    instance: instance.clone(),
+                    reason,
+                },
+                format!("down {network} instance {instance} ({why})"),
+            )
         }
         NetworkEvent::BrokerLost => {
-            return say(global, "broker_lost", "lost the NATS server; reconnecting");
+            let message = "lost the NATS server; reconnecting".to_string();
+            say(
+                NetworkChange::BrokerLost {
+                    message: message.clone(),
+                },
+                message,
+            )
         }
         NetworkEvent::BrokerRegained => {
-            return say(global, "broker_regained", "the NATS server is back");
+            let message = "the NATS server is back".to_string();
+            say(
+                NetworkChange::BrokerRegained {
+                    message: message.clone(),
+                },
+                message,
+            )
         }
         NetworkEvent::Lagged { missed } => {
-            return say(
-                global,
-                "lagged",
-                &format!("missed {missed} events; run `networks` again for the full picture"),
-            );
+            let message =
+                format!("missed {missed} events; run `networks` again for the full picture");
+            say(
+                NetworkChange::Lagged {
+                    missed: *missed,
+                    message: message.clone(),
+                },
+                message,
+            )
         }
-        _ => return,
-    };
-    if !shown(network) {
-        return;
-    }
-    if output::human(global.json) {
-        let why = match why {
-            Some("left") => " (shut down)",
-            Some(_) => " (stopped refreshing its liveness entry)",
-            None => "",
-        };
-        println!("{what:<4} {network} instance {instance}{why}");
-    } else {
-        output::print_json(&json!({
-            "event": what,
-            "network_id": network,
-            "instance_id": instance,
-            "reason": why,
-        }));
-    }
-}
-
-/// An event about the watch itself rather than a network.
-fn say(global: &Global, event: &str, words: &str) {
-    if output::human(global.json) {
-        println!("{words}");
-    } else {
-        output::print_json(&json!({ "event": event, "message": words }));
+        _ => {}
     }
 }
 

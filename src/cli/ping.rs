@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use crate::cli::json::PingReport;
 
 use crate::cli::Global;
 use crate::cli::output::{self, CliError, CliResult};
@@ -68,15 +68,16 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
             s.p50
         );
     } else {
-        output::print_json(&json!({
-            "target": target,
-            "count": samples.len(),
-            "min_ms": s.min,
-            "avg_ms": s.avg,
-            "max_ms": s.max,
-            "p50_ms": s.p50,
-            "samples_ms": samples,
-        }));
+        output::print_json(&PingReport {
+            network: args.network.clone(),
+            actor: args.actor.clone(),
+            count: samples.len(),
+            min_ms: s.min,
+            avg_ms: s.avg,
+            max_ms: s.max,
+            p50_ms: s.p50,
+            samples_ms: samples,
+        });
     }
     Ok(())
 }

@@ -17,10 +17,10 @@ use crate::distributed_network::DistributedNetwork;
 use crate::events::{EventStream, NetworkEvent, TransportKind};
 use crate::network::{Connector, InitialPacket};
 use crate::{ErrorKind, Message};
-use serde_json::json;
 
 use crate::cli::Global;
 use crate::cli::config::{self, Endpoint, RunConfig};
+use crate::cli::json::RunEvent;
 use crate::cli::output::{self, CliError, CliResult};
 
 #[derive(Debug, clap::Args)]
@@ -44,20 +44,38 @@ pub(crate) async fn run(global: &Global, args: Args, components: &Components) ->
     network
         .set_nats_auth(global.nats_auth(plan.nats.clone())?)
         .map_err(CliError::from_lib)?;
-    let reporter = report_events(global, network.events());
+    let waiting = Waiting::default();
+    let reporter = report_events(global, network.events(), waiting.clone());
     // Set before start(), so the first liveness entry and every discovery reply carry them.
     network.set_capabilities(plan.capabilities.iter().cloned());
     network.set_tags(plan.tags.iter().cloned());
     // The nodes that feed remote actors start once those are wired, the rest at start.
     let held = feeding_remote(&plan);
-    build_local(&network, &plan, &held, components).map_err(CliError::from_lib)?;
+    let bad_connection = |i: usize, err: crate::Error| {
+        CliError::usage(format!(
+            "{}: line {}: connections[{i}]: {}",
+            args.config.display(),
+            plan.connection_lines.get(i).copied().unwrap_or_default(),
+            output::flag_words(&err.to_string())
+        ))
+    };
+    build_local(&network, &plan, &held, components, &bad_connection)?;
     let spinner = output::Spinner::start("connecting to the NATS server");
     let started = network.start().await;
     drop(spinner);
     started.map_err(CliError::from_broker)?;
 
     let wait = Duration::from_secs(args.wait_secs);
-    let wired = wire_remote(&network, &plan, &held, wait).await;
+    let wired = wire_remote(
+        global,
+        &network,
+        &plan,
+        &held,
+        wait,
+        &waiting,
+        &bad_connection,
+    )
+    .await;
     if let Err(err) = wired {
         let _ = network.shutdown().await;
         return Err(err);
@@ -70,9 +88,11 @@ pub(crate) async fn run(global: &Global, args: Args, components: &Components) ->
     drop(spinner);
     stopped.map_err(CliError::from_lib)?;
     if output::human(global.json) {
-        println!("network {} shut down", plan.network.network_id);
+        output::say(&format!("network {} shut down", plan.network.network_id));
     } else {
-        output::print_json(&json!({ "event": "stopped", "network": plan.network.network_id }));
+        output::print_json(&RunEvent::Stopped {
+            network: plan.network.network_id.clone(),
+        });
     }
     Ok(())
 }
@@ -119,16 +139,23 @@ fn build_local(
     plan: &RunConfig,
     held: &HashSet<&str>,
     components: &Components,
-) -> crate::Result<()> {
+    bad_connection: &dyn Fn(usize, crate::Error) -> CliError,
+) -> CliResult {
     let local = network.get_local_network();
     let mut local = local.write();
-    components.register_into(&mut local)?;
+    components
+        .register_into(&mut local)
+        .map_err(CliError::from_lib)?;
     for node in plan.nodes.iter().filter(|n| !held.contains(n.id.as_str())) {
-        local.add_node(&node.id, &node.component, Some(node.metadata.clone()))?;
+        local
+            .add_node(&node.id, &node.component, Some(node.metadata.clone()))
+            .map_err(CliError::from_lib)?;
     }
-    for (from, to) in &plan.connections {
+    for (i, (from, to)) in plan.connections.iter().enumerate() {
         if starts_with_network(from, to, held) {
-            local.add_connection(Connector::new(&from.node, &from.port, &to.node, &to.port))?;
+            local
+                .add_connection(Connector::new(&from.node, &from.port, &to.node, &to.port))
+                .map_err(|e| bad_connection(i, e))?;
         }
     }
     Ok(())
@@ -136,23 +163,38 @@ fn build_local(
 
 /// Connects to each remote network (retrying while it is not up yet), registers its
 /// actors as proxies, adds the connections that touch them, then the initial packets.
+#[allow(clippy::too_many_arguments)]
 async fn wire_remote(
+    global: &Global,
     network: &DistributedNetwork,
     plan: &RunConfig,
     held: &HashSet<&str>,
     wait: Duration,
+    waiting: &Waiting,
+    bad_connection: &dyn Fn(usize, crate::Error) -> CliError,
 ) -> CliResult {
     let deadline = Instant::now() + wait;
     for (actor, remote) in plan.remote_actors() {
-        let spinner = output::Spinner::start(&format!("waiting for network {remote}"));
+        let mut spinner = None;
+        // Refusals while it is not up are expected, not news; the last one is the error.
+        waiting.lock().insert(remote.clone());
         let connected = loop {
             match network.connect_to_network(&remote).await {
                 Err(e) if e.is(ErrorKind::NetworkDisconnected) && Instant::now() < deadline => {
+                    if spinner.is_none() {
+                        tell_waiting(global, &remote, wait);
+                        spinner = Some(output::Spinner::start(&format!(
+                            "waiting for network {remote}"
+                        )));
+                    }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 other => break other,
             }
         };
+        if connected.is_ok() {
+            waiting.lock().remove(&remote);
+        }
         drop(spinner);
         connected.map_err(|e| {
             let mut err = CliError::from_lib(e);
@@ -175,11 +217,15 @@ async fn wire_remote(
     let added = (|| {
         let mut local = shared.write();
         for node in plan.nodes.iter().filter(|n| held.contains(n.id.as_str())) {
-            local.add_node(&node.id, &node.component, Some(node.metadata.clone()))?;
+            local
+                .add_node(&node.id, &node.component, Some(node.metadata.clone()))
+                .map_err(CliError::from_lib)?;
         }
-        for (from, to) in &plan.connections {
+        for (i, (from, to)) in plan.connections.iter().enumerate() {
             if !starts_with_network(from, to, held) {
-                local.add_connection(Connector::new(&from.node, &from.port, &to.node, &to.port))?;
+                local
+                    .add_connection(Connector::new(&from.node, &from.port, &to.node, &to.port))
+                    .map_err(|e| bad_connection(i, e))?;
             }
         }
         Ok(())
@@ -187,13 +233,11 @@ async fn wire_remote(
     let published = plan
         .publish
         .iter()
-        .try_for_each(|(from, subject)| network.publish_port(&from.node, &from.port, subject));
+        .try_for_each(|(from, subject)| network.publish_port(&from.node, &from.port, subject))
+        .map_err(CliError::from_lib);
     let mut local = shared.write();
-    let released = local.release();
-    added
-        .and(published)
-        .and(released)
-        .map_err(CliError::from_lib)?;
+    let released = local.release().map_err(CliError::from_lib);
+    added.and(published).and(released)?;
     for (to, value) in &plan.initial {
         let packet = InitialPacket::new(&to.node, &to.port, Message::from_json(value.clone()));
         local.add_initial(packet).map_err(CliError::from_lib)?;
@@ -201,22 +245,67 @@ async fn wire_remote(
     Ok(())
 }
 
+/// The remote networks `run` is waiting for: refusals from them are expected until they
+/// are up, so they are not reported.
+type Waiting = std::sync::Arc<parking_lot::Mutex<HashSet<String>>>;
+
+/// Says, once, that `run` waits for `remote` and for how long at most.
+fn tell_waiting(global: &Global, remote: &str, wait: Duration) {
+    let secs = wait.as_secs();
+    if output::human(global.json) {
+        output::say(&format!(
+            "waiting for network {remote} (up to {secs} s; --wait-secs changes it)"
+        ));
+    } else {
+        output::print_json(&RunEvent::Waiting {
+            network: remote.to_string(),
+            wait_secs: secs,
+        });
+    }
+}
+
 /// Prints what the operator of a bridge process wants to know as it runs: the broker
 /// lost and back, peers connecting, leaving or refused, traffic changing road, and
 /// messages dropped. One line each, or one JSON object each with `--json` or into a pipe.
-fn report_events(global: &Global, mut events: EventStream) -> tokio::task::JoinHandle<()> {
+/// The CLI's own one-shot probe networks (`reflow-cli-*`, from `networks`, `ping`,
+/// `send`...) are not peers anyone asked about, and are left out.
+fn report_events(
+    global: &Global,
+    mut events: EventStream,
+    waiting: Waiting,
+) -> tokio::task::JoinHandle<()> {
     let human = output::human(global.json);
     tokio::spawn(async move {
         while let Some(event) = events.recv().await {
+            if is_probe(&event) {
+                continue;
+            }
+            if let NetworkEvent::PeerRefused { peer, .. } = &event
+                && waiting.lock().contains(peer)
+            {
+                continue;
+            }
             if let Some((json, words)) = describe(&event) {
                 if human {
-                    println!("{words}");
+                    output::say(&words);
                 } else {
                     output::print_json(&json);
                 }
             }
         }
     })
+}
+
+/// Whether `event` is about one of the CLI's own probe networks.
+fn is_probe(event: &NetworkEvent) -> bool {
+    let peer = match event {
+        NetworkEvent::PeerConnected { network, .. }
+        | NetworkEvent::PeerDisconnected { network, .. }
+        | NetworkEvent::TransportSwitched { network, .. } => network,
+        NetworkEvent::PeerRefused { peer, .. } => peer,
+        _ => return false,
+    };
+    peer.starts_with(crate::cli::CLI_PREFIX)
 }
 
 fn road(kind: TransportKind) -> &'static str {
@@ -226,20 +315,24 @@ fn road(kind: TransportKind) -> &'static str {
     }
 }
 
-/// An event as JSON and in words; `None` for those `networks --watch` is for.
-fn describe(event: &NetworkEvent) -> Option<(serde_json::Value, String)> {
+/// An event as a JSON line and in words; `None` for those `networks --watch` is for.
+fn describe(event: &NetworkEvent) -> Option<(RunEvent, String)> {
     Some(match event {
         NetworkEvent::BrokerLost => (
-            json!({ "event": "broker_lost" }),
+            RunEvent::BrokerLost,
             "lost the NATS server; reconnecting (peers with a bind port are reached directly)"
                 .to_string(),
         ),
         NetworkEvent::BrokerRegained => (
-            json!({ "event": "broker_regained" }),
+            RunEvent::BrokerRegained,
             "the NATS server is back".to_string(),
         ),
         NetworkEvent::TransportSwitched { network, from, to } => (
-            json!({ "event": "road_switched", "network": network, "from": road(*from), "to": road(*to) }),
+            RunEvent::RoadSwitched {
+                network: network.clone(),
+                road: road(*to),
+                was: road(*from),
+            },
             format!(
                 "traffic to {network} now goes over {} (was {})",
                 road(*to),
@@ -252,28 +345,40 @@ fn describe(event: &NetworkEvent) -> Option<(serde_json::Value, String)> {
             transport,
             ..
         } => (
-            json!({ "event": "peer_connected", "network": network, "instance": instance, "road": road(*transport) }),
+            RunEvent::PeerConnected {
+                network: network.clone(),
+                instance: instance.clone(),
+                road: road(*transport),
+            },
             format!(
                 "connected to {network} ({instance}) over {}",
                 road(*transport)
             ),
         ),
         NetworkEvent::PeerDisconnected { network, reason } => (
-            json!({ "event": "peer_disconnected", "network": network, "reason": reason }),
+            RunEvent::PeerDisconnected {
+                network: network.clone(),
+                reason: reason.clone(),
+            },
             format!("disconnected from {network}: {reason}"),
         ),
         NetworkEvent::PeerRefused { peer, reason } => (
-            json!({ "event": "peer_refused", "peer": peer, "reason": reason }),
+            RunEvent::PeerRefused {
+                network: peer.clone(),
+                reason: reason.clone(),
+            },
             format!("refused {peer}: {reason}"),
         ),
         NetworkEvent::SlowConsumer { total_dropped } => (
-            json!({ "event": "slow_consumer", "total_dropped": total_dropped }),
+            RunEvent::SlowConsumer {
+                total_dropped: *total_dropped,
+            },
             format!(
                 "fell behind: the NATS client dropped inbound messages ({total_dropped} so far)"
             ),
         ),
         NetworkEvent::Lagged { missed } => (
-            json!({ "event": "lagged", "missed": missed }),
+            RunEvent::Lagged { missed: *missed },
             format!("missed {missed} events"),
         ),
         _ => return None,
@@ -289,31 +394,30 @@ fn announce(global: &Global, plan: &RunConfig) {
         .collect();
     let urls = plan.network.discovery_endpoints.join(",");
     if output::human(global.json) {
-        println!(
+        output::say(&format!(
             "network {} (instance {}) running on {urls}",
             plan.network.network_id, plan.network.instance_id
-        );
-        println!("  nodes:  {}", nodes.join(", "));
+        ));
+        output::say(&format!("  nodes:  {}", nodes.join(", ")));
         if !remote.is_empty() {
-            println!("  remote: {}", remote.join(", "));
+            output::say(&format!("  remote: {}", remote.join(", ")));
         }
         if !plan.capabilities.is_empty() {
-            println!("  capabilities: {}", plan.capabilities.join(", "));
+            output::say(&format!("  capabilities: {}", plan.capabilities.join(", ")));
         }
         if !plan.tags.is_empty() {
-            println!("  tags:   {}", plan.tags.join(", "));
+            output::say(&format!("  tags:   {}", plan.tags.join(", ")));
         }
-        println!("  Ctrl-C to stop");
+        output::say("  Ctrl-C to stop");
     } else {
-        output::print_json(&json!({
-            "event": "running",
-            "network": plan.network.network_id,
-            "instance": plan.network.instance_id,
-            "nats": urls,
-            "nodes": nodes,
-            "remote": remote,
-            "capabilities": plan.capabilities,
-            "tags": plan.tags,
-        }));
+        output::print_json(&RunEvent::Running {
+            network: plan.network.network_id.clone(),
+            instance: plan.network.instance_id.clone(),
+            nats: urls,
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+            remote,
+            capabilities: plan.capabilities.clone(),
+            tags: plan.tags.clone(),
+        });
     }
 }

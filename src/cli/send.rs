@@ -2,7 +2,7 @@
 //! in-port. `VALUE` is JSON; `-` reads one JSON value per stdin line.
 
 use crate::Message;
-use serde_json::json;
+use crate::cli::json::SendReport;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::cli::Global;
@@ -45,7 +45,13 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
         let plural = if sent == 1 { "" } else { "s" };
         println!("sent {sent} message{plural} to {target} (each confirmed)");
     } else {
-        output::print_json(&json!({ "sent": sent, "subject": target }));
+        output::print_json(&SendReport {
+            network: args.network,
+            actor: args.actor,
+            port: args.port,
+            subject: target,
+            sent,
+        });
     }
     Ok(())
 }
@@ -77,12 +83,21 @@ async fn send_all(
         if line.trim().is_empty() {
             continue;
         }
-        let message = parse(&line, &format!("stdin line {number}"))?;
-        send(message).await.map_err(|e| {
-            let mut err = CliError::from_lib(e);
-            err.message = format!("{} (after {sent} sent)", err.message);
-            err
-        })?;
+        // A failure says how far the input got, so a rerun can skip what went in.
+        let so_far = |err: CliError| {
+            let plural = if sent == 1 { "" } else { "s" };
+            CliError::new(
+                err.exit,
+                format!(
+                    "{sent} line{plural} sent before line {number}: {}",
+                    err.message
+                ),
+            )
+        };
+        let message = parse(&line, "it").map_err(so_far)?;
+        send(message)
+            .await
+            .map_err(|e| so_far(CliError::from_lib(e)))?;
         sent += 1;
     }
     Ok(sent)

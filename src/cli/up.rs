@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
+use crate::cli::json::{UpReport, WhichReport};
 use crate::local_server::{BinaryOrigin, NatsServer, ServerOptions, find_nats_server};
-use serde_json::json;
 
 use crate::cli::Global;
 use crate::cli::output::{self, CliError, CliResult, Exit};
@@ -33,12 +33,38 @@ fn host_port(url: &str) -> (String, u16) {
     }
 }
 
-async fn answers(host: &str, port: u16) -> bool {
-    let connect = tokio::net::TcpStream::connect((host, port));
-    matches!(
-        tokio::time::timeout(Duration::from_millis(500), connect).await,
-        Ok(Ok(_))
-    )
+/// What holds `host:port`.
+#[derive(Debug, PartialEq)]
+enum Holder {
+    /// Nothing accepts connections there.
+    Nobody,
+    /// A NATS server: it greeted with an `INFO` line.
+    Nats,
+    /// Something else: it accepted the connection but sent no `INFO` line in time (or
+    /// sent something else).
+    Other(String),
+}
+
+/// Connects to `host:port` and reads the greeting: a NATS server sends `INFO {...}` at
+/// once, so anything else there is not one.
+async fn holder(host: &str, port: u16) -> Holder {
+    use tokio::io::AsyncReadExt;
+    let wait = Duration::from_millis(500);
+    let Ok(Ok(mut stream)) =
+        tokio::time::timeout(wait, tokio::net::TcpStream::connect((host, port))).await
+    else {
+        return Holder::Nobody;
+    };
+    let mut greeting = [0u8; 5];
+    match tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut greeting)).await {
+        Ok(Ok(_)) if greeting.eq_ignore_ascii_case(b"INFO ") => Holder::Nats,
+        Ok(Ok(_)) => Holder::Other(format!(
+            "it greeted with {:?}, not a NATS INFO line",
+            String::from_utf8_lossy(&greeting)
+        )),
+        Ok(Err(_)) => Holder::Other("it closed the connection without a NATS INFO line".into()),
+        Err(_) => Holder::Other("it sent no NATS INFO line within 2 s".into()),
+    }
 }
 
 /// Waits for Ctrl-C or, where there is one, SIGTERM (what `docker stop` sends).
@@ -72,11 +98,11 @@ async fn which(global: &Global) -> CliResult {
     if !global.json {
         println!("{}", found.path().display());
     } else {
-        output::print_json(&json!({
-            "path": found.path(),
-            "version": found.version().to_string(),
-            "origin": origin,
-        }));
+        output::print_json(&WhichReport {
+            path: found.path().to_path_buf(),
+            version: found.version().to_string(),
+            origin,
+        });
     }
     Ok(())
 }
@@ -93,14 +119,30 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
     } else {
         host
     };
-    if answers(&target, port).await {
-        let url = format!("nats://{target}:{port}");
-        if output::human(global.json) {
-            println!("A NATS server already answers at {url}; nothing to start.");
-        } else {
-            output::print_json(&json!({ "url": url, "started": false }));
+    match holder(&target, port).await {
+        Holder::Nats => {
+            let url = format!("nats://{target}:{port}");
+            if output::human(global.json) {
+                println!("A NATS server already answers at {url}; nothing to start.");
+            } else {
+                output::print_json(&UpReport {
+                    url,
+                    port,
+                    started: false,
+                });
+            }
+            return Ok(());
         }
-        return Ok(());
+        Holder::Other(why) => {
+            return Err(CliError::new(
+                Exit::Runtime,
+                format!(
+                    "{target}:{port} is held by something that is not a NATS server ({why}); \
+                     stop it, or choose another port with --port"
+                ),
+            ));
+        }
+        Holder::Nobody => {}
     }
     let spinner = output::Spinner::start("starting nats-server (provisioning it on first use)");
     // The harness's options grow; the update keeps this call valid as they do.
@@ -126,7 +168,11 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
         println!("  then:     reflow-bridge run --config examples/configs/stats.toml");
         println!("  stop it:  Ctrl-C");
     } else {
-        output::print_json(&json!({ "url": url, "port": server.port(), "started": true }));
+        output::print_json(&UpReport {
+            url,
+            port: server.port(),
+            started: true,
+        });
     }
     stop_signal().await;
     let _ = server.stop().await;

@@ -445,6 +445,7 @@ impl Membership {
         let entry = member.info().ok_or_else(|| {
             Error::new(ErrorKind::Shutdown, format!("{key} stopped while starting"))
         })?;
+        liveness.refuse_live_twin(key, &entry.incarnation).await?;
         let sequence = member
             .beat
             .start(&liveness, key, heartbeat, ttl, &entry)

@@ -221,6 +221,71 @@ impl Liveness {
         }
     }
 
+    /// Fails if another live process holds the entry of `key`: a second copy of a config
+    /// with a fixed `instance_id`. Its entry would be overwritten by this one's, and the
+    /// first to leave would delete the other's.
+    ///
+    /// An entry left by a process that died is not refreshed any more, and a restart with
+    /// the same instance id may take its place; so an entry of another incarnation counts
+    /// as live only if it is written again within one and a half of its heartbeats of its
+    /// last write. That wait happens only when such an entry is there and young; one read
+    /// of the stream's last message for the key each time, no consumer.
+    pub(crate) async fn refuse_live_twin(&self, key: &str, incarnation: &str) -> Result<()> {
+        let subject = format!("$KV.{BUCKET}.{key}");
+        let last = |stream: jetstream::stream::Stream| {
+            let subject = subject.clone();
+            async move {
+                let message = stream
+                    .get_last_raw_message_by_subject(&subject)
+                    .await
+                    .ok()?;
+                let header = |name: &str| message.headers.get(name).is_some();
+                if header(KV_OPERATION) || header(async_nats::header::NATS_MARKER_REASON.as_ref()) {
+                    return None;
+                }
+                let info: NetworkInfo = serde_json::from_slice(&message.payload).ok()?;
+                let written_ns = message.time.unix_timestamp_nanos();
+                Some((message.sequence, written_ns, info))
+            }
+        };
+        let Some((sequence, written_ns, info)) = last(self.stream.clone()).await else {
+            return Ok(());
+        };
+        if info.incarnation == incarnation {
+            return Ok(());
+        }
+        let heartbeat = Duration::from_millis(info.heartbeat_interval_ms.max(100));
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or_default();
+        let age = Duration::from_nanos(now_ns.saturating_sub(written_ns).max(0) as u64);
+        let deadline = tokio::time::Instant::now() + (heartbeat * 3 / 2).saturating_sub(age);
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            match last(self.stream.clone()).await {
+                // Gone, or taken by this very start in the meantime: not a live twin.
+                None => return Ok(()),
+                Some((now, _, again)) if now != sequence => {
+                    if again.incarnation == incarnation {
+                        return Ok(());
+                    }
+                    return Err(Error::new(
+                        ErrorKind::InvalidConfig,
+                        format!(
+                            "instance_id: network {:?} already has a live instance {:?} (another \
+                             process refreshes its liveness entry, incarnation {}); give this \
+                             copy another instance_id, or leave instance_id out for a random one",
+                            again.network_id, again.instance_id, again.incarnation
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Records that the roster has taken in the stream up to `sequence`.
     fn took_in(&self, sequence: u64) {
         self.applied.send_if_modified(|at| {

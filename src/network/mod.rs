@@ -55,8 +55,11 @@ use crate::subject::validate_name;
 use routing::{Delivery, NodeEntry, Shared, Target, unknown_node, unknown_port};
 
 /// Settings of the local network, and of how the bridge buffers and encodes its traffic.
+///
+/// A key it does not know is refused when it is read (a misspelt setting would otherwise
+/// fall back to its default unnoticed).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct NetworkConfig {
     /// Bytes streamed to one peer network that may wait for its acknowledgement: the
     /// bridge keeps them to send again (after a loss, or on a switch between the broker

@@ -222,13 +222,16 @@ async fn authenticate(
         options = options.nkey(seed);
     } else if let (Some(user), Some(password)) = (&auth.user, &auth.password) {
         options = options.user_and_password(user.clone(), password.clone());
-    } else if let Some(addr) = addrs.iter().find(|a| a.has_user_pass()) {
+    } else if let Some(addr) = addrs.iter().find(|a| a.password().is_some()) {
         // async-nats does not read credentials embedded in a URL; a per-network user
         // (nats/auth/users.conf) is written as nats://user:password@host, so pass them on.
         options = options.user_and_password(
             addr.username().unwrap_or_default().to_string(),
             addr.password().unwrap_or_default().to_string(),
         );
+    } else if let Some(url_token) = addrs.iter().find_map(|a| a.username()) {
+        // nats://TOKEN@host: a user with no password is a token, as natscli reads it.
+        options = options.token(url_token.to_string());
     } else if let Some(token) = auth.token.as_deref().or(token) {
         options = options.token(token.to_string());
     }
