@@ -418,3 +418,58 @@ async fn a_mounted_network_follows_its_actors_and_honours_its_globs() {
     );
     assert!(app.unmount_subgraph("site/server").await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_config_mounts_a_network_and_wires_its_actors() {
+    use futures::StreamExt;
+    let server = NatsServer::start().await.unwrap();
+    let _remote = common::started_with(common::config(&server.url(), "server", "s1", 300), |s| {
+        s.register_local_actor("data_processor", doubler(), None)
+            .unwrap();
+        s.register_local_actor("data_internal", Passthrough, None)
+            .unwrap();
+    })
+    .await;
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let mut results = client.subscribe("app.results").await.unwrap();
+    client.flush().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("app.toml");
+    std::fs::write(
+        &config,
+        r#"[network]
+network_id = "app"
+heartbeat_interval_ms = 500
+
+[[mount]]
+mount_point = "server"
+network_id = "server"
+include_patterns = ["data_*"]
+exclude_patterns = ["*_internal"]
+
+[[nodes]]
+id = "gen"
+component = "generator"
+metadata = { count = 3 }
+
+[[connections]]
+from = "gen.out"
+to = "server/data_processor.in"
+
+[[publish]]
+from = "server/data_processor.out"
+subject = "app.results"
+"#,
+    )
+    .unwrap();
+    let app = common::process::Process::run(&server.url(), &config, "app");
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let message = tokio::time::timeout(Duration::from_secs(30), results.next())
+            .await
+            .unwrap_or_else(|_| panic!("got {got:?}\n{}", app.tail()))
+            .unwrap();
+        got.push(serde_json::from_slice::<i64>(&message.payload).unwrap());
+    }
+    assert_eq!(got, [0, 2, 4], "{}", app.tail());
+}

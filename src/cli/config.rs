@@ -25,6 +25,12 @@
 //! [[publish]]                      # plain JSON on a NATS subject, for `nats sub`
 //! from = "tally.count"
 //! subject = "stats.counts"
+//!
+//! [[mount]]                        # network `server`'s data_* actors as server/...
+//! mount_point = "server"
+//! network_id = "server"
+//! include_patterns = ["data_*"]
+//! exclude_patterns = ["*_internal"]
 //! ```
 //!
 //! The auth token never comes from the file: it is `--token` or `$REFLOW_AUTH_TOKEN`.
@@ -57,6 +63,22 @@ struct FileConfig {
     /// Out-ports published as JSON on plain NATS subjects.
     #[serde(default)]
     publish: Vec<PublishSpec>,
+    /// Remote networks mounted as subgraphs.
+    #[serde(default)]
+    mount: Vec<MountSpec>,
+}
+
+/// `[[mount]] mount_point = "server", network_id = "server", include_patterns = [..],
+/// exclude_patterns = [..]`: what `mount_network_as_subgraph` takes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MountSpec {
+    mount_point: String,
+    network_id: String,
+    #[serde(default)]
+    include_patterns: Vec<String>,
+    #[serde(default)]
+    exclude_patterns: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,12 +155,20 @@ struct InitialSpec {
 pub(crate) struct Endpoint {
     pub(crate) node: String,
     pub(crate) port: String,
+    /// The node is an actor of a mounted network (`{mount_point}/{actor}`).
+    pub(crate) mounted: bool,
 }
 
 impl Endpoint {
     /// `(actor, network)` when the node is a remote actor.
     pub(crate) fn remote(&self) -> Option<(&str, &str)> {
         self.node.split_once('@')
+    }
+
+    /// Whether the node exists only once the network has started: a remote actor's
+    /// proxy, or a mounted actor.
+    pub(crate) fn after_start(&self) -> bool {
+        self.mounted || self.remote().is_some()
     }
 }
 
@@ -160,6 +190,8 @@ pub(crate) struct RunConfig {
     pub(crate) initial: Vec<(Endpoint, serde_json::Value)>,
     /// Local out-ports published as JSON on plain subjects.
     pub(crate) publish: Vec<(Endpoint, String)>,
+    /// Remote networks mounted as subgraphs once the network has started.
+    pub(crate) mounts: Vec<crate::distributed_network::SubgraphMountConfig>,
 }
 
 impl RunConfig {
@@ -256,21 +288,47 @@ pub(crate) fn parse(text: &str, components: &Components) -> Result<RunConfig, St
             return Err(format!("nodes[{i}].id: {:?} is declared twice", node.id));
         }
     }
+    let mut mounts = Vec::new();
+    for (i, spec) in file.mount.into_iter().enumerate() {
+        let point = spec.mount_point.trim_matches('/').to_string();
+        if point.is_empty() || point.contains(['@', '.', ' ']) {
+            return Err(format!(
+                "mount[{i}].mount_point: {:?} must be names joined by '/' (no '@', '.' or spaces)",
+                spec.mount_point
+            ));
+        }
+        crate::subject::validate_network_id(&spec.network_id)
+            .map_err(|e| format!("mount[{i}].network_id: {}", e.detail()))?;
+        mounts.push(crate::distributed_network::SubgraphMountConfig {
+            mount_point: point,
+            network_id: spec.network_id,
+            include_patterns: spec.include_patterns,
+            exclude_patterns: spec.exclude_patterns,
+        });
+    }
+    let mount_points: Vec<String> = mounts
+        .iter()
+        .map(|m| format!("{}/", m.mount_point))
+        .collect();
     let endpoint = |field: String, text: &str| -> Result<Endpoint, String> {
         let Some((node, port)) = text.rsplit_once('.') else {
             return Err(format!(
                 "{field}: {text:?} is not \"node.port\" (for a remote actor \"actor@network.port\")"
             ));
         };
-        if !node.contains('@') && !ids.contains(node) {
+        let mounted = mount_points
+            .iter()
+            .any(|point| node.starts_with(point.as_str()));
+        if !node.contains('@') && !mounted && !ids.contains(node) {
             return Err(format!(
                 "{field}: {text:?} names node {node:?}, which is not in [[nodes]]; declare it, \
-                 or write a remote actor as \"actor@network.port\""
+                 write a remote actor as \"actor@network.port\", or mount its network"
             ));
         }
         Ok(Endpoint {
             node: node.to_string(),
             port: port.to_string(),
+            mounted,
         })
     };
     let mut connections = Vec::new();
@@ -318,6 +376,7 @@ pub(crate) fn parse(text: &str, components: &Components) -> Result<RunConfig, St
         connection_lines,
         initial,
         publish,
+        mounts,
     })
 }
 

@@ -101,13 +101,12 @@ pub(crate) async fn run(global: &Global, args: Args, components: &Components) ->
 /// every node upstream of them. They start only once the remote actors are wired, so
 /// nothing they emit at start (a generator's first numbers) is lost.
 fn feeding_remote(plan: &RunConfig) -> HashSet<&str> {
-    let local =
-        |(from, to): &&(Endpoint, Endpoint)| from.remote().is_none() && to.remote().is_none();
+    let local = |(from, to): &&(Endpoint, Endpoint)| !from.after_start() && !to.after_start();
     // Published ports are wired after start too, so they feed "remote" subjects.
     let mut feeding: HashSet<&str> = plan
         .connections
         .iter()
-        .filter(|(from, to)| from.remote().is_none() && to.remote().is_some())
+        .filter(|(from, to)| !from.after_start() && to.after_start())
         .map(|(from, _)| from.node.as_str())
         .chain(plan.publish.iter().map(|(from, _)| from.node.as_str()))
         .collect();
@@ -126,8 +125,8 @@ fn feeding_remote(plan: &RunConfig) -> HashSet<&str> {
 
 /// Whether a connection joins two local nodes that start with the network.
 fn starts_with_network(from: &Endpoint, to: &Endpoint, held: &HashSet<&str>) -> bool {
-    from.remote().is_none()
-        && to.remote().is_none()
+    !from.after_start()
+        && !to.after_start()
         && !held.contains(from.node.as_str())
         && !held.contains(to.node.as_str())
 }
@@ -161,8 +160,50 @@ fn build_local(
     Ok(())
 }
 
+/// Connects to `remote`, retrying while it is not up yet, until `deadline` (`wait` after
+/// the wiring began); says once that it waits.
+async fn connect_waiting(
+    global: &Global,
+    network: &DistributedNetwork,
+    remote: &str,
+    (deadline, wait): (Instant, Duration),
+    waiting: &Waiting,
+) -> CliResult {
+    let mut spinner = None;
+    // Refusals while it is not up are expected, not news; the last one is the error.
+    waiting.lock().insert(remote.to_string());
+    let connected = loop {
+        match network.connect_to_network(remote).await {
+            Err(e) if e.is(ErrorKind::NetworkDisconnected) && Instant::now() < deadline => {
+                if spinner.is_none() {
+                    tell_waiting(global, remote, wait);
+                    spinner = Some(output::Spinner::start(&format!(
+                        "waiting for network {remote}"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => break other,
+        }
+    };
+    if connected.is_ok() {
+        waiting.lock().remove(remote);
+    }
+    drop(spinner);
+    connected.map_err(|e| {
+        let mut err = CliError::from_lib(e);
+        err.message = format!(
+            "{}; waited {}s for it: start it first, or raise --wait-secs",
+            err.message,
+            wait.as_secs()
+        );
+        err
+    })
+}
+
 /// Connects to each remote network (retrying while it is not up yet), registers its
-/// actors as proxies, adds the connections that touch them, then the initial packets.
+/// actors as proxies and mounts its mounts, adds the connections that touch them, then
+/// the initial packets.
 #[allow(clippy::too_many_arguments)]
 async fn wire_remote(
     global: &Global,
@@ -175,38 +216,23 @@ async fn wire_remote(
 ) -> CliResult {
     let deadline = Instant::now() + wait;
     for (actor, remote) in plan.remote_actors() {
-        let mut spinner = None;
-        // Refusals while it is not up are expected, not news; the last one is the error.
-        waiting.lock().insert(remote.clone());
-        let connected = loop {
-            match network.connect_to_network(&remote).await {
-                Err(e) if e.is(ErrorKind::NetworkDisconnected) && Instant::now() < deadline => {
-                    if spinner.is_none() {
-                        tell_waiting(global, &remote, wait);
-                        spinner = Some(output::Spinner::start(&format!(
-                            "waiting for network {remote}"
-                        )));
-                    }
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                other => break other,
-            }
-        };
-        if connected.is_ok() {
-            waiting.lock().remove(&remote);
-        }
-        drop(spinner);
-        connected.map_err(|e| {
-            let mut err = CliError::from_lib(e);
-            err.message = format!(
-                "{}; waited {}s for it: start it first, or raise --wait-secs",
-                err.message,
-                wait.as_secs()
-            );
-            err
-        })?;
+        connect_waiting(global, network, &remote, (deadline, wait), waiting).await?;
         network
             .register_remote_actor(&actor, &remote)
+            .await
+            .map_err(CliError::from_lib)?;
+    }
+    for mount in &plan.mounts {
+        connect_waiting(
+            global,
+            network,
+            &mount.network_id,
+            (deadline, wait),
+            waiting,
+        )
+        .await?;
+        network
+            .mount_network_as_subgraph(mount.clone())
             .await
             .map_err(CliError::from_lib)?;
     }
