@@ -149,7 +149,7 @@ impl Project {
         self.wait_for_line(service, &format!("a switch to {road}"), |line| {
             line.contains(r#""event":"road_switched""#)
                 && line.contains(&format!(r#""network":"{network}""#))
-                && line.contains(&format!(r#""to":"{road}""#))
+                && line.contains(&format!(r#""road":"{road}""#))
         });
     }
 
