@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use common::CutProxy;
@@ -266,24 +265,13 @@ async fn child_network(url: &str, network: &str) -> Doomed {
         ],
         true,
     );
-    let stdout = child.0.stdout.take().unwrap();
-    let (said, ready) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let mut said = Some(said);
-        // Read to the end: a child whose stdout closed would die on its next line.
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.trim() == "ready"
-                && let Some(said) = said.take()
-            {
-                let _ = said.send(());
-            }
-        }
-    });
-    let ready = tokio::time::timeout(Duration::from_secs(60), ready).await;
-    assert!(
-        matches!(ready, Ok(Ok(()))),
-        "the child did not start {network} (its stderr is above)"
-    );
+    child
+        .wait_for_line(
+            "ready",
+            Duration::from_secs(60),
+            &format!("starting {network}"),
+        )
+        .await;
     child
 }
 
