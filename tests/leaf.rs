@@ -452,3 +452,78 @@ async fn losing_a_leafs_link_to_the_hub_is_reported_and_recovered() {
     );
     central.ping_network("site1").await.unwrap();
 }
+
+/// `reflow-bridge` with `args`, its stdout as JSON.
+fn cli_json(args: &[&str]) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_reflow-bridge"))
+        .args(args)
+        .arg("--json")
+        .env_remove("NATS_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "reflow-bridge {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn listed(listing: &serde_json::Value) -> Vec<String> {
+    let mut ids: Vec<String> = listing["networks"]
+        .as_array()
+        .expect("a list of networks")
+        .iter()
+        .map(|n| n["network_id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_on_a_leaf_sees_every_site_with_js_domain_and_a_run_config_sets_it_too() {
+    let star = Star::start().await;
+    let _central = network_on(&star.hub.url(), "central", |_| {}).await;
+    let _site2 = network_on(&star.leaves[1].url(), "site2", |_| {}).await;
+    let leaf1 = star.leaves[0].url();
+
+    let everywhere = cli_json(&["--nats-url", &leaf1, "--js-domain", HUB_DOMAIN, "networks"]);
+    assert_eq!(listed(&everywhere), ["central", "site2"]);
+    // Without it, the leaf's own JetStream answers, and a bucket of its own is made
+    // there: the split the domain prevents.
+    let own = || async {
+        let client = async_nats::connect(&leaf1).await.unwrap();
+        async_nats::jetstream::new(client)
+            .get_key_value(reflow_network::liveness::BUCKET)
+            .await
+            .is_ok()
+    };
+    assert!(!own().await);
+    cli_json(&["--nats-url", &leaf1, "networks"]);
+    assert!(own().await, "no bucket made in the leaf's own domain");
+
+    // `run` on leaf 1 with the domain in its [nats] section joins the hub's bucket.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("site1.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[network]\nnetwork_id = \"site1\"\nheartbeat_interval_ms = 1000\n\n\
+             [nats]\njetstream_domain = \"{HUB_DOMAIN}\"\n"
+        ),
+    )
+    .unwrap();
+    let _run = common::process::Process::run(&leaf1, &config, "site1");
+    let observer = &_central;
+    common::wait_for(
+        "the run bridge on leaf 1 in the hub's roster",
+        Duration::from_secs(20),
+        || async {
+            observer
+                .live_networks()
+                .iter()
+                .any(|n| n.network_id == "site1")
+        },
+    )
+    .await;
+}

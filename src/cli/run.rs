@@ -44,6 +44,7 @@ pub(crate) async fn run(global: &Global, args: Args, components: &Components) ->
     network
         .set_nats_auth(global.nats_auth(plan.nats.clone())?)
         .map_err(CliError::from_lib)?;
+    global.set_js_domain(&mut network, plan.jetstream_domain.as_deref())?;
     let reporter = report_events(global, network.events());
     // Set before start(), so the first liveness entry and every discovery reply carry them.
     network.set_capabilities(plan.capabilities.iter().cloned());
