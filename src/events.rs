@@ -101,9 +101,10 @@ pub enum NetworkEvent {
     BrokerLost,
     /// The connection to the NATS broker is back.
     BrokerRegained,
-    /// The liveness bucket stopped answering while the broker connection is up: on a
-    /// leaf node, what the loss of the leaf's link to the hub that holds the bucket looks
-    /// like (or, on a cluster, the bucket's stream without a leader). Until
+    /// The liveness bucket stopped answering while the broker connection is up, or did
+    /// not answer when this network joined it: on a leaf node, what the loss of the
+    /// leaf's link to the hub that holds the bucket looks like (or, on a cluster, the
+    /// bucket's stream without a leader). Until
     /// [`NetworkEvent::LivenessRegained`], this process's entries are not refreshed, so
     /// networks elsewhere see them expire, and what this process knows of networks
     /// elsewhere is as it was when the bucket was last heard (traffic to them may not

@@ -527,3 +527,68 @@ async fn the_cli_on_a_leaf_sees_every_site_with_js_domain_and_a_run_config_sets_
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_started_on_a_cut_off_leaf_runs_and_joins_liveness_when_the_link_returns() {
+    let star = Star::start().await;
+    let (collect, mut seen) = ProbeActor::channel(16);
+    let site2 = network_on(&star.leaves[1].url(), "site2", |n| {
+        n.register_local_actor("collect", collect, None).unwrap();
+    })
+    .await;
+    let mut site2_events = site2.events();
+    star.links[0].cut();
+    let leaf1 = async_nats::connect(star.leaves[0].url()).await.unwrap();
+    let hub_js = async_nats::jetstream::with_domain(leaf1, HUB_DOMAIN);
+    common::wait_for(
+        "leaf 1 to lose the hub's JetStream",
+        Duration::from_secs(10),
+        || async { hub_js.query_account().await.is_err() },
+    )
+    .await;
+
+    let mut site1 = DistributedNetwork::new(common::config(
+        &star.leaves[0].url(),
+        "site1",
+        "i1",
+        HEARTBEAT_MS,
+    ))
+    .await
+    .unwrap();
+    site1.set_jetstream_domain(HUB_DOMAIN).unwrap();
+    let mut events = site1.events();
+    tokio::time::timeout(Duration::from_secs(15), site1.start())
+        .await
+        .expect("start() on a cut-off leaf returns")
+        .expect("start() on a cut-off leaf runs the network");
+    common::next_event(&mut events, "LivenessLost", Duration::from_secs(10), |e| {
+        matches!(e, NetworkEvent::LivenessLost { .. })
+    })
+    .await;
+    assert!(
+        site2
+            .live_networks()
+            .iter()
+            .all(|n| n.network_id != "site1")
+    );
+
+    star.links[0].restore();
+    common::next_event(
+        &mut events,
+        "LivenessRegained",
+        Duration::from_secs(15),
+        |e| matches!(e, NetworkEvent::LivenessRegained),
+    )
+    .await;
+    sees(&mut site2_events, "site1", None, Duration::from_secs(10)).await;
+    discovers(&site1, &["site1", "site2"]).await;
+    site1.connect_to_network("site2").await.unwrap();
+    site1
+        .send_to_remote_actor("site2", "collect", "in", Message::Integer(5))
+        .await
+        .unwrap();
+    assert_eq!(
+        common::recv_ints(&mut seen, 1, Duration::from_secs(5), "the send").await,
+        [5]
+    );
+}

@@ -79,6 +79,8 @@ pub(crate) struct Member {
     beat: heartbeat::Beat,
     /// Requests its `info` endpoint answered, for the Services API's stats.
     info_requests: std::sync::atomic::AtomicU64,
+    /// Whether it was told that joining liveness failed, and not yet that it worked.
+    waiting_for_liveness: AtomicBool,
 }
 
 /// Builds a network's liveness entry as it should read now.
@@ -188,6 +190,7 @@ impl Hub {
             joined: AtomicBool::new(false),
             beat: heartbeat::Beat::default(),
             info_requests: Default::default(),
+            waiting_for_liveness: AtomicBool::new(false),
         });
         if own {
             let hub = Hub::connect(options, None, wait).await?;
@@ -459,7 +462,37 @@ impl Membership {
     ///
     /// On a cluster, a bucket that does not answer (its stream electing a leader) is
     /// tried again for `patience`.
+    ///
+    /// A try that fails while the connection is up tells the network
+    /// [`NetworkEvent::LivenessLost`] (once), and the try that then succeeds
+    /// [`NetworkEvent::LivenessRegained`]: a network started on a leaf node cut off from
+    /// the hub runs without liveness until the link is back, and hears so.
     pub(crate) async fn join_liveness(
+        &self,
+        heartbeat: Duration,
+        info: InfoFn,
+        patience: Duration,
+    ) -> Result<Arc<Liveness>> {
+        let joined = self.try_join_liveness(heartbeat, info, patience).await;
+        let member = &self.member;
+        match &joined {
+            Err(err)
+                if self.hub.state.is_up()
+                    && !member.waiting_for_liveness.swap(true, Ordering::AcqRel) =>
+            {
+                member.events.send(NetworkEvent::LivenessLost {
+                    reason: err.to_string(),
+                });
+            }
+            Ok(_) if member.waiting_for_liveness.swap(false, Ordering::AcqRel) => {
+                member.events.send(NetworkEvent::LivenessRegained);
+            }
+            _ => {}
+        }
+        joined
+    }
+
+    async fn try_join_liveness(
         &self,
         heartbeat: Duration,
         info: InfoFn,
