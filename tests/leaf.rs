@@ -592,3 +592,16 @@ async fn a_network_started_on_a_cut_off_leaf_runs_and_joins_liveness_when_the_li
         [5]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networks_naming_different_domains_do_not_share_a_connection() {
+    let star = Star::start().await;
+    let url = star.hub.url();
+    // Two in the hub's domain share one connection (one liveness watcher); one that
+    // names none gets its own, though all three use the same server.
+    let _a = network_on(&url, "dom_a", |_| {}).await;
+    let _b = network_on(&url, "dom_b", |_| {}).await;
+    let _c = common::started(common::config(&url, "dom_c", "i1", HEARTBEAT_MS)).await;
+    let (consumers, _) = common::liveness_stream(&url).await;
+    assert_eq!(consumers, 2, "liveness watchers for two connections");
+}
