@@ -271,7 +271,8 @@ impl DistributedNetwork {
     /// liveness watcher and one discovery responder, so that what they cost the server
     /// grows with processes, not networks; each keeps its own subscriptions, queue
     /// groups, liveness entry and events, and one's shutdown never disturbs another.
-    /// Networks with other credentials never share. A connection of its own isolates a
+    /// Networks with other credentials, or another JetStream domain
+    /// ([`DistributedNetwork::set_jetstream_domain`]), never share. A connection of its own isolates a
     /// network's broker traffic (its own slow-consumer budget, its own reconnects) at the
     /// cost of a connection and a liveness consumer on the server.
     pub fn use_own_connection(&mut self, own: bool) {
