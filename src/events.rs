@@ -101,6 +101,22 @@ pub enum NetworkEvent {
     BrokerLost,
     /// The connection to the NATS broker is back.
     BrokerRegained,
+    /// The liveness bucket stopped answering while the broker connection is up, or did
+    /// not answer when this network joined it: on a leaf node, what the loss of the
+    /// leaf's link to the hub that holds the bucket looks like (or, on a cluster, the
+    /// bucket's stream without a leader). Until
+    /// [`NetworkEvent::LivenessRegained`], this process's entries are not refreshed, so
+    /// networks elsewhere see them expire, and what this process knows of networks
+    /// elsewhere is as it was when the bucket was last heard (traffic to them may not
+    /// get through; streams hold it and send it again).
+    LivenessLost {
+        /// What the server or the client said, for a person.
+        reason: String,
+    },
+    /// The liveness bucket answers again: entries are refreshed (networks elsewhere see
+    /// this process's networks come back up) and the roster is read afresh, so what
+    /// happened meanwhile arrives as up and down events.
+    LivenessRegained,
     /// The NATS client dropped inbound messages because a subscription's buffer was full.
     SlowConsumer {
         /// Drops counted so far by this network.

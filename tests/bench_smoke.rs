@@ -118,6 +118,27 @@ fn smoke_run_reports_every_scenario_with_positive_figures_as_json() {
         "peak_heap_MiB",
         "raw_nats",
     );
+    // Churn: nothing missed, nothing invented, against the events a churn should cause.
+    for metric in ["missed_events", "phantom_events"] {
+        let churn = figures(&report, "churn")
+            .into_iter()
+            .find(|f| f["metric"] == metric)
+            .unwrap_or_else(|| panic!("no churn {metric} in {report}"));
+        assert_eq!(churn["compared_with"], "events_expected", "{churn}");
+        positive(&churn["baseline"], "churn events expected");
+        assert_eq!(churn["value"], 0.0, "{churn}");
+    }
+    figure(&report, "churn", "networks_per_s");
+    let cluster = compared(
+        &report,
+        "cluster streamed throughput",
+        "msgs_per_s",
+        "raw_nats",
+    );
+    assert_eq!(cluster["size"], 128);
+    for metric in ["p50_us", "p99_us", "p999_us"] {
+        compared(&report, "cluster confirmed round trip", metric, "raw_nats");
+    }
 }
 
 /// This test binary keeps the system allocator, so nothing counts the heap: the memory

@@ -86,3 +86,78 @@ pub(crate) async fn receive(
     }
     Ok(out)
 }
+
+/// The JetStream domain of the hub in [`LeafStar`]: where the liveness bucket lives.
+pub(crate) const HUB_DOMAIN: &str = "hub";
+
+/// A hub server and leaf servers that join it, each its own nats-server process, with
+/// JetStream domains as NATS documents them: the hub's is [`HUB_DOMAIN`], each leaf has
+/// one of its own (`site1`, `site2`, ...). This is `nats/leaf/` on free ports.
+pub(crate) struct LeafStar {
+    pub(crate) hub: NatsServer,
+    pub(crate) leaves: Vec<NatsServer>,
+    _stores: tempfile::TempDir,
+}
+
+impl LeafStar {
+    /// Starts the hub and `leaves` leaf servers, and waits until every leaf reaches the
+    /// hub's JetStream through its link.
+    pub(crate) async fn start(leaves: usize) -> anyhow::Result<LeafStar> {
+        let stores = tempfile::tempdir()?;
+        let jetstream = |domain: &str| {
+            format!(
+                "jetstream {{\n  domain: {domain}\n  store_dir: {:?}\n}}\n",
+                stores.path().join(domain).display().to_string()
+            )
+        };
+        let leafnode_port = free_port()?;
+        // JetStream is set here, with its domain, rather than by the harness.
+        let hub = NatsServer::start_with(
+            ServerOptions::new()
+                .jetstream(false)
+                .name("hub")
+                .extra_config(format!(
+                    "{}leafnodes {{ listen: \"127.0.0.1:{leafnode_port}\" }}",
+                    jetstream(HUB_DOMAIN)
+                )),
+        )
+        .await?;
+        println!(
+            "hub NATS server at {} (JetStream domain `{HUB_DOMAIN}`)",
+            hub.url()
+        );
+        let mut started = Vec::new();
+        for site in 1..=leaves {
+            let leaf = NatsServer::start_with(
+                ServerOptions::new()
+                    .jetstream(false)
+                    .name(format!("leaf-site{site}"))
+                    .extra_config(format!(
+                        "{}leafnodes {{ remotes: [ {{ url: \"nats-leaf://127.0.0.1:{leafnode_port}\" }} ] }}",
+                        jetstream(&format!("site{site}"))
+                    )),
+            )
+            .await?;
+            println!("leaf NATS server at {} joins the hub", leaf.url());
+            started.push(leaf);
+        }
+        for leaf in &started {
+            let client = async_nats::connect(leaf.url()).await?;
+            let js = async_nats::jetstream::with_domain(client, HUB_DOMAIN);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while js.query_account().await.is_err() {
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "the leaf at {} did not join the hub within 10 s",
+                    leaf.url()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(LeafStar {
+            hub,
+            leaves: started,
+            _stores: stores,
+        })
+    }
+}

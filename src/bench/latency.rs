@@ -14,20 +14,20 @@ use crate::message::Message;
 use crate::network::Connector;
 
 /// The payload size of every round trip.
-const SIZE: usize = 16;
+pub(super) const SIZE: usize = 16;
 
 fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
 /// Quantiles (p50, p99, p999) in microseconds of `samples`.
-fn quantiles(mut samples: Vec<Duration>) -> [f64; 3] {
+pub(super) fn quantiles(mut samples: Vec<Duration>) -> [f64; 3] {
     samples.sort();
     [0.5, 0.99, 0.999].map(|q| micros(quantile(&samples, q)))
 }
 
 /// The median over rounds of quantile `i`.
-fn pick(rounds: &[[f64; 3]], i: usize) -> f64 {
+pub(super) fn pick(rounds: &[[f64; 3]], i: usize) -> f64 {
     median(rounds.iter().map(|r| r[i]).collect())
 }
 
@@ -91,11 +91,21 @@ pub(super) async fn confirmed(
 /// One round: `n` confirmed sends from A to B's actor, each followed by a raw request
 /// to a raw responder on the same server.
 async fn confirmed_round(url: &str, n: usize) -> Result<[Vec<Duration>; 2]> {
-    let pair = Pair::over_nats(url, Sink).await?;
+    confirmed_round_between(url, url, n).await
+}
+
+/// As [`confirmed_round`], A and the raw requester on the server at `a_url`, B and the raw
+/// responder on the one at `b_url`.
+pub(super) async fn confirmed_round_between(
+    a_url: &str,
+    b_url: &str,
+    n: usize,
+) -> Result<[Vec<Duration>; 2]> {
+    let pair = Pair::between(a_url, b_url, Sink).await?;
     let b_id = pair.b.get_config().network_id.clone();
     let message = Message::Bytes(vec![0x5a; SIZE].into());
     let a = &pair.a;
-    let raw = RawResponder::start(url).await?;
+    let raw = RawResponder::start(b_url, a_url).await?;
     let payload = bytes::Bytes::from(vec![0x5a; SIZE]);
     let samples = timed_in_turn(
         n,
@@ -120,7 +130,9 @@ struct RawResponder {
 }
 
 impl RawResponder {
-    async fn start(url: &str) -> Result<Self> {
+    /// The responder on the server at `url`, the requesting client on the one at
+    /// `requester_url`.
+    async fn start(url: &str, requester_url: &str) -> Result<Self> {
         let subject = async_nats::Subject::from(unique("bench.req"));
         let responder = async_nats::connect(url).await.map_err(broker)?;
         let mut requests = responder.subscribe(subject.clone()).await.map_err(broker)?;
@@ -132,12 +144,22 @@ impl RawResponder {
                 }
             }
         });
-        let client = async_nats::connect(url).await.map_err(broker)?;
-        Ok(RawResponder {
+        let client = async_nats::connect(requester_url).await.map_err(broker)?;
+        let raw = RawResponder {
             subject,
             client,
             answering,
-        })
+        };
+        // On a cluster the responder's interest reaches the requester's node a moment
+        // later: until then a request finds no responders.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while let Err(err) = raw.request(bytes::Bytes::new()).await {
+            if Instant::now() > deadline {
+                return Err(err);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(raw)
     }
 
     async fn request(&self, payload: bytes::Bytes) -> Result<()> {

@@ -16,6 +16,8 @@
 //! | discovery with N live networks (each on its own connection, or spread over processes) | latency | — |
 //! | memory: a network at rest, a streamed round | heap bytes | raw client, raw pub/sub |
 //! | many networks in one process: CPU at rest, start, subscriptions, heap | % of a core | raw client with as many subscriptions |
+//! | churn: networks starting and stopping at 50/s, watched from another connection | missed and phantom up/down events | events expected |
+//! | a local three-node cluster: streamed (128 B) and confirmed, A and B on different nodes | msgs/s, p50, p99 | raw async-nats across the same nodes |
 //!
 //! The memory figures count the heap with [`CountingAllocator`], which the binary running
 //! the benchmark installs as its global allocator; without it they are skipped.
@@ -29,6 +31,8 @@
 //! # Ok(()) }
 //! ```
 
+mod churn;
+mod cluster;
 mod discovery;
 mod failure;
 mod heap;
@@ -73,11 +77,15 @@ pub enum Scenario {
     Memory,
     /// Many networks in one process: CPU at rest, start time, subscriptions, heap.
     Many,
+    /// Networks starting and stopping at a steady rate: missed and phantom events.
+    Churn,
+    /// Streamed and confirmed across the nodes of a local three-node cluster.
+    Cluster,
 }
 
 impl Scenario {
     /// Every scenario, in the order a run measures them.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Streamed,
         Scenario::Direct,
         Scenario::Confirmed,
@@ -87,6 +95,8 @@ impl Scenario {
         Scenario::Discovery,
         Scenario::Memory,
         Scenario::Many,
+        Scenario::Churn,
+        Scenario::Cluster,
     ];
 
     /// The name used on the command line and in JSON.
@@ -101,6 +111,8 @@ impl Scenario {
             Scenario::Discovery => "discovery",
             Scenario::Memory => "memory",
             Scenario::Many => "many",
+            Scenario::Churn => "churn",
+            Scenario::Cluster => "cluster",
         }
     }
 }
@@ -153,6 +165,12 @@ pub struct BenchOptions {
     pub many_networks: usize,
     /// How long CPU at rest is measured, in seconds.
     pub idle_window_s: u64,
+    /// Networks the churn starts (and stops) a second.
+    #[serde(default = "default_churn_rate")]
+    pub churn_rate: u32,
+    /// How long the churn lasts, in seconds.
+    #[serde(default = "default_churn_secs")]
+    pub churn_secs: u64,
     /// Heartbeat interval of the network killed to time failure detection, in ms.
     pub heartbeat_ms: u64,
     /// The `reflow-bridge` binary, to run the network that failure detection kills in a
@@ -178,6 +196,8 @@ impl Default for BenchOptions {
             memory_networks: 20,
             many_networks: 1_000,
             idle_window_s: 10,
+            churn_rate: default_churn_rate(),
+            churn_secs: default_churn_secs(),
             heartbeat_ms: 1_000,
             victim_program: None,
             scenarios: Scenario::ALL.to_vec(),
@@ -201,6 +221,7 @@ impl BenchOptions {
             memory_networks: 3,
             many_networks: 10,
             idle_window_s: 1,
+            churn_secs: 1,
             ..BenchOptions::default()
         }
     }
@@ -210,6 +231,14 @@ impl BenchOptions {
     pub fn messages_at(&self, size: usize) -> usize {
         self.messages.min(self.max_round_bytes / size.max(1)).max(1)
     }
+}
+
+fn default_churn_rate() -> u32 {
+    50
+}
+
+fn default_churn_secs() -> u64 {
+    10
 }
 
 /// Runs every scenario and reports the figures with their ratios to their baselines.
@@ -281,6 +310,24 @@ pub async fn run_with_progress(
             options.many_networks
         ));
         many::measure(&url, monitoring.as_deref(), options, &mut report).await?;
+    }
+    if on(Scenario::Churn) {
+        progress(&format!(
+            "churn: {} networks a second for {} s",
+            options.churn_rate, options.churn_secs
+        ));
+        churn::measure(&url, options, &mut report).await?;
+    }
+    if on(Scenario::Cluster) {
+        progress("streamed and confirmed on a local three-node cluster");
+        if let Err(err) = cluster::measure(options, &mut report).await {
+            if err.kind() != crate::error::ErrorKind::LocalServer {
+                return Err(err);
+            }
+            report
+                .skipped
+                .push(format!("three-node cluster: {}", err.detail()));
+        }
     }
     report.elapsed_s = started.elapsed().as_secs_f64();
     Ok(report)

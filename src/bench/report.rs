@@ -21,6 +21,8 @@ pub enum Compared {
     Heartbeat,
     /// The messages sent (for what went twice).
     MessagesSent,
+    /// The up and down events a churn should cause (for those missed or invented).
+    EventsExpected,
 }
 
 /// One measured figure.
@@ -263,6 +265,7 @@ impl BenchReport {
                 Some(Compared::NatsPath) => "nats path",
                 Some(Compared::Heartbeat) => "heartbeat",
                 Some(Compared::MessagesSent) => "sent",
+                Some(Compared::EventsExpected) => "events",
                 None => "-",
             };
             let baseline = f.baseline.map_or("-".to_string(), |b| format!("{b:.1}"));

@@ -105,9 +105,18 @@ pub(super) struct Pair {
 impl Pair {
     /// Both networks on the broker at `url`.
     pub(super) async fn over_nats(url: &str, actor: impl Actor + Clone) -> Result<Self> {
+        Pair::between(url, url, actor).await
+    }
+
+    /// `a` on the server at `a_url`, `b` on the one at `b_url` (two nodes of a cluster).
+    pub(super) async fn between(
+        a_url: &str,
+        b_url: &str,
+        actor: impl Actor + Clone,
+    ) -> Result<Self> {
         let b_id = unique("bench_b");
         let a_id = unique("bench_a");
-        Pair::new(config(url, &a_id), config(url, &b_id), &b_id, actor).await
+        Pair::new(config(a_url, &a_id), config(b_url, &b_id), &b_id, actor).await
     }
 
     /// Both networks started from `a` and `b`; `a` connects to `endpoint` (b's network id,

@@ -97,8 +97,17 @@ pub(super) async fn through_pair(
 }
 
 pub(super) async fn nats_pair(url: &str, n: usize) -> Result<(Pair, CountTo)> {
+    nats_pair_between(url, url, n).await
+}
+
+/// The pair of [`nats_pair`] with A on the server at `a_url` and B on the one at `b_url`.
+pub(super) async fn nats_pair_between(
+    a_url: &str,
+    b_url: &str,
+    n: usize,
+) -> Result<(Pair, CountTo)> {
     let counter = CountTo::new(n);
-    Ok((Pair::over_nats(url, counter.clone()).await?, counter))
+    Ok((Pair::between(a_url, b_url, counter.clone()).await?, counter))
 }
 
 /// The pair of [`nats_pair`], both with an auth token: every envelope and
@@ -147,21 +156,55 @@ fn free_port() -> Result<u16> {
 /// connection whose buffer holds them all, timed until it has the last one; with `heap`,
 /// counts the heap the round holds.
 pub(super) async fn raw(url: &str, size: usize, n: usize, heap: Option<&Window>) -> Result<Round> {
+    raw_between(url, url, size, n, heap).await
+}
+
+/// As [`raw`], the publisher on the server at `send_url` and the subscriber on the one at
+/// `receive_url`.
+pub(super) async fn raw_between(
+    send_url: &str,
+    receive_url: &str,
+    size: usize,
+    n: usize,
+    heap: Option<&Window>,
+) -> Result<Round> {
     let subject = unique("bench.raw");
     let receiver = async_nats::ConnectOptions::new()
         .subscription_capacity(n + 1024)
-        .connect(url)
+        .connect(receive_url)
         .await
         .map_err(broker)?;
     let mut subscriber = receiver.subscribe(subject.clone()).await.map_err(broker)?;
     receiver.flush().await.map_err(broker)?;
-    let sender = async_nats::connect(url).await.map_err(broker)?;
+    let sender = async_nats::connect(send_url).await.map_err(broker)?;
     let subject = async_nats::Subject::from(subject);
-    let payload = bytes::Bytes::from(vec![0x5a; size]);
+    let payload = bytes::Bytes::from(vec![0x5a; size.max(1)]);
+    // On a cluster the subscriber's interest reaches the publisher's node a moment later,
+    // and what is published before is lost: empty probes go until one arrives (the count
+    // skips them, late ones included).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        sender
+            .publish(subject.clone(), bytes::Bytes::new())
+            .await
+            .map_err(broker)?;
+        sender.flush().await.map_err(broker)?;
+        if let Ok(Some(_)) =
+            tokio::time::timeout(Duration::from_millis(20), subscriber.next()).await
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            return Err(too_slow("raw throughput (no route to the subscriber)"));
+        }
+    }
     let counting = tokio::spawn(async move {
-        for _ in 0..n {
-            if subscriber.next().await.is_none() {
-                break;
+        let mut counted = 0;
+        while counted < n {
+            match subscriber.next().await {
+                Some(message) if message.payload.is_empty() => {}
+                Some(_) => counted += 1,
+                None => break,
             }
         }
     });

@@ -111,6 +111,8 @@ struct NatsSection {
     tls_ca_file: Option<std::path::PathBuf>,
     tls_cert_file: Option<std::path::PathBuf>,
     tls_key_file: Option<std::path::PathBuf>,
+    /// The JetStream domain of the liveness bucket (`--js-domain`).
+    jetstream_domain: Option<String>,
     /// Only read to refuse it.
     password: Option<toml::Value>,
     /// Only read to refuse it.
@@ -178,6 +180,8 @@ pub(crate) struct RunConfig {
     pub(crate) network: DistributedConfig,
     /// How to prove this process to the NATS server, from `[nats]`.
     pub(crate) nats: crate::distributed_network::NatsAuth,
+    /// The JetStream domain of the liveness bucket, from `[nats] jetstream_domain`.
+    pub(crate) jetstream_domain: Option<String>,
     /// What the network offers; `run` sets them before start, so discovery and the
     /// liveness entry carry them from the first moment.
     pub(crate) capabilities: Vec<String>,
@@ -226,6 +230,7 @@ pub(crate) fn load(path: &Path, components: &Components) -> CliResult<RunConfig>
 pub(crate) fn parse(text: &str, components: &Components) -> Result<RunConfig, String> {
     let file: FileConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
     let nats = file.nats;
+    let jetstream_domain = nats.jetstream_domain;
     if nats.password.is_some() || nats.token.is_some() {
         return Err(
             "nats: passwords and tokens are not read from config files; remove them and \
@@ -369,6 +374,7 @@ pub(crate) fn parse(text: &str, components: &Components) -> Result<RunConfig, St
     Ok(RunConfig {
         network,
         nats,
+        jetstream_domain,
         capabilities: section.capabilities,
         tags: section.tags,
         nodes: file.nodes,

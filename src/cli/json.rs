@@ -171,6 +171,13 @@ pub(crate) enum RunEvent {
     },
     BrokerLost,
     BrokerRegained,
+    /// The liveness bucket stopped answering (a leaf node cut off from its hub, say):
+    /// entries are not refreshed, `reason` says why.
+    LivenessLost {
+        reason: String,
+    },
+    /// The liveness bucket answers again.
+    LivenessRegained,
     /// Traffic to `network` now goes over `road` (`nats` or `direct`), was over `was`.
     RoadSwitched {
         network: String,

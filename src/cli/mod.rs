@@ -119,6 +119,10 @@ pub(crate) struct Global {
         visible_alias = "tlskey"
     )]
     pub(crate) tls_key: Option<std::path::PathBuf>,
+    /// The JetStream domain of the liveness bucket, as natscli's --js-domain: on a leaf
+    /// node with JetStream of its own, the hub's domain
+    #[arg(long, global = true, value_name = "DOMAIN")]
+    pub(crate) js_domain: Option<String>,
     /// Start with the TLS handshake (servers with handshake_first)
     #[arg(long, global = true, visible_alias = "tlsfirst")]
     pub(crate) tls_first: bool,
@@ -207,6 +211,20 @@ impl Global {
         Ok(auth)
     }
 
+    /// Sets `network`'s JetStream domain: `--js-domain`, else `base` (a config file's).
+    pub(crate) fn set_js_domain(
+        &self,
+        network: &mut DistributedNetwork,
+        base: Option<&str>,
+    ) -> CliResult<()> {
+        match self.js_domain.as_deref().or(base) {
+            Some(domain) => network
+                .set_jetstream_domain(domain)
+                .map_err(|e| CliError::usage(e.to_string())),
+            None => Ok(()),
+        }
+    }
+
     /// Joins the broker as a one-shot network `reflow-cli-{random}` for a single question.
     pub(crate) async fn open_network(&self) -> CliResult<DistributedNetwork> {
         let short = |n: usize| uuid::Uuid::new_v4().simple().to_string()[..n].to_string();
@@ -223,6 +241,7 @@ impl Global {
         network
             .set_nats_auth(self.nats_auth(NatsAuth::default())?)
             .map_err(CliError::from_lib)?;
+        self.set_js_domain(&mut network, None)?;
         let spinner = output::Spinner::start("connecting to the NATS server");
         let started = network.start().await;
         drop(spinner);

@@ -44,6 +44,7 @@ pub(crate) async fn run(global: &Global, args: Args, components: &Components) ->
     network
         .set_nats_auth(global.nats_auth(plan.nats.clone())?)
         .map_err(CliError::from_lib)?;
+    global.set_js_domain(&mut network, plan.jetstream_domain.as_deref())?;
     let waiting = Waiting::default();
     let reporter = report_events(global, network.events(), waiting.clone());
     // Set before start(), so the first liveness entry and every discovery reply carry them.
@@ -402,6 +403,16 @@ fn describe(event: &NetworkEvent) -> Option<(RunEvent, String)> {
             format!(
                 "fell behind: the NATS client dropped inbound messages ({total_dropped} so far)"
             ),
+        ),
+        NetworkEvent::LivenessLost { reason } => (
+            RunEvent::LivenessLost {
+                reason: reason.clone(),
+            },
+            format!("the liveness bucket does not answer ({reason}); entries are not refreshed"),
+        ),
+        NetworkEvent::LivenessRegained => (
+            RunEvent::LivenessRegained,
+            "the liveness bucket answers again".to_string(),
         ),
         NetworkEvent::Lagged { missed } => (
             RunEvent::Lagged { missed: *missed },

@@ -140,6 +140,7 @@ impl DistributedConfig {
             token: self.auth_token.clone(),
             auth: Default::default(),
             custom: None,
+            jetstream_domain: None,
             heartbeat_interval_ms: self.heartbeat_interval_ms,
         }
     }

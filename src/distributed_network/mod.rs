@@ -80,6 +80,7 @@ pub struct DistributedNetwork {
     own_connection: bool,
     nats_auth: NatsAuth,
     customizer: Option<crate::transport::nats::ConnectCustomizer>,
+    jetstream_domain: Option<String>,
 }
 
 impl std::fmt::Debug for DistributedNetwork {
@@ -127,6 +128,7 @@ impl DistributedNetwork {
             own_connection: false,
             nats_auth: NatsAuth::default(),
             customizer: None,
+            jetstream_domain: None,
         })
     }
 
@@ -180,6 +182,7 @@ impl DistributedNetwork {
         let mut options = self.config.broker_options();
         options.auth = self.nats_auth.clone();
         options.custom = self.customizer.clone();
+        options.jetstream_domain = self.jetstream_domain.clone();
         let key = format!("{}.{}", self.config.network_id, self.config.instance_id);
         // Changes of the caller's own cannot be compared: such a network connects alone.
         let own = self.own_connection || self.customizer.is_some();
@@ -246,6 +249,55 @@ impl DistributedNetwork {
         Ok(())
     }
 
+    /// Looks for the liveness bucket in the JetStream domain `domain` (`$JS.{domain}.API`,
+    /// natscli's `--js-domain`) rather than in the server's own; an empty `domain` goes
+    /// back to the server's own. Takes effect at [`DistributedNetwork::start`]; networks
+    /// of one process share a connection only when their domains match.
+    ///
+    /// This is what a network on a **leaf node** needs when the leaf runs JetStream of
+    /// its own (a domain of its own, as NATS requires of a leaf with JetStream): name the
+    /// hub's domain, and the networks of every site share the hub's one bucket, so each
+    /// sees every other come and go. A leaf without JetStream passes the JetStream API to
+    /// the hub by itself, and needs no domain. The data, discovery and control subjects
+    /// cross leaf links on their own whatever the domain.
+    ///
+    /// ```
+    /// # use reflow_network::distributed_network::{DistributedConfig, DistributedNetwork};
+    /// # #[tokio::main] async fn main() -> reflow_network::Result<()> {
+    /// let mut network = DistributedNetwork::new(DistributedConfig::default()).await?;
+    /// network.set_jetstream_domain("hub")?;
+    /// assert_eq!(network.jetstream_domain(), Some("hub"));
+    /// assert!(network.set_jetstream_domain("two.tokens").is_err());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidConfig`] when `domain` holds a dot, whitespace, `*` or `>`.
+    pub fn set_jetstream_domain(&mut self, domain: impl Into<String>) -> Result<()> {
+        let domain = domain.into();
+        if domain
+            .chars()
+            .any(|c| c == '.' || c == '*' || c == '>' || c.is_whitespace())
+        {
+            return Err(Error::invalid_config(
+                "jetstream_domain",
+                format!(
+                    "{domain:?} is not a JetStream domain: one name without dots, \
+                     whitespace, '*' or '>', as in the server's jetstream {{ domain: ... }}"
+                ),
+            ));
+        }
+        self.jetstream_domain = (!domain.is_empty()).then_some(domain);
+        Ok(())
+    }
+
+    /// The JetStream domain of the liveness bucket, when one is set
+    /// ([`DistributedNetwork::set_jetstream_domain`]).
+    pub fn jetstream_domain(&self) -> Option<&str> {
+        self.jetstream_domain.as_deref()
+    }
+
     /// For full control of the NATS connection: `customize` gets the client's
     /// [`async_nats::ConnectOptions`] as this crate sets them (name, pings, reconnects,
     /// events, and what [`DistributedNetwork::set_nats_auth`] asks for) and returns them
@@ -278,7 +330,8 @@ impl DistributedNetwork {
     /// liveness watcher and one discovery responder, so that what they cost the server
     /// grows with processes, not networks; each keeps its own subscriptions, queue
     /// groups, liveness entry and events, and one's shutdown never disturbs another.
-    /// Networks with other credentials never share. A connection of its own isolates a
+    /// Networks with other credentials, or another JetStream domain
+    /// ([`DistributedNetwork::set_jetstream_domain`]), never share. A connection of its own isolates a
     /// network's broker traffic (its own slow-consumer budget, its own reconnects) at the
     /// cost of a connection and a liveness consumer on the server.
     ///

@@ -166,10 +166,12 @@ async fn run(hub: Weak<Hub>, interval: Duration, cancel: tokio_util::sync::Cance
         }
         // A refresh can wait out the ack timeout on a broker that stopped answering;
         // shutting down does not wait for it.
+        let mut stored = 0;
         let settled = async {
             while let Some(ack) = acks.next().await {
-                if let Err(err) = ack {
-                    failures.push(err);
+                match ack {
+                    Ok(_) => stored += 1,
+                    Err(err) => failures.push(err),
                 }
             }
         };
@@ -177,13 +179,22 @@ async fn run(hub: Weak<Hub>, interval: Duration, cancel: tokio_util::sync::Cance
             _ = cancel.cancelled() => return,
             _ = settled => {}
         }
+        if stored > 0 {
+            hub.liveness_answered(&liveness);
+        }
         if let Some(first) = failures.first() {
-            tracing::warn!(
-                failed = failures.len(),
-                of = sent,
-                error = %first,
-                "liveness refresh failed; retrying at the next heartbeat"
-            );
+            // A bucket that stopped answering altogether is reported once, as lost (and
+            // its return as well); a partial failure is logged each time.
+            if stored == 0 && hub.liveness_failed(first) {
+                tracing::debug!(error = %first, "liveness refresh failed again");
+            } else {
+                tracing::warn!(
+                    failed = failures.len(),
+                    of = sent,
+                    error = %first,
+                    "liveness refresh failed; retrying at the next heartbeat"
+                );
+            }
             // The bucket may be gone (deleted, or lost with a server's store): made
             // again, it takes the next refresh.
             liveness.heal().await;

@@ -59,6 +59,9 @@ struct HubKey {
     urls: Vec<String>,
     token: Option<String>,
     auth: crate::distributed_network::NatsAuth,
+    /// The JetStream domain of the liveness bucket: networks that look for liveness in
+    /// different domains must not share a roster.
+    domain: Option<String>,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Weak<Hub>>>;
@@ -80,6 +83,8 @@ pub(crate) struct Member {
     info_requests: std::sync::atomic::AtomicU64,
     /// Lists its actors' in-ports as Services API endpoints.
     endpoints: RwLock<Option<EndpointsFn>>,
+    /// Whether it was told that joining liveness failed, and not yet that it worked.
+    waiting_for_liveness: AtomicBool,
 }
 
 /// Lists a network's in-ports as Services API endpoints, with their statistics.
@@ -168,6 +173,11 @@ pub(crate) struct Hub {
     key: Option<HubKey>,
     pub(crate) client: Client,
     pub(crate) state: Arc<BrokerState>,
+    /// The JetStream domain of the liveness bucket; `None` is the server's own.
+    domain: Option<String>,
+    /// Whether the liveness bucket stopped answering while the connection is up (and
+    /// the networks were told so).
+    liveness_lost: AtomicBool,
     members: Arc<Members>,
     liveness: tokio::sync::OnceCell<Arc<Liveness>>,
     beats: heartbeat::Timers,
@@ -197,6 +207,7 @@ impl Hub {
             beat: heartbeat::Beat::default(),
             info_requests: Default::default(),
             endpoints: RwLock::new(None),
+            waiting_for_liveness: AtomicBool::new(false),
         });
         if own {
             let hub = Hub::connect(options, None, wait).await?;
@@ -208,6 +219,7 @@ impl Hub {
             urls: options.urls.clone(),
             token: options.token.clone(),
             auth: options.auth.clone(),
+            domain: options.jetstream_domain.clone(),
         };
         let slot = {
             let mut hubs = HUBS.lock();
@@ -258,6 +270,8 @@ impl Hub {
             key,
             client,
             state,
+            domain: options.jetstream_domain.clone(),
+            liveness_lost: AtomicBool::new(false),
             members,
             liveness: tokio::sync::OnceCell::new(),
             beats: heartbeat::Timers::default(),
@@ -333,7 +347,8 @@ impl Hub {
     pub(crate) async fn liveness(self: &Arc<Self>, patience: Duration) -> Result<Arc<Liveness>> {
         self.liveness
             .get_or_try_init(|| async {
-                let liveness = Arc::new(Liveness::open(&self.client, patience).await?);
+                let liveness =
+                    Arc::new(Liveness::open(&self.client, self.domain.as_deref(), patience).await?);
                 let announce: liveness::Announce = {
                     let members = Arc::downgrade(&self.members);
                     Arc::new(move |events| {
@@ -354,6 +369,39 @@ impl Hub {
             })
             .await
             .cloned()
+    }
+
+    /// Tells every network, once, that the liveness bucket stopped answering although the
+    /// connection is up (a lost connection is reported as such); says whether it is
+    /// reported lost.
+    fn liveness_failed(&self, why: &str) -> bool {
+        if !self.state.is_up() {
+            return false;
+        }
+        if !self.liveness_lost.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                error = why,
+                domain = self.domain.as_deref().unwrap_or("(the server's own)"),
+                "the liveness bucket does not answer: this process's networks will be seen \
+                 to expire elsewhere, and hear of no network coming or going (on a leaf node: \
+                 is its link to the hub down?)"
+            );
+            self.members.broadcast(NetworkEvent::LivenessLost {
+                reason: why.to_string(),
+            });
+        }
+        true
+    }
+
+    /// Tells every network that the liveness bucket answers again, once it had been
+    /// reported lost, and has the watcher list it afresh: its watch missed what happened
+    /// meanwhile.
+    fn liveness_answered(&self, liveness: &Liveness) {
+        if self.liveness_lost.swap(false, Ordering::AcqRel) {
+            tracing::info!("the liveness bucket answers again");
+            self.members.broadcast(NetworkEvent::LivenessRegained);
+            liveness.relist.notify_one();
+        }
     }
 
     /// Takes `member` off the hub, if it is still there as `key`.
@@ -431,7 +479,37 @@ impl Membership {
     ///
     /// On a cluster, a bucket that does not answer (its stream electing a leader) is
     /// tried again for `patience`.
+    ///
+    /// A try that fails while the connection is up tells the network
+    /// [`NetworkEvent::LivenessLost`] (once), and the try that then succeeds
+    /// [`NetworkEvent::LivenessRegained`]: a network started on a leaf node cut off from
+    /// the hub runs without liveness until the link is back, and hears so.
     pub(crate) async fn join_liveness(
+        &self,
+        heartbeat: Duration,
+        info: InfoFn,
+        patience: Duration,
+    ) -> Result<Arc<Liveness>> {
+        let joined = self.try_join_liveness(heartbeat, info, patience).await;
+        let member = &self.member;
+        match &joined {
+            Err(err)
+                if self.hub.state.is_up()
+                    && !member.waiting_for_liveness.swap(true, Ordering::AcqRel) =>
+            {
+                member.events.send(NetworkEvent::LivenessLost {
+                    reason: err.to_string(),
+                });
+            }
+            Ok(_) if member.waiting_for_liveness.swap(false, Ordering::AcqRel) => {
+                member.events.send(NetworkEvent::LivenessRegained);
+            }
+            _ => {}
+        }
+        joined
+    }
+
+    async fn try_join_liveness(
         &self,
         heartbeat: Duration,
         info: InfoFn,

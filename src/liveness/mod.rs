@@ -71,8 +71,15 @@ pub(crate) struct Liveness {
     pub(crate) roster: RwLock<Roster>,
     /// The highest stream sequence the roster has taken in.
     applied: watch::Sender<u64>,
-    /// The replicas the stream should have.
+    /// Where entries are written: `$KV.{bucket}.`, or in another JetStream domain
+    /// `$JS.{domain}.API.$KV.{bucket}.`, which that domain's servers map back to the
+    /// bucket's own subjects (the subject NATS clients write a bucket in another domain
+    /// at; a leaf with JetStream of its own passes no `$KV.` subject to the hub).
+    put_prefix: String,
+    /// The replicas a stream made here is made with (fewer where the cluster is smaller).
     replicas: usize,
+    /// The replicas a stream made before is raised to.
+    raise_to: usize,
     /// When the stream the roster follows was made (nanoseconds since the epoch): a
     /// stream made again numbers its messages afresh.
     created: parking_lot::Mutex<Option<i128>>,
@@ -84,10 +91,26 @@ impl Liveness {
     /// Opens the bucket, creating it if missing: with [`REPLICAS`] replicas when the
     /// server is part of a cluster (one if the cluster cannot hold that many), so the
     /// loss of a node does not take liveness with it.
-    pub(crate) async fn open(client: &async_nats::Client, patience: Duration) -> Result<Self> {
-        let js = jetstream::new(client.clone());
+    ///
+    /// With a `domain`, the bucket is the one in that JetStream domain (`$JS.{domain}.API`):
+    /// a leaf node's networks share the hub's bucket, and so see every network of every
+    /// site. What that domain runs on is not known from here, so a bucket made there is
+    /// made with as many replicas as it takes, up to [`REPLICAS`].
+    pub(crate) async fn open(
+        client: &async_nats::Client,
+        domain: Option<&str>,
+        patience: Duration,
+    ) -> Result<Self> {
+        let prefix = api_prefix(domain);
+        let js = jetstream::context::ContextBuilder::new()
+            .api_prefix(prefix.clone())
+            .build(client.clone());
         let clustered = client.server_info().cluster.is_some();
-        let wanted = if clustered { REPLICAS } else { 1 };
+        let wanted = if clustered || domain.is_some() {
+            REPLICAS
+        } else {
+            1
+        };
         // A cluster that is still electing its JetStream leader, or busy, answers late
         // or not at all for a moment: tried again for a while. A single server answers
         // at once, or has no JetStream.
@@ -97,6 +120,7 @@ impl Liveness {
         // others elect one, and a short wait tried again finds that sooner than a long one.
         let opener = if clustered {
             jetstream::context::ContextBuilder::new()
+                .api_prefix(prefix)
                 .timeout(OPEN_TRY)
                 .build(client.clone())
         } else {
@@ -112,15 +136,23 @@ impl Liveness {
                 Err(err) => return Err(err),
             }
         };
+        // Replicas are raised on a bucket made before only where this server's own
+        // cluster says how many it can hold.
+        let raise_to = if domain.is_some() { 1 } else { wanted };
         let mut stream = store.stream;
-        state_limits(&js, &mut stream, wanted).await;
+        state_limits(&js, &mut stream, raise_to).await;
         Ok(Liveness {
             client: client.clone(),
             js,
             stream,
             roster: RwLock::new(Roster::new()),
             applied: watch::channel(0).0,
+            put_prefix: match domain {
+                Some(_) => format!("{}.$KV.{BUCKET}.", api_prefix(domain)),
+                None => format!("$KV.{BUCKET}."),
+            },
             replicas: wanted,
+            raise_to,
             created: parking_lot::Mutex::new(None),
             relist: tokio::sync::Notify::new(),
         })
@@ -169,7 +201,7 @@ impl Liveness {
         what: &str,
     ) -> Result<jetstream::context::PublishAckFuture> {
         self.js
-            .publish_with_headers(format!("$KV.{BUCKET}.{key}"), headers, payload)
+            .publish_with_headers(format!("{}{key}", self.put_prefix), headers, payload)
             .await
             .map_err(|e| failed(key, what, &e))
     }
@@ -199,13 +231,21 @@ impl Liveness {
     /// store), so liveness heals within a heartbeat; says whether it did. The watcher
     /// then lists the new bucket afresh.
     pub(crate) async fn heal(&self) -> bool {
-        if self.js.get_stream(format!("KV_{BUCKET}")).await.is_ok() {
-            return false;
+        use jetstream::ErrorCode;
+        use jetstream::context::GetStreamErrorKind;
+        // Only JetStream's own word that the stream is gone: a JetStream that does not
+        // answer (a leaf cut off from the hub, a cluster without a leader) has lost
+        // nothing, and a bucket made elsewhere meanwhile would split the roster.
+        match self.js.get_stream(format!("KV_{BUCKET}")).await {
+            Err(err)
+                if matches!(err.kind(), GetStreamErrorKind::JetStream(e)
+                    if e.error_code() == ErrorCode::STREAM_NOT_FOUND) => {}
+            _ => return false,
         }
         match open_bucket(&self.js, self.replicas).await {
             Ok(store) => {
                 let mut stream = store.stream;
-                state_limits(&self.js, &mut stream, self.replicas).await;
+                state_limits(&self.js, &mut stream, self.raise_to).await;
                 tracing::warn!(
                     bucket = BUCKET,
                     "the liveness bucket was gone; made it again (every network writes its \
@@ -477,6 +517,15 @@ async fn state_limits(
             stream = %format!("KV_{BUCKET}"),
             "the liveness stream had {held} replica(s) on a cluster; raised to {replicas}"
         );
+    }
+}
+
+/// The JetStream API prefix of `domain`: `$JS.{domain}.API`, or the server's own
+/// `$JS.API`.
+fn api_prefix(domain: Option<&str>) -> String {
+    match domain {
+        Some(domain) => format!("$JS.{domain}.API"),
+        None => "$JS.API".to_string(),
     }
 }
 

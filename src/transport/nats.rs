@@ -118,6 +118,9 @@ pub(crate) struct BrokerOptions {
     pub(crate) auth: crate::distributed_network::NatsAuth,
     /// The caller's own changes to the connect options, applied last.
     pub(crate) custom: Option<ConnectCustomizer>,
+    /// The JetStream domain that holds the liveness bucket (`$JS.{domain}.API`), for a
+    /// server that is a leaf node of the one with the bucket; `None` is the server's own.
+    pub(crate) jetstream_domain: Option<String>,
 }
 
 /// Changes a caller makes to the client's connect options

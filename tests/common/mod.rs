@@ -193,6 +193,11 @@ impl CutProxy {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// The port it listens on: what a leaf node's remote names to join through it.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
     /// Drops every connection and refuses new ones.
     pub(crate) fn cut(&self) {
         self.open.store(false, std::sync::atomic::Ordering::Release);

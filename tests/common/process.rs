@@ -30,6 +30,37 @@ impl Doomed {
         self.0.kill().unwrap();
         self.0.wait().unwrap();
     }
+
+    /// Waits, at most `limit`, until a child started with its stdout piped prints `line`;
+    /// panics naming `what` if it does not. Its output is read to the end: a child whose
+    /// stdout closed would die on its next line.
+    pub(crate) async fn wait_for_line(
+        &mut self,
+        line: &str,
+        limit: std::time::Duration,
+        what: &str,
+    ) {
+        let stdout = self.0.stdout.take().expect("a child with its stdout piped");
+        let (said, heard) = tokio::sync::oneshot::channel();
+        let line = line.to_string();
+        std::thread::spawn(move || {
+            let mut said = Some(said);
+            for printed in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if printed.trim() == line
+                    && let Some(said) = said.take()
+                {
+                    let _ = said.send(());
+                }
+            }
+        });
+        let heard = tokio::time::timeout(limit, heard).await;
+        let status = self.0.try_wait().unwrap();
+        assert!(
+            matches!(heard, Ok(Ok(()))),
+            "{what}: the child did not get there within {limit:?} (exit status: {status:?}; \
+             its stderr is above)"
+        );
+    }
 }
 
 impl Drop for Doomed {
