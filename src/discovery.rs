@@ -94,6 +94,10 @@ pub struct NetworkInfo {
     /// its answer to discovery. Not part of the entry itself.
     #[serde(skip)]
     pub last_seen: Option<std::time::SystemTime>,
+    /// For a durable network, what waits for it, read from its stream by
+    /// [`DistributedNetwork::get_network_info`](crate::distributed_network::DistributedNetwork::get_network_info).
+    #[serde(skip)]
+    pub durable: Option<crate::durable::Backlog>,
 }
 
 impl NetworkInfo {
@@ -452,6 +456,7 @@ mod tests {
             started_at_ms: 1,
             endpoint: String::new(),
             last_seen: None,
+            durable: None,
         }
     }
 

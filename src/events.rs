@@ -117,6 +117,29 @@ pub enum NetworkEvent {
     /// this process's networks come back up) and the roster is read afresh, so what
     /// happened meanwhile arrives as up and down events.
     LivenessRegained,
+    /// A durable network's message failed `max_deliver` times and was moved to its
+    /// dead-letter subject, `_reflow_dead.{network}.{actor}.{port}`.
+    DeadLettered {
+        /// This (durable) network.
+        network: String,
+        /// The actor it was for.
+        actor: String,
+        /// The in-port it was for.
+        port: String,
+        /// How many times it was delivered.
+        deliveries: u64,
+        /// Why the last delivery failed.
+        error: String,
+    },
+    /// More messages wait in this durable network's stream than its `backlog_limit`.
+    BacklogAboveLimit {
+        /// This (durable) network.
+        network: String,
+        /// Messages waiting.
+        pending: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// The NATS client dropped inbound messages because a subscription's buffer was full.
     SlowConsumer {
         /// Drops counted so far by this network.

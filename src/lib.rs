@@ -88,6 +88,7 @@
 //! | [`message`] | [`Message`], the values actors exchange, and their wire form |
 //! | [`events`] | what a network reports: peers up and down, roads switched, messages refused |
 //! | [`discovery`], [`liveness`] | what other networks are live, and what they offer |
+//! | [`durable`] | durable networks: what is sent to them waits in JetStream while they are down |
 //! | [`error`] | [`Error`] and its [`ErrorKind`] |
 //! | [`subject`], [`transport`] | NATS subjects and the broker and direct roads |
 //!
@@ -106,6 +107,7 @@ pub mod cli;
 pub mod components;
 pub mod discovery;
 pub mod distributed_network;
+pub mod durable;
 pub mod error;
 pub mod events;
 mod hub;

@@ -136,6 +136,16 @@ fn smoke_run_reports_every_scenario_with_positive_figures_as_json() {
         "raw_nats",
     );
     assert_eq!(cluster["size"], 128);
+    let durable = compared(
+        &report,
+        "durable streamed throughput",
+        "msgs_per_s",
+        "raw_nats",
+    );
+    assert_eq!(durable["target"], ">= 0.9");
+    for metric in ["p50_us", "p99_us", "p999_us"] {
+        compared(&report, "durable send", metric, "raw_nats");
+    }
     for metric in ["p50_us", "p99_us", "p999_us"] {
         compared(&report, "cluster confirmed round trip", metric, "raw_nats");
     }

@@ -344,26 +344,8 @@ async fn on_a_cluster_the_loss_of_the_liveness_streams_leader_leaves_liveness_wo
     let keeper = started(on_all("keeper", "k1")).await;
 
     // The node that leads the (replicated) liveness stream.
-    let js = async_nats::jetstream::new(async_nats::connect(&urls[0]).await.unwrap());
-    let mut stream = js
-        .get_stream(format!("KV_{}", reflow_network::liveness::BUCKET))
-        .await
-        .unwrap();
-    let info = stream.info().await.unwrap();
-    assert_eq!(info.config.num_replicas, 3);
-    let leader_name = info
-        .cluster
-        .as_ref()
-        .and_then(|c| c.leader.clone())
-        .unwrap();
-    let mut leader = None;
-    for (index, url) in urls.iter().enumerate() {
-        let client = async_nats::connect(url).await.unwrap();
-        if client.server_info().server_name == leader_name {
-            leader = Some(index);
-        }
-    }
-    let leader = leader.expect("the leader is one of the nodes");
+    let leader =
+        common::stream_leader(&urls, &format!("KV_{}", reflow_network::liveness::BUCKET)).await;
     let survivor = urls[(leader + 1) % urls.len()].clone();
 
     let mut events = keeper.events();

@@ -34,6 +34,7 @@
 mod churn;
 mod cluster;
 mod discovery;
+mod durable;
 mod failure;
 mod heap;
 mod latency;
@@ -81,11 +82,13 @@ pub enum Scenario {
     Churn,
     /// Streamed and confirmed across the nodes of a local three-node cluster.
     Cluster,
+    /// Durable streamed throughput and durable sends, against raw JetStream.
+    Durable,
 }
 
 impl Scenario {
     /// Every scenario, in the order a run measures them.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Streamed,
         Scenario::Direct,
         Scenario::Confirmed,
@@ -97,6 +100,7 @@ impl Scenario {
         Scenario::Many,
         Scenario::Churn,
         Scenario::Cluster,
+        Scenario::Durable,
     ];
 
     /// The name used on the command line and in JSON.
@@ -113,6 +117,7 @@ impl Scenario {
             Scenario::Many => "many",
             Scenario::Churn => "churn",
             Scenario::Cluster => "cluster",
+            Scenario::Durable => "durable",
         }
     }
 }
@@ -328,6 +333,10 @@ pub async fn run_with_progress(
                 .skipped
                 .push(format!("three-node cluster: {}", err.detail()));
         }
+    }
+    if on(Scenario::Durable) {
+        progress("durable throughput and sends");
+        durable::measure(&url, options, &mut report).await?;
     }
     report.elapsed_s = started.elapsed().as_secs_f64();
     Ok(report)

@@ -76,6 +76,7 @@ impl Bridge {
             endpoints: Endpoints { direct, nats },
             endpoint,
             last_seen: None,
+            durable: None,
             capabilities: profile.capabilities,
             tags: profile.tags,
             actor_count: actors.len(),

@@ -21,6 +21,7 @@ mod confirmed;
 mod control;
 mod discover;
 mod dispatch;
+mod durable;
 mod inbound;
 mod ledger;
 mod mount;
@@ -140,6 +141,8 @@ pub(crate) struct Settings {
     /// The broker's URLs, for the endpoint this instance advertises.
     pub(crate) nats_urls: Vec<String>,
     pub(crate) local_network_config: crate::network::NetworkConfig,
+    /// Set for a durable network: how its streams keep what is sent to it.
+    pub(crate) durable: Option<crate::durable::DurableOptions>,
 }
 
 /// What the facade hands the bridge to start with.
@@ -195,6 +198,12 @@ pub(crate) struct Bridge {
     last_errors: Mutex<HashMap<String, String>>,
     /// Remote networks mounted as subgraphs, by mount point.
     mounts: mount::Mounts,
+    /// Durable networks this one sends to, found by their streams.
+    durable_peers: Mutex<HashMap<String, durable::DurablePeer>>,
+    /// Stream sequences of this durable network's messages handled here.
+    durable_handled: durable::Handled,
+    /// Numbers this sender's durable messages, for their deduplication ids.
+    durable_seq: AtomicU64,
     /// Keeps the log of refused inbound messages to a line per period.
     refusal_log: crate::throttle::Throttle,
     /// With an auth token: what every envelope and acknowledgement is sealed with, and
@@ -280,6 +289,9 @@ impl Bridge {
             plain_stats: Default::default(),
             last_errors: Mutex::new(HashMap::new()),
             mounts: Default::default(),
+            durable_peers: Mutex::new(HashMap::new()),
+            durable_handled: Default::default(),
+            durable_seq: AtomicU64::new(0),
             refusal_log: Default::default(),
             seal_key,
             ledger: Arc::new(Ledger::default()),
@@ -370,6 +382,9 @@ impl Bridge {
             Error::with_source(ErrorKind::Broker, "could not register subscriptions", e)
         })?;
         crate::transport::nats::check_server_version(&self.client)?;
+        if let Some(options) = &self.config.durable {
+            self.start_durable(options).await?;
+        }
         let me = self.weak_self();
         self.hub.set_endpoints(Arc::new(move || {
             me.upgrade()

@@ -29,7 +29,7 @@ impl Bridge {
     }
 
     pub(crate) fn require_connected(&self, network: &str) -> Result<()> {
-        if self.peers.lock().is_connected(network) {
+        if self.peers.lock().is_connected(network) || self.is_durable_peer(network) {
             Ok(())
         } else {
             Err(self.not_connected(network))
@@ -41,7 +41,21 @@ impl Bridge {
     pub(crate) async fn connect_peer(&self, endpoint: &str) -> Result<()> {
         match direct_address(endpoint) {
             Some(addr) => self.connect_direct(addr).await,
-            None => self.connect_over_broker(endpoint).await,
+            None => {
+                let connected = self.connect_over_broker(endpoint).await;
+                // A durable network is reachable through its stream, up or down.
+                let durable = self.find_durable(endpoint).await.is_some();
+                match connected {
+                    Err(err) if durable && err.is(ErrorKind::NetworkDisconnected) => {
+                        tracing::info!(
+                            network = endpoint,
+                            "durable network is down; what is sent to it is stored"
+                        );
+                        Ok(())
+                    }
+                    other => other,
+                }
+            }
         }
     }
 
@@ -201,7 +215,16 @@ impl Bridge {
             actor: actor.to_string(),
             reply_to: reply_to.clone(),
         };
-        let remote: ActorInfo = self.control_request(network, "attach", &request).await?;
+        let remote: ActorInfo = match self.control_request(network, "attach", &request).await {
+            Ok(remote) => remote,
+            // A durable network that is down: its ports from its stream.
+            Err(err) if self.is_durable_peer(network) => self
+                .find_durable(network)
+                .await
+                .and_then(|peer| peer.actors.into_iter().find(|a| a.id == actor))
+                .ok_or(err)?,
+            Err(err) => return Err(err),
+        };
         let proxy = RemoteProxy::new(
             self.weak_self(),
             network,
@@ -406,11 +429,16 @@ impl Bridge {
         port: &str,
         message: Message,
         id: Option<&str>,
-    ) -> Result<()> {
+    ) -> Result<crate::durable::Delivery> {
         validate_network_id(network)?;
         validate_name("actor", actor)?;
         validate_name("port", port)?;
         self.require_connected(network)?;
+        if self.is_durable_peer(network) {
+            self.store_durable(network, actor, port, vec![message], id)
+                .await?;
+            return Ok(crate::durable::Delivery::Stored);
+        }
         let seq = self.confirmed_seq.fetch_add(1, Ordering::Relaxed);
         let payload = crate::message::EnvelopeRef {
             version: crate::message::WIRE_VERSION,
@@ -441,9 +469,10 @@ impl Bridge {
             .await?;
         if reply.is_empty() {
             self.count_out();
-            return Ok(());
+            return Ok(crate::durable::Delivery::Delivered);
         }
         crate::discovery::parse_reply::<()>(&format!("network {network:?}"), &reply)
+            .map(|()| crate::durable::Delivery::Delivered)
     }
 }
 

@@ -66,6 +66,8 @@ struct FileConfig {
     /// Remote networks mounted as subgraphs.
     #[serde(default)]
     mount: Vec<MountSpec>,
+    /// A durable network's limits.
+    durable: Option<crate::durable::DurableOptions>,
 }
 
 /// `[[mount]] mount_point = "server", network_id = "server", include_patterns = [..],
@@ -98,6 +100,10 @@ struct NetworkSection {
     capabilities: Vec<String>,
     #[serde(default)]
     tags: Vec<String>,
+    /// Keep what is sent to this network in JetStream while it is down (`[durable]`
+    /// sets the limits).
+    #[serde(default)]
+    durable: bool,
 }
 
 /// The `[nats]` section: paths to credentials and TLS files, and a user name; a password
@@ -196,6 +202,8 @@ pub(crate) struct RunConfig {
     pub(crate) publish: Vec<(Endpoint, String)>,
     /// Remote networks mounted as subgraphs once the network has started.
     pub(crate) mounts: Vec<crate::distributed_network::SubgraphMountConfig>,
+    /// Set for a durable network (`durable = true`), with the `[durable]` limits.
+    pub(crate) durable: Option<crate::durable::DurableOptions>,
 }
 
 impl RunConfig {
@@ -371,6 +379,23 @@ pub(crate) fn parse(text: &str, components: &Components) -> Result<RunConfig, St
             .map_err(|e| format!("publish[{i}].subject: {}", e.detail()))?;
         publish.push((from, spec.subject));
     }
+    let durable = match (section.durable, file.durable) {
+        (true, options) => {
+            let options = options.unwrap_or_default();
+            options
+                .validate()
+                .map_err(|e| format!("durable: {}", e.detail()))?;
+            Some(options)
+        }
+        (false, Some(_)) => {
+            return Err(
+                "durable: the [durable] section sets a durable network's limits; add \
+                 durable = true under [network], or remove it"
+                    .into(),
+            );
+        }
+        (false, None) => None,
+    };
     Ok(RunConfig {
         network,
         nats,
@@ -383,6 +408,7 @@ pub(crate) fn parse(text: &str, components: &Components) -> Result<RunConfig, St
         initial,
         publish,
         mounts,
+        durable,
     })
 }
 

@@ -14,6 +14,30 @@ use crate::discovery::{ActorInfo, Endpoints, NetworkInfo};
 #[derive(Debug, Serialize)]
 pub(crate) struct NetworkList {
     pub(crate) networks: Vec<NetworkEntry>,
+    /// Every durable network on the server, live or not, with what waits for it.
+    pub(crate) durable: Vec<DurableEntry>,
+}
+
+/// A durable network and its backlog.
+#[derive(Debug, Serialize)]
+pub(crate) struct DurableEntry {
+    pub(crate) network: String,
+    pub(crate) live: bool,
+    pub(crate) pending: u64,
+    pub(crate) oldest_age_ms: Option<u64>,
+    pub(crate) dead_lettered: u64,
+}
+
+impl DurableEntry {
+    pub(crate) fn new(backlog: &crate::durable::Backlog, live: bool) -> Self {
+        DurableEntry {
+            network: backlog.network_id.clone(),
+            live,
+            pending: backlog.pending,
+            oldest_age_ms: backlog.oldest_age.map(|a| a.as_millis() as u64),
+            dead_lettered: backlog.dead_lettered,
+        }
+    }
 }
 
 /// One network as a whole, and each of its instances.
@@ -132,6 +156,8 @@ pub(crate) struct SendReport {
     pub(crate) port: String,
     pub(crate) subject: String,
     pub(crate) sent: u64,
+    /// `delivered` (handled by the network) or `stored` (by JetStream, for a durable one).
+    pub(crate) delivery: &'static str,
 }
 
 /// `up`: the server's URL, and whether this command started it.
@@ -254,6 +280,7 @@ mod tests {
             started_at_ms: 0,
             endpoint: String::new(),
             last_seen: None,
+            durable: None,
         };
         let samples = [
             serde_json::to_value(NetworkList {
@@ -269,6 +296,15 @@ mod tests {
                         InstanceEntry::new("j", None),
                     ],
                 }],
+                durable: vec![DurableEntry::new(
+                    &crate::durable::Backlog {
+                        network_id: "n".into(),
+                        pending: 1,
+                        oldest_age: Some(std::time::Duration::from_secs(1)),
+                        dead_lettered: 0,
+                    },
+                    false,
+                )],
             }),
             serde_json::to_value(NetworkChange::Down {
                 network: "n".into(),
@@ -295,6 +331,7 @@ mod tests {
                 port: "p".into(),
                 subject: "n.a.p".into(),
                 sent: 1,
+                delivery: "stored",
             }),
             serde_json::to_value(UpReport {
                 url: "u".into(),

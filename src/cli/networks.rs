@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::discovery::NetworkInfo;
 use crate::events::{DownReason, NetworkEvent};
 
-use crate::cli::json::{InstanceEntry, NetworkChange, NetworkEntry, NetworkList};
+use crate::cli::json::{DurableEntry, InstanceEntry, NetworkChange, NetworkEntry, NetworkList};
 use crate::cli::output::{self, CliError, CliResult};
 use crate::cli::{CLI_PREFIX, Global};
 
@@ -47,12 +47,23 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
         .filter(|n| shown(&n.network_id))
         .collect();
     let live = network.live_networks();
+    let durable: Vec<DurableEntry> = network
+        .durable_networks()
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|backlog| {
+            let up = live.iter().any(|n| n.network_id == backlog.network_id);
+            DurableEntry::new(backlog, up)
+        })
+        .collect();
 
     if output::human(global.json) {
         print_table(global, &networks, &live);
+        print_durable(&durable);
     } else {
         let networks = networks.iter().map(|n| network_json(n, &live)).collect();
-        output::print_json(&NetworkList { networks });
+        output::print_json(&NetworkList { networks, durable });
     }
 
     if args.watch {
@@ -112,6 +123,27 @@ fn print_table(global: &Global, networks: &[NetworkInfo], live: &[NetworkInfo]) 
         ],
         &rows,
     );
+}
+
+/// The durable networks, live or not, and what waits for each.
+fn print_durable(durable: &[DurableEntry]) {
+    if durable.is_empty() {
+        return;
+    }
+    println!();
+    let rows: Vec<Vec<String>> = durable
+        .iter()
+        .map(|d| {
+            vec![
+                d.network.clone(),
+                if d.live { "yes" } else { "no" }.to_string(),
+                d.pending.to_string(),
+                d.oldest_age_ms.map_or("-".to_string(), uptime),
+                d.dead_lettered.to_string(),
+            ]
+        })
+        .collect();
+    output::print_table(&["DURABLE", "LIVE", "WAITING", "OLDEST", "DEAD"], &rows);
 }
 
 /// A network for scripts: what it offers as a whole, and each instance's own entry.

@@ -48,6 +48,11 @@ pub(crate) async fn run(global: &Global, args: Args, components: &Components) ->
     let waiting = Waiting::default();
     let reporter = report_events(global, network.events(), waiting.clone());
     // Set before start(), so the first liveness entry and every discovery reply carry them.
+    if let Some(options) = &plan.durable {
+        network
+            .set_durable(options.clone())
+            .map_err(CliError::from_lib)?;
+    }
     network.set_capabilities(plan.capabilities.iter().cloned());
     network.set_tags(plan.tags.iter().cloned());
     // The nodes that feed remote actors start once those are wired, the rest at start.

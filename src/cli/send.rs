@@ -18,6 +18,10 @@ pub(crate) struct Args {
     port: String,
     /// The message as JSON (`42`, `'"text"'`, `'{"a":1}'`), or `-` for one per stdin line
     value: String,
+    /// The network must be durable: each message returns once JetStream stored it, and
+    /// waits there while the network is down (a network that is not durable is refused)
+    #[arg(long)]
+    durable: bool,
 }
 
 fn parse(text: &str, what: &str) -> CliResult<Message> {
@@ -39,11 +43,19 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
     let mut network = global.open_network().await?;
     let result = send_all(&network, &args, first).await;
     let _ = network.shutdown().await;
-    let sent = result?;
+    let (sent, stored) = result?;
     let target = format!("{}.{}.{}", args.network, args.actor, args.port);
+    let delivery = if stored { "stored" } else { "delivered" };
     if output::human(global.json) {
         let plural = if sent == 1 { "" } else { "s" };
-        println!("sent {sent} message{plural} to {target} (each confirmed)");
+        if stored {
+            println!(
+                "stored {sent} message{plural} for durable network {} ({target}); it handles them when it runs",
+                args.network
+            );
+        } else {
+            println!("sent {sent} message{plural} to {target} (each confirmed)");
+        }
     } else {
         output::print_json(&SendReport {
             network: args.network,
@@ -51,6 +63,7 @@ pub(crate) async fn run(global: &Global, args: Args) -> CliResult {
             port: args.port,
             subject: target,
             sent,
+            delivery,
         });
     }
     Ok(())
@@ -60,16 +73,30 @@ async fn send_all(
     network: &crate::distributed_network::DistributedNetwork,
     args: &Args,
     first: Option<Message>,
-) -> CliResult<u64> {
+) -> CliResult<(u64, bool)> {
     let spinner = output::Spinner::start(&format!("connecting to {}", args.network));
     let connected = network.connect_to_network(&args.network).await;
     drop(spinner);
     connected.map_err(CliError::from_lib)?;
-    let send =
-        |message| network.send_to_remote_actor(&args.network, &args.actor, &args.port, message);
+    if args.durable && network.durable_backlog(&args.network).await.is_err() {
+        return Err(CliError::usage(format!(
+            "--durable: network {} is not durable (it has no stream {}); start it with \
+             durable = true in its config, or leave out --durable",
+            args.network,
+            crate::durable::stream_name(&args.network)
+        )));
+    }
+    let stored = std::cell::Cell::new(false);
+    let send = |message| async {
+        let delivery = network
+            .send_to_remote_actor_reporting(&args.network, &args.actor, &args.port, message, None)
+            .await?;
+        stored.set(delivery == crate::durable::Delivery::Stored);
+        Ok::<(), crate::Error>(())
+    };
     if let Some(message) = first {
         send(message).await.map_err(CliError::from_lib)?;
-        return Ok(1);
+        return Ok((1, stored.get()));
     }
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut sent = 0u64;
@@ -100,5 +127,5 @@ async fn send_all(
             .map_err(|e| so_far(CliError::from_lib(e)))?;
         sent += 1;
     }
-    Ok(sent)
+    Ok((sent, stored.get()))
 }

@@ -129,6 +129,7 @@ impl DistributedConfig {
             heartbeat_interval_ms: self.heartbeat_interval_ms,
             nats_urls: self.nats_urls(),
             local_network_config: self.local_network_config.clone(),
+            durable: None,
         }
     }
 

@@ -58,7 +58,9 @@ pub struct BridgeStatus {
 impl DistributedNetwork {
     /// What the liveness roster knows of network `network_id` now: its instances merged
     /// into one [`NetworkInfo`] (see [`DistributedNetwork::discover_networks`]), with
-    /// `last_seen` the latest refresh of any of them.
+    /// `last_seen` the latest refresh of any of them. For a durable network, `durable`
+    /// holds its backlog; one that is down is still found, with no instance
+    /// (`instance_count` 0) and its backlog.
     ///
     /// # Examples
     ///
@@ -71,7 +73,7 @@ impl DistributedNetwork {
     ///
     /// # Errors
     ///
-    /// `Network disconnected` when no instance of it is live.
+    /// `Network disconnected` when no instance of it is live and it is not durable.
     pub async fn get_network_info(&self, network_id: &str) -> Result<NetworkInfo> {
         let instances: Vec<NetworkInfo> = self
             .live_networks()
@@ -79,13 +81,41 @@ impl DistributedNetwork {
             .filter(|info| info.network_id == network_id)
             .collect();
         let last_seen = instances.iter().filter_map(|i| i.last_seen).max();
-        let mut merged = group_by_network(instances).pop().ok_or_else(|| {
-            Error::new(
-                ErrorKind::NetworkDisconnected,
-                format!("network {network_id:?} has no live instance"),
-            )
-        })?;
+        let backlog = match self.bridge.as_ref() {
+            Some(bridge) if bridge.find_durable(network_id).await.is_some() => {
+                bridge.backlog(network_id).await.ok()
+            }
+            _ => None,
+        };
+        let Some(mut merged) = group_by_network(instances).pop() else {
+            // A durable network that is down still has its backlog.
+            return match backlog {
+                Some(backlog) => Ok(NetworkInfo {
+                    network_id: network_id.to_string(),
+                    instance_id: String::new(),
+                    incarnation: String::new(),
+                    endpoints: Default::default(),
+                    capabilities: Vec::new(),
+                    tags: Vec::new(),
+                    actors: Vec::new(),
+                    actor_count: 0,
+                    instance_count: 0,
+                    instances: Vec::new(),
+                    heartbeat_interval_ms: 0,
+                    version: String::new(),
+                    started_at_ms: 0,
+                    endpoint: String::new(),
+                    last_seen: None,
+                    durable: Some(backlog),
+                }),
+                None => Err(Error::new(
+                    ErrorKind::NetworkDisconnected,
+                    format!("network {network_id:?} has no live instance"),
+                )),
+            };
+        };
         merged.last_seen = last_seen;
+        merged.durable = backlog;
         Ok(merged)
     }
 

@@ -80,6 +80,8 @@ pub struct DistributedNetwork {
     own_connection: bool,
     nats_auth: NatsAuth,
     customizer: Option<crate::transport::nats::ConnectCustomizer>,
+    /// Set by `set_durable`: this network keeps what is sent to it in JetStream.
+    durable: Option<crate::durable::DurableOptions>,
     jetstream_domain: Option<String>,
 }
 
@@ -128,6 +130,7 @@ impl DistributedNetwork {
             own_connection: false,
             nats_auth: NatsAuth::default(),
             customizer: None,
+            durable: None,
             jetstream_domain: None,
         })
     }
@@ -200,7 +203,10 @@ impl DistributedNetwork {
             Err(err) => return Err(err),
         };
         let bridge = Bridge::start(Parts {
-            config: self.config.bridge_settings(),
+            config: crate::bridge::Settings {
+                durable: self.durable.clone(),
+                ..self.config.bridge_settings()
+            },
             local: self.local.clone(),
             hub,
             events: self.events.clone(),
@@ -320,6 +326,102 @@ impl DistributedNetwork {
         F: Fn(async_nats::ConnectOptions) -> async_nats::ConnectOptions + Send + Sync + 'static,
     {
         self.customizer = Some(std::sync::Arc::new(customize));
+    }
+
+    /// Every durable network on the server, up or down, with its backlog (see
+    /// [`DistributedNetwork::durable_backlog`]).
+    ///
+    /// # Errors
+    ///
+    /// `Broker error` when the server's streams cannot be listed.
+    pub async fn durable_networks(&self) -> Result<Vec<crate::durable::Backlog>> {
+        self.bridge()?.list_durable().await
+    }
+
+    /// Makes this network durable (before [`DistributedNetwork::start`]): what is sent to
+    /// it waits in a JetStream stream while it is down, its instances share the work
+    /// through one durable consumer, and a message acknowledged to JetStream is one that
+    /// was handled (see [`crate::durable`]).
+    ///
+    /// ```no_run
+    /// # async fn example(mut billing: reflow_network::prelude::DistributedNetwork) -> reflow_network::Result<()> {
+    /// use reflow_network::durable::DurableOptions;
+    ///
+    /// billing.set_durable(DurableOptions { max_deliver: 3, ..DurableOptions::default() })?;
+    /// billing.start().await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// `Invalid config` naming a bad option, or when called after `start()`.
+    pub fn set_durable(&mut self, options: crate::durable::DurableOptions) -> Result<()> {
+        if self.phase != Phase::Created {
+            return Err(Error::new(
+                ErrorKind::InvalidConfig,
+                "set_durable must be called before start()",
+            ));
+        }
+        options.validate()?;
+        self.durable = Some(options);
+        Ok(())
+    }
+
+    /// Sends `message` into `actor`'s `port` on `network_id` as
+    /// [`DistributedNetwork::send_to_remote_actor`] does, and says what the caller got:
+    /// [`Delivery::Delivered`](crate::durable::Delivery::Delivered) when the network
+    /// handled it, [`Delivery::Stored`](crate::durable::Delivery::Stored) when JetStream
+    /// stored it for a durable network (up or down), to be handled when an instance takes
+    /// it.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # async fn example(app: reflow_network::prelude::DistributedNetwork) -> reflow_network::Result<()> {
+    /// use reflow_network::durable::Delivery;
+    /// use reflow_network::Message;
+    ///
+    /// app.connect_to_network("billing").await?; // durable: works while it is down
+    /// match app.send_to_remote_actor_reporting("billing", "charge", "in", Message::Integer(5), None).await? {
+    ///     Delivery::Delivered => println!("handled"),
+    ///     Delivery::Stored => println!("stored; billing handles it when it runs"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`DistributedNetwork::send_to_remote_actor`]; for a durable network, `Broker
+    /// error` when JetStream did not store it (a stream at its limits refuses).
+    pub async fn send_to_remote_actor_reporting(
+        &self,
+        network_id: &str,
+        actor: &str,
+        port: &str,
+        message: Message,
+        id: Option<&str>,
+    ) -> Result<crate::durable::Delivery> {
+        let bridge = self.bridge()?;
+        bridge
+            .send_confirmed(network_id, actor, port, message, id)
+            .await
+            .inspect_err(|err| bridge.note_send_error(network_id, err))
+    }
+
+    /// What waits for durable network `network_id`: messages stored and not yet handled,
+    /// the oldest one's age, and how many were dead-lettered; read from its streams, so
+    /// it works while the network is down.
+    ///
+    /// # Errors
+    ///
+    /// `Network not connected` when `network_id` is not durable (it has no stream).
+    pub async fn durable_backlog(&self, network_id: &str) -> Result<crate::durable::Backlog> {
+        self.bridge()?.backlog(network_id).await
+    }
+
+    /// The durable options set with [`DistributedNetwork::set_durable`], if any.
+    pub fn durable_options(&self) -> Option<&crate::durable::DurableOptions> {
+        self.durable.as_ref()
     }
 
     /// Gives this network a broker connection of its own (`true`), or lets it share one
@@ -1047,6 +1149,7 @@ impl DistributedNetwork {
             .send_confirmed(network_id, actor, port, message, None)
             .await
             .inspect_err(|err| bridge.note_send_error(network_id, err))
+            .map(|_| ())
     }
 
     /// As [`DistributedNetwork::send_to_remote_actor`], with an id that makes retries
@@ -1103,6 +1206,7 @@ impl DistributedNetwork {
             .send_confirmed(network_id, actor, port, message, Some(id))
             .await
             .inspect_err(|err| bridge.note_send_error(network_id, err))
+            .map(|_| ())
     }
 
     /// Counters of the bridge's traffic.

@@ -214,6 +214,7 @@ mod tests {
             started_at_ms: 0,
             endpoint: String::new(),
             last_seen: None,
+            durable: None,
         }
     }
 

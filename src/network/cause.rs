@@ -24,6 +24,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// with some descendant never handled (`false`: the network halted with it queued).
 type Completion = Box<dyn FnOnce(bool) + Send + Sync>;
 
+/// How a cause ended, for a completion that tells a failed handler from a handled one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// Wholly handled (see [`Cause`]).
+    pub(crate) handled: bool,
+    /// Some handler of it, or of a descendant, returned an error.
+    pub(crate) failed: bool,
+}
+
 /// A counted claim on the acknowledgement of one inbound message (or envelope).
 #[derive(Clone)]
 pub(crate) struct Cause(Arc<CauseInner>);
@@ -36,13 +45,24 @@ struct CauseInner {
     abandoned: AtomicBool,
     /// Counts as handled whatever happens to its descendants: refused for good.
     refused: AtomicBool,
+    /// Some handler of it or of a descendant returned an error.
+    failed: AtomicBool,
     on_handled: Option<Completion>,
+    /// Instead of `on_handled`: a completion that hears of failures too.
+    on_outcome: Option<Box<dyn FnOnce(Outcome) + Send + Sync>>,
 }
 
 impl Drop for CauseInner {
     fn drop(&mut self) {
+        let handled = *self.refused.get_mut() || !*self.abandoned.get_mut();
         if let Some(done) = self.on_handled.take() {
-            done(*self.refused.get_mut() || !*self.abandoned.get_mut());
+            done(handled);
+        }
+        if let Some(done) = self.on_outcome.take() {
+            done(Outcome {
+                handled,
+                failed: *self.failed.get_mut(),
+            });
         }
     }
 }
@@ -53,12 +73,31 @@ impl Cause {
         redelivered: bool,
         on_handled: impl FnOnce(bool) + Send + Sync + 'static,
     ) -> Self {
+        Cause::made(redelivered, Some(Box::new(on_handled)), None)
+    }
+
+    fn made(
+        redelivered: bool,
+        on_handled: Option<Completion>,
+        on_outcome: Option<Box<dyn FnOnce(Outcome) + Send + Sync>>,
+    ) -> Self {
         Cause(Arc::new(CauseInner {
             redelivered,
             abandoned: AtomicBool::new(false),
             refused: AtomicBool::new(false),
-            on_handled: Some(Box::new(on_handled)),
+            failed: AtomicBool::new(false),
+            on_handled,
+            on_outcome,
         }))
+    }
+
+    /// A cause whose completion hears whether some handler failed, for deliveries that
+    /// try a failing message again (a durable network's).
+    pub(crate) fn with_outcome(
+        redelivered: bool,
+        on_outcome: impl FnOnce(Outcome) + Send + Sync + 'static,
+    ) -> Self {
+        Cause::made(redelivered, None, Some(Box::new(on_outcome)))
     }
 
     /// Notes that a message of this cause is dropped without being handled, so the
@@ -143,6 +182,15 @@ impl Trace {
 
     /// Lets go of the trace: its message is handled.
     pub(crate) fn handled(mut self) {
+        self.done = true;
+    }
+
+    /// Lets go of the trace: its handler returned an error. That counts as handled,
+    /// except for a cause made [`Cause::with_outcome`], which hears of the failure.
+    pub(crate) fn failed(mut self) {
+        if let Some(cause) = &self.cause {
+            cause.0.failed.store(true, Ordering::Release);
+        }
         self.done = true;
     }
 

@@ -35,7 +35,7 @@ mod graph;
 mod node;
 mod routing;
 
-pub(crate) use cause::{Cause, Causes, Trace};
+pub(crate) use cause::{Cause, Causes, Outcome, Trace};
 pub use graph::{ConnectionPoint, Connector, InitialPacket};
 pub use routing::{Inlet, Outlet};
 

@@ -65,8 +65,10 @@ pub(crate) async fn run(
             // The message is handled (or, halted, never will be): what it caused holds
             // its own claim on the cause.
             let trace = ctx.take_trace();
-            if result.is_some() {
-                trace.handled();
+            match &result {
+                Some(Ok(())) => trace.handled(),
+                Some(Err(_)) => trace.failed(),
+                None => drop(trace),
             }
             shared.handled_one();
             let Some(result) = result else {

@@ -230,3 +230,23 @@ pub(crate) async fn liveness_stream(url: &str) -> (usize, usize) {
     let info = stream.info().await.unwrap();
     (info.state.consumer_count, info.config.num_replicas)
 }
+
+/// The index in `urls` of the cluster node that leads stream `name`.
+pub(crate) async fn stream_leader(urls: &[String], name: &str) -> usize {
+    let js = async_nats::jetstream::new(async_nats::connect(&urls[0]).await.unwrap());
+    let mut stream = js.get_stream(name).await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.config.num_replicas, 3, "{name} is replicated");
+    let leader_name = info
+        .cluster
+        .as_ref()
+        .and_then(|c| c.leader.clone())
+        .unwrap();
+    for (index, url) in urls.iter().enumerate() {
+        let client = async_nats::connect(url).await.unwrap();
+        if client.server_info().server_name == leader_name {
+            return index;
+        }
+    }
+    panic!("the leader of {name}, {leader_name}, is none of the nodes")
+}

@@ -1,0 +1,521 @@
+//! Durable networks, proved by killing real processes: messages to a durable network wait
+//! in JetStream while it is down and arrive once, in order, when it is back; an instance
+//! killed mid-stream loses nothing; a broker killed and restarted on its store loses and
+//! repeats nothing (messages in flight at that moment may be stored out of order); a message that always fails is dead-lettered and the rest go on.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+use common::process::Doomed;
+use futures::StreamExt;
+use reflow_network::Message;
+use reflow_network::actor::{FnActor, ProbeActor};
+use reflow_network::components::Passthrough;
+use reflow_network::distributed_network::DistributedNetwork;
+use reflow_network::durable::{Delivery, DurableOptions};
+use reflow_network::events::NetworkEvent;
+use reflow_network::local_server::NatsServer;
+use reflow_network::network::Connector;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Durable network `B` with `collect`, a passthrough; with `sink`, its outputs go there.
+async fn durable_b(
+    url: &str,
+    instance: &str,
+    options: DurableOptions,
+    collect: FnActor,
+    sink: Option<ProbeActor>,
+) -> DistributedNetwork {
+    let mut b = DistributedNetwork::new(common::config(url, "B", instance, 500))
+        .await
+        .unwrap();
+    b.set_durable(options).unwrap();
+    b.register_local_actor("collect", collect, None).unwrap();
+    if let Some(sink) = sink {
+        b.register_local_actor("sink", sink, None).unwrap();
+        b.get_local_network()
+            .write()
+            .add_connection(Connector::new("collect", "out", "sink", "in"))
+            .unwrap();
+    }
+    b.start().await.unwrap();
+    b
+}
+
+fn passthrough() -> FnActor {
+    FnActor::map("in", "out", |m| m)
+}
+
+/// Network `A` streaming into `collect@B`: the inlet that feeds it.
+async fn sender_a(url: &str) -> (DistributedNetwork, reflow_network::network::Inlet) {
+    let a = common::started_with(common::config(url, "A", "a1", 500), |a| {
+        a.register_local_actor("source", Passthrough, None).unwrap();
+    })
+    .await;
+    a.connect_to_network("B").await.unwrap();
+    let proxy = a.register_remote_actor("collect", "B").await.unwrap();
+    let input = common::wire_source_through(&a, &proxy, None);
+    (a, input)
+}
+
+/// Sends 10,000 integers streamed and 100 confirmed sends (100,000 + i) to durable B, then
+/// says so, once all are stored; run as a child process the test kills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper: the sender the durable test kills"]
+async fn child_durable_sender() {
+    let Ok(url) = std::env::var("REFLOW_DURABLE_URL") else {
+        return;
+    };
+    let (a, input) = sender_a(&url).await;
+    for i in 0..10_000 {
+        input.send(Message::Integer(i)).await.unwrap();
+    }
+    for i in 0..100 {
+        let got = a
+            .send_to_remote_actor_reporting(
+                "B",
+                "collect",
+                "in",
+                Message::Integer(100_000 + i),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(got, Delivery::Stored);
+    }
+    common::wait_for("every message stored", WAIT, || async {
+        a.stats().messages_out >= 10_100
+    })
+    .await;
+    println!("stored");
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_killed_sender_stored_for_a_network_that_was_down_arrives_once_in_order() {
+    let server = NatsServer::start().await.unwrap();
+    let mut b = durable_b(
+        &server.url(),
+        "b1",
+        DurableOptions::default(),
+        passthrough(),
+        None,
+    )
+    .await;
+    b.shutdown().await.unwrap();
+
+    let mut sender = Doomed::this_test(
+        "child_durable_sender",
+        &[("REFLOW_DURABLE_URL", server.url())],
+        true,
+    );
+    let stdout = sender.0.stdout.take().unwrap();
+    let said = tokio::task::spawn_blocking(move || {
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line == "stored")
+    });
+    assert!(
+        tokio::time::timeout(WAIT, said).await.unwrap().unwrap(),
+        "the sender never stored its messages"
+    );
+    sender.kill();
+    // B is down, and what waits for it shows.
+    let observer = common::started(common::config(&server.url(), "O", "o1", 500)).await;
+    let info = observer.get_network_info("B").await.unwrap();
+    assert_eq!(info.instance_count, 0);
+    let backlog = info.durable.expect("B is durable");
+    assert_eq!(backlog.pending, 10_100);
+    assert!(backlog.oldest_age.is_some());
+
+    // B starts later and takes all of it.
+    let (probe, mut seen) = ProbeActor::channel(20_000);
+    let mut b = durable_b(
+        &server.url(),
+        "b1",
+        DurableOptions::default(),
+        passthrough(),
+        Some(probe),
+    )
+    .await;
+    let got = common::recv_ints(&mut seen, 10_100, WAIT, "stored messages").await;
+    let streamed: Vec<i64> = got.iter().copied().filter(|v| *v < 100_000).collect();
+    let confirmed: Vec<i64> = got.iter().copied().filter(|v| *v >= 100_000).collect();
+    assert_eq!(
+        streamed,
+        (0..10_000).collect::<Vec<_>>(),
+        "streamed, in order, once"
+    );
+    assert_eq!(
+        confirmed,
+        (100_000..100_100).collect::<Vec<_>>(),
+        "confirmed, in order, once"
+    );
+    common::wait_for("the backlog to empty", WAIT, || async {
+        b.durable_backlog("B").await.unwrap().pending == 0
+    })
+    .await;
+    assert!(seen.try_recv().is_err(), "a message came twice");
+    b.shutdown().await.unwrap();
+}
+
+/// One instance of durable B: `collect` publishes what it takes on `durable.results`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "helper: an instance of B the durable test kills"]
+async fn child_durable_instance() {
+    let Ok(url) = std::env::var("REFLOW_DURABLE_URL") else {
+        return;
+    };
+    let instance = std::env::var("REFLOW_DURABLE_INSTANCE").unwrap();
+    let b = durable_b(
+        &url,
+        &instance,
+        DurableOptions::default(),
+        passthrough(),
+        None,
+    )
+    .await;
+    b.publish_port("collect", "out", "durable.results").unwrap();
+    println!("ready");
+    std::future::pending::<()>().await;
+}
+
+fn instance(url: &str, id: &str) -> Doomed {
+    let mut child = Doomed::this_test(
+        "child_durable_instance",
+        &[
+            ("REFLOW_DURABLE_URL", url.to_string()),
+            ("REFLOW_DURABLE_INSTANCE", id.to_string()),
+        ],
+        true,
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = lines.any(|line| line.is_ok_and(|line| line == "ready"));
+    assert!(ready, "instance {id} did not start");
+    // Keep reading, so the child never writes into a closed pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_killed_mid_stream_loses_nothing() {
+    const N: i64 = 5_000;
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let client = async_nats::connect(&url).await.unwrap();
+    let mut results = client.subscribe("durable.results").await.unwrap();
+    client.flush().await.unwrap();
+    let mut one = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || instance(&url, "b1")
+    })
+    .await
+    .unwrap();
+    let _two = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || instance(&url, "b2")
+    })
+    .await
+    .unwrap();
+
+    let (_a, input) = sender_a(&url).await;
+    let feeding = common::feed(input, 0..N, Message::Integer);
+    let mut seen = BTreeSet::new();
+    let mut killed = false;
+    while (seen.len() as i64) < N {
+        let message = tokio::time::timeout(WAIT, results.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {N} (killed: {killed})", seen.len()))
+            .unwrap();
+        seen.insert(serde_json::from_slice::<i64>(&message.payload).unwrap());
+        if !killed && seen.len() >= 1_000 {
+            one.kill();
+            killed = true;
+        }
+    }
+    feeding.await.unwrap();
+    assert!(killed);
+    assert_eq!(seen, (0..N).collect::<BTreeSet<_>>(), "0 lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_and_restarted_mid_stream_loses_and_repeats_nothing() {
+    const N: i64 = 5_000;
+    let mut server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let (probe, mut seen) = ProbeActor::channel(10_000);
+    let b = durable_b(
+        &url,
+        "b1",
+        DurableOptions::default(),
+        passthrough(),
+        Some(probe),
+    )
+    .await;
+    let (a, input) = sender_a(&url).await;
+    let first = common::feed(input.clone(), 0..N / 2, Message::Integer);
+
+    let mut got = common::recv_ints(&mut seen, 1_000, WAIT, "before the kill").await;
+    server.kill().await.unwrap();
+    // The second half is sent while the broker is dead: the sender stores it once the
+    // broker is back.
+    let second = common::feed(input, N / 2..N, Message::Integer);
+    server.restart().await.unwrap();
+    got.extend(common::recv_ints(&mut seen, (N - 1_000) as usize, WAIT, "after the restart").await);
+    first.await.unwrap();
+    second.await.unwrap();
+    // What was in flight when the broker died may be stored again after later messages:
+    // each arrives once, but order is kept only outside that moment.
+    let mut sorted = got.clone();
+    sorted.sort_unstable();
+    let head: Vec<i64> = got.iter().copied().take(1_000).collect();
+    assert_eq!(
+        head,
+        (0..1_000).collect::<Vec<_>>(),
+        "in order before the kill"
+    );
+    assert_eq!(a.stats().messages_out, N as u64);
+    assert_eq!(sorted, (0..N).collect::<Vec<_>>(), "0 lost, 0 duplicates");
+    common::wait_for("the backlog to empty", WAIT, || async {
+        b.durable_backlog("B")
+            .await
+            .is_ok_and(|backlog| backlog.pending == 0)
+    })
+    .await;
+    assert!(seen.try_recv().is_err(), "a message came twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_always_fails_is_dead_lettered_and_the_rest_go_on() {
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let (probe, mut seen) = ProbeActor::channel(100);
+    let picky = FnActor::new(["in"], ["out"], |_, m| {
+        if m.as_integer() == Some(13) {
+            return Err(reflow_network::Error::new(
+                reflow_network::ErrorKind::Actor,
+                "13 is unlucky",
+            ));
+        }
+        Ok(vec![("out".to_string(), m)])
+    });
+    let mut b = DistributedNetwork::new(common::config(&url, "B", "b1", 500))
+        .await
+        .unwrap();
+    b.set_durable(DurableOptions {
+        max_deliver: 3,
+        ..DurableOptions::default()
+    })
+    .unwrap();
+    b.register_local_actor("collect", picky, None).unwrap();
+    b.register_local_actor("sink", probe, None).unwrap();
+    b.get_local_network()
+        .write()
+        .add_connection(Connector::new("collect", "out", "sink", "in"))
+        .unwrap();
+    let mut events = b.events();
+    b.start().await.unwrap();
+    let (a, _input) = sender_a(&url).await;
+    for i in 0..30 {
+        let stored = a
+            .send_to_remote_actor_reporting("B", "collect", "in", Message::Integer(i), None)
+            .await
+            .unwrap();
+        assert_eq!(stored, Delivery::Stored);
+    }
+    let event = common::next_event(&mut events, "a dead letter", WAIT, |e| {
+        matches!(e, NetworkEvent::DeadLettered { .. })
+    })
+    .await;
+    let NetworkEvent::DeadLettered {
+        actor, deliveries, ..
+    } = event
+    else {
+        unreachable!()
+    };
+    assert_eq!((actor.as_str(), deliveries), ("collect", 3));
+    let mut got = common::recv_ints(&mut seen, 29, WAIT, "the rest").await;
+    got.sort();
+    assert_eq!(got, (0..30).filter(|i| *i != 13).collect::<Vec<_>>());
+    let backlog = b.durable_backlog("B").await.unwrap();
+    assert_eq!(backlog.dead_lettered, 1);
+    // The dead letter keeps the message and says why.
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let dead = js
+        .get_stream(reflow_network::durable::dead_stream_name("B"))
+        .await
+        .unwrap();
+    let letter = dead.get_raw_message(1).await.unwrap();
+    assert_eq!(
+        Message::from_msgpack(&letter.payload).unwrap(),
+        Message::Integer(13)
+    );
+    assert_eq!(
+        letter.headers.get("Reflow-Deliveries").map(|v| v.as_str()),
+        Some("3")
+    );
+}
+
+fn send_durable(url: &str, network: &str) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_reflow-bridge"))
+        .args([
+            "--nats-url",
+            url,
+            "--json",
+            "send",
+            "--durable",
+            network,
+            "tally",
+            "in",
+            "5",
+        ])
+        .env_remove("NATS_URL")
+        .env_remove("REFLOW_AUTH_TOKEN")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_run_config_and_send_durable_store_while_the_network_is_down() {
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let client = async_nats::connect(&url).await.unwrap();
+    let mut counts = client.subscribe("d.counts").await.unwrap();
+    client.flush().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("d.toml");
+    std::fs::write(
+        &config,
+        "[network]\nnetwork_id = \"D\"\nheartbeat_interval_ms = 500\ndurable = true\n\n\
+         [durable]\nmax_deliver = 2\nmax_age_ms = 3600000\n\n\
+         [[nodes]]\nid = \"tally\"\ncomponent = \"counter\"\n\n\
+         [[publish]]\nfrom = \"tally.count\"\nsubject = \"d.counts\"\n",
+    )
+    .unwrap();
+    let mut bridge = common::process::Process::run(&url, &config, "D");
+    let js = async_nats::jetstream::new(client.clone());
+    common::wait_for("D's stream", WAIT, || {
+        let js = js.clone();
+        async move {
+            js.get_stream(reflow_network::durable::stream_name("D"))
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    bridge.kill();
+
+    // D is down: a durable send is stored, and says so.
+    let out = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || send_durable(&url, "D")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["delivery"], "stored", "{report}");
+
+    // A network that is not durable is refused by --durable.
+    let out = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || send_durable(&url, "nobody")
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not durable")
+            || String::from_utf8_lossy(&out.stderr).contains("nobody"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // `networks` lists D while it is down, with what waits for it.
+    let listing = tokio::task::spawn_blocking({
+        let url = url.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_reflow-bridge"))
+                .args(["--nats-url", &url, "--json", "networks"])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let listing: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
+    // (Killed, its liveness entry lives out its TTL: `live` may still say true.)
+    let d = &listing["durable"][0];
+    assert_eq!(d["network"], "D", "{listing}");
+    assert_eq!(d["pending"], 1, "{listing}");
+
+    // D runs again and handles what waited.
+    let bridge = common::process::Process::run(&url, &config, "D");
+    let count = tokio::time::timeout(WAIT, counts.next())
+        .await
+        .unwrap_or_else(|_| panic!("nothing counted\n{}", bridge.tail()))
+        .unwrap();
+    assert_eq!(serde_json::from_slice::<i64>(&count.payload).unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_loss_of_the_node_leading_the_stream_loses_nothing() {
+    use reflow_network::local_server::{NatsCluster, ServerOptions};
+    const N: i64 = 3_000;
+    let mut cluster = NatsCluster::start(3, ServerOptions::default())
+        .await
+        .unwrap();
+    cluster.wait_until_formed().await.unwrap();
+    let urls = cluster.urls();
+    let on_all = |network: &str, instance: &str| {
+        let mut config = common::config(&urls[0], network, instance, 500);
+        config.discovery_endpoints = urls.clone();
+        config
+    };
+    let (probe, mut seen) = ProbeActor::channel(10_000);
+    let mut b = DistributedNetwork::new(on_all("B", "b1")).await.unwrap();
+    b.set_durable(DurableOptions {
+        replicas: 3,
+        ..DurableOptions::default()
+    })
+    .unwrap();
+    b.register_local_actor("collect", passthrough(), None)
+        .unwrap();
+    b.register_local_actor("sink", probe, None).unwrap();
+    b.get_local_network()
+        .write()
+        .add_connection(Connector::new("collect", "out", "sink", "in"))
+        .unwrap();
+    b.start().await.unwrap();
+    let a = common::started_with(on_all("A", "a1"), |a| {
+        a.register_local_actor("source", Passthrough, None).unwrap();
+    })
+    .await;
+    a.connect_to_network("B").await.unwrap();
+    let proxy = a.register_remote_actor("collect", "B").await.unwrap();
+    let input = common::wire_source_through(&a, &proxy, None);
+    let feeding = common::feed(input, 0..N, Message::Integer);
+
+    let mut got = common::recv_ints(&mut seen, 500, WAIT, "before the kill").await;
+    // The node that leads B's stream.
+    let leader = common::stream_leader(&urls, &reflow_network::durable::stream_name("B")).await;
+    cluster.node_mut(leader).kill().await.unwrap();
+    // A message handled as the leader died may come again; none may be missing.
+    let mut distinct: BTreeSet<i64> = got.drain(..).collect();
+    while (distinct.len() as i64) < N {
+        let more = common::recv_ints(&mut seen, 1, WAIT, "after the kill").await;
+        distinct.extend(more);
+    }
+    feeding.await.unwrap();
+    assert_eq!(distinct, (0..N).collect::<BTreeSet<_>>(), "0 lost");
+}
