@@ -88,7 +88,9 @@ async fn child_durable_sender() {
         assert_eq!(got, Delivery::Stored);
     }
     common::wait_for("every message stored", WAIT, || async {
-        a.stats().messages_out >= 10_100
+        a.durable_backlog("B")
+            .await
+            .is_ok_and(|backlog| backlog.pending == 10_100)
     })
     .await;
     println!("stored");
@@ -172,14 +174,12 @@ async fn child_durable_instance() {
         return;
     };
     let instance = std::env::var("REFLOW_DURABLE_INSTANCE").unwrap();
-    let b = durable_b(
-        &url,
-        &instance,
-        DurableOptions::default(),
-        passthrough(),
-        None,
-    )
-    .await;
+    // What a killed instance held goes to the other after `ack_wait`.
+    let options = DurableOptions {
+        ack_wait: Duration::from_secs(2),
+        ..DurableOptions::default()
+    };
+    let b = durable_b(&url, &instance, options, passthrough(), None).await;
     b.publish_port("collect", "out", "durable.results").unwrap();
     println!("ready");
     std::future::pending::<()>().await;
@@ -486,6 +486,7 @@ async fn on_a_cluster_the_loss_of_the_node_leading_the_stream_loses_nothing() {
     let mut b = DistributedNetwork::new(on_all("B", "b1")).await.unwrap();
     b.set_durable(DurableOptions {
         replicas: 3,
+        ack_wait: Duration::from_secs(2),
         ..DurableOptions::default()
     })
     .unwrap();
@@ -512,9 +513,19 @@ async fn on_a_cluster_the_loss_of_the_node_leading_the_stream_loses_nothing() {
     cluster.node_mut(leader).kill().await.unwrap();
     // A message handled as the leader died may come again; none may be missing.
     let mut distinct: BTreeSet<i64> = got.drain(..).collect();
+    let deadline = tokio::time::Instant::now() + WAIT;
     while (distinct.len() as i64) < N {
-        let more = common::recv_ints(&mut seen, 1, WAIT, "after the kill").await;
-        distinct.extend(more);
+        let more = tokio::time::timeout_at(deadline, seen.recv()).await;
+        let Ok(Some(more)) = more else {
+            let missing: Vec<i64> = (0..N).filter(|v| !distinct.contains(v)).take(20).collect();
+            let backlog = b.durable_backlog("B").await;
+            panic!(
+                "{} of {N} after the kill; missing {missing:?}...; backlog {backlog:?}; sender {:?}",
+                distinct.len(),
+                a.stats()
+            );
+        };
+        distinct.insert(more.message.as_integer().unwrap());
     }
     feeding.await.unwrap();
     assert_eq!(distinct, (0..N).collect::<BTreeSet<_>>(), "0 lost");

@@ -134,7 +134,13 @@ impl Bridge {
             loop {
                 let messages = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    opened = consumer.messages() => opened,
+                    // Short pulls, so a pull lost with a node (a cluster electing a
+                    // leader) is noticed and made again within seconds.
+                    opened = consumer
+                        .stream()
+                        .expires(Duration::from_secs(5))
+                        .heartbeat(Duration::from_secs(1))
+                        .messages() => opened,
                 };
                 let mut messages = match messages {
                     Ok(messages) => messages,
