@@ -47,11 +47,14 @@ pub struct Exec {
     running: Option<Running>,
 }
 
+/// The program while it runs, with what its metadata said: read once, when it starts.
 #[derive(Debug)]
 struct Running {
     child: Child,
     stdin: ChildStdin,
     stdout: Lines<BufReader<ChildStdout>>,
+    shown: String,
+    timeout: Duration,
 }
 
 /// What the node's metadata asks to run.
@@ -157,6 +160,8 @@ impl Program {
             child,
             stdin,
             stdout,
+            shown: self.shown,
+            timeout: self.timeout,
         })
     }
 }
@@ -165,18 +170,17 @@ impl Exec {
     /// Writes `message` and reads the program's answer, starting the program first when
     /// it is not running.
     async fn exchange(&mut self, ctx: &ActorContext, message: &Message) -> Result<Option<Message>> {
-        let program = Program::from_metadata(ctx)?;
-        let (shown, timeout) = (program.shown.clone(), program.timeout);
+        if self.running.is_none() {
+            self.running = Some(Program::from_metadata(ctx)?.spawn(ctx.node_id())?);
+        }
+        let running = self.running.as_mut().expect("started above");
+        let (shown, timeout) = (running.shown.clone(), running.timeout);
         let failed = |detail: String| {
             Error::new(
                 ErrorKind::Actor,
                 format!("exec node {:?} (`{shown}`): {detail}", ctx.node_id()),
             )
         };
-        if self.running.is_none() {
-            self.running = Some(program.spawn(ctx.node_id())?);
-        }
-        let running = self.running.as_mut().expect("started above");
         let mut line = serde_json::to_vec(&message.to_json())
             .map_err(|err| failed(format!("cannot write the message as JSON: {err}")))?;
         line.push(b'\n');
