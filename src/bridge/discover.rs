@@ -111,6 +111,14 @@ impl Bridge {
             .unwrap_or_default()
     }
 
+    /// The instances of `network` the liveness watcher knows to be live now.
+    pub(crate) fn live_instances_of(&self, network: &str) -> Vec<NetworkInfo> {
+        self.liveness
+            .get()
+            .map(|liveness| liveness.roster.read().infos_of(network))
+            .unwrap_or_default()
+    }
+
     /// Whether this instance is its network's only live one, as far as the liveness
     /// roster knows. Without the broker there is no roster, and a direct link reaches one
     /// instance: alone.

@@ -154,11 +154,7 @@ impl Bridge {
                 let Some(bridge) = bridge.upgrade() else {
                     return;
                 };
-                let live: Vec<_> = bridge
-                    .live_instances()
-                    .into_iter()
-                    .filter(|i| i.network_id == follow.network_id)
-                    .collect();
+                let live = bridge.live_instances_of(&follow.network_id);
                 if live.is_empty() {
                     continue;
                 }

@@ -75,11 +75,7 @@ impl DistributedNetwork {
     ///
     /// `Network disconnected` when no instance of it is live and it is not durable.
     pub async fn get_network_info(&self, network_id: &str) -> Result<NetworkInfo> {
-        let instances: Vec<NetworkInfo> = self
-            .live_networks()
-            .into_iter()
-            .filter(|info| info.network_id == network_id)
-            .collect();
+        let instances = self.live_instances_of(network_id);
         let last_seen = instances.iter().filter_map(|i| i.last_seen).max();
         let backlog = match self.bridge.as_ref() {
             Some(bridge) if bridge.find_durable(network_id).await.is_some() => {
@@ -92,21 +88,8 @@ impl DistributedNetwork {
             return match backlog {
                 Some(backlog) => Ok(NetworkInfo {
                     network_id: network_id.to_string(),
-                    instance_id: String::new(),
-                    incarnation: String::new(),
-                    endpoints: Default::default(),
-                    capabilities: Vec::new(),
-                    tags: Vec::new(),
-                    actors: Vec::new(),
-                    actor_count: 0,
-                    instance_count: 0,
-                    instances: Vec::new(),
-                    heartbeat_interval_ms: 0,
-                    version: String::new(),
-                    started_at_ms: 0,
-                    endpoint: String::new(),
-                    last_seen: None,
                     durable: Some(backlog),
+                    ..NetworkInfo::default()
                 }),
                 None => Err(Error::new(
                     ErrorKind::NetworkDisconnected,
@@ -188,9 +171,15 @@ impl DistributedNetwork {
     /// # }
     /// ```
     pub async fn is_network_available(&self, network_id: &str) -> bool {
-        self.live_networks()
-            .iter()
-            .any(|info| info.network_id == network_id)
+        !self.live_instances_of(network_id).is_empty()
+    }
+
+    /// The live instances of `network_id`, read from its part of the roster alone.
+    fn live_instances_of(&self, network_id: &str) -> Vec<NetworkInfo> {
+        self.bridge
+            .as_ref()
+            .map(|b| b.live_instances_of(network_id))
+            .unwrap_or_default()
     }
 
     /// Connects to `endpoint` (a network id, or `host:port` of a direct link) afresh:
@@ -347,18 +336,13 @@ impl DistributedNetwork {
     /// `Shutdown` before `start()` or after `shutdown()`.
     pub async fn get_bridge_status(&self) -> Result<BridgeStatus> {
         let bridge = self.bridge()?;
-        let live: Vec<String> = self
-            .live_networks()
-            .into_iter()
-            .map(|info| info.network_id)
-            .collect();
         let broker_connected = self.is_broker_connected();
         let mut connected_networks = BTreeMap::new();
         for network in self.get_connected_networks().await {
             let (transport, direct) = bridge.current_road(&network);
             let state = if !broker_connected && !direct {
                 LinkState::Unreachable
-            } else if live.contains(&network) || direct {
+            } else if direct || !bridge.live_instances_of(&network).is_empty() {
                 LinkState::Connected
             } else {
                 LinkState::Waiting

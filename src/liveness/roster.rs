@@ -38,6 +38,16 @@ pub(crate) struct Member {
     seen_at: std::time::SystemTime,
 }
 
+impl Member {
+    /// Its entry, with when this process last saw it.
+    fn seen(&self) -> NetworkInfo {
+        NetworkInfo {
+            last_seen: Some(self.seen_at),
+            ..self.info.clone()
+        }
+    }
+}
+
 /// Every live instance, by liveness key.
 #[derive(Debug)]
 pub(crate) struct Roster {
@@ -56,22 +66,30 @@ impl Roster {
 
     /// The live instances, sorted by key.
     pub(crate) fn infos(&self) -> Vec<NetworkInfo> {
+        self.members.values().map(Member::seen).collect()
+    }
+
+    /// The live instances of `network`, by key: a range of the roster, not all of it.
+    fn members_of<'r>(
+        &'r self,
+        network: &'r str,
+    ) -> impl Iterator<Item = (&'r String, &'r Member)> {
         self.members
-            .values()
-            .map(|m| NetworkInfo {
-                last_seen: Some(m.seen_at),
-                ..m.info.clone()
-            })
-            .collect()
+            .range(format!("{network}.")..)
+            .take_while(move |(key, _)| key.starts_with(network))
+            .filter(move |(_, m)| m.info.network_id == network)
+    }
+
+    /// The live instances of `network`, as [`Roster::infos`] gives them.
+    pub(crate) fn infos_of(&self, network: &str) -> Vec<NetworkInfo> {
+        self.members_of(network).map(|(_, m)| m.seen()).collect()
     }
 
     /// How many live instances of `network` there are besides the one whose key is
     /// `own_key`.
     pub(crate) fn others_of(&self, network: &str, own_key: &str) -> usize {
-        self.members
-            .range(format!("{network}.")..)
-            .take_while(|(key, _)| key.starts_with(network))
-            .filter(|(key, m)| m.info.network_id == network && *key != own_key)
+        self.members_of(network)
+            .filter(|(key, _)| *key != own_key)
             .count()
     }
 
@@ -212,9 +230,7 @@ mod tests {
             heartbeat_interval_ms: 1_000,
             version: "0".into(),
             started_at_ms: 0,
-            endpoint: String::new(),
-            last_seen: None,
-            durable: None,
+            ..NetworkInfo::default()
         }
     }
 
