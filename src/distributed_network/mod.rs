@@ -401,6 +401,12 @@ impl DistributedNetwork {
         message: Message,
         id: Option<&str>,
     ) -> Result<crate::durable::Delivery> {
+        if id == Some("") {
+            return Err(Error::new(
+                ErrorKind::InvalidName,
+                "a confirmed send's id may not be empty",
+            ));
+        }
         let bridge = self.bridge()?;
         bridge
             .send_confirmed(network_id, actor, port, message, id)
@@ -1144,11 +1150,8 @@ impl DistributedNetwork {
         port: &str,
         message: Message,
     ) -> Result<()> {
-        let bridge = self.bridge()?;
-        bridge
-            .send_confirmed(network_id, actor, port, message, None)
+        self.send_to_remote_actor_reporting(network_id, actor, port, message, None)
             .await
-            .inspect_err(|err| bridge.note_send_error(network_id, err))
             .map(|_| ())
     }
 
@@ -1195,17 +1198,8 @@ impl DistributedNetwork {
         message: Message,
         id: &str,
     ) -> Result<()> {
-        if id.is_empty() {
-            return Err(Error::new(
-                ErrorKind::InvalidName,
-                "a confirmed send's id may not be empty",
-            ));
-        }
-        let bridge = self.bridge()?;
-        bridge
-            .send_confirmed(network_id, actor, port, message, Some(id))
+        self.send_to_remote_actor_reporting(network_id, actor, port, message, Some(id))
             .await
-            .inspect_err(|err| bridge.note_send_error(network_id, err))
             .map(|_| ())
     }
 
