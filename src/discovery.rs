@@ -56,7 +56,7 @@ pub struct Endpoints {
 /// merges the instances of one network into one value: capabilities, tags and actors are
 /// the union over its instances, `instances` lists them all, `instance_count` counts
 /// them, and the other fields are those of its first instance by id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkInfo {
     /// The network's id.
     pub network_id: String,
@@ -454,9 +454,7 @@ mod tests {
             heartbeat_interval_ms: 1_000,
             version: "0".into(),
             started_at_ms: 1,
-            endpoint: String::new(),
-            last_seen: None,
-            durable: None,
+            ..NetworkInfo::default()
         }
     }
 

@@ -278,9 +278,7 @@ mod tests {
             heartbeat_interval_ms: 1000,
             version: "0".into(),
             started_at_ms: 0,
-            endpoint: String::new(),
-            last_seen: None,
-            durable: None,
+            ..NetworkInfo::default()
         };
         let samples = [
             serde_json::to_value(NetworkList {
