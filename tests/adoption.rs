@@ -221,6 +221,14 @@ async fn doubled_by(url: &str, actor: &str, network: &str) -> Vec<i64> {
     got
 }
 
+/// Checks that `actor@network`, run by `bridge`, doubles what another network streams in.
+async fn assert_doubles(url: &str, actor: &str, network: &str, bridge: &Process) {
+    let got = tokio::time::timeout(Duration::from_secs(60), doubled_by(url, actor, network))
+        .await
+        .unwrap_or_else(|_| panic!("no answer from {actor}@{network}\n{}", bridge.tail()));
+    assert_eq!(got, [2, 4, 6, 8, 10], "{}", bridge.tail());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_binary_of_ones_own_runs_a_config_naming_its_own_component() {
     let project = tokio::task::spawn_blocking(project).await.unwrap();
@@ -239,13 +247,7 @@ async fn a_binary_of_ones_own_runs_a_config_naming_its_own_component() {
         &config,
         "my-bridge",
     );
-    let got = tokio::time::timeout(
-        Duration::from_secs(60),
-        doubled_by(&server.url(), "twice", "math"),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("no answer from my-bridge\n{}", bridge.tail()));
-    assert_eq!(got, [2, 4, 6, 8, 10], "{}", bridge.tail());
+    assert_doubles(&server.url(), "twice", "math", &bridge).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,13 +258,7 @@ async fn an_exec_actor_in_python_doubles_integers_for_another_network() {
         &Path::new(REPO).join("examples/configs/exec.toml"),
         "py",
     );
-    let got = tokio::time::timeout(
-        Duration::from_secs(60),
-        doubled_by(&server.url(), "double", "py"),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("no answer from the exec actor\n{}", bridge.tail()));
-    assert_eq!(got, [2, 4, 6, 8, 10], "{}", bridge.tail());
+    assert_doubles(&server.url(), "double", "py", &bridge).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
 use common::process::Doomed;
@@ -115,17 +114,9 @@ async fn what_a_killed_sender_stored_for_a_network_that_was_down_arrives_once_in
         &[("REFLOW_DURABLE_URL", server.url())],
         true,
     );
-    let stdout = sender.0.stdout.take().unwrap();
-    let said = tokio::task::spawn_blocking(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .any(|line| line == "stored")
-    });
-    assert!(
-        tokio::time::timeout(WAIT, said).await.unwrap().unwrap(),
-        "the sender never stored its messages"
-    );
+    sender
+        .wait_for_line("stored", WAIT, "the sender storing its messages")
+        .await;
     sender.kill();
     // B is down, and what waits for it shows.
     let observer = common::started(common::config(&server.url(), "O", "o1", 500)).await;
@@ -185,7 +176,8 @@ async fn child_durable_instance() {
     std::future::pending::<()>().await;
 }
 
-fn instance(url: &str, id: &str) -> Doomed {
+/// Instance `id` of durable B in a child process, once it runs.
+async fn instance(url: &str, id: &str) -> Doomed {
     let mut child = Doomed::this_test(
         "child_durable_instance",
         &[
@@ -194,12 +186,9 @@ fn instance(url: &str, id: &str) -> Doomed {
         ],
         true,
     );
-    let stdout = child.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let ready = lines.any(|line| line.is_ok_and(|line| line == "ready"));
-    assert!(ready, "instance {id} did not start");
-    // Keep reading, so the child never writes into a closed pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    child
+        .wait_for_line("ready", WAIT, &format!("instance {id} starting"))
+        .await;
     child
 }
 
@@ -211,18 +200,8 @@ async fn an_instance_killed_mid_stream_loses_nothing() {
     let client = async_nats::connect(&url).await.unwrap();
     let mut results = client.subscribe("durable.results").await.unwrap();
     client.flush().await.unwrap();
-    let mut one = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || instance(&url, "b1")
-    })
-    .await
-    .unwrap();
-    let _two = tokio::task::spawn_blocking({
-        let url = url.clone();
-        move || instance(&url, "b2")
-    })
-    .await
-    .unwrap();
+    let mut one = instance(&url, "b1").await;
+    let _two = instance(&url, "b2").await;
 
     let (_a, input) = sender_a(&url).await;
     let feeding = common::feed(input, 0..N, Message::Integer);

@@ -516,6 +516,13 @@ fn exec_network(script: &str, timeout_ms: u64) -> (Network, mpsc::Receiver<Probe
     (net, seen)
 }
 
+/// Sends `value` into the `exec` node's `in`.
+async fn to_prog(net: &Network, value: serde_json::Value) {
+    net.send_to_actor("prog", "in", Message::from_json(value))
+        .await
+        .unwrap();
+}
+
 /// Waits until `net` counts `n` failed messages.
 async fn handler_errors(net: &Network, n: usize) {
     tokio::time::timeout(WAIT, async {
@@ -544,9 +551,7 @@ async fn exec_answers_each_message_with_a_json_line_and_empty_lines_emit_nothing
         serde_json::json!({"a": [1, "x"]}),
         serde_json::json!(5),
     ] {
-        net.send_to_actor("prog", "in", Message::from_json(value))
-            .await
-            .unwrap();
+        to_prog(&net, value).await;
     }
     assert_eq!(recv(&mut seen).await.message, Message::Integer(42));
     assert_eq!(
@@ -569,22 +574,14 @@ async fn exec_fails_a_message_the_program_garbles_or_dies_on_and_goes_on_with_th
         esac
       done"#;
     let (net, mut seen) = exec_network(script, 5_000);
-    net.send_to_actor("prog", "in", Message::from_json(serde_json::json!("bad")))
-        .await
-        .unwrap();
+    to_prog(&net, serde_json::json!("bad")).await;
     handler_errors(&net, 1).await;
-    net.send_to_actor("prog", "in", Message::Integer(1))
-        .await
-        .unwrap();
+    to_prog(&net, serde_json::json!(1)).await;
     assert_eq!(recv(&mut seen).await.message, Message::Integer(2));
-    net.send_to_actor("prog", "in", Message::from_json(serde_json::json!("die")))
-        .await
-        .unwrap();
+    to_prog(&net, serde_json::json!("die")).await;
     handler_errors(&net, 2).await;
     // Started again for the next message.
-    net.send_to_actor("prog", "in", Message::Integer(4))
-        .await
-        .unwrap();
+    to_prog(&net, serde_json::json!(4)).await;
     assert_eq!(recv(&mut seen).await.message, Message::Integer(8));
     assert_eq!(net.handler_errors(), 2);
     net.shutdown().await;
@@ -596,13 +593,9 @@ async fn exec_stops_a_program_that_does_not_answer_in_time() {
         if [ "$line" = '"hang"' ]; then sleep 60; else echo $((line + 1)); fi
       done"#;
     let (net, mut seen) = exec_network(script, 300);
-    net.send_to_actor("prog", "in", Message::from_json(serde_json::json!("hang")))
-        .await
-        .unwrap();
+    to_prog(&net, serde_json::json!("hang")).await;
     handler_errors(&net, 1).await;
-    net.send_to_actor("prog", "in", Message::Integer(1))
-        .await
-        .unwrap();
+    to_prog(&net, serde_json::json!(1)).await;
     assert_eq!(recv(&mut seen).await.message, Message::Integer(2));
     net.shutdown().await;
 }

@@ -52,8 +52,17 @@ async fn request(client: &async_nats::Client, subject: &str, body: &str) -> asyn
     .expect("an answer")
 }
 
+/// The next message on a results subscription, within `WAIT`.
+async fn next_result(results: &mut async_nats::Subscriber) -> async_nats::Message {
+    tokio::time::timeout(WAIT, results.next())
+        .await
+        .expect("a result in time")
+        .expect("the subscription open")
+}
+
+/// The JSON payload of an answer or a result.
 fn body(message: &async_nats::Message) -> Value {
-    serde_json::from_slice(&message.payload).expect("a JSON answer")
+    serde_json::from_slice(&message.payload).expect("a JSON payload")
 }
 
 /// The endpoint on `subject` in network B's Services API answer to `verb`.
@@ -87,14 +96,8 @@ async fn a_plain_client_sends_json_in_by_request_and_publish_and_reads_json_out(
     // A request is answered once handled, and its output is on the plain subject.
     let answer = request(&client, "B.double.in", "21").await;
     assert_eq!(body(&answer), json!({"handled": true}));
-    let out = tokio::time::timeout(WAIT, results.next())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        serde_json::from_slice::<Value>(&out.payload).unwrap(),
-        json!(42)
-    );
+    let out = next_result(&mut results).await;
+    assert_eq!(body(&out), json!(42));
     assert_eq!(header(&out, "Content-Type"), Some("application/json"));
     assert_eq!(header(&out, "Reflow-From"), Some("B.double.out"));
 
@@ -103,14 +106,8 @@ async fn a_plain_client_sends_json_in_by_request_and_publish_and_reads_json_out(
         .publish_with_headers("B.double.in", json_headers(), "5".into())
         .await
         .unwrap();
-    let out = tokio::time::timeout(WAIT, results.next())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        serde_json::from_slice::<Value>(&out.payload).unwrap(),
-        json!(10)
-    );
+    let out = next_result(&mut results).await;
+    assert_eq!(body(&out), json!(10));
 
     // Bad input is refused with an answer naming what was wrong; serving goes on.
     let refused = request(&client, "B.double.in", "{not json").await;
@@ -129,14 +126,8 @@ async fn a_plain_client_sends_json_in_by_request_and_publish_and_reads_json_out(
     assert_eq!(header(&missing, "Nats-Service-Error-Code"), Some("404"));
     let answer = request(&client, "B.double.in", "3").await;
     assert_eq!(body(&answer), json!({"handled": true}));
-    let out = tokio::time::timeout(WAIT, results.next())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        serde_json::from_slice::<Value>(&out.payload).unwrap(),
-        json!(6)
-    );
+    let out = next_result(&mut results).await;
+    assert_eq!(body(&out), json!(6));
 
     // The Services API lists the in-port, with what plain clients did there.
     let endpoint = service_endpoint(&client, "INFO", "B.double.in").await;
@@ -224,9 +215,6 @@ async fn a_bridge_process_publishes_the_ports_its_config_names() {
         .await
         .unwrap_or_else(|_| panic!("nothing on stats.counts\n{}", bridge.tail()))
         .unwrap();
-    assert_eq!(
-        serde_json::from_slice::<Value>(&out.payload).unwrap(),
-        json!(1)
-    );
+    assert_eq!(body(&out), json!(1));
     assert_eq!(header(&out, "Reflow-From"), Some("stats.tally.count"));
 }
