@@ -6,27 +6,32 @@
 //!
 //! | stream | subjects | holds |
 //! |---|---|---|
-//! | `REFLOW_DURABLE_{N'}` | `_reflow_durable.{N'}.{actor}.{port}` | messages for its actors, until an instance has handled them (work-queue retention) |
+//! | `REFLOW_DURABLE_{N'}` | `_reflow_durable.{N'}.{actor}.{port}`, and `….{port}.{n}` for an entry of `n` | messages for its actors, until an instance has handled them (work-queue retention) |
 //! | `REFLOW_DEAD_{N'}` | `_reflow_dead.{N'}.{actor}.{port}` | messages that failed `max_deliver` times |
 //!
 //! `N'` is the network id as one subject token (`.` written `%2E`, `%` written `%25`), so
 //! no stream's subjects overlap another's and none collides with the live data subjects.
-//! Senders find a durable network by its stream, even when no instance runs. A message
-//! is one [`Message`](crate::message::Message) in MessagePack, or one JSON value when
-//! the header `Content-Type: application/json` says so; `Nats-Msg-Id` deduplicates it.
+//! Senders find a durable network by its stream, even when no instance runs. A stream
+//! message is one [`Message`] in MessagePack, or one JSON value when the header
+//! `Content-Type: application/json` says so; or, from a sender with a backlog, an entry:
+//! the MessagePack array of up to [`ENTRY_MESSAGES`] messages, with their count as the
+//! subject's last token. `Nats-Msg-Id` deduplicates it.
 //!
-//! The instances of `N` share one durable pull consumer, `instances`: each message goes
-//! to one of them, is acknowledged to JetStream once it is handled (the same meaning as
-//! everywhere: its handler returned, and what it emitted was handled in turn), and goes
-//! to another instance if its instance dies first. A message whose handler fails is
-//! delivered again, up to `max_deliver` times in all; then it is published on the
-//! dead-letter subject with the error, and the stream goes on.
+//! The instances of `N` share one durable pull consumer, `instances`: each entry goes to
+//! one of them, which hands its messages to their actor in order. Each message is handled
+//! with the same meaning as everywhere (its handler returned, and what it emitted was
+//! handled in turn), and the entry is acknowledged to JetStream once all are; it goes to
+//! another instance if its instance dies first. A message whose handler fails is
+//! delivered again, up to `max_deliver` times in all (what its entry held besides is not
+//! handled twice); then it is published alone on the dead-letter subject with the error,
+//! and the stream goes on.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::message::Message;
 
 /// How a durable network keeps what is sent to it.
 ///
@@ -49,14 +54,15 @@ pub struct DurableOptions {
     pub max_age: Duration,
     /// How many bytes the stream keeps at most (-1: no limit); a send beyond it is refused.
     pub max_bytes: i64,
-    /// How many messages the stream keeps at most (-1: no limit).
+    /// How many entries the stream keeps at most (-1: no limit). An entry is one message,
+    /// or up to 128 of a sender's backlog stored together.
     pub max_messages: i64,
     /// Copies of the stream on a cluster (1 on a single server).
     pub replicas: usize,
     /// Deliveries of one message before it is dead-lettered (at least 1).
     pub max_deliver: i64,
-    /// How long an instance may take to handle a message before JetStream gives it to
-    /// another; `ack_wait_ms` in files.
+    /// How long an instance may take to handle an entry (one message, or up to 128 of a
+    /// backlog) before JetStream gives it to another; `ack_wait_ms` in files.
     #[serde(with = "millis", rename = "ack_wait_ms")]
     pub ack_wait: Duration,
     /// Raise [`NetworkEvent::BacklogAboveLimit`](crate::events::NetworkEvent) when more
@@ -192,15 +198,51 @@ pub fn dead_subject(network_id: &str, actor: &str, port: &str) -> String {
     format!("_reflow_dead.{}.{actor}.{port}", network_token(network_id))
 }
 
-/// `(actor, port)` of a durable subject of `network_id`.
+/// Messages stored in one stream entry at most: a sender with a backlog stores it in
+/// entries of up to this many, so the broker handles one message per entry.
+pub const ENTRY_MESSAGES: usize = 128;
+
+/// The subject of an entry of `count` (more than one) messages for `actor`'s `port` on
+/// `network_id`: the durable subject with the count as one more token, so that the
+/// stream's per-subject counts give the number of messages waiting.
+pub(crate) fn durable_entry_subject(
+    network_id: &str,
+    actor: &str,
+    port: &str,
+    count: usize,
+) -> String {
+    format!("{}.{count}", durable_subject(network_id, actor, port))
+}
+
+/// The payload of an entry of several messages: a MessagePack array of them, in order.
+pub(crate) fn encode_entry(messages: &[Message]) -> Result<Vec<u8>> {
+    Ok(rmp_serde::to_vec_named(messages)?)
+}
+
+/// The messages of an entry encoded by [`encode_entry`].
+pub(crate) fn decode_entry(payload: &[u8]) -> Result<Vec<Message>> {
+    Ok(rmp_serde::from_slice(payload)?)
+}
+
+/// `(actor, port, count)` of a durable subject of `network_id`: `count` is 1 for the
+/// plain subject of one message, and the entry's count for an entry of several.
 pub(crate) fn parse_durable_subject<'s>(
     network_id: &str,
     subject: &'s str,
-) -> Option<(&'s str, &'s str)> {
+) -> Option<(&'s str, &'s str, usize)> {
     let prefix = format!("_reflow_durable.{}.", network_token(network_id));
     let rest = subject.strip_prefix(prefix.as_str())?;
-    let (actor, port) = rest.split_once('.')?;
-    (!actor.is_empty() && !port.is_empty() && !port.contains('.')).then_some((actor, port))
+    let mut tokens = rest.split('.');
+    let actor = tokens.next().filter(|t| !t.is_empty())?;
+    let port = tokens.next().filter(|t| !t.is_empty())?;
+    let count = match tokens.next() {
+        None => 1,
+        Some(count) => count
+            .parse()
+            .ok()
+            .filter(|n| (2..=ENTRY_MESSAGES).contains(n))?,
+    };
+    tokens.next().is_none().then_some((actor, port, count))
 }
 
 /// The error for a durable stream that cannot be made or read.
@@ -224,8 +266,24 @@ mod tests {
         let subject = durable_subject("prod.ml", "train", "in");
         assert_eq!(
             parse_durable_subject("prod.ml", &subject),
-            Some(("train", "in"))
+            Some(("train", "in", 1))
         );
+        let entry = durable_entry_subject("prod.ml", "train", "in", 128);
+        assert_eq!(entry, "_reflow_durable.prod%2Eml.train.in.128");
+        assert_eq!(
+            parse_durable_subject("prod.ml", &entry),
+            Some(("train", "in", 128))
+        );
+        for bad in [
+            "train.in.1",
+            "train.in.129",
+            "train.in.x",
+            "train.in.2.3",
+            "train",
+        ] {
+            let subject = format!("_reflow_durable.prod%2Eml.{bad}");
+            assert_eq!(parse_durable_subject("prod.ml", &subject), None, "{bad}");
+        }
         assert_eq!(parse_durable_subject("prod", &subject), None);
         assert_eq!(dead_subject("n", "a", "p"), "_reflow_dead.n.a.p");
     }

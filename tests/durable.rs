@@ -45,6 +45,30 @@ async fn durable_b(
     b
 }
 
+/// Passes every integer on but 13, on which it fails every time.
+fn unlucky_13() -> FnActor {
+    FnActor::new(["in"], ["out"], |_, m| {
+        if m.as_integer() == Some(13) {
+            return Err(reflow_network::Error::new(
+                reflow_network::ErrorKind::Actor,
+                "13 is unlucky",
+            ));
+        }
+        Ok(vec![("out".to_string(), m)])
+    })
+}
+
+/// Waits until `network` sees `pending` messages in durable B's backlog.
+async fn wait_for_backlog(network: &DistributedNetwork, pending: u64, what: &str) {
+    common::wait_for(what, WAIT, || async {
+        network
+            .durable_backlog("B")
+            .await
+            .is_ok_and(|backlog| backlog.pending == pending)
+    })
+    .await;
+}
+
 fn passthrough() -> FnActor {
     FnActor::map("in", "out", |m| m)
 }
@@ -86,12 +110,7 @@ async fn child_durable_sender() {
             .unwrap();
         assert_eq!(got, Delivery::Stored);
     }
-    common::wait_for("every message stored", WAIT, || async {
-        a.durable_backlog("B")
-            .await
-            .is_ok_and(|backlog| backlog.pending == 10_100)
-    })
-    .await;
+    wait_for_backlog(&a, 10_100, "every message stored").await;
     println!("stored");
     std::future::pending::<()>().await;
 }
@@ -125,6 +144,14 @@ async fn what_a_killed_sender_stored_for_a_network_that_was_down_arrives_once_in
     let backlog = info.durable.expect("B is durable");
     assert_eq!(backlog.pending, 10_100);
     assert!(backlog.oldest_age.is_some());
+    // The streamed backlog went in entries of several messages, counted as messages.
+    let js = async_nats::jetstream::new(async_nats::connect(server.url()).await.unwrap());
+    let mut stream = js
+        .get_stream(reflow_network::durable::stream_name("B"))
+        .await
+        .unwrap();
+    let entries = stream.info().await.unwrap().state.messages;
+    assert!(entries < 10_100, "{entries} entries for 10,100 messages");
 
     // B starts later and takes all of it.
     let (probe, mut seen) = ProbeActor::channel(20_000);
@@ -149,10 +176,7 @@ async fn what_a_killed_sender_stored_for_a_network_that_was_down_arrives_once_in
         (100_000..100_100).collect::<Vec<_>>(),
         "confirmed, in order, once"
     );
-    common::wait_for("the backlog to empty", WAIT, || async {
-        b.durable_backlog("B").await.unwrap().pending == 0
-    })
-    .await;
+    wait_for_backlog(&b, 0, "the backlog to empty").await;
     assert!(seen.try_recv().is_err(), "a message came twice");
     b.shutdown().await.unwrap();
 }
@@ -204,22 +228,23 @@ async fn an_instance_killed_mid_stream_loses_nothing() {
     let _two = instance(&url, "b2").await;
 
     let (_a, input) = sender_a(&url).await;
-    let feeding = common::feed(input, 0..N, Message::Integer);
+    // Half is sent before the kill and half after it, so the stream runs across it.
+    let first = common::feed(input.clone(), 0..N / 2, Message::Integer);
+    let mut second = None;
     let mut seen = BTreeSet::new();
-    let mut killed = false;
     while (seen.len() as i64) < N {
         let message = tokio::time::timeout(WAIT, results.next())
             .await
-            .unwrap_or_else(|_| panic!("{} of {N} (killed: {killed})", seen.len()))
+            .unwrap_or_else(|_| panic!("{} of {N} (killed: {})", seen.len(), second.is_some()))
             .unwrap();
         seen.insert(serde_json::from_slice::<i64>(&message.payload).unwrap());
-        if !killed && seen.len() >= 1_000 {
+        if second.is_none() && seen.len() >= 1_000 {
             one.kill();
-            killed = true;
+            second = Some(common::feed(input.clone(), N / 2..N, Message::Integer));
         }
     }
-    feeding.await.unwrap();
-    assert!(killed);
+    first.await.unwrap();
+    second.expect("b1 was killed").await.unwrap();
     assert_eq!(seen, (0..N).collect::<BTreeSet<_>>(), "0 lost");
 }
 
@@ -259,14 +284,14 @@ async fn a_broker_killed_and_restarted_mid_stream_loses_and_repeats_nothing() {
         (0..1_000).collect::<Vec<_>>(),
         "in order before the kill"
     );
-    assert_eq!(a.stats().messages_out, N as u64);
     assert_eq!(sorted, (0..N).collect::<Vec<_>>(), "0 lost, 0 duplicates");
-    common::wait_for("the backlog to empty", WAIT, || async {
-        b.durable_backlog("B")
-            .await
-            .is_ok_and(|backlog| backlog.pending == 0)
+    // The sender hears that every message is stored once the acknowledgements lost with
+    // the broker have timed out and their messages were stored again (kept once).
+    common::wait_for("the sender to count every message stored", WAIT, || async {
+        a.stats().messages_out == N as u64
     })
     .await;
+    wait_for_backlog(&b, 0, "the backlog to empty").await;
     assert!(seen.try_recv().is_err(), "a message came twice");
 }
 
@@ -275,15 +300,7 @@ async fn a_message_that_always_fails_is_dead_lettered_and_the_rest_go_on() {
     let server = NatsServer::start().await.unwrap();
     let url = server.url();
     let (probe, mut seen) = ProbeActor::channel(100);
-    let picky = FnActor::new(["in"], ["out"], |_, m| {
-        if m.as_integer() == Some(13) {
-            return Err(reflow_network::Error::new(
-                reflow_network::ErrorKind::Actor,
-                "13 is unlucky",
-            ));
-        }
-        Ok(vec![("out".to_string(), m)])
-    });
+    let picky = unlucky_13();
     let mut b = DistributedNetwork::new(common::config(&url, "B", "b1", 500))
         .await
         .unwrap();
@@ -484,12 +501,14 @@ async fn on_a_cluster_the_loss_of_the_node_leading_the_stream_loses_nothing() {
     a.connect_to_network("B").await.unwrap();
     let proxy = a.register_remote_actor("collect", "B").await.unwrap();
     let input = common::wire_source_through(&a, &proxy, None);
-    let feeding = common::feed(input, 0..N, Message::Integer);
+    // Half is sent before the kill and half while the stream elects a new leader.
+    let first = common::feed(input.clone(), 0..N / 2, Message::Integer);
 
     let mut got = common::recv_ints(&mut seen, 500, WAIT, "before the kill").await;
     // The node that leads B's stream.
     let leader = common::stream_leader(&urls, &reflow_network::durable::stream_name("B")).await;
     cluster.node_mut(leader).kill().await.unwrap();
+    let second = common::feed(input, N / 2..N, Message::Integer);
     // A message handled as the leader died may come again; none may be missing.
     let mut distinct: BTreeSet<i64> = got.drain(..).collect();
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -506,6 +525,60 @@ async fn on_a_cluster_the_loss_of_the_node_leading_the_stream_loses_nothing() {
         };
         distinct.insert(more.message.as_integer().unwrap());
     }
-    feeding.await.unwrap();
+    first.await.unwrap();
+    second.await.unwrap();
     assert_eq!(distinct, (0..N).collect::<BTreeSet<_>>(), "0 lost");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failing_message_of_a_stored_entry_is_dead_lettered_alone() {
+    const N: i64 = 500;
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let options = DurableOptions {
+        max_deliver: 3,
+        ..DurableOptions::default()
+    };
+    // B is down while A streams, so A's backlog is stored in entries of several messages.
+    let mut b = durable_b(&url, "b1", options.clone(), unlucky_13(), None).await;
+    b.shutdown().await.unwrap();
+    let (a, input) = sender_a(&url).await;
+    common::feed(input, 0..N, Message::Integer).await.unwrap();
+    wait_for_backlog(&a, N as u64, "the backlog stored").await;
+    let js = async_nats::jetstream::new(async_nats::connect(&url).await.unwrap());
+    let mut stream = js
+        .get_stream(reflow_network::durable::stream_name("B"))
+        .await
+        .unwrap();
+    let entries = stream.info().await.unwrap().state.messages;
+    assert!(entries < N as u64, "{entries} entries for {N} messages");
+
+    let (probe, mut seen) = ProbeActor::channel(1_000);
+    let b = durable_b(&url, "b2", options, unlucky_13(), Some(probe)).await;
+    let mut events = b.events();
+    let event = common::next_event(&mut events, "a dead letter", WAIT, |e| {
+        matches!(e, NetworkEvent::DeadLettered { .. })
+    })
+    .await;
+    assert!(
+        matches!(event, NetworkEvent::DeadLettered { deliveries: 3, .. }),
+        "{event:?}"
+    );
+    let mut got = common::recv_ints(&mut seen, (N - 1) as usize, WAIT, "the rest").await;
+    got.sort();
+    assert_eq!(got, (0..N).filter(|i| *i != 13).collect::<Vec<_>>());
+    wait_for_backlog(&b, 0, "the backlog to empty").await;
+    // The entry was delivered three times; what it held besides 13 was handled once.
+    assert!(seen.try_recv().is_err(), "a message came twice");
+    let mut dead = js
+        .get_stream(reflow_network::durable::dead_stream_name("B"))
+        .await
+        .unwrap();
+    assert_eq!(dead.info().await.unwrap().state.messages, 1);
+    let letter = dead.get_raw_message(1).await.unwrap();
+    assert_eq!(
+        Message::from_msgpack(&letter.payload).unwrap(),
+        Message::Integer(13),
+        "the dead letter is the failing message alone"
+    );
 }

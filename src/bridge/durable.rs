@@ -4,30 +4,33 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
-use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer, stream};
 use bytes::Bytes;
 use futures::StreamExt;
 
 use super::Bridge;
+use super::durable_out::{Entry, Outlet};
 use crate::discovery::ActorInfo;
 use crate::durable::{
-    Backlog, DurableOptions, dead_stream_name, dead_subject, durable_subject,
-    parse_durable_subject, stream_error, stream_name,
+    Backlog, DurableOptions, ENTRY_MESSAGES, dead_stream_name, dead_subject, decode_entry,
+    durable_entry_subject, durable_subject, encode_entry, parse_durable_subject, stream_error,
+    stream_name,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::NetworkEvent;
 use crate::message::Message;
-use crate::network::{Cause, Outcome, Trace};
+use crate::network::{Cause, Causes, Outcome, Trace};
+use async_nats::Subject;
 
 /// The durable consumer every instance of a durable network shares.
 const CONSUMER: &str = "instances";
 
-/// Messages an instance takes before it has handled the first of them.
-const MAX_ACK_PENDING: i64 = 1024;
+/// Entries the instances of a durable network hold unacknowledged at most (each of up
+/// to [`ENTRY_MESSAGES`] messages).
+const MAX_ACK_PENDING: i64 = 512;
 
 /// How many handled stream sequences an instance remembers, to take a redelivery of one
 /// it already handled (its acknowledgement lost with a broker) as a repeat.
@@ -43,23 +46,102 @@ pub(crate) struct DurablePeer {
     pub(crate) actors: Vec<ActorInfo>,
 }
 
-/// Stream sequences this instance handled, recent ones only.
+/// Messages this instance handled (or dead-lettered), by stream sequence and place in
+/// their entry; recent ones only.
 #[derive(Default)]
 pub(crate) struct Handled {
-    seqs: parking_lot::Mutex<BTreeSet<u64>>,
+    seqs: parking_lot::Mutex<BTreeSet<(u64, usize)>>,
 }
 
 impl Handled {
-    fn contains(&self, seq: u64) -> bool {
-        self.seqs.lock().contains(&seq)
+    fn contains(&self, seq: u64, index: usize) -> bool {
+        self.seqs.lock().contains(&(seq, index))
     }
 
-    fn insert(&self, seq: u64) {
+    fn insert(&self, seq: u64, index: usize) {
         let mut seqs = self.seqs.lock();
-        seqs.insert(seq);
+        seqs.insert((seq, index));
         while seqs.len() > REMEMBERED {
             seqs.pop_first();
         }
+    }
+}
+
+/// Which messages of an entry something is about.
+#[derive(Debug, Clone)]
+enum Items {
+    All,
+    These(Vec<usize>),
+}
+
+/// One stored entry being handled: the outcomes of its messages, gathered, decide what
+/// JetStream hears of it once the last is known.
+struct Taken {
+    message: parking_lot::Mutex<Option<jetstream::Message>>,
+    subject: String,
+    stream_seq: u64,
+    delivered: i64,
+    options: DurableOptions,
+    remaining: AtomicUsize,
+    failed: parking_lot::Mutex<Vec<usize>>,
+    abandoned: AtomicBool,
+}
+
+impl Taken {
+    /// The cause of its `index`th message.
+    fn cause(self: &Arc<Self>, bridge: &Arc<Bridge>, index: usize) -> Cause {
+        let taken = self.clone();
+        let bridge = Arc::downgrade(bridge);
+        Cause::with_outcome(self.delivered > 1, move |outcome: Outcome| {
+            if let Some(bridge) = bridge.upgrade() {
+                taken.settle(&bridge, index, outcome);
+            }
+        })
+    }
+
+    /// Notes the outcome of its `index`th message; after the last, acknowledges the entry
+    /// (every message handled), delivers it again (one was not handled, or failed and
+    /// may be tried again) or dead-letters what failed too often.
+    fn settle(self: &Arc<Self>, bridge: &Arc<Bridge>, index: usize, outcome: Outcome) {
+        match outcome {
+            Outcome {
+                handled: true,
+                failed: false,
+            } => bridge.durable_handled.insert(self.stream_seq, index),
+            Outcome { handled: false, .. } => self.abandoned.store(true, Ordering::Release),
+            Outcome { failed: true, .. } => self.failed.lock().push(index),
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let Some(message) = self.message.lock().take() else {
+            return;
+        };
+        let taken = self.clone();
+        let bridge = bridge.clone();
+        let tracker = bridge.tracker.clone();
+        tracker.spawn(async move {
+            let failed = std::mem::take(&mut *taken.failed.lock());
+            if taken.abandoned.load(Ordering::Acquire) {
+                // What was handled is remembered, and taken as a repeat when it comes again.
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+            } else if failed.is_empty() {
+                if let Err(err) = message.ack().await {
+                    tracing::debug!(error = %err, "a durable acknowledgement failed; the entry comes again and is taken as a repeat");
+                }
+            } else {
+                bridge
+                    .retry_or_dead_letter(
+                        message,
+                        &taken.subject,
+                        taken.delivered,
+                        &taken.options,
+                        "its handler returned an error",
+                        Items::These(failed),
+                    )
+                    .await;
+            }
+        });
     }
 }
 
@@ -213,8 +295,10 @@ impl Bridge {
         });
     }
 
-    /// Delivers one stored message to its actor; it is acknowledged to JetStream once
-    /// handled, delivered again after a failure, and dead-lettered after `max_deliver`.
+    /// Delivers the messages of one stored entry to their actor, in order. The entry is
+    /// acknowledged to JetStream once every one is handled, delivered again after a
+    /// failure (what was handled here is then taken as a repeat), and what keeps failing
+    /// is dead-lettered after `max_deliver` deliveries.
     async fn take_durable(
         self: &Arc<Self>,
         message: jetstream::Message,
@@ -228,46 +312,76 @@ impl Bridge {
                 return;
             }
         };
-        if self.durable_handled.contains(stream_seq) {
-            // Handled here already; its acknowledgement was lost (a broker restart).
-            self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
-            let _ = message.ack().await;
-            return;
-        }
         let subject = message.subject.to_string();
-        let decoded = self.decode_durable(&subject, &message);
-        let (actor, port, value) = match decoded {
+        let (actor, port, values) = match self.decode_durable(&subject, &message) {
             Ok(parts) => parts,
             Err(err) => {
                 // It can never be read: no retry helps.
-                self.dead_letter(&message, &subject, delivered, &err.to_string())
+                self.dead_letter(&message, &subject, delivered, &err.to_string(), Items::All)
                     .await;
                 return;
             }
         };
-        let cached = inlets.get(&subject).cloned();
-        let found = match cached {
-            Some(inlet) => Ok(inlet),
-            None => self.lookup_inlet(&actor, &port),
-        };
-        let inlet = match found {
-            Ok(inlet) => {
-                inlets.insert(subject.clone(), inlet.clone());
-                inlet
-            }
-            Err(err) => {
-                self.retry_or_dead_letter(message, &subject, delivered, options, &err.to_string())
+        let inlet = match inlets.get(&subject) {
+            Some(inlet) => inlet.clone(),
+            None => match self.lookup_inlet(&actor, &port) {
+                Ok(inlet) => {
+                    inlets.insert(subject.clone(), inlet.clone());
+                    inlet
+                }
+                Err(err) => {
+                    let why = err.to_string();
+                    self.retry_or_dead_letter(
+                        message,
+                        &subject,
+                        delivered,
+                        options,
+                        &why,
+                        Items::All,
+                    )
                     .await;
+                    return;
+                }
+            },
+        };
+        let taken = Arc::new(Taken {
+            message: parking_lot::Mutex::new(Some(message)),
+            subject: subject.clone(),
+            stream_seq,
+            delivered,
+            options: options.clone(),
+            remaining: AtomicUsize::new(values.len()),
+            failed: Default::default(),
+            abandoned: AtomicBool::new(false),
+        });
+        let handled = Outcome {
+            handled: true,
+            failed: false,
+        };
+        let mut values = values.into_iter().enumerate();
+        while let Some((index, value)) = values.next() {
+            if self.durable_handled.contains(stream_seq, index) {
+                // Handled here already; the entry's acknowledgement was lost (a broker
+                // restart) or another of its messages is tried again.
+                self.counters.duplicates_in.fetch_add(1, Ordering::Relaxed);
+                taken.settle(self, index, handled);
+                continue;
+            }
+            let cause = taken.cause(self, index);
+            if let Err(err) = inlet.send_from(value, Trace::new(None, Some(cause))).await {
+                inlets.remove(&subject);
+                tracing::debug!(error = %err, "durable message not delivered; JetStream sends it again");
+                let abandoned = Outcome {
+                    handled: false,
+                    failed: false,
+                };
+                for (index, _) in values.by_ref() {
+                    taken.settle(self, index, abandoned);
+                }
                 return;
             }
-        };
-        let cause = self.durable_cause(message, subject.clone(), stream_seq, delivered, options);
-        if let Err(err) = inlet.send_from(value, Trace::new(None, Some(cause))).await {
-            inlets.remove(&subject);
-            tracing::debug!(error = %err, "durable message not delivered; JetStream sends it again");
-            return;
+            self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
         }
-        self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The inlet of `actor`'s `port`, with the network's lock held only for the lookup.
@@ -275,19 +389,32 @@ impl Bridge {
         self.local.read().inlet(actor, port)
     }
 
-    /// The actor, port and message of a stored message.
+    /// The actor, port and messages of a stored entry.
     fn decode_durable(
         &self,
         subject: &str,
         message: &jetstream::Message,
-    ) -> Result<(String, String, Message)> {
-        let (actor, port) = parse_durable_subject(&self.network_id, subject).ok_or_else(|| {
-            Error::new(
-                ErrorKind::Protocol,
-                format!("{subject:?} is not a durable subject of this network"),
-            )
-        })?;
-        let value = if super::plain::is_plain_json(message.headers.as_ref()) {
+    ) -> Result<(String, String, Vec<Message>)> {
+        let (actor, port, count) =
+            parse_durable_subject(&self.network_id, subject).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Protocol,
+                    format!("{subject:?} is not a durable subject of this network"),
+                )
+            })?;
+        let values = if count > 1 {
+            let values = decode_entry(&message.payload)?;
+            if values.len() != count {
+                return Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!(
+                        "an entry on {subject:?} holds {} messages, not {count}",
+                        values.len()
+                    ),
+                ));
+            }
+            values
+        } else if super::plain::is_plain_json(message.headers.as_ref()) {
             let json: serde_json::Value =
                 serde_json::from_slice(&message.payload).map_err(|e| {
                     Error::new(
@@ -295,62 +422,15 @@ impl Bridge {
                         format!("marked JSON but not JSON: {e}"),
                     )
                 })?;
-            Message::from_json(json)
+            vec![Message::from_json(json)]
         } else {
-            Message::from_msgpack(&message.payload)?
+            vec![Message::from_msgpack(&message.payload)?]
         };
-        Ok((actor.to_string(), port.to_string(), value))
+        Ok((actor.to_string(), port.to_string(), values))
     }
 
-    /// The cause of a stored message: acknowledged once handled, delivered again after a
-    /// failure or a shutdown, dead-lettered after `max_deliver` failures.
-    fn durable_cause(
-        self: &Arc<Self>,
-        message: jetstream::Message,
-        subject: String,
-        stream_seq: u64,
-        delivered: i64,
-        options: &DurableOptions,
-    ) -> Cause {
-        let bridge = Arc::downgrade(self);
-        let options = options.clone();
-        Cause::with_outcome(delivered > 1, move |outcome: Outcome| {
-            let Some(bridge) = bridge.upgrade() else {
-                return;
-            };
-            let tracker = bridge.tracker.clone();
-            tracker.spawn(async move {
-                match outcome {
-                    Outcome {
-                        handled: true,
-                        failed: false,
-                    } => {
-                        bridge.durable_handled.insert(stream_seq);
-                        if let Err(err) = message.ack().await {
-                            tracing::debug!(error = %err, "a durable acknowledgement failed; the message comes again and is taken as a repeat");
-                        }
-                    }
-                    Outcome { handled: false, .. } => {
-                        let _ = message.ack_with(AckKind::Nak(None)).await;
-                    }
-                    Outcome { failed: true, .. } => {
-                        bridge
-                            .retry_or_dead_letter(
-                                message,
-                                &subject,
-                                delivered,
-                                &options,
-                                "its handler returned an error",
-                            )
-                            .await;
-                    }
-                }
-            });
-        })
-    }
-
-    /// Delivers `message` again later, or dead-letters it when it has had `max_deliver`
-    /// deliveries.
+    /// Delivers `message` again later, or dead-letters `items` of it when it has had
+    /// `max_deliver` deliveries.
     async fn retry_or_dead_letter(
         &self,
         message: jetstream::Message,
@@ -358,61 +438,91 @@ impl Bridge {
         delivered: i64,
         options: &DurableOptions,
         why: &str,
+        items: Items,
     ) {
         if delivered < options.max_deliver {
             let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
             return;
         }
-        self.dead_letter(&message, subject, delivered, why).await;
+        self.dead_letter(&message, subject, delivered, why, items)
+            .await;
     }
 
-    /// Stores `message` on the dead-letter subject with why it failed, then takes it off
-    /// the stream, and raises [`NetworkEvent::DeadLettered`].
+    /// Stores `items` of the entry `message` on the dead-letter subject, each message
+    /// alone, with why it failed; then acknowledges the entry (what else it held was
+    /// handled) and raises [`NetworkEvent::DeadLettered`] for each.
     async fn dead_letter(
         &self,
         message: &jetstream::Message,
         subject: &str,
         delivered: i64,
         why: &str,
+        items: Items,
     ) {
-        let (actor, port) = parse_durable_subject(&self.network_id, subject)
-            .map(|(a, p)| (a.to_string(), p.to_string()))
-            .unwrap_or_else(|| ("?".into(), "?".into()));
+        let (actor, port, count) = parse_durable_subject(&self.network_id, subject)
+            .map(|(a, p, n)| (a.to_string(), p.to_string(), n))
+            .unwrap_or_else(|| ("?".into(), "?".into(), 1));
+        // The messages to keep: an entry's own, one by one, where it can be read; the
+        // payload as it came otherwise.
+        let entry = (count > 1)
+            .then(|| decode_entry(&message.payload).ok())
+            .flatten();
+        let payloads: Vec<(usize, Bytes)> = match (&entry, &items) {
+            (Some(values), items) => {
+                let chosen: Vec<usize> = match items {
+                    Items::All => (0..values.len()).collect(),
+                    Items::These(chosen) => chosen.clone(),
+                };
+                chosen
+                    .into_iter()
+                    .filter_map(|i| Some((i, Bytes::from(values.get(i)?.to_msgpack().ok()?))))
+                    .collect()
+            }
+            (None, _) => vec![(0, message.payload.clone())],
+        };
         let mut headers = message.headers.clone().unwrap_or_default();
         headers.insert("Reflow-Error", why);
         headers.insert("Reflow-Deliveries", delivered.to_string());
-        headers.insert("Reflow-Subject", subject);
-        let stored = self
-            .jetstream()
-            .publish_with_headers(
-                dead_subject(&self.network_id, &actor, &port),
-                headers,
-                message.payload.clone(),
-            )
-            .await;
-        let stored = match stored {
-            Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-            Err(err) => Err(err.to_string()),
-        };
-        if let Err(err) = stored {
-            tracing::warn!(error = %err, subject, "could not dead-letter a message; it is delivered again");
-            let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
-            return;
+        headers.insert(
+            "Reflow-Subject",
+            durable_subject(&self.network_id, &actor, &port),
+        );
+        let js = self.jetstream();
+        let dead = dead_subject(&self.network_id, &actor, &port);
+        for (index, payload) in &payloads {
+            let stored = match js
+                .publish_with_headers(dead.clone(), headers.clone(), payload.clone())
+                .await
+            {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(err) => Err(err.to_string()),
+            };
+            if let Err(err) = stored {
+                tracing::warn!(error = %err, subject, "could not dead-letter a message; it is delivered again");
+                let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
+                return;
+            }
+            // Kept: should the entry come again, this one is not tried or kept twice.
+            if let Ok(info) = message.info() {
+                self.durable_handled.insert(info.stream_sequence, *index);
+            }
         }
         let _ = message.ack().await;
-        tracing::warn!(
-            subject,
-            deliveries = delivered,
-            why,
-            "message dead-lettered"
-        );
-        self.events.send(NetworkEvent::DeadLettered {
-            network: self.network_id.to_string(),
-            actor,
-            port,
-            deliveries: delivered.max(0) as u64,
-            error: why.to_string(),
-        });
+        for _ in &payloads {
+            tracing::warn!(
+                subject,
+                deliveries = delivered,
+                why,
+                "message dead-lettered"
+            );
+            self.events.send(NetworkEvent::DeadLettered {
+                network: self.network_id.to_string(),
+                actor: actor.clone(),
+                port: port.clone(),
+                deliveries: delivered.max(0) as u64,
+                error: why.to_string(),
+            });
+        }
     }
 
     /// `network`'s durable streams, if it is durable: found by its stream, whether or not
@@ -445,92 +555,116 @@ impl Bridge {
         self.durable_peers.lock().contains_key(network)
     }
 
-    /// Stores `messages` for `actor`'s `port` on durable `network`, in order, each with a
-    /// deduplication id from this sender and its sequence (or `{network}/{id}` for a
-    /// confirmed send's `id`); returns once JetStream has stored every one.
-    ///
-    /// What is not stored (the broker lost, a stream electing a leader) is published
-    /// again with the same ids, so JetStream keeps each once: for a stream until it is
-    /// stored or the network shuts down, for a confirmed send for the request timeout.
+    /// The publisher of durable `network`'s stream, started on first use.
+    fn durable_outlet(&self, network: &str) -> Arc<Outlet> {
+        self.durable_outlets
+            .lock()
+            .entry(network.to_string())
+            .or_insert_with(|| Arc::new(Outlet::start(self)))
+            .clone()
+    }
+
+    /// The deduplication id of this sender's next durable message.
+    fn durable_msg_id(&self) -> String {
+        let seq = self.durable_seq.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "{}/{}/{}/{seq}",
+            &*self.network_id, &*self.instance_id, self.incarnation
+        )
+    }
+
+    /// Hands `messages` for `actor`'s `port` on durable `network` to its publisher, in
+    /// order. A backlog is stored in entries of up to [`ENTRY_MESSAGES`] messages (and
+    /// half the server's `max_payload`), one alone under the plain durable subject; each
+    /// entry has a deduplication id from this sender and its sequence. Returns once the
+    /// publisher has them (waiting while too many are outstanding); `causes` are handled
+    /// once JetStream has stored the last. What is not stored is published again with
+    /// the same ids until it is, or the network shuts down.
     pub(crate) async fn store_durable(
         &self,
         network: &str,
         actor: &str,
         port: &str,
         messages: Vec<Message>,
-        id: Option<&str>,
+        causes: Causes,
     ) -> Result<()> {
-        let subject = durable_subject(network, actor, port);
-        let mut prepared = Vec::with_capacity(messages.len());
-        for message in &messages {
-            let seq = self.durable_seq.fetch_add(1, Ordering::Relaxed);
-            let msg_id = match id {
-                Some(id) => format!("{}/{id}", &*self.network_id),
-                None => format!(
-                    "{}/{}/{}/{seq}",
-                    &*self.network_id, &*self.instance_id, self.incarnation
+        let room = self.max_payload() / 2;
+        let mut entries = Vec::new();
+        let mut rest = messages.as_slice();
+        while !rest.is_empty() {
+            let mut count = 1;
+            let mut bytes = rest[0].size_hint();
+            while count < rest.len().min(ENTRY_MESSAGES) && bytes + rest[count].size_hint() <= room
+            {
+                bytes += rest[count].size_hint();
+                count += 1;
+            }
+            let (part, after) = rest.split_at(count);
+            let (subject, payload) = match part {
+                [message] => (durable_subject(network, actor, port), message.to_msgpack()?),
+                _ => (
+                    durable_entry_subject(network, actor, port, count),
+                    encode_entry(part)?,
                 ),
             };
-            prepared.push((msg_id, Bytes::from(message.to_msgpack()?)));
+            entries.push(Entry {
+                subject: Subject::from(subject),
+                messages: count as u64,
+                msg_id: self.durable_msg_id(),
+                payload: Bytes::from(payload),
+            });
+            rest = after;
         }
-        let deadline = id.map(|_| tokio::time::Instant::now() + self.request_timeout);
-        let mut from = 0;
-        while from < prepared.len() {
-            match self.publish_durable(&subject, &prepared[from..]).await {
-                Ok(()) => from = prepared.len(),
-                Err((stored, err)) => {
-                    from += stored;
-                    let out_of_time = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
-                    if out_of_time || self.cancel.is_cancelled() {
-                        return Err(self.durable_refused(network, err));
-                    }
-                    tracing::debug!(network, error = %err, "storing again what was not stored");
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => {}
-                        _ = tokio::time::sleep(RETRY_DELAY) => {}
-                    }
-                }
-            }
-        }
-        self.counters
-            .messages_out
-            .fetch_add(messages.len() as u64, Ordering::Relaxed);
-        Ok(())
+        self.durable_outlet(network).stream(entries, causes).await
     }
 
-    /// Publishes `batch` and waits for every acknowledgement; on a failure, how many
-    /// at its head were stored, and the error.
-    async fn publish_durable(
+    /// Stores one confirmed send for `actor`'s `port` on durable `network`, with the
+    /// deduplication id `{sender network}/{id}` (or one from this sender's sequence);
+    /// returns once JetStream has stored it, or fails after the request timeout.
+    pub(crate) async fn store_durable_confirmed(
         &self,
-        subject: &str,
-        batch: &[(String, Bytes)],
-    ) -> std::result::Result<(), (usize, String)> {
-        let js = self.jetstream();
-        let mut acks = Vec::with_capacity(batch.len());
-        for (msg_id, payload) in batch {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                "Reflow-From",
-                format!("{}.{}", &*self.network_id, &*self.instance_id),
-            );
-            let publish = jetstream::message::PublishMessage::build()
-                .payload(payload.clone())
-                .headers(headers)
-                .message_id(msg_id);
-            match js.send_publish(subject.to_string(), publish).await {
-                Ok(ack) => acks.push(ack),
-                Err(err) => {
-                    acks.truncate(0);
-                    return Err((0, err.to_string()));
-                }
+        network: &str,
+        actor: &str,
+        port: &str,
+        message: &Message,
+        id: Option<&str>,
+    ) -> Result<()> {
+        let entry = Entry {
+            subject: Subject::from(durable_subject(network, actor, port)),
+            messages: 1,
+            msg_id: match id {
+                Some(id) => format!("{}/{id}", &*self.network_id),
+                None => self.durable_msg_id(),
+            },
+            payload: Bytes::from(message.to_msgpack()?),
+        };
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        self.durable_outlet(network)
+            .store(entry, deadline)
+            .await
+            .map_err(|err| self.durable_refused(network, err))
+    }
+
+    /// Waits until what was handed to every durable network's publisher is stored, at
+    /// most until `limit` has passed; what is still outstanding then is logged.
+    pub(crate) async fn await_stored(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        let outlets: Vec<(String, Arc<Outlet>)> = self
+            .durable_outlets
+            .lock()
+            .iter()
+            .map(|(network, outlet)| (network.clone(), outlet.clone()))
+            .collect();
+        for (network, outlet) in outlets {
+            let outstanding = outlet.settled(deadline).await;
+            if outstanding > 0 {
+                tracing::warn!(
+                    network,
+                    "shutting down with {outstanding} messages for durable network \
+                     {network:?} not yet stored"
+                );
             }
         }
-        for (stored, ack) in acks.into_iter().enumerate() {
-            if let Err(err) = ack.await {
-                return Err((stored, err.to_string()));
-            }
-        }
-        Ok(())
     }
 
     fn durable_refused(&self, network: &str, err: impl std::fmt::Display) -> Error {
@@ -596,13 +730,29 @@ impl Bridge {
                 .as_nanos() as i128;
             Duration::from_nanos((now - first).max(0) as u64)
         });
+        // An entry of several messages counts as that many: its subject says how many.
+        let mut pending = state.messages;
+        if state.messages > 0 {
+            let entries = format!("{}.*", durable_subject(network, "*", "*"));
+            let mut subjects = stream
+                .info_with_subjects(entries)
+                .await
+                .map_err(|e| stream_error("count its entries", network, e))?;
+            while let Some(counted) = subjects.next().await {
+                let (subject, entries) =
+                    counted.map_err(|e| stream_error("count its entries", network, e))?;
+                if let Some((_, _, count)) = parse_durable_subject(network, &subject) {
+                    pending += entries as u64 * (count as u64 - 1);
+                }
+            }
+        }
         let dead_lettered = match js.get_stream(dead_stream_name(network)).await {
             Ok(mut dead) => dead.info().await.map(|i| i.state.messages).unwrap_or(0),
             Err(_) => 0,
         };
         Ok(Backlog {
             network_id: network.to_string(),
-            pending: state.messages,
+            pending,
             oldest_age,
             dead_lettered,
         })

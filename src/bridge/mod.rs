@@ -22,6 +22,7 @@ mod control;
 mod discover;
 mod dispatch;
 mod durable;
+mod durable_out;
 mod inbound;
 mod ledger;
 mod mount;
@@ -204,6 +205,8 @@ pub(crate) struct Bridge {
     durable_handled: durable::Handled,
     /// Numbers this sender's durable messages, for their deduplication ids.
     durable_seq: AtomicU64,
+    /// The publisher of each durable network this one sends to.
+    durable_outlets: Mutex<HashMap<String, Arc<durable_out::Outlet>>>,
     /// Keeps the log of refused inbound messages to a line per period.
     refusal_log: crate::throttle::Throttle,
     /// With an auth token: what every envelope and acknowledgement is sealed with, and
@@ -292,6 +295,7 @@ impl Bridge {
             durable_peers: Mutex::new(HashMap::new()),
             durable_handled: Default::default(),
             durable_seq: AtomicU64::new(0),
+            durable_outlets: Mutex::new(HashMap::new()),
             refusal_log: Default::default(),
             seal_key,
             ledger: Arc::new(Ledger::default()),

@@ -154,14 +154,12 @@ impl RemoteProxy {
             ));
         }
         // A durable network's messages are stored in its stream, in order; once
-        // JetStream has stored them they are handled as far as this sender goes.
+        // JetStream has stored them their causes are handled as far as this sender goes.
         if bridge.is_durable_peer(&self.network) {
             let port = subject.as_str().rsplit('.').next().unwrap_or_default();
-            bridge
-                .store_durable(&self.network, &self.actor, port, messages, None)
-                .await?;
-            causes.release();
-            return Ok(());
+            return bridge
+                .store_durable(&self.network, &self.actor, port, messages, causes)
+                .await;
         }
         let stream = self
             .stream

@@ -435,7 +435,7 @@ impl Bridge {
         validate_name("port", port)?;
         self.require_connected(network)?;
         if self.is_durable_peer(network) {
-            self.store_durable(network, actor, port, vec![message], id)
+            self.store_durable_confirmed(network, actor, port, &message, id)
                 .await?;
             return Ok(crate::durable::Delivery::Stored);
         }

@@ -539,6 +539,11 @@ impl DistributedNetwork {
             .await;
         // What was handled is acknowledged before the liveness entry goes: senders take
         // its going as the loss of whatever this instance still held, and send that again.
+        bridge
+            .await_stored(Duration::from_millis(
+                self.config.local_network_config.drain_timeout_ms,
+            ))
+            .await;
         bridge.finish_acks().await;
         bridge.leave().await;
         bridge.stop().await;
