@@ -582,3 +582,30 @@ async fn one_failing_message_of_a_stored_entry_is_dead_lettered_alone() {
         "the dead letter is the failing message alone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_shut_down_right_after_streaming_loses_nothing() {
+    const N: i64 = 5_000;
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let mut b = durable_b(&url, "b1", DurableOptions::default(), passthrough(), None).await;
+    b.shutdown().await.unwrap();
+    let (mut a, input) = sender_a(&url).await;
+    common::feed(input, 0..N, Message::Integer).await.unwrap();
+    // Some of it may still be in the sender's graph or publisher: a shutdown stores it.
+    a.shutdown().await.unwrap();
+
+    let (probe, mut seen) = ProbeActor::channel(10_000);
+    let b = durable_b(
+        &url,
+        "b2",
+        DurableOptions::default(),
+        passthrough(),
+        Some(probe),
+    )
+    .await;
+    let got = common::recv_ints(&mut seen, N as usize, WAIT, "all of it").await;
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "all, once, in order");
+    wait_for_backlog(&b, 0, "the backlog to empty").await;
+    assert!(seen.try_recv().is_err(), "a message came twice");
+}
