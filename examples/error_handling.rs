@@ -6,7 +6,9 @@
 mod common;
 
 use reflow_network::ErrorKind;
-use reflow_network::distributed_network::{DistributedConfig, DistributedNetwork};
+use reflow_network::distributed_network::{
+    DistributedConfig, DistributedError, DistributedNetwork,
+};
 use reflow_network::local_server::ServerOptions;
 
 #[tokio::main]
@@ -77,9 +79,12 @@ async fn main() -> anyhow::Result<()> {
     })
     .await?;
     intruder.start().await?;
+    // Matched on the variant, as Reflow's guides do; `connect_to` gives the same
+    // failure as the library's error, whose message says which side refused.
     match intruder.connect_to_network("guarded").await {
-        Err(e) if e.is(ErrorKind::AuthenticationFailed) => {
-            println!("3a. wrong token for a peer network: {e}")
+        Err(DistributedError::AuthenticationFailed) => {
+            let why = intruder.connect_to("guarded").await.unwrap_err();
+            println!("3a. wrong token for a peer network: {why}")
         }
         other => anyhow::bail!("expected Authentication failed, got {other:?}"),
     }

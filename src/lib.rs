@@ -131,7 +131,7 @@ pub use async_trait::async_trait;
 pub mod prelude {
     pub use crate::actor::{Actor, ActorContext, FnActor, Metadata, ProbeActor};
     pub use crate::async_trait;
-    pub use crate::distributed_network::{DistributedConfig, DistributedNetwork};
+    pub use crate::distributed_network::{DistributedConfig, DistributedError, DistributedNetwork};
     pub use crate::error::{Error, ErrorKind, Result};
     pub use crate::message::Message;
     pub use crate::network::{Connector, Network};

@@ -473,3 +473,55 @@ subject = "app.results"
     }
     assert_eq!(got, [0, 2, 4], "{}", app.tail());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_failures_match_on_the_variants_the_guides_use() {
+    use reflow_network::distributed_network::{DistributedConfig, DistributedError};
+    use reflow_network::{Error, ErrorKind};
+
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let guarded = |network: &str, token: &str| DistributedConfig {
+        auth_token: Some(token.into()),
+        ..common::config(&url, network, "i1", 300)
+    };
+    let _vault = common::started(guarded("vault", "right")).await;
+    let intruder = common::started(guarded("intruder", "wrong")).await;
+    // As the guides write it.
+    match intruder.connect_to_network("vault").await {
+        Err(DistributedError::AuthenticationFailed) => {}
+        other => panic!("expected AuthenticationFailed, got {other:?}"),
+    }
+    // The same failure, with its message.
+    let err = intruder.connect_to("vault").await.unwrap_err();
+    assert!(err.is(ErrorKind::AuthenticationFailed), "{err}");
+    assert!(err.detail().contains("vault"), "{err}");
+
+    // Something listens on the network's subjects and never answers: a timeout.
+    let mut config = common::config(&url, "caller", "c1", 300);
+    config.local_network_config.request_timeout_ms = 300;
+    let caller = common::started(config).await;
+    let mute = async_nats::connect(&url).await.unwrap();
+    let _silence = mute.subscribe("_reflow.mute.>").await.unwrap();
+    mute.flush().await.unwrap();
+    match caller.connect_to_network("mute").await {
+        Err(DistributedError::ConnectionTimeout) => {}
+        other => panic!("expected ConnectionTimeout, got {other:?}"),
+    }
+
+    // Anything else keeps the library's error whole, and `?` converts it back.
+    let err = caller.connect_to_network("ghost").await.unwrap_err();
+    let DistributedError::Other(inner) = &err else {
+        panic!("expected Other, got {err:?}");
+    };
+    assert!(inner.is(ErrorKind::NetworkDisconnected), "{inner}");
+    assert!(err.to_string().contains("ghost"), "{err}");
+    let back: Error = err.into();
+    assert!(back.is(ErrorKind::NetworkDisconnected));
+    let timed_out: Result<(), Error> = async {
+        caller.connect_to_network("mute").await?;
+        Ok(())
+    }
+    .await;
+    assert!(timed_out.unwrap_err().is(ErrorKind::Timeout));
+}

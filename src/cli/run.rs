@@ -179,7 +179,7 @@ async fn connect_waiting(
     // Refusals while it is not up are expected, not news; the last one is the error.
     waiting.lock().insert(remote.to_string());
     let connected = loop {
-        match network.connect_to_network(remote).await {
+        match network.connect_to(remote).await {
             Err(e) if e.is(ErrorKind::NetworkDisconnected) && Instant::now() < deadline => {
                 if spinner.is_none() {
                     tell_waiting(global, remote, wait);

@@ -75,7 +75,7 @@ async fn send_all(
     first: Option<Message>,
 ) -> CliResult<(u64, bool)> {
     let spinner = output::Spinner::start(&format!("connecting to {}", args.network));
-    let connected = network.connect_to_network(&args.network).await;
+    let connected = network.connect_to(&args.network).await;
     drop(spinner);
     connected.map_err(CliError::from_lib)?;
     if args.durable && network.durable_backlog(&args.network).await.is_err() {

@@ -197,7 +197,7 @@ impl DistributedNetwork {
         if self.is_network_connected(endpoint).await {
             self.disconnect_from_network(endpoint).await?;
         }
-        self.connect_to_network(endpoint).await
+        self.connect_to(endpoint).await
     }
 
     /// The same as [`DistributedNetwork::is_network_connected`].

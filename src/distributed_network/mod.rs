@@ -35,6 +35,7 @@
 //! ```
 
 mod config;
+mod error;
 mod health;
 mod nats_auth;
 
@@ -42,6 +43,7 @@ pub use crate::bridge::BridgeStats;
 pub use crate::bridge::SubgraphMountConfig;
 pub use crate::bridge::registry::{ConflictResolutionStrategy, RemoteActorInfo};
 pub use config::{DEFAULT_NATS_URL, DistributedConfig, NATS_SCHEMES};
+pub use error::DistributedError;
 pub use health::{BridgeStatus, LinkState, NetworkStatus};
 pub use nats_auth::NatsAuth;
 
@@ -694,9 +696,14 @@ impl DistributedNetwork {
     ///
     /// # Errors
     ///
-    /// `Network disconnected` when no instance of it answers (for an address, with the
-    /// operating system's words, such as `Connection refused`), `Authentication failed`,
-    /// `Refused: max connections reached`, or `Timeout`.
+    /// A [`DistributedError`], so that a `match` on its variants compiles as in Reflow's
+    /// guides: [`DistributedError::ConnectionTimeout`],
+    /// [`DistributedError::AuthenticationFailed`], or [`DistributedError::Other`] with the
+    /// library's [`Error`]: `Network disconnected` when no instance of it answers (for an
+    /// address, with the operating system's words, such as `Connection refused`),
+    /// `Refused: max connections reached`, ... `?` turns it into an [`Error`] or an
+    /// `anyhow::Error`. [`DistributedNetwork::connect_to`] is the same call returning
+    /// the [`Error`], whose message says which side refused or what did not answer.
     ///
     /// # Examples
     ///
@@ -708,7 +715,30 @@ impl DistributedNetwork {
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn connect_to_network(&self, endpoint: &str) -> Result<()> {
+    pub async fn connect_to_network(
+        &self,
+        endpoint: &str,
+    ) -> std::result::Result<(), DistributedError> {
+        Ok(self.connect_to(endpoint).await?)
+    }
+
+    /// [`DistributedNetwork::connect_to_network`], failing with the library's [`Error`]:
+    /// every failure keeps its message (a refused credential says which side refused,
+    /// a timeout what did not answer and after how long).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # use reflow_network::prelude::*;
+    /// # async fn example(mut app: DistributedNetwork) -> Result<()> {
+    /// if let Err(err) = app.connect_to("math").await {
+    ///     eprintln!("{err}"); // e.g. "Authentication failed: network \"math\" refused ..."
+    ///     return Err(err);
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn connect_to(&self, endpoint: &str) -> Result<()> {
         self.bridge()?.connect_peer(endpoint).await
     }
 
