@@ -214,12 +214,24 @@ pub(crate) fn durable_entry_subject(
     format!("{}.{count}", durable_subject(network_id, actor, port))
 }
 
-/// The payload of an entry of several messages: a MessagePack array of them, in order.
-pub(crate) fn encode_entry(messages: &[Message]) -> Result<Vec<u8>> {
-    Ok(rmp_serde::to_vec_named(messages)?)
+/// The payload of an entry of several messages, from each one's MessagePack encoding
+/// ([`Message::to_msgpack`]): the MessagePack array of them, in order.
+pub(crate) fn entry_payload(encoded: &[Vec<u8>]) -> Vec<u8> {
+    let count = encoded.len();
+    let mut payload = Vec::with_capacity(3 + encoded.iter().map(Vec::len).sum::<usize>());
+    if count < 16 {
+        payload.push(0x90 | count as u8);
+    } else {
+        payload.push(0xdc);
+        payload.extend_from_slice(&(count as u16).to_be_bytes());
+    }
+    for message in encoded {
+        payload.extend_from_slice(message);
+    }
+    payload
 }
 
-/// The messages of an entry encoded by [`encode_entry`].
+/// The messages of an entry made by [`entry_payload`].
 pub(crate) fn decode_entry(payload: &[u8]) -> Result<Vec<Message>> {
     Ok(rmp_serde::from_slice(payload)?)
 }
@@ -286,6 +298,21 @@ mod tests {
         }
         assert_eq!(parse_durable_subject("prod", &subject), None);
         assert_eq!(dead_subject("n", "a", "p"), "_reflow_dead.n.a.p");
+    }
+
+    #[test]
+    fn an_entry_is_the_messagepack_array_of_its_messages() {
+        for count in [2, 15, 16, 128] {
+            let messages: Vec<Message> = (0..count)
+                .map(|i| match i % 3 {
+                    0 => Message::Integer(i),
+                    1 => Message::String(format!("m{i}").into()),
+                    _ => Message::Bytes(vec![i as u8; 40].into()),
+                })
+                .collect();
+            let encoded: Vec<Vec<u8>> = messages.iter().map(|m| m.to_msgpack().unwrap()).collect();
+            assert_eq!(decode_entry(&entry_payload(&encoded)).unwrap(), messages);
+        }
     }
 
     #[test]

@@ -45,17 +45,21 @@ async fn durable_b(
     b
 }
 
-/// Passes every integer on but 13, on which it fails every time.
-fn unlucky_13() -> FnActor {
-    FnActor::new(["in"], ["out"], |_, m| {
-        if m.as_integer() == Some(13) {
+/// Passes every integer on but those of `unlucky`, on which it fails every time.
+fn failing_on(unlucky: &'static [i64]) -> FnActor {
+    FnActor::new(["in"], ["out"], move |_, m| {
+        if m.as_integer().is_some_and(|i| unlucky.contains(&i)) {
             return Err(reflow_network::Error::new(
                 reflow_network::ErrorKind::Actor,
-                "13 is unlucky",
+                format!("{m:?} is unlucky"),
             ));
         }
         Ok(vec![("out".to_string(), m)])
     })
+}
+
+fn unlucky_13() -> FnActor {
+    failing_on(&[13])
 }
 
 /// Waits until `network` sees `pending` messages in durable B's backlog.
@@ -531,7 +535,7 @@ async fn on_a_cluster_the_loss_of_the_node_leading_the_stream_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_failing_message_of_a_stored_entry_is_dead_lettered_alone() {
+async fn failing_messages_of_a_stored_entry_are_dead_lettered_each_alone() {
     const N: i64 = 500;
     let server = NatsServer::start().await.unwrap();
     let url = server.url();
@@ -540,7 +544,8 @@ async fn one_failing_message_of_a_stored_entry_is_dead_lettered_alone() {
         ..DurableOptions::default()
     };
     // B is down while A streams, so A's backlog is stored in entries of several messages.
-    let mut b = durable_b(&url, "b1", options.clone(), unlucky_13(), None).await;
+    const UNLUCKY: &[i64] = &[13, 14];
+    let mut b = durable_b(&url, "b1", options.clone(), failing_on(UNLUCKY), None).await;
     b.shutdown().await.unwrap();
     let (a, input) = sender_a(&url).await;
     common::feed(input, 0..N, Message::Integer).await.unwrap();
@@ -554,7 +559,7 @@ async fn one_failing_message_of_a_stored_entry_is_dead_lettered_alone() {
     assert!(entries < N as u64, "{entries} entries for {N} messages");
 
     let (probe, mut seen) = ProbeActor::channel(1_000);
-    let b = durable_b(&url, "b2", options, unlucky_13(), Some(probe)).await;
+    let b = durable_b(&url, "b2", options, failing_on(UNLUCKY), Some(probe)).await;
     let mut events = b.events();
     let event = common::next_event(&mut events, "a dead letter", WAIT, |e| {
         matches!(e, NetworkEvent::DeadLettered { .. })
@@ -564,23 +569,29 @@ async fn one_failing_message_of_a_stored_entry_is_dead_lettered_alone() {
         matches!(event, NetworkEvent::DeadLettered { deliveries: 3, .. }),
         "{event:?}"
     );
-    let mut got = common::recv_ints(&mut seen, (N - 1) as usize, WAIT, "the rest").await;
+    let mut got = common::recv_ints(&mut seen, N as usize - UNLUCKY.len(), WAIT, "the rest").await;
     got.sort();
-    assert_eq!(got, (0..N).filter(|i| *i != 13).collect::<Vec<_>>());
+    assert_eq!(
+        got,
+        (0..N).filter(|i| !UNLUCKY.contains(i)).collect::<Vec<_>>()
+    );
     wait_for_backlog(&b, 0, "the backlog to empty").await;
-    // The entry was delivered three times; what it held besides 13 was handled once.
+    // The entry was delivered three times; what it held besides 13 and 14 was handled once.
     assert!(seen.try_recv().is_err(), "a message came twice");
     let mut dead = js
         .get_stream(reflow_network::durable::dead_stream_name("B"))
         .await
         .unwrap();
-    assert_eq!(dead.info().await.unwrap().state.messages, 1);
-    let letter = dead.get_raw_message(1).await.unwrap();
-    assert_eq!(
-        Message::from_msgpack(&letter.payload).unwrap(),
-        Message::Integer(13),
-        "the dead letter is the failing message alone"
-    );
+    // Each is kept on its own, though both came from one entry with one id.
+    assert_eq!(dead.info().await.unwrap().state.messages, 2);
+    for (seq, unlucky) in [(1, 13), (2, 14)] {
+        let letter = dead.get_raw_message(seq).await.unwrap();
+        assert_eq!(
+            Message::from_msgpack(&letter.payload).unwrap(),
+            Message::Integer(unlucky),
+            "a dead letter is one failing message alone"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -608,4 +619,46 @@ async fn a_sender_shut_down_right_after_streaming_loses_nothing() {
     assert_eq!(got, (0..N).collect::<Vec<_>>(), "all, once, in order");
     wait_for_backlog(&b, 0, "the backlog to empty").await;
     assert!(seen.try_recv().is_err(), "a message came twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_are_cut_to_what_the_server_takes_and_an_oversized_message_is_refused() {
+    const N: i64 = 300;
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let mut b = durable_b(&url, "b1", DurableOptions::default(), passthrough(), None).await;
+    b.shutdown().await.unwrap();
+    let (a, input) = sender_a(&url).await;
+    // Objects of about 10 KB: 128 of them would be more than the server's 1 MB
+    // max_payload in one entry.
+    let object =
+        |i: i64| Message::from_json(serde_json::json!({ "i": i, "pad": "x".repeat(10_000) }));
+    common::feed(input, 0..N, object).await.unwrap();
+    wait_for_backlog(&a, N as u64, "every object stored").await;
+
+    // One message larger than the server takes is refused, naming the limit.
+    let huge = Message::Bytes(vec![0u8; 2 * 1024 * 1024].into());
+    let err = a
+        .send_to_remote_actor("B", "collect", "in", huge)
+        .await
+        .unwrap_err();
+    assert!(err.is(reflow_network::ErrorKind::PayloadTooLarge), "{err}");
+    assert!(err.to_string().contains("max_payload"), "{err}");
+
+    let (probe, mut seen) = ProbeActor::channel(1_000);
+    let _b = durable_b(
+        &url,
+        "b2",
+        DurableOptions::default(),
+        passthrough(),
+        Some(probe),
+    )
+    .await;
+    for i in 0..N {
+        let got = tokio::time::timeout(WAIT, seen.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.message, object(i), "in order");
+    }
 }

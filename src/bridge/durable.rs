@@ -16,7 +16,7 @@ use super::durable_out::{Entry, Outlet};
 use crate::discovery::ActorInfo;
 use crate::durable::{
     Backlog, DurableOptions, ENTRY_MESSAGES, dead_stream_name, dead_subject, decode_entry,
-    durable_entry_subject, durable_subject, encode_entry, parse_durable_subject, stream_error,
+    durable_entry_subject, durable_subject, entry_payload, parse_durable_subject, stream_error,
     stream_name,
 };
 use crate::error::{Error, ErrorKind, Result};
@@ -32,9 +32,15 @@ const CONSUMER: &str = "instances";
 /// to [`ENTRY_MESSAGES`] messages).
 const MAX_ACK_PENDING: i64 = 512;
 
-/// How many handled stream sequences an instance remembers, to take a redelivery of one
-/// it already handled (its acknowledgement lost with a broker) as a repeat.
-const REMEMBERED: usize = 100_000;
+/// How many handled messages (stream sequence and place in the entry) an instance
+/// remembers, to take a redelivery of one it already handled (its acknowledgement lost
+/// with a broker, or another message of its entry failed) as a repeat: twice what it can
+/// hold unacknowledged.
+const REMEMBERED: usize = 2 * MAX_ACK_PENDING as usize * ENTRY_MESSAGES;
+
+/// Entries an instance asks for at a time. Each waits in the client, its `ack_wait`
+/// running, until the instance takes it; once taken, it is kept in progress.
+const PULL_BATCH: usize = 8;
 
 /// How soon a message whose handler failed is delivered again.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
@@ -200,8 +206,9 @@ impl Bridge {
             max_ack_pending: MAX_ACK_PENDING,
             ..Default::default()
         };
+        // Made, or brought up to this start's settings (max_ack_pending, ack_wait).
         let consumer: consumer::PullConsumer = stream
-            .get_or_create_consumer(CONSUMER, consumer_config)
+            .create_consumer(consumer_config)
             .await
             .map_err(|e| stream_error("make its consumer", &network, e))?;
         if options.backlog_limit > 0 {
@@ -221,6 +228,8 @@ impl Bridge {
                     opened = consumer
                         .stream()
                         .expires(Duration::from_secs(5))
+                        // Few entries wait in the client: their ack_wait runs there.
+                        .max_messages_per_batch(PULL_BATCH)
                         .heartbeat(Duration::from_secs(1))
                         .messages() => opened,
                 };
@@ -354,6 +363,9 @@ impl Bridge {
             failed: Default::default(),
             abandoned: AtomicBool::new(false),
         });
+        if values.len() > 1 {
+            self.keep_in_progress(&taken, options.ack_wait);
+        }
         let handled = Outcome {
             handled: true,
             failed: false,
@@ -382,6 +394,33 @@ impl Bridge {
             }
             self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Tells JetStream that the entry `taken` is in progress, now (its `ack_wait` ran while
+    /// it waited behind others) and every half `ack_wait` until it is acknowledged, so an
+    /// entry of many messages is not given to another instance while this one works
+    /// through it.
+    fn keep_in_progress(&self, taken: &Arc<Taken>, ack_wait: Duration) {
+        let taken = Arc::downgrade(taken);
+        let cancel = self.cancel.clone();
+        let every = (ack_wait / 2).max(Duration::from_millis(100));
+        self.tracker.spawn(async move {
+            loop {
+                let message = {
+                    let Some(taken) = taken.upgrade() else { return };
+                    let Some(message) = taken.message.lock().clone() else {
+                        return;
+                    };
+                    message
+                };
+                let _ = message.ack_with(AckKind::Progress).await;
+                drop(message);
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+        });
     }
 
     /// The inlet of `actor`'s `port`, with the network's lock held only for the lookup.
@@ -487,11 +526,25 @@ impl Bridge {
             "Reflow-Subject",
             durable_subject(&self.network_id, &actor, &port),
         );
+        // Each dead letter gets an id of its own, from its entry's and its place in it: the
+        // entry's id alone would have JetStream keep only the first of them.
+        let entry_id = headers
+            .get("Nats-Msg-Id")
+            .map(|id| id.to_string())
+            .unwrap_or_else(|| {
+                format!(
+                    "{}/seq/{}",
+                    &*self.network_id,
+                    message.info().map_or(0, |i| i.stream_sequence)
+                )
+            });
         let js = self.jetstream();
         let dead = dead_subject(&self.network_id, &actor, &port);
         for (index, payload) in &payloads {
+            let mut headers = headers.clone();
+            headers.insert("Nats-Msg-Id", format!("{entry_id}/{index}"));
             let stored = match js
-                .publish_with_headers(dead.clone(), headers.clone(), payload.clone())
+                .publish_with_headers(dead.clone(), headers, payload.clone())
                 .await
             {
                 Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
@@ -588,23 +641,27 @@ impl Bridge {
         messages: Vec<Message>,
         causes: Causes,
     ) -> Result<()> {
+        let subject = durable_subject(network, actor, port);
+        let mut encoded = Vec::with_capacity(messages.len());
+        for message in &messages {
+            encoded.push(self.durable_payload(&subject, message)?);
+        }
         let room = self.max_payload() / 2;
         let mut entries = Vec::new();
-        let mut rest = messages.as_slice();
+        let mut rest = encoded.as_slice();
         while !rest.is_empty() {
             let mut count = 1;
-            let mut bytes = rest[0].size_hint();
-            while count < rest.len().min(ENTRY_MESSAGES) && bytes + rest[count].size_hint() <= room
-            {
-                bytes += rest[count].size_hint();
+            let mut bytes = rest[0].len();
+            while count < rest.len().min(ENTRY_MESSAGES) && bytes + rest[count].len() <= room {
+                bytes += rest[count].len();
                 count += 1;
             }
             let (part, after) = rest.split_at(count);
             let (subject, payload) = match part {
-                [message] => (durable_subject(network, actor, port), message.to_msgpack()?),
+                [message] => (subject.clone(), message.clone()),
                 _ => (
                     durable_entry_subject(network, actor, port, count),
-                    encode_entry(part)?,
+                    entry_payload(part),
                 ),
             };
             entries.push(Entry {
@@ -618,6 +675,24 @@ impl Bridge {
         self.durable_outlet(network).stream(entries, causes).await
     }
 
+    /// `message` encoded for `subject`, or why the server cannot take it.
+    fn durable_payload(&self, subject: &str, message: &Message) -> Result<Vec<u8>> {
+        let bytes = message.to_msgpack()?;
+        let max = self.max_payload();
+        // Room for the headers (the deduplication id) besides the payload.
+        if bytes.len().saturating_add(1024) > max {
+            return Err(Error::new(
+                ErrorKind::PayloadTooLarge,
+                format!(
+                    "a message for {subject} is {} bytes; the server's max_payload is {max} \
+                     bytes (raise max_payload in the server config, or send it in parts)",
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+
     /// Stores one confirmed send for `actor`'s `port` on durable `network`, with the
     /// deduplication id `{sender network}/{id}` (or one from this sender's sequence);
     /// returns once JetStream has stored it, or fails after the request timeout.
@@ -629,14 +704,16 @@ impl Bridge {
         message: &Message,
         id: Option<&str>,
     ) -> Result<()> {
+        let subject = durable_subject(network, actor, port);
+        let payload = self.durable_payload(&subject, message)?;
         let entry = Entry {
-            subject: Subject::from(durable_subject(network, actor, port)),
+            subject: Subject::from(subject),
             messages: 1,
             msg_id: match id {
                 Some(id) => format!("{}/{id}", &*self.network_id),
                 None => self.durable_msg_id(),
             },
-            payload: Bytes::from(message.to_msgpack()?),
+            payload: Bytes::from(payload),
         };
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         self.durable_outlet(network)

@@ -17,7 +17,10 @@ use std::sync::{Arc, atomic::AtomicU64};
 use std::time::Duration;
 
 use async_nats::Subject;
-use async_nats::jetstream::{self, context::PublishError};
+use async_nats::jetstream::{
+    self,
+    context::{PublishError, PublishErrorKind},
+};
 use bytes::Bytes;
 use futures::stream::{FuturesOrdered, StreamExt};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
@@ -115,6 +118,15 @@ impl Item {
             Done::Confirmed { reply, .. } => {
                 let _ = reply.send(Ok(()));
             }
+        }
+    }
+
+    /// It can never be stored (larger than the server takes): a confirmed send is told
+    /// `why`; a stream's causes are abandoned, so its sender hears it was not handled.
+    fn refused(self, why: &str) {
+        tracing::error!(subject = %self.subject, error = why, "a durable entry can never be stored; it is dropped");
+        if let Done::Confirmed { reply, .. } = self.done {
+            let _ = reply.send(Err(why.to_string()));
         }
     }
 
@@ -237,26 +249,40 @@ impl Outlet {
         entry: Entry,
         deadline: Instant,
     ) -> std::result::Result<(), String> {
+        let late = || {
+            "not known to be stored within the request timeout: the broker did not answer, \
+             or too much waits to be stored"
+                .to_string()
+        };
         if self.outstanding() == 0 {
             // Nothing waits ahead of it: it is published here, without the publisher's
             // hops. What fails goes the publisher's way, to be stored again.
-            let published = publish(&self.js, &entry.subject, &entry.msg_id, &entry.payload);
-            if let Ok(ack) = published.await
-                && ack.await.is_ok()
-            {
-                if let Some(bridge) = self.bridge.upgrade() {
-                    bridge.counters.messages_out.fetch_add(1, Ordering::Relaxed);
+            let direct = async {
+                let ack = publish(&self.js, &entry.subject, &entry.msg_id, &entry.payload)
+                    .await
+                    .ok()?;
+                ack.await.ok()
+            };
+            match tokio::time::timeout_at(deadline, direct).await {
+                Ok(Some(_)) => {
+                    if let Some(bridge) = self.bridge.upgrade() {
+                        bridge.counters.messages_out.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(());
                 }
-                return Ok(());
+                Ok(None) => {}
+                Err(_) => return Err(late()),
             }
         }
         let (reply, stored) = oneshot::channel();
         let done = Done::Confirmed { reply, deadline };
-        self.hand_over(vec![(entry, done)])
+        tokio::time::timeout_at(deadline, self.hand_over(vec![(entry, done)]))
             .await
+            .map_err(|_| late())?
             .map_err(|err| err.detail().to_string())?;
-        stored
+        tokio::time::timeout_at(deadline, stored)
             .await
+            .map_err(|_| late())?
             .unwrap_or_else(|_| Err("the network shut down before it was stored".into()))
     }
 
@@ -334,7 +360,11 @@ impl Publisher {
                     let Some(part) = part else { return };
                     let mut part = part.into_iter();
                     while let Some(item) = part.next() {
-                        match self.publish(&item).await {
+                        let published = tokio::select! {
+                            _ = self.cancel.cancelled() => return,
+                            published = self.publish(&item) => published,
+                        };
+                        match published {
                             Ok(ack) => {
                                 acks.push_back(ack);
                                 waiting.push_back(item);
@@ -389,7 +419,10 @@ impl Publisher {
             }
             let mut acks = Vec::with_capacity(items.len());
             for item in &items {
-                acks.push(self.publish(item).await);
+                tokio::select! {
+                    _ = self.cancel.cancelled() => return,
+                    published = self.publish(item) => acks.push(published),
+                }
             }
             // Their timers run together, so a broker that does not answer costs one
             // timeout, not one per message.
@@ -400,17 +433,25 @@ impl Publisher {
                 }
             }))
             .await;
-            let mut failed = Vec::new();
+            // In order: what was stored before the first failure is done (the causes of a
+            // batch ride on its last entry, so they are let go only once all before it
+            // are stored); from the first failure on, everything goes again, in order,
+            // and JetStream keeps what it already has once.
+            let mut again = Vec::new();
             for (item, answer) in items.into_iter().zip(answers) {
                 match answer {
-                    Ok(()) => self.stored(item),
+                    Err(err) if err.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                        item.refused(&err.to_string());
+                    }
+                    Ok(()) if again.is_empty() => self.stored(item),
+                    Ok(()) => again.push(item),
                     Err(err) => {
                         why = err.to_string();
-                        failed.push(item);
+                        again.push(item);
                     }
                 }
             }
-            items = failed;
+            items = again;
         }
     }
 }
