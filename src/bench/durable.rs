@@ -80,7 +80,7 @@ async fn ours_throughput(url: &str, round: usize, n: usize) -> Result<f64> {
     a.use_own_connection(true);
     a.register_local_actor("source", crate::components::Passthrough, None)?;
     a.start().await?;
-    a.connect_to_network(&name).await?;
+    a.connect_to(&name).await?;
     let proxy = a.register_remote_actor("count", &name).await?;
     let input = {
         let local = a.get_local_network();
@@ -173,7 +173,7 @@ async fn send_latency(url: &str, round_trips: usize) -> Result<[Vec<Duration>; 2
     let (mut b, _) = counting_network(url, name).await?;
     let mut a = DistributedNetwork::new(config(url, "bench_durable_caller")).await?;
     a.start().await?;
-    a.connect_to_network(name).await?;
+    a.connect_to(name).await?;
     let mut ours = Vec::with_capacity(round_trips);
     for i in 0..round_trips + round_trips / 10 {
         let began = Instant::now();

@@ -133,7 +133,7 @@ impl Pair {
         b.start().await?;
         let mut a = DistributedNetwork::new(a).await?;
         a.start().await?;
-        a.connect_to_network(endpoint).await?;
+        a.connect_to(endpoint).await?;
         let alias = a.register_remote_actor("target", &b_id).await?;
         Ok(Pair { a, b, alias })
     }

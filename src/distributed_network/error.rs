@@ -94,11 +94,11 @@ impl From<Error> for DistributedError {
     fn from(err: Error) -> Self {
         match err.kind() {
             ErrorKind::Timeout => {
-                tracing::debug!(error = %err, "connect_to_network");
+                tracing::debug!(error = %err, "a timeout, as DistributedError::ConnectionTimeout");
                 DistributedError::ConnectionTimeout
             }
             ErrorKind::AuthenticationFailed => {
-                tracing::debug!(error = %err, "connect_to_network");
+                tracing::debug!(error = %err, "a refusal, as DistributedError::AuthenticationFailed");
                 DistributedError::AuthenticationFailed
             }
             _ => DistributedError::Other(err),
