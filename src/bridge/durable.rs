@@ -2,7 +2,7 @@
 //! durable network and consuming them as one of its instances; finding a durable peer,
 //! and storing what is sent to it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -42,6 +42,9 @@ const REMEMBERED: usize = 2 * MAX_ACK_PENDING as usize * ENTRY_MESSAGES;
 /// running, until the instance takes it; once taken, it is kept in progress.
 const PULL_BATCH: usize = 8;
 
+/// Entries not yet acknowledged whose handled messages an instance remembers.
+const UNSETTLED_REMEMBERED: usize = 4 * MAX_ACK_PENDING as usize;
+
 /// How soon a message whose handler failed is delivered again.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 
@@ -53,23 +56,44 @@ pub(crate) struct DurablePeer {
 }
 
 /// Messages this instance handled (or dead-lettered), by stream sequence and place in
-/// their entry; recent ones only.
+/// their entry: recent ones, and every one of an entry not yet acknowledged (one whose
+/// other messages are tried again keeps what was handled of it however many others are
+/// handled meanwhile).
 #[derive(Default)]
 pub(crate) struct Handled {
-    seqs: parking_lot::Mutex<BTreeSet<(u64, usize)>>,
+    recent: parking_lot::Mutex<BTreeSet<(u64, usize)>>,
+    unsettled: parking_lot::Mutex<BTreeMap<u64, BTreeSet<usize>>>,
 }
 
 impl Handled {
     fn contains(&self, seq: u64, index: usize) -> bool {
-        self.seqs.lock().contains(&(seq, index))
+        self.recent.lock().contains(&(seq, index))
+            || self
+                .unsettled
+                .lock()
+                .get(&seq)
+                .is_some_and(|handled| handled.contains(&index))
     }
 
     fn insert(&self, seq: u64, index: usize) {
-        let mut seqs = self.seqs.lock();
-        seqs.insert((seq, index));
-        while seqs.len() > REMEMBERED {
-            seqs.pop_first();
+        {
+            let mut recent = self.recent.lock();
+            recent.insert((seq, index));
+            while recent.len() > REMEMBERED {
+                recent.pop_first();
+            }
         }
+        let mut unsettled = self.unsettled.lock();
+        unsettled.entry(seq).or_default().insert(index);
+        // Entries given to another instance never settle here: the oldest go.
+        while unsettled.len() > UNSETTLED_REMEMBERED {
+            unsettled.pop_first();
+        }
+    }
+
+    /// The entry `seq` is acknowledged: it will not come again.
+    fn settled(&self, seq: u64) {
+        self.unsettled.lock().remove(&seq);
     }
 }
 
@@ -132,6 +156,7 @@ impl Taken {
                 // What was handled is remembered, and taken as a repeat when it comes again.
                 let _ = message.ack_with(AckKind::Nak(None)).await;
             } else if failed.is_empty() {
+                bridge.durable_handled.settled(taken.stream_seq);
                 if let Err(err) = message.ack().await {
                     tracing::debug!(error = %err, "a durable acknowledgement failed; the entry comes again and is taken as a repeat");
                 }
@@ -560,6 +585,9 @@ impl Bridge {
                 self.durable_handled.insert(info.stream_sequence, *index);
             }
         }
+        if let Ok(info) = message.info() {
+            self.durable_handled.settled(info.stream_sequence);
+        }
         let _ = message.ack().await;
         for _ in &payloads {
             tracing::warn!(
@@ -833,5 +861,25 @@ impl Bridge {
             oldest_age,
             dead_lettered,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_was_handled_of_an_unacknowledged_entry_outlives_the_recent_window() {
+        let handled = Handled::default();
+        handled.insert(1, 5);
+        // Far more messages of later entries than the recent window holds.
+        for index in 0..REMEMBERED + 10 {
+            handled.insert(2 + (index / ENTRY_MESSAGES) as u64 % 8, index);
+        }
+        assert!(!handled.recent.lock().contains(&(1, 5)));
+        assert!(handled.contains(1, 5), "entry 1 is not acknowledged yet");
+        assert!(!handled.contains(1, 6));
+        handled.settled(1);
+        assert!(!handled.contains(1, 5));
     }
 }
