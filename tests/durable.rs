@@ -62,6 +62,32 @@ fn unlucky_13() -> FnActor {
     failing_on(&[13])
 }
 
+/// Makes durable B's streams, then shuts B down: what is sent to it waits for it.
+async fn b_down(url: &str, options: DurableOptions, collect: FnActor) {
+    let mut b = durable_b(url, "b0", options, collect, None).await;
+    b.shutdown().await.unwrap();
+}
+
+/// Durable B as `instance`, passing what it takes to a probe: B, and what the probe sees.
+async fn passing_b(
+    url: &str,
+    instance: &str,
+) -> (
+    DistributedNetwork,
+    tokio::sync::mpsc::Receiver<reflow_network::actor::ProbeMessage>,
+) {
+    let (probe, seen) = ProbeActor::channel(20_000);
+    let b = durable_b(
+        url,
+        instance,
+        DurableOptions::default(),
+        passthrough(),
+        Some(probe),
+    )
+    .await;
+    (b, seen)
+}
+
 /// Waits until `network` sees `pending` messages in durable B's backlog.
 async fn wait_for_backlog(network: &DistributedNetwork, pending: u64, what: &str) {
     common::wait_for(what, WAIT, || async {
@@ -122,15 +148,7 @@ async fn child_durable_sender() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_a_killed_sender_stored_for_a_network_that_was_down_arrives_once_in_order() {
     let server = NatsServer::start().await.unwrap();
-    let mut b = durable_b(
-        &server.url(),
-        "b1",
-        DurableOptions::default(),
-        passthrough(),
-        None,
-    )
-    .await;
-    b.shutdown().await.unwrap();
+    b_down(&server.url(), DurableOptions::default(), passthrough()).await;
 
     let mut sender = Doomed::this_test(
         "child_durable_sender",
@@ -158,15 +176,7 @@ async fn what_a_killed_sender_stored_for_a_network_that_was_down_arrives_once_in
     assert!(entries < 10_100, "{entries} entries for 10,100 messages");
 
     // B starts later and takes all of it.
-    let (probe, mut seen) = ProbeActor::channel(20_000);
-    let mut b = durable_b(
-        &server.url(),
-        "b1",
-        DurableOptions::default(),
-        passthrough(),
-        Some(probe),
-    )
-    .await;
+    let (mut b, mut seen) = passing_b(&server.url(), "b1").await;
     let got = common::recv_ints(&mut seen, 10_100, WAIT, "stored messages").await;
     let streamed: Vec<i64> = got.iter().copied().filter(|v| *v < 100_000).collect();
     let confirmed: Vec<i64> = got.iter().copied().filter(|v| *v >= 100_000).collect();
@@ -257,15 +267,7 @@ async fn a_broker_killed_and_restarted_mid_stream_loses_and_repeats_nothing() {
     const N: i64 = 5_000;
     let mut server = NatsServer::start().await.unwrap();
     let url = server.url();
-    let (probe, mut seen) = ProbeActor::channel(10_000);
-    let b = durable_b(
-        &url,
-        "b1",
-        DurableOptions::default(),
-        passthrough(),
-        Some(probe),
-    )
-    .await;
+    let (b, mut seen) = passing_b(&url, "b1").await;
     let (a, input) = sender_a(&url).await;
     let first = common::feed(input.clone(), 0..N / 2, Message::Integer);
 
@@ -545,8 +547,7 @@ async fn failing_messages_of_a_stored_entry_are_dead_lettered_each_alone() {
     };
     // B is down while A streams, so A's backlog is stored in entries of several messages.
     const UNLUCKY: &[i64] = &[13, 14];
-    let mut b = durable_b(&url, "b1", options.clone(), failing_on(UNLUCKY), None).await;
-    b.shutdown().await.unwrap();
+    b_down(&url, options.clone(), failing_on(UNLUCKY)).await;
     let (a, input) = sender_a(&url).await;
     common::feed(input, 0..N, Message::Integer).await.unwrap();
     wait_for_backlog(&a, N as u64, "the backlog stored").await;
@@ -599,22 +600,13 @@ async fn a_sender_shut_down_right_after_streaming_loses_nothing() {
     const N: i64 = 5_000;
     let server = NatsServer::start().await.unwrap();
     let url = server.url();
-    let mut b = durable_b(&url, "b1", DurableOptions::default(), passthrough(), None).await;
-    b.shutdown().await.unwrap();
+    b_down(&url, DurableOptions::default(), passthrough()).await;
     let (mut a, input) = sender_a(&url).await;
     common::feed(input, 0..N, Message::Integer).await.unwrap();
     // Some of it may still be in the sender's graph or publisher: a shutdown stores it.
     a.shutdown().await.unwrap();
 
-    let (probe, mut seen) = ProbeActor::channel(10_000);
-    let b = durable_b(
-        &url,
-        "b2",
-        DurableOptions::default(),
-        passthrough(),
-        Some(probe),
-    )
-    .await;
+    let (b, mut seen) = passing_b(&url, "b2").await;
     let got = common::recv_ints(&mut seen, N as usize, WAIT, "all of it").await;
     assert_eq!(got, (0..N).collect::<Vec<_>>(), "all, once, in order");
     wait_for_backlog(&b, 0, "the backlog to empty").await;
@@ -626,8 +618,7 @@ async fn entries_are_cut_to_what_the_server_takes_and_an_oversized_message_is_re
     const N: i64 = 300;
     let server = NatsServer::start().await.unwrap();
     let url = server.url();
-    let mut b = durable_b(&url, "b1", DurableOptions::default(), passthrough(), None).await;
-    b.shutdown().await.unwrap();
+    b_down(&url, DurableOptions::default(), passthrough()).await;
     let (a, input) = sender_a(&url).await;
     // Objects of about 10 KB: 128 of them would be more than the server's 1 MB
     // max_payload in one entry.
@@ -645,15 +636,7 @@ async fn entries_are_cut_to_what_the_server_takes_and_an_oversized_message_is_re
     assert!(err.is(reflow_network::ErrorKind::PayloadTooLarge), "{err}");
     assert!(err.to_string().contains("max_payload"), "{err}");
 
-    let (probe, mut seen) = ProbeActor::channel(1_000);
-    let _b = durable_b(
-        &url,
-        "b2",
-        DurableOptions::default(),
-        passthrough(),
-        Some(probe),
-    )
-    .await;
+    let (_b, mut seen) = passing_b(&url, "b2").await;
     for i in 0..N {
         let got = tokio::time::timeout(WAIT, seen.recv())
             .await
