@@ -112,11 +112,7 @@ tokio = {{ version = "1", features = ["macros", "rt-multi-thread"] }}
             .env_remove("RUSTFLAGS")
             .output()
             .unwrap();
-        assert!(
-            built.status.success(),
-            "the README's project does not build:\n{}",
-            String::from_utf8_lossy(&built.stderr)
-        );
+        common::process::succeeded(&built, "building the README's project");
         Project {
             dir,
             bin_dir: target.join("debug"),
@@ -132,12 +128,7 @@ fn the_readme_project_has_a_small_dependency_tree_with_default_features() {
         .args(["tree", "-e", "normal,build", "--prefix", "none"])
         .output()
         .unwrap();
-    assert!(
-        tree.status.success(),
-        "{}",
-        String::from_utf8_lossy(&tree.stderr)
-    );
-    let text = String::from_utf8(tree.stdout).unwrap();
+    let text = common::process::succeeded(&tree, "cargo tree");
     let mut crates: Vec<&str> = text
         .lines()
         .map(|l| l.trim_end_matches(" (*)"))
@@ -168,12 +159,7 @@ fn the_readme_actor_runs_across_two_networks() {
         .env("NATS_URL", server.url())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::process::succeeded(&out, "the project's binary");
     assert_eq!(
         stdout.lines().collect::<Vec<_>>(),
         ["1 -> 2", "2 -> 4", "3 -> 6"]
@@ -277,12 +263,7 @@ async fn examples_run_against_the_server_nats_url_names() {
     })
     .await
     .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = common::process::succeeded(&out, "the project's binary");
     assert!(
         stdout.contains(&format!(
             "using the NATS server at {} (NATS_URL)",

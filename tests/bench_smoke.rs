@@ -2,6 +2,8 @@
 //! real nats-server and reports figures that make sense. No timing is asserted; timings
 //! belong to the benchmark itself.
 
+mod common;
+
 use std::process::Command;
 
 use serde_json::Value;
@@ -51,12 +53,7 @@ fn smoke_run_reports_every_scenario_with_positive_figures_as_json() {
         .env_remove("NATS_URL")
         .output()
         .expect("run reflow-bridge bench");
-    assert!(
-        out.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stdout = common::process::succeeded(&out, "reflow-bridge bench");
     assert_eq!(stdout.lines().count(), 1, "one line of JSON: {stdout}");
     let report: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
 
@@ -199,12 +196,8 @@ async fn nats_url_measures_against_an_existing_server() {
     })
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "bench failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let stdout = common::process::succeeded(&out, "reflow-bridge bench");
+    let report: Value = serde_json::from_str(&stdout).expect("JSON on stdout");
     assert_eq!(report["server_url"], url.as_str(), "measured elsewhere");
     assert_eq!(report["settings"]["nats_url"], url.as_str());
     compared(&report, "streamed throughput", "msgs_per_s", "raw_nats");

@@ -159,12 +159,8 @@ fn cli(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 fn json_of(output: &Output) -> Value {
-    assert!(
-        output.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("one JSON value on stdout")
+    let stdout = common::process::succeeded(output, "reflow-bridge");
+    serde_json::from_str(&stdout).expect("one JSON value on stdout")
 }
 
 fn logged(line: &str, node: &str, value: &str) -> bool {
@@ -210,11 +206,7 @@ async fn bridges_run_and_send_over_mutual_tls_given_by_natscli_flags_and_environ
         .env_remove("NATS_URL")
         .output()
         .unwrap();
-    assert!(
-        sent.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sent.stderr)
-    );
+    common::process::succeeded(&sent, "send over mutual TLS");
     stats.wait_for("the second count in stats", true, |l| {
         logged(l, "shout", "2")
     });
@@ -486,11 +478,7 @@ fn networks_lists_what_run_started_with_its_capabilities_and_tags_and_watch_sees
 fn up_which_prints_the_binary_the_harness_finds_bare_or_as_json() {
     let found = reflow_network::local_server::find_nats_server().unwrap();
     let bare = cli("nats://127.0.0.1:1", &["up", "--which"], None);
-    assert!(
-        bare.status.success(),
-        "{}",
-        String::from_utf8_lossy(&bare.stderr)
-    );
+    common::process::succeeded(&bare, "up --which");
     // A bare path even into a pipe, for scripts.
     assert_eq!(
         String::from_utf8_lossy(&bare.stdout).trim_end(),
@@ -591,22 +579,14 @@ async fn nats_urls_are_taken_as_natscli_takes_them_bare_or_with_a_token_inside()
         format!("localhost:{}", open.port()),
     ] {
         let out = cli(&bare, &["networks", "--json"], None);
-        assert!(
-            out.status.success(),
-            "{bare}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::process::succeeded(&out, &format!("networks at {bare}"));
     }
     let guarded = NatsServer::start_with(ServerOptions::new().token("s3cret"))
         .await
         .unwrap();
     let with_token = format!("nats://s3cret@127.0.0.1:{}", guarded.port());
     let out = cli(&with_token, &["networks", "--json"], None);
-    assert!(
-        out.status.success(),
-        "the token in the URL is used: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::process::succeeded(&out, "networks with the token in the URL");
     let wrong = format!("nats://wrong@127.0.0.1:{}", guarded.port());
     assert_eq!(cli(&wrong, &["networks"], None).status.code(), Some(5));
 }

@@ -420,12 +420,8 @@ async fn a_durable_run_config_and_send_durable_store_while_the_network_is_down()
     })
     .await
     .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stdout = common::process::succeeded(&out, "send --durable");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["delivery"], "stored", "{report}");
 
     // A network that is not durable is refused by --durable.

@@ -465,12 +465,8 @@ fn cli_json(args: &[&str]) -> serde_json::Value {
         .env_remove("NATS_URL")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "reflow-bridge {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let stdout = common::process::succeeded(&out, &format!("reflow-bridge {args:?}"));
+    serde_json::from_str(&stdout).unwrap()
 }
 
 fn listed(listing: &serde_json::Value) -> Vec<String> {
