@@ -268,16 +268,10 @@ mod tests {
             network_id: "n".into(),
             instance_id: "i".into(),
             incarnation: "1-a".into(),
-            endpoints: Endpoints::default(),
-            capabilities: vec![],
-            tags: vec![],
-            actors: vec![],
-            actor_count: 0,
             instance_count: 1,
             instances: vec!["i".into()],
             heartbeat_interval_ms: 1000,
             version: "0".into(),
-            started_at_ms: 0,
             ..NetworkInfo::default()
         };
         let samples = [

@@ -213,23 +213,16 @@ fn down(info: &NetworkInfo, reason: DownReason) -> NetworkEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::Endpoints;
 
     fn info(network: &str, instance: &str, incarnation: &str) -> NetworkInfo {
         NetworkInfo {
             network_id: network.into(),
             instance_id: instance.into(),
             incarnation: incarnation.into(),
-            endpoints: Endpoints::default(),
-            capabilities: vec![],
-            tags: vec![],
-            actors: vec![],
-            actor_count: 0,
             instance_count: 1,
             instances: vec![instance.into()],
             heartbeat_interval_ms: 1_000,
             version: "0".into(),
-            started_at_ms: 0,
             ..NetworkInfo::default()
         }
     }
