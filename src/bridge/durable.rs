@@ -56,9 +56,8 @@ pub(crate) struct DurablePeer {
 }
 
 /// Messages this instance handled (or dead-lettered), by stream sequence and place in
-/// their entry: recent ones, and every one of an entry not yet acknowledged (one whose
-/// other messages are tried again keeps what was handled of it however many others are
-/// handled meanwhile).
+/// their entry: recent ones, and those of an entry that comes again (refused, or some of
+/// it failed) until it is acknowledged, however many others are handled meanwhile.
 #[derive(Default)]
 pub(crate) struct Handled {
     recent: parking_lot::Mutex<BTreeSet<(u64, usize)>>,
@@ -76,15 +75,18 @@ impl Handled {
     }
 
     fn insert(&self, seq: u64, index: usize) {
-        {
-            let mut recent = self.recent.lock();
-            recent.insert((seq, index));
-            while recent.len() > REMEMBERED {
-                recent.pop_first();
-            }
+        let mut recent = self.recent.lock();
+        recent.insert((seq, index));
+        while recent.len() > REMEMBERED {
+            recent.pop_first();
         }
+    }
+
+    /// The entry `seq` comes again (refused, or some of it failed): what was handled of
+    /// it is kept until it is acknowledged.
+    fn keep_unsettled(&self, seq: u64, handled: &[usize]) {
         let mut unsettled = self.unsettled.lock();
-        unsettled.entry(seq).or_default().insert(index);
+        unsettled.entry(seq).or_default().extend(handled);
         // Entries given to another instance never settle here: the oldest go.
         while unsettled.len() > UNSETTLED_REMEMBERED {
             unsettled.pop_first();
@@ -113,6 +115,8 @@ struct Taken {
     delivered: i64,
     options: DurableOptions,
     remaining: AtomicUsize,
+    /// Which of its messages were handled, and which failed.
+    handled: parking_lot::Mutex<Vec<usize>>,
     failed: parking_lot::Mutex<Vec<usize>>,
     abandoned: AtomicBool,
 }
@@ -137,7 +141,10 @@ impl Taken {
             Outcome {
                 handled: true,
                 failed: false,
-            } => bridge.durable_handled.insert(self.stream_seq, index),
+            } => {
+                bridge.durable_handled.insert(self.stream_seq, index);
+                self.handled.lock().push(index);
+            }
             Outcome { handled: false, .. } => self.abandoned.store(true, Ordering::Release),
             Outcome { failed: true, .. } => self.failed.lock().push(index),
         }
@@ -152,14 +159,21 @@ impl Taken {
         let tracker = bridge.tracker.clone();
         tracker.spawn(async move {
             let failed = std::mem::take(&mut *taken.failed.lock());
-            if taken.abandoned.load(Ordering::Acquire) {
-                // What was handled is remembered, and taken as a repeat when it comes again.
-                let _ = message.ack_with(AckKind::Nak(None)).await;
-            } else if failed.is_empty() {
+            let handled = std::mem::take(&mut *taken.handled.lock());
+            if failed.is_empty() && !taken.abandoned.load(Ordering::Acquire) {
                 bridge.durable_handled.settled(taken.stream_seq);
                 if let Err(err) = message.ack().await {
                     tracing::debug!(error = %err, "a durable acknowledgement failed; the entry comes again and is taken as a repeat");
                 }
+                return;
+            }
+            // It comes again (or what failed is dead-lettered, which settles it): what was
+            // handled is taken as a repeat then.
+            bridge
+                .durable_handled
+                .keep_unsettled(taken.stream_seq, &handled);
+            if taken.abandoned.load(Ordering::Acquire) {
+                let _ = message.ack_with(AckKind::Nak(None)).await;
             } else {
                 bridge
                     .retry_or_dead_letter(
@@ -385,6 +399,7 @@ impl Bridge {
             delivered,
             options: options.clone(),
             remaining: AtomicUsize::new(values.len()),
+            handled: Default::default(),
             failed: Default::default(),
             abandoned: AtomicBool::new(false),
         });
@@ -553,16 +568,11 @@ impl Bridge {
         );
         // Each dead letter gets an id of its own, from its entry's and its place in it: the
         // entry's id alone would have JetStream keep only the first of them.
+        let seq = message.info().map_or(0, |info| info.stream_sequence);
         let entry_id = headers
             .get("Nats-Msg-Id")
             .map(|id| id.to_string())
-            .unwrap_or_else(|| {
-                format!(
-                    "{}/seq/{}",
-                    &*self.network_id,
-                    message.info().map_or(0, |i| i.stream_sequence)
-                )
-            });
+            .unwrap_or_else(|| format!("{}/seq/{seq}", &*self.network_id));
         let js = self.jetstream();
         let dead = dead_subject(&self.network_id, &actor, &port);
         for (index, payload) in &payloads {
@@ -581,13 +591,10 @@ impl Bridge {
                 return;
             }
             // Kept: should the entry come again, this one is not tried or kept twice.
-            if let Ok(info) = message.info() {
-                self.durable_handled.insert(info.stream_sequence, *index);
-            }
+            self.durable_handled.insert(seq, *index);
+            self.durable_handled.keep_unsettled(seq, &[*index]);
         }
-        if let Ok(info) = message.info() {
-            self.durable_handled.settled(info.stream_sequence);
-        }
+        self.durable_handled.settled(seq);
         let _ = message.ack().await;
         for _ in &payloads {
             tracing::warn!(
@@ -872,6 +879,8 @@ mod tests {
     fn what_was_handled_of_an_unacknowledged_entry_outlives_the_recent_window() {
         let handled = Handled::default();
         handled.insert(1, 5);
+        // Entry 1 had a message fail: it comes again.
+        handled.keep_unsettled(1, &[5]);
         // Far more messages of later entries than the recent window holds.
         for index in 0..REMEMBERED + 10 {
             handled.insert(2 + (index / ENTRY_MESSAGES) as u64 % 8, index);
