@@ -11,9 +11,9 @@
 use std::collections::VecDeque;
 use std::future::IntoFuture;
 use std::pin::pin;
+use std::sync::Arc;
 use std::sync::Weak;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, atomic::AtomicU64};
 use std::time::Duration;
 
 use async_nats::Subject;
@@ -106,9 +106,9 @@ enum Done {
 }
 
 impl Item {
-    /// JetStream has stored it.
-    fn stored(self, counted: &AtomicU64) {
-        counted.fetch_add(self.messages, Ordering::Relaxed);
+    /// JetStream has stored it: counted in `bridge`'s statistics, and told.
+    fn stored(self, bridge: &Weak<Bridge>) {
+        count_stored(bridge, self.messages);
         match self.done {
             Done::Stream(causes) => {
                 if let Some(causes) = causes {
@@ -155,14 +155,16 @@ impl Outlet {
     /// Starts a publisher on `bridge`'s tasks.
     pub(crate) fn start(bridge: &Bridge) -> Outlet {
         let (queue, taken) = mpsc::unbounded_channel();
+        // One context for both: its publishes share one limit of acknowledgements.
+        let js = jetstream::new(bridge.client.clone());
         let task = Publisher {
-            js: jetstream::new(bridge.client.clone()),
+            js: js.clone(),
             bridge: bridge.weak_self(),
             cancel: bridge.cancel.clone(),
         };
         bridge.tracker.spawn(task.run(taken));
         Outlet {
-            js: jetstream::new(bridge.client.clone()),
+            js,
             bridge: bridge.weak_self(),
             queue,
             limits: Arc::new(Limits {
@@ -265,9 +267,7 @@ impl Outlet {
             };
             match tokio::time::timeout_at(deadline, direct).await {
                 Ok(Some(_)) => {
-                    if let Some(bridge) = self.bridge.upgrade() {
-                        bridge.counters.messages_out.fetch_add(1, Ordering::Relaxed);
-                    }
+                    count_stored(&self.bridge, entry.messages);
                     return Ok(());
                 }
                 Ok(None) => {}
@@ -306,6 +306,16 @@ impl Outlet {
                 _ = tokio::time::sleep_until(deadline) => {}
             }
         }
+    }
+}
+
+/// Counts `messages` as stored in `bridge`'s statistics (`messages_out`).
+fn count_stored(bridge: &Weak<Bridge>, messages: u64) {
+    if let Some(bridge) = bridge.upgrade() {
+        bridge
+            .counters
+            .messages_out
+            .fetch_add(messages, Ordering::Relaxed);
     }
 }
 
@@ -391,10 +401,7 @@ impl Publisher {
     }
 
     fn stored(&self, item: Item) {
-        match self.bridge.upgrade() {
-            Some(bridge) => item.stored(&bridge.counters.messages_out),
-            None => item.stored(&AtomicU64::new(0)),
-        }
+        item.stored(&self.bridge);
     }
 
     /// Publishes `items` again, all at once, until each is stored, its deadline passed,
