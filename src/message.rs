@@ -11,7 +11,7 @@
 mod codec;
 pub(crate) mod seal;
 
-pub(crate) use codec::{Body, EnvelopeView, EnvelopeWriter, compress_above_limit, plain};
+pub(crate) use codec::{Body, EnvelopeView, EnvelopeWriter, compress_above_limit, plain_bounded};
 
 use std::sync::Arc;
 

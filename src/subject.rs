@@ -157,8 +157,44 @@ pub fn control_subject(network: &str, verb: &str) -> String {
     format!("{CONTROL_PREFIX}.{network}.{verb}")
 }
 
+/// Whether `reply_to` is a return subject of `network`: `_reflow.{network}.{instance}.ret.
+/// {token}`, one token each, with no wildcard. Outputs go back only to such a subject, so
+/// an attach can never point an actor's outputs at another network's data, or at a
+/// subject outside the one the requester's own instance listens on.
+pub(crate) fn is_return_subject_of(network: &str, reply_to: &str) -> bool {
+    let Some(rest) = reply_to
+        .strip_prefix(CONTROL_PREFIX)
+        .and_then(|r| r.strip_prefix('.'))
+        .and_then(|r| r.strip_prefix(network))
+        .and_then(|r| r.strip_prefix('.'))
+    else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('.').collect();
+    matches!(parts.as_slice(), [instance, "ret", token]
+    if [instance, token].iter().all(|t| {
+        !t.is_empty() && !t.contains(['*', '>']) && !t.chars().any(char::is_whitespace)
+    }))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_return_subject_names_the_network_one_instance_and_one_token() {
+        use super::is_return_subject_of as ok;
+        assert!(ok("app", "_reflow.app.i-1.ret.t3"));
+        assert!(ok("prod.ml", "_reflow.prod.ml.i.ret.t"));
+        assert!(!ok("app", "ghost.spy"));
+        assert!(!ok("app", "_reflow.ghost.i.ret.t"));
+        assert!(!ok("app", "_reflow.app.i.ret.t.more"));
+        assert!(!ok("app", "_reflow.app.i.ret.*"));
+        assert!(!ok("app", "_reflow.app.i.ret.>"));
+        assert!(!ok("app", "_reflow.app.i.to.t"));
+        assert!(!ok("app", "_reflow.app..ret.t"));
+        assert!(!ok("app", "_reflow.apps.i.ret.t"));
+        assert!(!ok("app", "app.x.y"));
+    }
+
     use super::*;
 
     #[test]

@@ -28,6 +28,7 @@ use super::ledger::Ack;
 use super::sequence::Outbox;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{NetworkEvent, TransportKind};
+use crate::message::seal::Purpose;
 
 /// Acknowledgements from direct links waiting to be applied, at most; more are dropped
 /// (what they acknowledged is sent again, and acknowledged then).
@@ -115,13 +116,11 @@ impl Bridge {
     /// Applies an acknowledgement to the stream it speaks of. With an auth token, only a
     /// sealed one: a forged acknowledgement would make a stream drop what it holds.
     fn take_ack(&self, payload: &Bytes) {
-        let payload = match crate::message::seal::unseal(self.seal_key.as_ref(), payload) {
-            Ok(payload) => payload,
+        let subject = ack_subject(&self.network_id, &self.instance_id);
+        let payload = match self.admitted(Purpose::Ack, &subject, payload) {
+            Ok((payload, _)) => payload,
             Err(err) => {
-                self.counters
-                    .unauthenticated_in
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.refused("acknowledgement", "", &err);
+                self.refused("acknowledgement", &subject, &err);
                 return;
             }
         };
@@ -277,6 +276,8 @@ impl Bridge {
     /// stalls the actor it called, and its proxies are detached.
     fn bury(&self, network: &str, instance: &str) {
         self.ledger.forget(network, instance);
+        self.gate
+            .bury_at((network, instance), crate::discovery::now_ms());
         let returns = super::inbound::return_prefix(network, instance);
         let prefix = format!("{returns}.");
         {
@@ -342,8 +343,8 @@ impl Bridge {
                 .publish_notice(
                     notice.road,
                     &notice.network,
-                    subject.into(),
-                    crate::message::seal::seal(self.seal_key.as_ref(), body.into()),
+                    subject.clone().into(),
+                    self.gate.seal(Purpose::Ack, &subject, body.into()),
                 )
                 .await
                 .is_ok();

@@ -21,6 +21,7 @@ use crate::discovery::{
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Direction, NetworkEvent, TransportKind};
+use crate::message::seal::Purpose;
 use crate::subject::{DISCOVER_SUBJECT, control_subject};
 
 /// Verbs one instance answers for the whole network.
@@ -28,6 +29,17 @@ use crate::subject::{DISCOVER_SUBJECT, control_subject};
 const QUEUED: &[&str] = &["ping", "actors", "attach", "info"];
 /// Verbs every instance must hear.
 const BROADCAST: &[&str] = &["connect", "disconnect", "detach"];
+
+/// Verbs that change something on the network they are sent to: with an auth token they
+/// are sealed, and the gate refuses one that is not sealed for its subject, or is stale.
+/// The others (`ping`, `actors`, `info`, `discover`) only read what every network's
+/// liveness entry already tells anyone on the server.
+const SEALED: &[&str] = &["attach", "detach", "connect", "disconnect"];
+
+/// Whether control requests with `verb` are sealed.
+pub(crate) fn is_sealed(verb: &str) -> bool {
+    SEALED.contains(&verb)
+}
 
 /// One control message, and whether it came through the queue group.
 type Control = (bool, async_nats::Message);
@@ -136,6 +148,22 @@ impl Bridge {
         } else {
             subject.strip_prefix(prefix.as_str()).unwrap_or("")
         };
+        let opened;
+        let payload = if is_sealed(verb) {
+            match self.admitted(
+                Purpose::Control,
+                subject,
+                &bytes::Bytes::copy_from_slice(payload),
+            ) {
+                Ok((json, _)) => {
+                    opened = json;
+                    &opened[..]
+                }
+                Err(err) => return self.refuse_control(verb, subject, payload, err),
+            }
+        } else {
+            payload
+        };
         match verb {
             "discover" => Some(reply_bytes(Ok(self.network_info()))),
             "info" => {
@@ -163,6 +191,45 @@ impl Bridge {
                     format!("unknown control request {subject:?}"),
                 ))))
             }
+        }
+    }
+
+    /// The answer to a control message on `subject` the gate refused with `err`: notices
+    /// get none, requests an error; a refused connect is told to the application as
+    /// before (naming the network the request claims to be from, unproven).
+    fn refuse_control(
+        &self,
+        verb: &str,
+        subject: &str,
+        payload: &[u8],
+        err: Error,
+    ) -> Option<bytes::Bytes> {
+        self.refused("control request", subject, &err);
+        match verb {
+            "connect" => {
+                let claimed = serde_json::from_slice::<ConnectRequest>(
+                    &crate::message::seal::unsealed(&bytes::Bytes::copy_from_slice(payload)),
+                )
+                .map(|r| crate::throttle::clip(&r.network).to_string())
+                .unwrap_or_else(|_| "(unreadable)".into());
+                let err = Error::new(
+                    ErrorKind::AuthenticationFailed,
+                    format!(
+                        "network {claimed:?} did not prove the auth token of network {:?} \
+                         (check that both use the same auth_token): {}",
+                        &*self.network_id,
+                        err.detail()
+                    ),
+                );
+                tracing::warn!(peer = %claimed, reason = %err, "connect refused");
+                self.events.send(NetworkEvent::PeerRefused {
+                    peer: claimed,
+                    reason: err.to_string(),
+                });
+                Some(reply_bytes::<()>(Err(err)))
+            }
+            "attach" => Some(reply_bytes::<()>(Err(err))),
+            _ => None,
         }
     }
 

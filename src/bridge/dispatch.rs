@@ -22,7 +22,8 @@ use super::Bridge;
 use super::confirmed::ReplyTo;
 use super::inbound::{DispatchState, Streamed, return_prefix};
 use crate::events::{Direction, NetworkEvent, TransportKind};
-use crate::message::{EnvelopeView, plain};
+use crate::message::EnvelopeView;
+use crate::message::seal::Purpose;
 use crate::subject::CONTROL_PREFIX;
 use crate::transport::direct::Inbound;
 
@@ -35,16 +36,24 @@ enum Item {
 
 impl Item {
     /// `(sender network, sender instance, sequence)` of a streamed envelope, to order
-    /// messages that are ready at the same time.
-    fn order_key(&self) -> Option<(String, String, u64)> {
-        let payload = match self {
-            Item::Data(m) | Item::Return(m) if m.reply.is_none() => &m.payload,
-            Item::Direct(Inbound::Message { payload, .. }) => payload,
+    /// messages that are ready at the same time. Only an envelope the gate lets in has
+    /// one: nothing is decompressed or decoded before it is authenticated.
+    fn order_key(&self, bridge: &Bridge) -> Option<(String, String, u64)> {
+        let (subject, payload) = match self {
+            Item::Data(m) | Item::Return(m) if m.reply.is_none() => {
+                (m.subject.as_str(), &m.payload)
+            }
+            Item::Direct(Inbound::Message {
+                subject, payload, ..
+            }) => (subject.as_str(), payload),
             _ => return None,
         };
-        // Only to order: the seal is checked when the envelope is delivered.
-        let inner = crate::message::seal::unseal(None, payload).ok()?;
-        let plain = plain(&inner).ok()?;
+        let purpose = if subject.starts_with(CONTROL_PREFIX) {
+            Purpose::Return
+        } else {
+            Purpose::Data
+        };
+        let (plain, _) = bridge.admitted(purpose, subject, payload).ok()?;
         EnvelopeView::read(&plain)
             .ok()
             .map(|e| (e.network.into_owned(), e.instance.into_owned(), e.seq))
@@ -144,10 +153,10 @@ pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, winding: Win
             }
             continue;
         }
-        let next = pick(&mut slots);
         let Some(bridge) = bridge.upgrade() else {
             break;
         };
+        let next = pick(&mut slots, &bridge);
         bridge.handle(next, &mut state).await;
         while let Some(sender) = state.release.take() {
             bridge.release_held(&sender, &mut state).await;
@@ -182,16 +191,16 @@ fn fill_ready(sources: &mut Sources, slots: &mut [Option<Item>; 3], open: &mut [
 
 /// Takes the message to handle next: the first filled slot, unless another slot holds an
 /// earlier message of the same sender.
-fn pick(slots: &mut [Option<Item>; 3]) -> Item {
+fn pick(slots: &mut [Option<Item>; 3], bridge: &Bridge) -> Item {
     let mut filled = (0..3).filter(|i| slots[*i].is_some());
     let first = filled.next().expect("a filled slot");
     let mut best = first;
     let rest: Vec<usize> = filled.collect();
     if !rest.is_empty() {
         // Two roads at once, around a switch: rare enough to decode the keys again.
-        let mut best_key = slots[best].as_ref().and_then(Item::order_key);
+        let mut best_key = slots[best].as_ref().and_then(|i| i.order_key(bridge));
         for i in rest {
-            let key = slots[i].as_ref().and_then(Item::order_key);
+            let key = slots[i].as_ref().and_then(|i| i.order_key(bridge));
             if let (Some((net, inst, seq)), Some((bnet, binst, bseq))) = (&key, &best_key)
                 && net == bnet
                 && inst == binst

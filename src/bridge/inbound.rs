@@ -21,6 +21,7 @@ use super::proxy::{Egress, Subscriber};
 use super::sequence::{Held, HeldBack};
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::TransportKind;
+use crate::message::seal::Purpose;
 use crate::message::{EnvelopeView, Message};
 use crate::network::{Cause, Connector, Inlet, Outlet, Trace};
 use crate::subject::parse_data_subject;
@@ -326,14 +327,25 @@ impl Bridge {
                 reply,
             ));
         };
-        let plain = match self.opened(payload) {
-            Ok(plain) => plain,
+        let purpose = if reply.is_some() {
+            Purpose::Confirmed
+        } else {
+            Purpose::Data
+        };
+        let (plain, sealed_at) = match self.admitted(purpose, subject, payload) {
+            Ok(admitted) => admitted,
             Err(err) => return Err((self.reject(err), reply)),
         };
         let envelope = match EnvelopeView::read(&plain) {
             Ok(envelope) => envelope,
             Err(err) => return Err((self.reject(err), reply)),
         };
+        if let Err(err) = self
+            .gate
+            .from_the_living((&envelope.network, &envelope.instance), sealed_at)
+        {
+            return Err((self.reject(err), reply));
+        }
         let (first, count) = (envelope.seq, envelope.messages.len());
         let last = first + count.max(1) as u64 - 1;
         let sender = (&*envelope.network, &*envelope.instance);
@@ -456,8 +468,13 @@ impl Bridge {
                     format!("{subject:?} is not a return subject"),
                 )
             })?;
-        let plain = self.opened(payload).map_err(|e| self.reject(e))?;
+        let (plain, sealed_at) = self
+            .admitted(Purpose::Return, subject, payload)
+            .map_err(|e| self.reject(e))?;
         let envelope = EnvelopeView::read(&plain)?;
+        self.gate
+            .from_the_living((&envelope.network, &envelope.instance), sealed_at)
+            .map_err(|e| self.reject(e))?;
         let (first, count) = (envelope.seq, envelope.messages.len());
         let last = first + count.max(1) as u64 - 1;
         let sender = (&*envelope.network, &*envelope.instance);
@@ -603,6 +620,17 @@ impl Bridge {
     /// Makes `actor`'s outputs go back to `reply_to` (a proxy on `network`), and returns
     /// the shared copy of `reply_to` that messages from that proxy carry as their origin.
     pub(crate) fn attach(&self, actor: &str, network: &str, reply_to: &str) -> Result<Arc<str>> {
+        if !crate::subject::is_return_subject_of(network, reply_to) {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "outputs may go back only to a return subject of the network that asks \
+                     (_reflow.{}.<instance>.ret.<token>), not to {:?}",
+                    crate::throttle::clip(network),
+                    crate::throttle::clip(reply_to)
+                ),
+            ));
+        }
         if let Some(subscribers) = self.egress.read().get(actor)
             && let Some(known) = subscribers.read().iter().find(|s| &*s.reply_to == reply_to)
         {

@@ -23,6 +23,7 @@ mod discover;
 mod dispatch;
 mod durable;
 mod durable_out;
+mod gate;
 mod inbound;
 mod ledger;
 mod mount;
@@ -65,6 +66,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::events::{EventSender, TransportKind};
 use crate::hub::Membership;
 use crate::liveness::Liveness;
+use crate::message::seal::Purpose;
 use crate::message::{EnvelopeWriter, Message};
 use crate::network::{Causes, Network};
 use crate::subject::control_subject;
@@ -126,7 +128,6 @@ struct Counters {
     rejected_in: AtomicU64,
     duplicates_in: AtomicU64,
     resent: AtomicU64,
-    unauthenticated_in: AtomicU64,
 }
 
 /// What the bridge needs of the network's configuration, and no more: the facade builds
@@ -209,9 +210,9 @@ pub(crate) struct Bridge {
     durable_outlets: Mutex<HashMap<String, Arc<durable_out::Outlet>>>,
     /// Keeps the log of refused inbound messages to a line per period.
     refusal_log: crate::throttle::Throttle,
-    /// With an auth token: what every envelope and acknowledgement is sealed with, and
-    /// what every one received must be sealed with.
-    pub(crate) seal_key: Option<crate::message::seal::SealKey>,
+    /// What everything that enters this network passes first; with an auth token, what
+    /// everything it sends is sealed with.
+    pub(crate) gate: gate::Gate,
     /// What this instance delivered and handled of every sender, and what it owes them.
     pub(crate) ledger: Arc<Ledger>,
     /// Recent confirmed sends by id, so that a retry is not delivered twice.
@@ -258,10 +259,7 @@ impl Bridge {
         let key = format!("{}.{}", config.network_id, config.instance_id);
         let heartbeat = Duration::from_millis(config.heartbeat_interval_ms);
         let started_at_ms = crate::discovery::now_ms();
-        let seal_key = config
-            .auth_token
-            .as_deref()
-            .map(crate::message::seal::SealKey::from_token);
+        let gate = gate::Gate::new(config.auth_token.as_deref(), started_at_ms);
         let bridge = Arc::new_cyclic(|me| Bridge {
             me: me.clone(),
             network_id: config.network_id.as_str().into(),
@@ -297,7 +295,7 @@ impl Bridge {
             durable_seq: AtomicU64::new(0),
             durable_outlets: Mutex::new(HashMap::new()),
             refusal_log: Default::default(),
-            seal_key,
+            gate,
             ledger: Arc::new(Ledger::default()),
             confirmations: confirmed::Confirmations::default(),
             confirmed_seq: AtomicU64::new(0),
@@ -584,7 +582,12 @@ impl Bridge {
                     continue;
                 }
             };
-            let wire = self.wire(plain.clone());
+            let purpose = if returned {
+                Purpose::Return
+            } else {
+                Purpose::Data
+            };
+            let wire = self.wire(purpose, subject, plain.clone());
             if wire.len() > max {
                 if part.len() > 1 {
                     let mid = lo + part.len() / 2;
@@ -643,23 +646,27 @@ impl Bridge {
         }
     }
 
-    /// An encoded envelope as it goes on the wire: compressed where that is set and
-    /// pays, and sealed when this network has an auth token.
-    pub(crate) fn wire(&self, plain: Bytes) -> Bytes {
-        let payload = crate::message::compress_above_limit(plain, self.compress_above);
-        crate::message::seal::seal(self.seal_key.as_ref(), payload)
+    /// An encoded envelope as it goes on the wire for `purpose` on `subject`: compressed
+    /// where that is set and pays (and what it holds fits the receivers' bound on
+    /// decompressed payloads), and sealed when this network has an auth token.
+    pub(crate) fn wire(&self, purpose: Purpose, subject: &str, plain: Bytes) -> Bytes {
+        let compress_above = self
+            .compress_above
+            .filter(|_| plain.len() <= gate::plain_limit(self.max_payload()));
+        let payload = crate::message::compress_above_limit(plain, compress_above);
+        self.gate.seal(purpose, subject, payload)
     }
 
-    /// The envelope bytes of a received payload: its seal checked (with an auth token,
-    /// an unsealed or wrongly sealed payload is refused and counted), then decompressed.
-    pub(crate) fn opened(&self, payload: &Bytes) -> Result<Bytes> {
-        let inner =
-            crate::message::seal::unseal(self.seal_key.as_ref(), payload).inspect_err(|_| {
-                self.counters
-                    .unauthenticated_in
-                    .fetch_add(1, Ordering::Relaxed);
-            })?;
-        Ok(crate::message::plain(&inner)?.into_owned())
+    /// The envelope bytes of a payload that arrived as `purpose` on `subject`, once the
+    /// gate let it in (see [`gate`]), and when it was sealed.
+    pub(crate) fn admitted(
+        &self,
+        purpose: Purpose,
+        subject: &str,
+        payload: &Bytes,
+    ) -> Result<(Bytes, Option<u64>)> {
+        self.gate
+            .admit(purpose, subject, payload, self.max_payload())
     }
 
     /// The largest payload the broker takes, as it announced; unbounded before it has.
@@ -701,16 +708,29 @@ impl Bridge {
         verb: &str,
         body: &impl Serialize,
     ) -> Result<T> {
-        let payload = serde_json::to_vec(body)?;
+        let (subject, payload) = self.control_message(network, verb, serde_json::to_vec(body)?);
         let reply = self
-            .request(
-                network,
-                control_subject(network, verb),
-                payload.into(),
-                self.request_timeout,
-            )
+            .request(network, subject, payload, self.request_timeout)
             .await?;
         crate::discovery::parse_reply(&format!("network {network:?}"), &reply)
+    }
+
+    /// The subject and payload of control request `verb` to `network` carrying `json`:
+    /// sealed when the verb changes something there (see [`control::is_sealed`]) and this
+    /// network has an auth token.
+    pub(crate) fn control_message(
+        &self,
+        network: &str,
+        verb: &str,
+        json: Vec<u8>,
+    ) -> (String, Bytes) {
+        let subject = control_subject(network, verb);
+        let payload = if control::is_sealed(verb) {
+            self.gate.seal(Purpose::Control, &subject, json.into())
+        } else {
+            json.into()
+        };
+        (subject, payload)
     }
 
     /// Measures a round trip to `network` (and `actor` on it, if given).
@@ -742,7 +762,8 @@ impl Bridge {
                 .map(|s| s.window.unacked_count() as u64)
                 .sum(),
             resent: c.resent.load(Ordering::Relaxed),
-            unauthenticated_in: c.unauthenticated_in.load(Ordering::Relaxed),
+            unauthenticated_in: self.gate.refusals().unauthenticated.load(Ordering::Relaxed)
+                + self.gate.refusals().stale.load(Ordering::Relaxed),
         }
     }
 

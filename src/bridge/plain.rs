@@ -107,8 +107,12 @@ impl Bridge {
             .deliver_plain_or_refuse(subject, payload, reply.clone(), state)
             .await;
         let took = began.elapsed().as_nanos() as u64;
-        self.plain_stats
-            .record(subject, result.as_ref().map(|_| ()), took);
+        // Only endpoints that exist have statistics: a client publishing on ever new
+        // subjects must not grow this network's memory.
+        if self.is_endpoint(subject, state) {
+            self.plain_stats
+                .record(subject, result.as_ref().map(|_| ()), took);
+        }
         if let Err(err) = &result {
             self.counters.rejected_in.fetch_add(1, Ordering::Relaxed);
             if let Some(reply) = reply {
@@ -128,19 +132,7 @@ impl Bridge {
         reply: Option<Subject>,
         state: &mut DispatchState,
     ) -> Result<()> {
-        if self.seal_key.is_some() {
-            self.counters
-                .unauthenticated_in
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(Error::new(
-                ErrorKind::AuthenticationFailed,
-                format!(
-                    "network {:?} has an auth token and takes sealed envelopes only; \
-                     plain JSON is refused",
-                    &*self.network_id
-                ),
-            ));
-        }
+        self.gate.admit_plain(&self.network_id)?;
         let Some((actor, port)) = parse_data_subject(&self.network_id, subject) else {
             return Err(Error::new(
                 ErrorKind::Protocol,
@@ -165,6 +157,20 @@ impl Bridge {
         }
         self.counters.messages_in.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Whether `subject` is the data subject of an in-port of a local actor (an
+    /// endpoint of the Services API).
+    fn is_endpoint(&self, subject: &str, state: &DispatchState) -> bool {
+        if state.inlets.contains_key(subject) {
+            return true;
+        }
+        let Some((actor, port)) = parse_data_subject(&self.network_id, subject) else {
+            return false;
+        };
+        !actor.starts_with('_')
+            && !self.registry.lock().contains(actor)
+            && self.local.read().inlet(actor, port).is_ok()
     }
 
     /// The cause of a plain request answered at `reply`: `{"handled":true}` once it and

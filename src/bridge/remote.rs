@@ -15,7 +15,8 @@ use crate::discovery::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{Direction, NetworkEvent, TransportKind};
 use crate::message::Message;
-use crate::subject::{control_subject, data_subject, validate_name, validate_network_id};
+use crate::message::seal::Purpose;
+use crate::subject::{data_subject, validate_name, validate_network_id};
 
 impl Bridge {
     fn not_connected(&self, network: &str) -> Error {
@@ -159,13 +160,10 @@ impl Bridge {
             return Err(self.not_connected(network));
         }
         let notice = json!({ "network": &*self.network_id, "instance": &*self.instance_id });
-        self.publish_notice(
-            TransportKind::Nats,
-            network,
-            control_subject(network, "disconnect").into(),
-            serde_json::to_vec(&notice)?.into(),
-        )
-        .await?;
+        let (subject, body) =
+            self.control_message(network, "disconnect", serde_json::to_vec(&notice)?);
+        self.publish_notice(TransportKind::Nats, network, subject.into(), body)
+            .await?;
         self.events.send(NetworkEvent::PeerDisconnected {
             network: network.to_string(),
             reason: reason.to_string(),
@@ -181,9 +179,9 @@ impl Bridge {
             return;
         };
         for network in networks {
-            let subject = control_subject(&network, "disconnect").into();
+            let (subject, body) = self.control_message(&network, "disconnect", body.clone());
             let _ = self
-                .publish_notice(TransportKind::Nats, &network, subject, body.clone().into())
+                .publish_notice(TransportKind::Nats, &network, subject.into(), body)
                 .await;
         }
     }
@@ -384,9 +382,9 @@ impl Bridge {
             ),
         };
         if let Ok(body) = serde_json::to_vec(&notice) {
-            let subject = control_subject(&info.network_id, "detach").into();
+            let (subject, body) = self.control_message(&info.network_id, "detach", body);
             let _ = self
-                .publish_notice(TransportKind::Nats, &info.network_id, subject, body.into())
+                .publish_notice(TransportKind::Nats, &info.network_id, subject.into(), body)
                 .await;
         }
     }
@@ -440,6 +438,17 @@ impl Bridge {
             return Ok(crate::durable::Delivery::Stored);
         }
         let seq = self.confirmed_seq.fetch_add(1, Ordering::Relaxed);
+        // Every confirmed send carries an id, made here when the caller gave none: the
+        // receiver remembers it for longer than the seal is fresh, so a captured send
+        // replayed is answered again, never handled again.
+        let made;
+        let key = match id {
+            Some(id) => id,
+            None => {
+                made = format!("~{}", uuid::Uuid::new_v4().simple());
+                made.as_str()
+            }
+        };
         let payload = crate::message::EnvelopeRef {
             version: crate::message::WIRE_VERSION,
             network: &self.network_id,
@@ -448,10 +457,14 @@ impl Bridge {
             message: &message,
             reply_to: None,
             acked_below: None,
-            key: id,
+            key: Some(key),
         }
         .encode(None)?;
-        let payload = self.wire(payload);
+        let payload = self.wire(
+            Purpose::Confirmed,
+            &data_subject(network, actor, port),
+            payload,
+        );
         // With an id, every try goes to the same instance while it lives, so that the
         // one that saw the id answers the retry (see `Bridge::instance_for`).
         let addressed = id

@@ -17,6 +17,7 @@ use super::Bridge;
 use super::sequence::Outbox;
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::{NetworkEvent, TransportKind};
+use crate::message::seal::Purpose;
 use crate::transport::Transport;
 
 /// How often a failed dial to a peer's direct endpoint is tried again.
@@ -319,7 +320,12 @@ impl Bridge {
                     continue;
                 }
             };
-            let payload = self.wire(plain);
+            let purpose = if kept.subject.starts_with(crate::subject::CONTROL_PREFIX) {
+                Purpose::Return
+            } else {
+                Purpose::Data
+            };
+            let payload = self.wire(purpose, &kept.subject, plain);
             if let Err(err) = self.send_on(road, network, &kept.subject, payload).await {
                 // Still kept: it goes again at its next turn. A failed resend never costs
                 // the batch that triggered it.

@@ -95,7 +95,7 @@ impl Seen {
 /// carries several), or the payload itself.
 fn describe(subject: &str, payload: &bytes::Bytes) -> Vec<Seen> {
     let size = payload.len();
-    let inner = crate::message::seal::unseal(None, payload).unwrap_or_else(|_| payload.clone());
+    let inner = crate::message::seal::unsealed(payload);
     let sealed = inner.len() != size;
     if let Ok(envelopes) = Envelope::decode_all(&inner) {
         return envelopes
@@ -255,7 +255,12 @@ mod tests {
         envelope.reply_to = None;
         let compressed = envelope.encode(Some(16)).unwrap();
         assert_eq!(compressed[0], crate::message::COMPRESSED_MARKER);
-        let sealed = crate::message::seal::SealKey::from_token("t").seal(&compressed);
+        let sealed = crate::message::seal::SealKey::from_token("t").seal(
+            crate::message::seal::Purpose::Data,
+            "n.a.p",
+            1,
+            &compressed,
+        );
         let subject = "_reflow.feeder.f1.ret.abc.count";
         let seen = &describe(subject, &sealed)[0];
         assert_eq!(seen.kind, "envelope");

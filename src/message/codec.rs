@@ -240,6 +240,28 @@ pub(crate) fn plain(payload: &Bytes) -> Result<Cow<'_, Bytes>> {
     }
 }
 
+/// The envelope bytes of `payload`, as [`plain`], refusing a compressed payload that
+/// claims more than `limit` bytes decompressed before anything is allocated for it.
+pub(crate) fn plain_bounded(payload: &Bytes, limit: usize) -> Result<Bytes> {
+    if payload.first() == Some(&COMPRESSED_MARKER) {
+        let claimed = payload
+            .get(1..5)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or_else(|| Error::encoding("compressed envelope is corrupt: no size"))?;
+        if claimed > limit {
+            return Err(Error::new(
+                crate::error::ErrorKind::PayloadTooLarge,
+                format!(
+                    "a compressed payload of {} bytes claims {claimed} bytes decompressed; \
+                     at most {limit} are taken (8 times the server's max_payload)",
+                    payload.len()
+                ),
+            ));
+        }
+    }
+    Ok(plain(payload)?.into_owned())
+}
+
 impl<'a> EnvelopeView<'a> {
     /// Reads the envelope in `plain` (see [`plain`]), accepting and refusing exactly what
     /// [`Envelope::decode`] does.
