@@ -427,7 +427,7 @@ async fn with_a_token_only_sealed_envelopes_reach_an_actor_and_the_rest_are_coun
     let mut sealed = 0;
     while let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(200), tap.next()).await
     {
-        if message.payload.first() == Some(&0x92) {
+        if message.payload.first() == Some(&0x93) {
             sealed += 1;
         }
     }
