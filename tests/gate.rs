@@ -215,37 +215,71 @@ async fn forged_detach_and_disconnect_notices_do_not_cut_a_consumer_off() {
     );
 }
 
+/// A sealed network `network` hosting a probe `actor`, started, and what reaches it.
+async fn with_probe(
+    url: &str,
+    network: &str,
+    actor: &str,
+) -> (DistributedNetwork, mpsc::Receiver<ProbeMessage>) {
+    let (probe, seen) = ProbeActor::channel(10_000);
+    let started = common::started_with(sealed_config(url, network, "r1"), |n| {
+        n.register_local_actor(actor, probe, None).unwrap();
+    })
+    .await;
+    (started, seen)
+}
+
+/// A sealed network `A` with a `source` actor, started.
+async fn sender(url: &str) -> DistributedNetwork {
+    common::started_with(sealed_config(url, "A", "a1"), |n| {
+        n.register_local_actor("source", Passthrough, None).unwrap();
+    })
+    .await
+}
+
+/// A plain client without the token, and its tap on `subject`.
+async fn tapped(url: &str, subject: &str) -> (async_nats::Client, async_nats::Subscriber) {
+    let raw = async_nats::connect(url).await.unwrap();
+    let tap = raw.subscribe(subject.to_string()).await.unwrap();
+    raw.flush().await.unwrap();
+    (raw, tap)
+}
+
+/// Streams `values` from `sender`'s source to `actor@network` and checks they arrive at
+/// `seen`, in order.
+async fn stream_to(
+    sender: &DistributedNetwork,
+    (network, actor): (&str, &str),
+    values: std::ops::Range<i64>,
+    seen: &mut mpsc::Receiver<ProbeMessage>,
+) {
+    sender.connect_to_network(network).await.unwrap();
+    let alias = sender.register_remote_actor(actor, network).await.unwrap();
+    let input = common::wire_source_through(sender, &alias, None);
+    let n = (values.end - values.start) as usize;
+    let expected: Vec<i64> = values.clone().collect();
+    common::feed(input, values, Message::Integer).await.unwrap();
+    assert_eq!(ints(seen, n, &format!("{actor}@{network}")).await, expected);
+}
+
+/// Everything the tap saw, once it has been quiet for a moment.
+async fn captured(tap: &mut async_nats::Subscriber) -> Vec<bytes::Bytes> {
+    let mut captured = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), tap.next()).await {
+        captured.push(m.payload);
+    }
+    captured
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealed_envelopes_replayed_on_another_network_are_refused_and_its_traffic_goes_on() {
     let server = NatsServer::start().await.unwrap();
     let url = server.url();
-    let (probe, mut tally) = ProbeActor::channel(10_000);
-    let _recv = common::started_with(sealed_config(&url, "recv", "r1"), |n| {
-        n.register_local_actor("tally", probe, None).unwrap();
-    })
-    .await;
-    let (probe2, mut tally2) = ProbeActor::channel(10_000);
-    let recv2 = common::started_with(sealed_config(&url, "recv2", "r1"), |n| {
-        n.register_local_actor("tally", probe2, None).unwrap();
-    })
-    .await;
-    let sender = common::started_with(sealed_config(&url, "A", "a1"), |n| {
-        n.register_local_actor("source", Passthrough, None).unwrap();
-    })
-    .await;
-    let raw = async_nats::connect(url.clone()).await.unwrap();
-    let mut tap = raw.subscribe("recv.tally.in").await.unwrap();
-    raw.flush().await.unwrap();
-
-    sender.connect_to_network("recv").await.unwrap();
-    sender.connect_to_network("recv2").await.unwrap();
-    let alias = sender.register_remote_actor("tally", "recv").await.unwrap();
-    let input = common::wire_source_through(&sender, &alias, None);
-    common::feed(input, 0..180, Message::Integer).await.unwrap();
-    assert_eq!(
-        ints(&mut tally, 180, "tally@recv").await,
-        (0..180).collect::<Vec<_>>()
-    );
+    let (_recv, mut tally) = with_probe(&url, "recv", "tally").await;
+    let (recv2, mut tally2) = with_probe(&url, "recv2", "tally").await;
+    let sender = sender(&url).await;
+    let (raw, mut tap) = tapped(&url, "recv.tally.in").await;
+    stream_to(&sender, ("recv", "tally"), 0..180, &mut tally).await;
     sender
         .send_to_remote_actor("recv", "tally", "in", Message::Integer(-1))
         .await
@@ -254,10 +288,7 @@ async fn sealed_envelopes_replayed_on_another_network_are_refused_and_its_traffi
 
     // Everything captured on recv's subject, streamed and confirmed, published unchanged
     // on recv2's, and again on recv's (a replay, dropped as a repeat or answered again).
-    let mut captured = Vec::new();
-    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), tap.next()).await {
-        captured.push(m.payload);
-    }
+    let captured = captured(&mut tap).await;
     assert!(!captured.is_empty());
     for payload in &captured {
         raw.publish("recv2.tally.in", payload.clone())
@@ -277,16 +308,7 @@ async fn sealed_envelopes_replayed_on_another_network_are_refused_and_its_traffi
     nothing_more(&mut tally, "recv handled a replay again").await;
 
     // recv2's own traffic from the same sender is untouched: streamed and confirmed.
-    let alias2 = sender
-        .register_remote_actor("tally", "recv2")
-        .await
-        .unwrap();
-    let input2 = common::wire_source_through(&sender, &alias2, None);
-    common::feed(input2, 0..20, Message::Integer).await.unwrap();
-    assert_eq!(
-        ints(&mut tally2, 20, "tally@recv2").await,
-        (0..20).collect::<Vec<_>>()
-    );
+    stream_to(&sender, ("recv2", "tally"), 0..20, &mut tally2).await;
     tokio::time::timeout(
         Duration::from_secs(10),
         sender.send_to_remote_actor("recv2", "tally", "in", Message::Integer(-2)),
@@ -304,15 +326,9 @@ async fn sealed_envelopes_replayed_on_another_network_are_refused_and_its_traffi
 async fn a_captured_confirmed_send_replayed_is_answered_but_never_handled_again() {
     let server = NatsServer::start().await.unwrap();
     let url = server.url();
-    let (probe, mut seen) = ProbeActor::channel(1_000);
-    let b = common::started_with(sealed_config(&url, "B", "b1"), |n| {
-        n.register_local_actor("sink", probe, None).unwrap();
-    })
-    .await;
-    let a = common::started(sealed_config(&url, "A", "a1")).await;
-    let raw = async_nats::connect(url.clone()).await.unwrap();
-    let mut tap = raw.subscribe("B.sink.in").await.unwrap();
-    raw.flush().await.unwrap();
+    let (b, mut seen) = with_probe(&url, "B", "sink").await;
+    let a = sender(&url).await;
+    let (raw, mut tap) = tapped(&url, "B.sink.in").await;
     a.connect_to_network("B").await.unwrap();
     a.send_to_remote_actor("B", "sink", "in", Message::Integer(7))
         .await
@@ -339,31 +355,12 @@ async fn a_captured_confirmed_send_replayed_is_answered_but_never_handled_again(
 async fn a_stream_replayed_after_its_sender_left_is_refused() {
     let server = NatsServer::start().await.unwrap();
     let url = server.url();
-    let (probe, mut seen) = ProbeActor::channel(1_000);
-    let b = common::started_with(sealed_config(&url, "B", "b1"), |n| {
-        n.register_local_actor("sink", probe, None).unwrap();
-    })
-    .await;
+    let (b, mut seen) = with_probe(&url, "B", "sink").await;
     let mut events = b.events();
-    let mut a = common::started_with(sealed_config(&url, "A", "a1"), |n| {
-        n.register_local_actor("source", Passthrough, None).unwrap();
-    })
-    .await;
-    let raw = async_nats::connect(url.clone()).await.unwrap();
-    let mut tap = raw.subscribe("B.sink.in").await.unwrap();
-    raw.flush().await.unwrap();
-    a.connect_to_network("B").await.unwrap();
-    let alias = a.register_remote_actor("sink", "B").await.unwrap();
-    let input = common::wire_source_through(&a, &alias, None);
-    common::feed(input, 0..100, Message::Integer).await.unwrap();
-    assert_eq!(
-        ints(&mut seen, 100, "A's stream").await,
-        (0..100).collect::<Vec<_>>()
-    );
-    let mut captured = Vec::new();
-    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), tap.next()).await {
-        captured.push(m.payload);
-    }
+    let mut a = sender(&url).await;
+    let (raw, mut tap) = tapped(&url, "B.sink.in").await;
+    stream_to(&a, ("B", "sink"), 0..100, &mut seen).await;
+    let captured = captured(&mut tap).await;
     a.shutdown().await.unwrap();
     common::next_event(
         &mut events,

@@ -18,7 +18,7 @@
 //!    server's `max_payload` once decompressed, so a small payload cannot make this
 //!    process allocate gigabytes; only then is it decompressed.
 //!
-//! Once an envelope is decoded, [`Gate::from_the_living`] refuses one sealed by a sender
+//! Once an envelope is decoded, [`Gate::sealed_while_alive`] refuses one sealed by a sender
 //! before the moment it was buried (seen dead in liveness): after a sender leaves, what
 //! this instance remembered of its stream is let go, and the gate's tombstone stands in for
 //! it, so a captured stream cannot be replayed onto a receiver that forgot it.
@@ -217,7 +217,7 @@ impl Gate {
 
     /// Refuses an envelope of `sender` sealed at `sealed_at` if the sender was buried
     /// after that: a replay of a stream this instance has let go of.
-    pub(crate) fn from_the_living(
+    pub(crate) fn sealed_while_alive(
         &self,
         sender: (&str, &str),
         sealed_at: Option<u64>,
@@ -458,12 +458,21 @@ mod tests {
     fn what_a_buried_sender_sealed_before_it_was_buried_is_refused() {
         let gate = gate();
         gate.bury_at(("a", "a-1"), T0 + 100);
-        assert!(gate.from_the_living(("a", "a-1"), Some(T0 + 50)).is_err());
-        assert!(gate.from_the_living(("a", "a-1"), Some(T0 + 100)).is_err());
+        assert!(
+            gate.sealed_while_alive(("a", "a-1"), Some(T0 + 50))
+                .is_err()
+        );
+        assert!(
+            gate.sealed_while_alive(("a", "a-1"), Some(T0 + 100))
+                .is_err()
+        );
         // The same instance id started again seals later.
-        assert!(gate.from_the_living(("a", "a-1"), Some(T0 + 101)).is_ok());
-        assert!(gate.from_the_living(("b", "b-1"), Some(T0 + 50)).is_ok());
-        assert!(gate.from_the_living(("a", "a-1"), None).is_ok());
+        assert!(
+            gate.sealed_while_alive(("a", "a-1"), Some(T0 + 101))
+                .is_ok()
+        );
+        assert!(gate.sealed_while_alive(("b", "b-1"), Some(T0 + 50)).is_ok());
+        assert!(gate.sealed_while_alive(("a", "a-1"), None).is_ok());
     }
 
     #[test]
@@ -472,9 +481,9 @@ mod tests {
         gate.bury_at(("a", "a-1"), T0);
         let keep = (STREAM_FRESH + CLOCK_SKEW).as_millis() as u64;
         gate.bury_at(("b", "b-1"), T0 + keep);
-        assert!(gate.from_the_living(("a", "a-1"), Some(T0)).is_err());
+        assert!(gate.sealed_while_alive(("a", "a-1"), Some(T0)).is_err());
         gate.bury_at(("c", "c-1"), T0 + keep + 1);
-        assert!(gate.from_the_living(("a", "a-1"), Some(T0)).is_ok());
+        assert!(gate.sealed_while_alive(("a", "a-1"), Some(T0)).is_ok());
         assert!(gate.buried.lock().len() <= 2);
     }
 

@@ -342,7 +342,7 @@ impl Bridge {
         };
         if let Err(err) = self
             .gate
-            .from_the_living((&envelope.network, &envelope.instance), sealed_at)
+            .sealed_while_alive((&envelope.network, &envelope.instance), sealed_at)
         {
             return Err((self.reject(err), reply));
         }
@@ -473,7 +473,7 @@ impl Bridge {
             .map_err(|e| self.reject(e))?;
         let envelope = EnvelopeView::read(&plain)?;
         self.gate
-            .from_the_living((&envelope.network, &envelope.instance), sealed_at)
+            .sealed_while_alive((&envelope.network, &envelope.instance), sealed_at)
             .map_err(|e| self.reject(e))?;
         let (first, count) = (envelope.seq, envelope.messages.len());
         let last = first + count.max(1) as u64 - 1;

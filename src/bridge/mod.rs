@@ -4,8 +4,9 @@
 //!
 //! * out: a [`proxy::RemoteProxy`] node (or a confirmed send) encodes an envelope and
 //!   publishes it on `{network}.{actor}.{port}`;
-//! * in: every instance subscribes to `{network}.*.*` in queue group `{network}`; the
-//!   [`inbound`] dispatcher decodes each envelope and puts the message into the actor's
+//! * in: every instance subscribes to `{network}.*.*` in queue group `{network}`; each
+//!   payload passes the [`gate`] first (seal, purpose, subject, freshness, size), then the
+//!   [`inbound`] dispatcher decodes the envelope and puts the message into the actor's
 //!   in-port, waiting while its bounded inbox is full;
 //! * back: an actor used through proxies gets an [`proxy::Egress`] node that publishes its
 //!   outputs to `_reflow.{caller}.{instance}.ret.{token}.{port}`, where the caller's
@@ -113,9 +114,10 @@ pub struct BridgeStats {
     /// Envelopes streamed again: because the road changed, or no acknowledgement came in
     /// time (the broker or a slow receiver lost them, or the acknowledgement was lost).
     pub resent: u64,
-    /// Envelopes and acknowledgements refused because they were not sealed with this
-    /// network's auth token (their senders never proved it); also counted in
-    /// `rejected_in` when they were envelopes.
+    /// Envelopes, acknowledgements and changing control requests the gate refused: not
+    /// sealed with this network's auth token for the subject and purpose they arrived
+    /// as (their senders never proved it), or sealed too long ago (replays); also
+    /// counted in `rejected_in` when they were envelopes.
     pub unauthenticated_in: u64,
 }
 
