@@ -126,13 +126,14 @@ impl Gate {
 
     /// The envelope (or JSON) bytes of `payload`, which arrived as `purpose` on `subject`,
     /// if it may enter: see the module's doc for what is checked, in which order. Returns
-    /// the bytes and the time they were sealed (`None` without a token).
+    /// the bytes and the time they were sealed (`None` without a token). The server's
+    /// `max_payload` is asked for only when the payload is compressed.
     pub(crate) fn admit(
         &self,
         purpose: Purpose,
         subject: &str,
         payload: &Bytes,
-        max_payload: usize,
+        max_payload: impl FnOnce() -> usize,
     ) -> Result<(Bytes, Option<u64>)> {
         self.admit_at(
             purpose,
@@ -149,7 +150,7 @@ impl Gate {
         purpose: Purpose,
         subject: &str,
         payload: &Bytes,
-        max_payload: usize,
+        max_payload: impl FnOnce() -> usize,
         now_ms: u64,
     ) -> Result<(Bytes, Option<u64>)> {
         let (inner, sealed_at) = match &self.key {
@@ -166,12 +167,14 @@ impl Gate {
             }
             None => (crate::message::seal::unsealed(payload), None),
         };
-        if matches!(purpose, Purpose::Ack | Purpose::Control) {
-            // JSON: never compressed.
+        if matches!(purpose, Purpose::Ack | Purpose::Control)
+            || inner.first() != Some(&crate::message::COMPRESSED_MARKER)
+        {
+            // JSON, or an envelope that is not compressed: nothing to bound.
             return Ok((inner, sealed_at));
         }
         let plain =
-            crate::message::plain_bounded(&inner, plain_limit(max_payload)).inspect_err(|e| {
+            crate::message::plain_bounded(&inner, plain_limit(max_payload())).inspect_err(|e| {
                 if e.kind() == ErrorKind::PayloadTooLarge {
                     self.refusals.oversize.fetch_add(1, Ordering::Relaxed);
                 }
@@ -311,7 +314,7 @@ mod tests {
                 Purpose::Data,
                 SUBJECT,
                 &sealed(Purpose::Data, SUBJECT, T0 + 5),
-                MAX,
+                || MAX,
                 T0 + 10,
             )
             .unwrap();
@@ -329,7 +332,7 @@ mod tests {
             (Purpose::Return, SUBJECT),
         ] {
             let err = gate
-                .admit_at(purpose, subject, &captured, MAX, T0 + 10)
+                .admit_at(purpose, subject, &captured, || MAX, T0 + 10)
                 .unwrap_err();
             assert_eq!(err.kind(), ErrorKind::AuthenticationFailed, "{err}");
         }
@@ -344,7 +347,7 @@ mod tests {
         bomb.extend(vec![0u8; 975]);
         let gate = gate();
         let err = gate
-            .admit_at(Purpose::Data, SUBJECT, &Bytes::from(bomb), MAX, T0)
+            .admit_at(Purpose::Data, SUBJECT, &Bytes::from(bomb), || MAX, T0)
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::AuthenticationFailed);
         assert_eq!(gate.refusals().oversize.load(Ordering::Relaxed), 0);
@@ -357,7 +360,7 @@ mod tests {
         bomb.extend(vec![0u8; 975]);
         let gate = Gate::new(None, T0);
         let err = gate
-            .admit_at(Purpose::Data, SUBJECT, &Bytes::from(bomb), MAX, T0)
+            .admit_at(Purpose::Data, SUBJECT, &Bytes::from(bomb), || MAX, T0)
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::PayloadTooLarge);
         let text = err.to_string();
@@ -376,7 +379,7 @@ mod tests {
         let gate = gate();
         let wire = gate.seal_at(Purpose::Data, SUBJECT, packed, T0 + 1);
         let (opened, _) = gate
-            .admit_at(Purpose::Data, SUBJECT, &wire, MAX, T0 + 2)
+            .admit_at(Purpose::Data, SUBJECT, &wire, || MAX, T0 + 2)
             .unwrap();
         assert_eq!(&opened[..], &plain[..]);
     }
@@ -387,7 +390,7 @@ mod tests {
         let minute = FRESH.as_millis() as u64;
         let confirmed = sealed(Purpose::Confirmed, SUBJECT, T0 + 1);
         assert!(
-            gate.admit_at(Purpose::Confirmed, SUBJECT, &confirmed, MAX, T0 + minute)
+            gate.admit_at(Purpose::Confirmed, SUBJECT, &confirmed, || MAX, T0 + minute)
                 .is_ok()
         );
         let later = gate
@@ -395,18 +398,18 @@ mod tests {
                 Purpose::Confirmed,
                 SUBJECT,
                 &confirmed,
-                MAX,
+                || MAX,
                 T0 + 10 * minute,
             )
             .unwrap_err();
         assert!(later.to_string().contains("replay"), "{later}");
         let streamed = sealed(Purpose::Data, SUBJECT, T0 + 1);
         assert!(
-            gate.admit_at(Purpose::Data, SUBJECT, &streamed, MAX, T0 + 5 * minute)
+            gate.admit_at(Purpose::Data, SUBJECT, &streamed, || MAX, T0 + 5 * minute)
                 .is_ok()
         );
         assert!(
-            gate.admit_at(Purpose::Data, SUBJECT, &streamed, MAX, T0 + 11 * minute)
+            gate.admit_at(Purpose::Data, SUBJECT, &streamed, || MAX, T0 + 11 * minute)
                 .is_err()
         );
         assert_eq!(gate.refusals().stale.load(Ordering::Relaxed), 2);
@@ -422,13 +425,13 @@ mod tests {
                 Purpose::Control,
                 "_reflow.recv.attach",
                 &ahead,
-                MAX,
+                || MAX,
                 T0 + skew + 1
             )
             .is_ok()
         );
         assert!(
-            gate.admit_at(Purpose::Control, "_reflow.recv.attach", &ahead, MAX, T0)
+            gate.admit_at(Purpose::Control, "_reflow.recv.attach", &ahead, || MAX, T0)
                 .is_err()
         );
     }
@@ -439,7 +442,7 @@ mod tests {
         let captured = sealed(Purpose::Data, SUBJECT, T0 - skew - 1);
         let restarted = gate();
         let err = restarted
-            .admit_at(Purpose::Data, SUBJECT, &captured, MAX, T0 + 1)
+            .admit_at(Purpose::Data, SUBJECT, &captured, || MAX, T0 + 1)
             .unwrap_err();
         assert!(
             err.to_string().contains("before this instance started"),
@@ -449,7 +452,7 @@ mod tests {
         let in_flight = sealed(Purpose::Data, SUBJECT, T0 - 10);
         assert!(
             restarted
-                .admit_at(Purpose::Data, SUBJECT, &in_flight, MAX, T0 + 1)
+                .admit_at(Purpose::Data, SUBJECT, &in_flight, || MAX, T0 + 1)
                 .is_ok()
         );
     }
@@ -505,7 +508,7 @@ mod tests {
             payload
         );
         let (plain, at) = gate
-            .admit_at(Purpose::Data, SUBJECT, &payload, MAX, T0)
+            .admit_at(Purpose::Data, SUBJECT, &payload, || MAX, T0)
             .unwrap();
         assert_eq!((plain, at), (payload, None));
         assert!(gate.admit_plain("recv").is_ok());

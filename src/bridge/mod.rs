@@ -652,9 +652,10 @@ impl Bridge {
     /// where that is set and pays (and what it holds fits the receivers' bound on
     /// decompressed payloads), and sealed when this network has an auth token.
     pub(crate) fn wire(&self, purpose: Purpose, subject: &str, plain: Bytes) -> Bytes {
-        let compress_above = self
-            .compress_above
-            .filter(|_| plain.len() <= gate::plain_limit(self.max_payload()));
+        // The bound is looked up only for what would be compressed.
+        let compress_above = self.compress_above.filter(|above| {
+            plain.len() > *above && plain.len() <= gate::plain_limit(self.max_payload())
+        });
         let payload = crate::message::compress_above_limit(plain, compress_above);
         self.gate.seal(purpose, subject, payload)
     }
@@ -668,7 +669,7 @@ impl Bridge {
         payload: &Bytes,
     ) -> Result<(Bytes, Option<u64>)> {
         self.gate
-            .admit(purpose, subject, payload, self.max_payload())
+            .admit(purpose, subject, payload, || self.max_payload())
     }
 
     /// The largest payload the broker takes, as it announced; unbounded before it has.
