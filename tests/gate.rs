@@ -100,6 +100,27 @@ impl Pair {
     }
 }
 
+/// The answer to an attach request from a plain client that claims to be `network` and
+/// wants `double@src`'s outputs at `reply_to`.
+async fn attach_answer(raw: &async_nats::Client, network: &str, reply_to: &str) -> String {
+    let request = serde_json::json!({"network": network, "actor": "double", "reply_to": reply_to});
+    let answer = raw
+        .request("_reflow.src.attach", request.to_string().into())
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&answer.payload).into_owned()
+}
+
+/// Nothing reached the attacker's `subscriber` within a moment.
+async fn heard_nothing(subscriber: &mut async_nats::Subscriber) {
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), subscriber.next())
+            .await
+            .is_err(),
+        "an output reached the attacker"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsealed_attach_is_refused_and_the_actor_keeps_serving_its_caller() {
     let server = NatsServer::start().await.unwrap();
@@ -111,25 +132,13 @@ async fn an_unsealed_attach_is_refused_and_the_actor_keeps_serving_its_caller() 
     let mut stolen = raw.subscribe("_reflow.ghost.>").await.unwrap();
     raw.flush().await.unwrap();
     for reply_to in ["ghost.spy", "_reflow.ghost.g1.ret.t"] {
-        let request =
-            serde_json::json!({"network": "ghost", "actor": "double", "reply_to": reply_to});
-        let answer = raw
-            .request("_reflow.src.attach", request.to_string().into())
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&answer.payload);
+        let text = attach_answer(&raw, "ghost", reply_to).await;
         assert!(text.contains("AuthenticationFailed"), "{text}");
     }
     // The actor's outputs go to its caller alone, all of them.
     pair.round_trip(50..5_050, "after the fake attaches").await;
-    for subscriber in [&mut spy, &mut stolen] {
-        assert!(
-            tokio::time::timeout(Duration::from_millis(300), subscriber.next())
-                .await
-                .is_err(),
-            "an output reached the attacker"
-        );
-    }
+    heard_nothing(&mut spy).await;
+    heard_nothing(&mut stolen).await;
     assert!(pair.src.stats().unauthenticated_in >= 2);
 }
 
@@ -146,22 +155,11 @@ async fn without_a_token_outputs_go_back_only_to_a_return_subject_of_the_asking_
         ("ghost", "_reflow.app.a1.ret.t"),
         ("ghost", "_reflow.ghost.g1.ret.>"),
     ] {
-        let request =
-            serde_json::json!({"network": network, "actor": "double", "reply_to": reply_to});
-        let answer = raw
-            .request("_reflow.src.attach", request.to_string().into())
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&answer.payload);
+        let text = attach_answer(&raw, network, reply_to).await;
         assert!(text.contains("return subject"), "{reply_to}: {text}");
     }
     pair.round_trip(0..100, "after the refused attaches").await;
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), spy.next())
-            .await
-            .is_err(),
-        "an output reached the attacker"
-    );
+    heard_nothing(&mut spy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

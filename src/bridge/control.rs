@@ -141,7 +141,11 @@ fn parse<T: serde::de::DeserializeOwned>(what: &str, payload: &[u8]) -> Result<T
 impl Bridge {
     /// Answers one control message on `subject` (`_reflow.{network}.{verb}`), from the
     /// broker or a direct link; `None` for notices, which get no answer.
-    pub(crate) fn answer_control(&self, subject: &str, payload: &[u8]) -> Option<bytes::Bytes> {
+    pub(crate) fn answer_control(
+        &self,
+        subject: &str,
+        payload: &bytes::Bytes,
+    ) -> Option<bytes::Bytes> {
         let prefix = control_subject(&self.network_id, "");
         let verb = if subject == DISCOVER_SUBJECT {
             "discover"
@@ -149,15 +153,11 @@ impl Bridge {
             subject.strip_prefix(prefix.as_str()).unwrap_or("")
         };
         let opened;
-        let payload = if is_sealed(verb) {
-            match self.admitted(
-                Purpose::Control,
-                subject,
-                &bytes::Bytes::copy_from_slice(payload),
-            ) {
+        let payload: &[u8] = if is_sealed(verb) {
+            match self.admitted(Purpose::Control, subject, payload) {
                 Ok((json, _)) => {
                     opened = json;
-                    &opened[..]
+                    &opened
                 }
                 Err(err) => return self.refuse_control(verb, subject, payload, err),
             }
@@ -201,14 +201,14 @@ impl Bridge {
         &self,
         verb: &str,
         subject: &str,
-        payload: &[u8],
+        payload: &bytes::Bytes,
         err: Error,
     ) -> Option<bytes::Bytes> {
         self.refused("control request", subject, &err);
         match verb {
             "connect" => {
                 let claimed = serde_json::from_slice::<ConnectRequest>(
-                    &crate::message::seal::unsealed(&bytes::Bytes::copy_from_slice(payload)),
+                    &crate::message::seal::unsealed(payload),
                 )
                 .map(|r| crate::throttle::clip(&r.network).to_string())
                 .unwrap_or_else(|_| "(unreadable)".into());

@@ -307,6 +307,14 @@ mod tests {
         Gate::new(Some("secret"), T0)
     }
 
+    /// 980 bytes that claim 250 MB once decompressed, unsealed.
+    fn bomb() -> Bytes {
+        let mut bomb = vec![crate::message::COMPRESSED_MARKER];
+        bomb.extend((250_000_000u32).to_le_bytes());
+        bomb.extend(vec![0u8; 975]);
+        Bytes::from(bomb)
+    }
+
     #[test]
     fn a_payload_sealed_for_the_subject_and_purpose_enters() {
         let (plain, at) = gate()
@@ -341,13 +349,9 @@ mod tests {
 
     #[test]
     fn an_unsealed_payload_is_refused_before_it_is_decompressed() {
-        // 980 bytes that claim 250 MB once decompressed, unsealed.
-        let mut bomb = vec![crate::message::COMPRESSED_MARKER];
-        bomb.extend((250_000_000u32).to_le_bytes());
-        bomb.extend(vec![0u8; 975]);
         let gate = gate();
         let err = gate
-            .admit_at(Purpose::Data, SUBJECT, &Bytes::from(bomb), || MAX, T0)
+            .admit_at(Purpose::Data, SUBJECT, &bomb(), || MAX, T0)
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::AuthenticationFailed);
         assert_eq!(gate.refusals().oversize.load(Ordering::Relaxed), 0);
@@ -355,12 +359,9 @@ mod tests {
 
     #[test]
     fn without_a_token_a_compressed_payload_claiming_too_much_is_refused_naming_both_sizes() {
-        let mut bomb = vec![crate::message::COMPRESSED_MARKER];
-        bomb.extend((250_000_000u32).to_le_bytes());
-        bomb.extend(vec![0u8; 975]);
         let gate = Gate::new(None, T0);
         let err = gate
-            .admit_at(Purpose::Data, SUBJECT, &Bytes::from(bomb), || MAX, T0)
+            .admit_at(Purpose::Data, SUBJECT, &bomb(), || MAX, T0)
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::PayloadTooLarge);
         let text = err.to_string();
