@@ -438,14 +438,15 @@ impl Bridge {
             return Ok(crate::durable::Delivery::Stored);
         }
         let seq = self.confirmed_seq.fetch_add(1, Ordering::Relaxed);
-        // Every confirmed send carries an id, made here when the caller gave none: the
-        // receiver remembers it for longer than the seal is fresh, so a captured send
-        // replayed is answered again, never handled again.
+        // Every confirmed send carries an id, made here when the caller gave none (this
+        // start's incarnation and the send's number: unique without asking the OS for
+        // randomness): the receiver remembers it for longer than the seal is fresh, so a
+        // captured send replayed is answered again, never handled again.
         let made;
         let key = match id {
             Some(id) => id,
             None => {
-                made = format!("~{}", uuid::Uuid::new_v4().simple());
+                made = format!("~{}.{seq}", self.incarnation);
                 made.as_str()
             }
         };
