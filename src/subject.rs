@@ -157,33 +157,43 @@ pub fn control_subject(network: &str, verb: &str) -> String {
     format!("{CONTROL_PREFIX}.{network}.{verb}")
 }
 
-/// Whether `reply_to` is a return subject of `network`: `_reflow.{network}.{instance}.ret.
-/// {token}`, one token each, with no wildcard. Outputs go back only to such a subject, so
-/// an attach can never point an actor's outputs at another network's data, or at a
-/// subject outside the one the requester's own instance listens on.
-pub(crate) fn is_return_subject_of(network: &str, reply_to: &str) -> bool {
-    let Some(rest) = reply_to
-        .strip_prefix(CONTROL_PREFIX)
-        .and_then(|r| r.strip_prefix('.'))
-        .and_then(|r| r.strip_prefix(network))
-        .and_then(|r| r.strip_prefix('.'))
-    else {
-        return false;
-    };
+/// The instance whose return subject `reply_to` is, if it is one of `network`'s:
+/// `_reflow.{network}.{instance}.ret.{token}`, one token each, with no wildcard. Outputs go
+/// back only to such a subject, so an attach can never point an actor's outputs at
+/// another network's data, or at a subject outside the one the requester's own instance
+/// listens on.
+pub(crate) fn return_subject_instance<'a>(network: &str, reply_to: &'a str) -> Option<&'a str> {
+    let rest = reply_to
+        .strip_prefix(CONTROL_PREFIX)?
+        .strip_prefix('.')?
+        .strip_prefix(network)?
+        .strip_prefix('.')?;
     let parts: Vec<&str> = rest.split('.').collect();
-    matches!(parts.as_slice(), [instance, "ret", token]
-    if [instance, token].iter().all(|t| {
-        !t.is_empty() && !t.contains(['*', '>']) && !t.chars().any(char::is_whitespace)
-    }))
+    match parts.as_slice() {
+        [instance, "ret", token]
+            if [instance, token].iter().all(|t| {
+                !t.is_empty() && !t.contains(['*', '>']) && !t.chars().any(char::is_whitespace)
+            }) =>
+        {
+            Some(instance)
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn a_return_subject_names_the_network_one_instance_and_one_token() {
-        use super::is_return_subject_of as ok;
-        assert!(ok("app", "_reflow.app.i-1.ret.t3"));
-        assert!(ok("prod.ml", "_reflow.prod.ml.i.ret.t"));
+        let ok = |network, reply_to| super::return_subject_instance(network, reply_to).is_some();
+        assert_eq!(
+            super::return_subject_instance("app", "_reflow.app.i-1.ret.t3"),
+            Some("i-1")
+        );
+        assert_eq!(
+            super::return_subject_instance("prod.ml", "_reflow.prod.ml.i.ret.t"),
+            Some("i")
+        );
         assert!(!ok("app", "ghost.spy"));
         assert!(!ok("app", "_reflow.ghost.i.ret.t"));
         assert!(!ok("app", "_reflow.app.i.ret.t.more"));

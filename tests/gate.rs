@@ -101,9 +101,14 @@ impl Pair {
 }
 
 /// The answer to an attach request from a plain client that claims to be `network` and
-/// wants `double@src`'s outputs at `reply_to`.
-async fn attach_answer(raw: &async_nats::Client, network: &str, reply_to: &str) -> String {
-    let request = serde_json::json!({"network": network, "actor": "double", "reply_to": reply_to});
+/// wants `{actor}@src`'s outputs at `reply_to`.
+async fn attach_answer(
+    raw: &async_nats::Client,
+    network: &str,
+    actor: &str,
+    reply_to: &str,
+) -> String {
+    let request = serde_json::json!({"network": network, "actor": actor, "reply_to": reply_to});
     let answer = raw
         .request("_reflow.src.attach", request.to_string().into())
         .await
@@ -132,7 +137,7 @@ async fn an_unsealed_attach_is_refused_and_the_actor_keeps_serving_its_caller() 
     let mut stolen = raw.subscribe("_reflow.ghost.>").await.unwrap();
     raw.flush().await.unwrap();
     for reply_to in ["ghost.spy", "_reflow.ghost.g1.ret.t"] {
-        let text = attach_answer(&raw, "ghost", reply_to).await;
+        let text = attach_answer(&raw, "ghost", "double", reply_to).await;
         assert!(text.contains("AuthenticationFailed"), "{text}");
     }
     // The actor's outputs go to its caller alone, all of them.
@@ -155,11 +160,71 @@ async fn without_a_token_outputs_go_back_only_to_a_return_subject_of_the_asking_
         ("ghost", "_reflow.app.a1.ret.t"),
         ("ghost", "_reflow.ghost.g1.ret.>"),
     ] {
-        let text = attach_answer(&raw, network, reply_to).await;
+        let text = attach_answer(&raw, network, "double", reply_to).await;
         assert!(text.contains("return subject"), "{reply_to}: {text}");
     }
     pair.round_trip(0..100, "after the refused attaches").await;
     heard_nothing(&mut spy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_never_lived_is_dropped_and_cannot_stall_the_actor() {
+    // Without a token anyone may attach (the README says so). An actor's own outputs go
+    // to every subscriber; a subscriber with no liveness entry is buried after a grace
+    // of 5 s and what was streamed to it given up, so the actor never waits on it for
+    // good and its real caller gets everything.
+    const COUNT: usize = 10_000;
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let metadata: reflow_network::actor::Metadata =
+        serde_json::from_value(serde_json::json!({"count": COUNT, "on_start": false})).unwrap();
+    let _src = common::started_with(common::config(&url, "src", "s1", 1_000), |n| {
+        n.register_local_actor("gen", reflow_network::components::Generator, Some(metadata))
+            .unwrap();
+    })
+    .await;
+    let (probe, mut seen) = ProbeActor::channel(COUNT);
+    let app = common::started_with(common::config(&url, "app", "a1", 1_000), |n| {
+        n.register_local_actor("sink", probe, None).unwrap();
+    })
+    .await;
+    app.connect_to_network("src").await.unwrap();
+    let alias = app.register_remote_actor("gen", "src").await.unwrap();
+    app.get_local_network()
+        .write()
+        .add_connection(reflow_network::network::Connector::new(
+            &alias, "out", "sink", "in",
+        ))
+        .unwrap();
+
+    let raw = async_nats::connect(url).await.unwrap();
+    let mut spy = raw.subscribe("_reflow.ghost.>").await.unwrap();
+    raw.flush().await.unwrap();
+    let text = attach_answer(&raw, "ghost", "gen", "_reflow.ghost.g1.ret.t").await;
+    assert!(text.contains("\"ok\""), "{text}");
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Content-Type", "application/json");
+    raw.publish_with_headers("src.gen.start", headers, "1".into())
+        .await
+        .unwrap();
+    raw.flush().await.unwrap();
+    // More outputs than a stream keeps unacknowledged (4,096): without the burial the
+    // actor would block once the ghost's window filled, and its caller would wait for
+    // ever. The bound: the grace, and room to stream the rest.
+    let got = common::recv_ints(
+        &mut seen,
+        COUNT,
+        Duration::from_secs(40),
+        "gen's outputs at app",
+    )
+    .await;
+    assert_eq!(got, (0..COUNT as i64).collect::<Vec<_>>());
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), spy.next())
+            .await
+            .is_ok(),
+        "the fake subscriber got nothing: the attach did not take"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

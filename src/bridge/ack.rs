@@ -259,6 +259,17 @@ impl Bridge {
         });
     }
 
+    /// A new subscriber to an actor's outputs, `instance` of `network`, that liveness
+    /// does not know: buried if it is still unknown [`GONE_GRACE`] from now, so that a
+    /// subscriber that never lived (a fake attach) or died meanwhile is dropped and what
+    /// was streamed to it is given up, instead of holding the actor back for ever.
+    /// Without liveness (not joined yet) nobody is buried.
+    pub(super) fn bury_unless_live(&self, network: &str, instance: &str) {
+        if self.liveness.get().is_some() && !self.is_live(network, instance) {
+            self.instance_gone(network, instance);
+        }
+    }
+
     /// Whether the liveness roster holds `instance` of `network` now.
     fn is_live(&self, network: &str, instance: &str) -> bool {
         self.liveness.get().is_some_and(|liveness| {

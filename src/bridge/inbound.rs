@@ -620,7 +620,7 @@ impl Bridge {
     /// Makes `actor`'s outputs go back to `reply_to` (a proxy on `network`), and returns
     /// the shared copy of `reply_to` that messages from that proxy carry as their origin.
     pub(crate) fn attach(&self, actor: &str, network: &str, reply_to: &str) -> Result<Arc<str>> {
-        if !crate::subject::is_return_subject_of(network, reply_to) {
+        let Some(instance) = crate::subject::return_subject_instance(network, reply_to) else {
             return Err(Error::new(
                 ErrorKind::Protocol,
                 format!(
@@ -630,7 +630,7 @@ impl Bridge {
                     crate::throttle::clip(reply_to)
                 ),
             ));
-        }
+        };
         if let Some(subscribers) = self.egress.read().get(actor)
             && let Some(known) = subscribers.read().iter().find(|s| &*s.reply_to == reply_to)
         {
@@ -651,6 +651,9 @@ impl Bridge {
                 Some(known) => return Ok(known.reply_to.clone()),
                 None => list.push(subscriber),
             }
+            drop(list);
+            drop(egress);
+            self.bury_unless_live(network, instance);
             return Ok(shared);
         }
         let mut local = self.local.write();
@@ -678,6 +681,9 @@ impl Bridge {
             local.add_connection(Connector::new(actor, port, &node_id, port))?;
         }
         egress.insert(actor.to_string(), subscribers);
+        drop(local);
+        drop(egress);
+        self.bury_unless_live(network, instance);
         Ok(shared)
     }
 
