@@ -53,7 +53,10 @@ impl Item {
         } else {
             Purpose::Data
         };
-        let (plain, _) = bridge.admitted(purpose, subject, payload).ok()?;
+        // Looked at, not let in: it is admitted (and a refusal counted) on delivery.
+        let plain = bridge
+            .gate
+            .peek(purpose, subject, payload, || bridge.max_payload())?;
         EnvelopeView::read(&plain)
             .ok()
             .map(|e| (e.network.into_owned(), e.instance.into_owned(), e.seq))

@@ -76,6 +76,28 @@ pub(crate) struct Refusals {
     pub(crate) oversize: AtomicU64,
 }
 
+/// Why a payload was refused, for the count it goes into.
+#[derive(Debug, Clone, Copy)]
+enum Why {
+    Unauthenticated,
+    Stale,
+    Oversize,
+    /// Malformed: counted by the caller, which knows what it was.
+    Malformed,
+}
+
+impl Refusals {
+    fn count(&self, why: Why) {
+        let counter = match why {
+            Why::Unauthenticated => &self.unauthenticated,
+            Why::Stale => &self.stale,
+            Why::Oversize => &self.oversize,
+            Why::Malformed => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The gate of one network instance.
 #[derive(Debug)]
 pub(crate) struct Gate {
@@ -153,16 +175,49 @@ impl Gate {
         max_payload: impl FnOnce() -> usize,
         now_ms: u64,
     ) -> Result<(Bytes, Option<u64>)> {
+        self.check(purpose, subject, payload, max_payload, now_ms)
+            .map_err(|(err, why)| {
+                self.refusals.count(why);
+                err
+            })
+    }
+
+    /// What [`Gate::admit`] lets in, without counting a refusal: for a look at a payload
+    /// that is admitted (and counted) again when it is delivered.
+    pub(crate) fn peek(
+        &self,
+        purpose: Purpose,
+        subject: &str,
+        payload: &Bytes,
+        max_payload: impl FnOnce() -> usize,
+    ) -> Option<Bytes> {
+        self.check(
+            purpose,
+            subject,
+            payload,
+            max_payload,
+            crate::discovery::now_ms(),
+        )
+        .ok()
+        .map(|(plain, _)| plain)
+    }
+
+    /// The decision behind [`Gate::admit_at`]: a refusal comes with why, for its count.
+    fn check(
+        &self,
+        purpose: Purpose,
+        subject: &str,
+        payload: &Bytes,
+        max_payload: impl FnOnce() -> usize,
+        now_ms: u64,
+    ) -> std::result::Result<(Bytes, Option<u64>), (Error, Why)> {
         let (inner, sealed_at) = match &self.key {
             Some(key) => {
-                let (at, inner) = key.open(purpose, subject, payload).inspect_err(|_| {
-                    self.refusals
-                        .unauthenticated
-                        .fetch_add(1, Ordering::Relaxed);
-                })?;
-                self.fresh(purpose, at, now_ms).inspect_err(|_| {
-                    self.refusals.stale.fetch_add(1, Ordering::Relaxed);
-                })?;
+                let (at, inner) = key
+                    .open(purpose, subject, payload)
+                    .map_err(|e| (e, Why::Unauthenticated))?;
+                self.fresh(purpose, at, now_ms)
+                    .map_err(|e| (e, Why::Stale))?;
                 (inner, Some(at))
             }
             None => (crate::message::seal::unsealed(payload), None),
@@ -174,10 +229,13 @@ impl Gate {
             return Ok((inner, sealed_at));
         }
         let plain =
-            crate::message::plain_bounded(&inner, plain_limit(max_payload())).inspect_err(|e| {
-                if e.kind() == ErrorKind::PayloadTooLarge {
-                    self.refusals.oversize.fetch_add(1, Ordering::Relaxed);
-                }
+            crate::message::plain_bounded(&inner, plain_limit(max_payload())).map_err(|e| {
+                let why = if e.kind() == ErrorKind::PayloadTooLarge {
+                    Why::Oversize
+                } else {
+                    Why::Malformed
+                };
+                (e, why)
             })?;
         Ok((plain, sealed_at))
     }
@@ -370,6 +428,22 @@ mod tests {
             "{text}"
         );
         assert_eq!(gate.refusals().oversize.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_peek_decides_as_admit_does_and_counts_nothing() {
+        // A peek looks at the clock: sealed now, for a gate started long ago.
+        let gate = Gate::new(Some("secret"), 0);
+        let good = sealed(Purpose::Data, SUBJECT, crate::discovery::now_ms());
+        assert!(gate.peek(Purpose::Data, SUBJECT, &good, || MAX).is_some());
+        assert!(
+            gate.peek(Purpose::Data, "recv2.tally.in", &good, || MAX)
+                .is_none()
+        );
+        assert!(gate.peek(Purpose::Data, SUBJECT, &bomb(), || MAX).is_none());
+        let refusals = gate.refusals();
+        assert_eq!(refusals.unauthenticated.load(Ordering::Relaxed), 0);
+        assert_eq!(refusals.oversize.load(Ordering::Relaxed), 0);
     }
 
     #[test]
