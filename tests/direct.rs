@@ -346,6 +346,49 @@ async fn idle_handshakes_do_not_keep_a_legitimate_peer_out() {
     );
 }
 
+/// `n` idle connections to `endpoint` from the loopback address `source`.
+async fn idle_from(source: &str, endpoint: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut idle = Vec::new();
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        idle.push(socket.connect(endpoint.parse().unwrap()).await.unwrap());
+    }
+    idle
+}
+
+#[tokio::test]
+async fn idle_sockets_from_many_addresses_do_not_keep_a_peer_from_another_out() {
+    // The attack from the field: every handshake place taken by idle sockets from four
+    // addresses (20 each, the most one address may hold at max_connections 10), renewed
+    // before the handshake timeout. A peer from another address still gets through
+    // every time: it takes the place of the oldest idle socket of an address holding
+    // the most.
+    const MAX: usize = 10;
+    let mut limited = config("server", None);
+    limited.max_connections = MAX;
+    limited.handshake_timeout = Duration::from_millis(2_000);
+    let server = start(limited, true).await;
+    let endpoint = server.endpoint();
+    let sources = ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"];
+    let mut idle = Vec::new();
+    let mut linked = 0;
+    for round in 0..36 {
+        if round % 6 == 0 {
+            idle.clear();
+            for source in sources {
+                idle.extend(idle_from(source, &endpoint, 2 * MAX).await);
+            }
+        }
+        let peer = start(config(&format!("peer{round}"), None), false).await;
+        peer.transport.connect(&endpoint).await.unwrap();
+        assert!(peer.transport.is_linked("server"));
+        linked += 1;
+        peer.transport.shutdown().await;
+    }
+    assert_eq!(linked, 36);
+}
+
 #[tokio::test]
 async fn bad_clients_are_refused_with_their_reason_while_a_good_peer_keeps_talking() {
     let mut server = start(config("server", Some("right")), true).await;

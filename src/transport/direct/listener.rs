@@ -5,7 +5,9 @@
 //!
 //! * handshakes in progress: at most [`Handshakes::total`] in all and
 //!   [`Handshakes::per_source`] from one address, each for at most the handshake timeout;
-//!   a connection past either is told `Refused: too many handshakes in progress` and
+//!   when all are taken, a connection from an address holding fewer takes the oldest
+//!   place of the address holding the most; a connection past the per-address cap, or
+//!   finding no place it may take, is told `Refused: too many handshakes in progress` and
 //!   closed at once;
 //! * established links: a semaphore of `max_connections` permits, taken only once the
 //!   handshake has succeeded; a peer that finds none left is told `Refused: max
@@ -21,7 +23,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::config::DirectConfig;
@@ -76,28 +78,49 @@ fn primary_ip() -> IpAddr {
 }
 
 /// The handshakes in progress, in all and per source address.
+///
+/// When every place is taken, a connection from an address that holds fewer handshakes
+/// than the one holding the most takes the oldest place of that one, which is closed: so
+/// addresses that hold many idle sockets cannot keep a peer from another address out,
+/// however many of them there are. A peer's handshake takes milliseconds, and an address
+/// holding one place is never the one that gives it up.
 pub(crate) struct Handshakes {
-    total: Arc<Semaphore>,
+    total: usize,
     per_source: usize,
-    by_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    state: Arc<Mutex<Places>>,
 }
 
-/// A handshake's place: given back when dropped.
+/// Who holds the places.
+#[derive(Default)]
+struct Places {
+    next_id: u64,
+    held: usize,
+    /// Per source address, its places oldest first: an id and what closes it.
+    by_source: HashMap<IpAddr, std::collections::VecDeque<(u64, CancellationToken)>>,
+}
+
+/// A handshake's place: given back when dropped; `evicted` is cancelled when a
+/// connection from another address took it.
 pub(crate) struct HandshakeSlot {
-    _total: OwnedSemaphorePermit,
+    id: u64,
     source: IpAddr,
-    by_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    pub(crate) evicted: CancellationToken,
+    state: Arc<Mutex<Places>>,
 }
 
 impl Drop for HandshakeSlot {
     fn drop(&mut self) {
-        let mut by_source = self.by_source.lock();
-        if let Some(held) = by_source.get_mut(&self.source) {
-            *held -= 1;
-            if *held == 0 {
-                by_source.remove(&self.source);
-            }
+        let mut state = self.state.lock();
+        let Some(places) = state.by_source.get_mut(&self.source) else {
+            return;
+        };
+        let before = places.len();
+        places.retain(|(id, _)| *id != self.id);
+        let freed = before - places.len();
+        if places.is_empty() {
+            state.by_source.remove(&self.source);
         }
+        state.held -= freed;
     }
 }
 
@@ -106,9 +129,9 @@ impl Handshakes {
     /// `max_connections` (at least 16) from one address.
     pub(crate) fn new(max_connections: usize) -> Self {
         Handshakes {
-            total: Arc::new(Semaphore::new(Self::total(max_connections))),
+            total: Self::total(max_connections),
             per_source: Self::per_source(max_connections),
-            by_source: Arc::default(),
+            state: Arc::default(),
         }
     }
 
@@ -122,19 +145,42 @@ impl Handshakes {
         max_connections.saturating_mul(2).max(16)
     }
 
-    /// A place for a handshake from `source`, if there is one.
+    /// A place for a handshake from `source`, if there is one: a free one, or the oldest
+    /// of the address holding the most, when that is more than `source` holds.
     fn take(&self, source: IpAddr) -> Option<HandshakeSlot> {
-        let total = self.total.clone().try_acquire_owned().ok()?;
-        let mut by_source = self.by_source.lock();
-        let held = by_source.entry(source).or_default();
-        if *held >= self.per_source {
+        let mut state = self.state.lock();
+        let mine = state.by_source.get(&source).map_or(0, |p| p.len());
+        if mine >= self.per_source {
             return None;
         }
-        *held += 1;
+        if state.held >= self.total {
+            let (victim, most) = state
+                .by_source
+                .iter()
+                .map(|(ip, places)| (*ip, places.len()))
+                .max_by_key(|(_, held)| *held)?;
+            if most <= mine + 1 {
+                return None;
+            }
+            let places = state.by_source.get_mut(&victim)?;
+            let (_, closes) = places.pop_front()?;
+            closes.cancel();
+            state.held -= 1;
+        }
+        state.next_id += 1;
+        let id = state.next_id;
+        let evicted = CancellationToken::new();
+        state
+            .by_source
+            .entry(source)
+            .or_default()
+            .push_back((id, evicted.clone()));
+        state.held += 1;
         Some(HandshakeSlot {
-            _total: total,
+            id,
             source,
-            by_source: self.by_source.clone(),
+            evicted,
+            state: self.state.clone(),
         })
     }
 }
@@ -198,6 +244,11 @@ async fn serve(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr, slot: H
     );
     let outcome = tokio::select! {
         _ = shared.root.cancelled() => return,
+        // Its place went to a connection from an address holding fewer: closed.
+        _ = slot.evicted.cancelled() => {
+            tracing::debug!(peer = %addr, "a handshake in progress gave its place to another address's");
+            return;
+        }
         outcome = tokio::time::timeout(limit, answered) => outcome,
     };
     drop(slot);
@@ -266,7 +317,59 @@ mod tests {
         drop(held);
         assert!(handshakes.take(a).is_some(), "its slots came back");
         drop(others);
-        assert!(handshakes.by_source.lock().is_empty());
+        assert!(handshakes.state.lock().by_source.is_empty());
+        assert_eq!(handshakes.state.lock().held, 0);
+    }
+
+    #[test]
+    fn when_every_place_is_taken_the_address_holding_most_gives_up_its_oldest() {
+        let handshakes = Handshakes::new(10);
+        let (total, per_source) = (Handshakes::total(10), Handshakes::per_source(10));
+        assert_eq!((total, per_source), (64, 20));
+        let sources: Vec<IpAddr> = (2..=5)
+            .map(|i| format!("127.0.0.{i}").parse().unwrap())
+            .collect();
+        let mut idle = Vec::new();
+        for source in &sources {
+            while idle.len() < total
+                && let Some(slot) = handshakes.take(*source)
+            {
+                idle.push(slot);
+            }
+        }
+        assert_eq!(idle.len(), total);
+        // The last address holds only 4, this one none: it takes the place of the oldest
+        // handshake of an address holding the most.
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let slot = handshakes
+            .take(peer)
+            .expect("a place for a peer from elsewhere");
+        // The oldest place of one of the three addresses holding 20 (at 0, 20 or 40).
+        let evicted: Vec<usize> = (0..idle.len())
+            .filter(|i| idle[*i].evicted.is_cancelled())
+            .collect();
+        assert!(
+            matches!(evicted.as_slice(), [0] | [20] | [40]),
+            "{evicted:?}"
+        );
+        assert!(!slot.evicted.is_cancelled());
+        assert_eq!(handshakes.state.lock().held, total);
+        // A holder of the most never evicts its own; one holding one place is never
+        // evicted by an address that holds as many.
+        let full = Handshakes::new(0);
+        let one: Vec<HandshakeSlot> = (0..64)
+            .map(|i| {
+                full.take(IpAddr::from([10, 0, (i / 16) as u8, (i % 16) as u8]))
+                    .unwrap()
+            })
+            .collect();
+        assert!(full.take("10.9.9.9".parse().unwrap()).is_none());
+        assert!(one.iter().all(|s| !s.evicted.is_cancelled()));
+        // The evicted place, dropped by its task, frees nothing twice.
+        drop(idle);
+        assert_eq!(handshakes.state.lock().held, 1);
+        drop(slot);
+        assert_eq!(handshakes.state.lock().held, 0);
     }
 
     #[test]
