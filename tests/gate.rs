@@ -550,3 +550,61 @@ async fn plain_json_on_ever_new_subjects_does_not_grow_memory() {
     );
     pair.round_trip(0..100, "after the flood").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_messages_not_sealed_for_a_durable_network_never_reach_its_actors() {
+    use reflow_network::durable::{DurableOptions, durable_subject};
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let (probe, mut seen) = ProbeActor::channel(1_000);
+    let mut b = DistributedNetwork::new(sealed_config(&url, "B", "b1"))
+        .await
+        .unwrap();
+    b.set_durable(DurableOptions::default()).unwrap();
+    b.register_local_actor("sink", probe, None).unwrap();
+    b.start().await.unwrap();
+    let a = sender(&url).await;
+    let subject = durable_subject("B", "sink", "in");
+    let (raw, mut tap) = tapped(&url, &subject).await;
+    a.connect_to_network("B").await.unwrap();
+    a.send_to_remote_actor("B", "sink", "in", Message::Integer(1))
+        .await
+        .unwrap();
+    assert_eq!(ints(&mut seen, 1, "a sealed stored message").await, vec![1]);
+    let stored = tokio::time::timeout(Duration::from_secs(5), tap.next())
+        .await
+        .unwrap()
+        .unwrap();
+
+    // Stored by a client without the token: plain MessagePack, plain JSON, and the
+    // captured sealed one stored again under another deduplication id.
+    let with_id = |id: &str| {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id);
+        headers
+    };
+    let forged = Message::Integer(666).to_msgpack().unwrap();
+    raw.publish_with_headers(subject.clone(), with_id("forged"), forged.into())
+        .await
+        .unwrap();
+    let mut json = with_id("json");
+    json.insert("Content-Type", "application/json");
+    raw.publish_with_headers(subject.clone(), json, "666".into())
+        .await
+        .unwrap();
+    raw.publish_with_headers(subject.clone(), with_id("again"), stored.payload.clone())
+        .await
+        .unwrap();
+    raw.flush().await.unwrap();
+    common::wait_for(
+        "B to refuse the three stored forgeries",
+        Duration::from_secs(20),
+        || async { b.stats().rejected_in >= 3 },
+    )
+    .await;
+    nothing_more(&mut seen, "a forged stored message was delivered").await;
+    a.send_to_remote_actor("B", "sink", "in", Message::Integer(2))
+        .await
+        .unwrap();
+    assert_eq!(ints(&mut seen, 1, "the next sealed one").await, vec![2]);
+}

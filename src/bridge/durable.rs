@@ -22,6 +22,7 @@ use crate::durable::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::events::NetworkEvent;
 use crate::message::Message;
+use crate::message::seal::Purpose;
 use crate::network::{Cause, Causes, Outcome, Trace};
 use async_nats::Subject;
 
@@ -363,6 +364,14 @@ impl Bridge {
         let subject = message.subject.to_string();
         let (actor, port, values) = match self.decode_durable(&subject, &message) {
             Ok(parts) => parts,
+            Err(err) if err.kind() == ErrorKind::AuthenticationFailed => {
+                // Stored by someone who never proved the token: never delivered, and not
+                // kept as a dead letter either (anyone who may publish could fill that).
+                self.counters.rejected_in.fetch_add(1, Ordering::Relaxed);
+                self.refused("stored message", &subject, &err);
+                let _ = message.ack_with(AckKind::Term).await;
+                return;
+            }
             Err(err) => {
                 // It can never be read: no retry helps.
                 self.dead_letter(&message, &subject, delivered, &err.to_string(), Items::All)
@@ -481,8 +490,9 @@ impl Bridge {
                     format!("{subject:?} is not a durable subject of this network"),
                 )
             })?;
+        let payload = self.opened_stored(subject, message)?;
         let values = if count > 1 {
-            let values = decode_entry(&message.payload)?;
+            let values = decode_entry(&payload)?;
             if values.len() != count {
                 return Err(Error::new(
                     ErrorKind::Protocol,
@@ -494,18 +504,55 @@ impl Bridge {
             }
             values
         } else if super::plain::is_plain_json(message.headers.as_ref()) {
-            let json: serde_json::Value =
-                serde_json::from_slice(&message.payload).map_err(|e| {
-                    Error::new(
-                        ErrorKind::Encoding,
-                        format!("marked JSON but not JSON: {e}"),
-                    )
-                })?;
+            let json: serde_json::Value = serde_json::from_slice(&payload).map_err(|e| {
+                Error::new(
+                    ErrorKind::Encoding,
+                    format!("marked JSON but not JSON: {e}"),
+                )
+            })?;
             vec![Message::from_json(json)]
         } else {
-            vec![Message::from_msgpack(&message.payload)?]
+            vec![Message::from_msgpack(&payload)?]
         };
         Ok((actor.to_string(), port.to_string(), values))
+    }
+
+    /// The payload of a stored message once the gate let it in: with a token, sealed for
+    /// its subject and deduplication id (plain JSON is refused); without one, as it is.
+    fn opened_stored(&self, subject: &str, message: &jetstream::Message) -> Result<Bytes> {
+        if super::plain::is_plain_json(message.headers.as_ref()) {
+            self.gate.admit_plain(&self.network_id)?;
+            return Ok(message.payload.clone());
+        }
+        let id = message
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map_or("", |id| id.as_str());
+        let binding = super::gate::Gate::stored_binding(subject, id);
+        self.admitted(Purpose::Stored, &binding, &message.payload)
+            .map(|(payload, _)| payload)
+    }
+
+    /// An entry of `messages` for durable `subject` under `msg_id`: sealed for both,
+    /// when this network has an auth token.
+    fn stored_entry(
+        &self,
+        subject: String,
+        messages: u64,
+        msg_id: String,
+        payload: Vec<u8>,
+    ) -> Entry {
+        let binding = super::gate::Gate::stored_binding(&subject, &msg_id);
+        let payload = self
+            .gate
+            .seal(Purpose::Stored, &binding, Bytes::from(payload));
+        Entry {
+            subject: Subject::from(subject),
+            messages,
+            msg_id,
+            payload,
+        }
     }
 
     /// Delivers `message` again later, or dead-letters `items` of it when it has had
@@ -543,8 +590,9 @@ impl Bridge {
             .unwrap_or_else(|| ("?".into(), "?".into(), 1));
         // The messages to keep: an entry's own, one by one, where it can be read; the
         // payload as it came otherwise.
+        let opened = self.opened_stored(subject, message).ok();
         let entry = (count > 1)
-            .then(|| decode_entry(&message.payload).ok())
+            .then(|| decode_entry(opened.as_ref()?).ok())
             .flatten();
         let payloads: Vec<(usize, Bytes)> = match (&entry, &items) {
             (Some(values), items) => {
@@ -557,7 +605,7 @@ impl Bridge {
                     .filter_map(|i| Some((i, Bytes::from(values.get(i)?.to_msgpack().ok()?))))
                     .collect()
             }
-            (None, _) => vec![(0, message.payload.clone())],
+            (None, _) => vec![(0, opened.unwrap_or_else(|| message.payload.clone()))],
         };
         let mut headers = message.headers.clone().unwrap_or_default();
         headers.insert("Reflow-Error", why);
@@ -699,12 +747,7 @@ impl Bridge {
                     entry_payload(part),
                 ),
             };
-            entries.push(Entry {
-                subject: Subject::from(subject),
-                messages: count as u64,
-                msg_id: self.durable_msg_id(),
-                payload: Bytes::from(payload),
-            });
+            entries.push(self.stored_entry(subject, count as u64, self.durable_msg_id(), payload));
             rest = after;
         }
         self.durable_outlet(network).stream(entries, causes).await
@@ -741,15 +784,11 @@ impl Bridge {
     ) -> Result<()> {
         let subject = durable_subject(network, actor, port);
         let payload = self.durable_payload(&subject, message)?;
-        let entry = Entry {
-            subject: Subject::from(subject),
-            messages: 1,
-            msg_id: match id {
-                Some(id) => format!("{}/{id}", &*self.network_id),
-                None => self.durable_msg_id(),
-            },
-            payload: Bytes::from(payload),
+        let msg_id = match id {
+            Some(id) => format!("{}/{id}", &*self.network_id),
+            None => self.durable_msg_id(),
         };
+        let entry = self.stored_entry(subject, 1, msg_id, payload);
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         self.durable_outlet(network)
             .store(entry, deadline)

@@ -222,7 +222,7 @@ impl Gate {
             }
             None => (crate::message::seal::unsealed(payload), None),
         };
-        if matches!(purpose, Purpose::Ack | Purpose::Control)
+        if matches!(purpose, Purpose::Ack | Purpose::Control | Purpose::Stored)
             || inner.first() != Some(&crate::message::COMPRESSED_MARKER)
         {
             // JSON, or an envelope that is not compressed: nothing to bound.
@@ -245,6 +245,8 @@ impl Gate {
         let window = match purpose {
             Purpose::Data | Purpose::Return => STREAM_FRESH,
             Purpose::Confirmed | Purpose::Ack | Purpose::Control => FRESH,
+            // Kept in a stream for as long as the network is down: never stale here.
+            Purpose::Stored => return Ok(()),
         };
         let skew = CLOCK_SKEW.as_millis() as u64;
         let stale = |why: String| {
@@ -324,6 +326,14 @@ impl Gate {
             buried.remove(&oldest);
         }
         buried.insert((sender.0.to_string(), sender.1.to_string()), now_ms);
+    }
+
+    /// What a seal of a stored message (or entry) binds: its subject and its
+    /// deduplication id, so a capture stored again under another id, or on another
+    /// subject, is refused, and one under the same id is dropped by JetStream while it
+    /// remembers the id.
+    pub(crate) fn stored_binding(subject: &str, msg_id: &str) -> String {
+        format!("{subject}#{msg_id}")
     }
 
     /// Refuses plain JSON when this network authenticates what enters it.
@@ -444,6 +454,28 @@ mod tests {
         let refusals = gate.refusals();
         assert_eq!(refusals.unauthenticated.load(Ordering::Relaxed), 0);
         assert_eq!(refusals.oversize.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_stored_message_is_never_stale_but_bound_to_its_subject_and_id() {
+        let gate = gate();
+        let binding = Gate::stored_binding("REFLOW.n.a.p", "s/i/1");
+        let stored = sealed(Purpose::Stored, &binding, 1);
+        let day = 24 * 3600 * 1000;
+        assert!(
+            gate.admit_at(Purpose::Stored, &binding, &stored, || MAX, T0 + day)
+                .is_ok()
+        );
+        let elsewhere = Gate::stored_binding("REFLOW.n.a.p", "s/i/2");
+        assert!(
+            gate.admit_at(Purpose::Stored, &elsewhere, &stored, || MAX, T0)
+                .is_err()
+        );
+        let plain = Bytes::from_static(b"\x01");
+        assert!(
+            gate.admit_at(Purpose::Stored, &binding, &plain, || MAX, T0)
+                .is_err()
+        );
     }
 
     #[test]

@@ -51,6 +51,8 @@ pub(crate) enum Purpose {
     Ack,
     /// A control request or notice (attach, detach, connect, disconnect).
     Control,
+    /// A message (or entry) stored in a durable network's stream.
+    Stored,
 }
 
 impl Purpose {
@@ -61,6 +63,7 @@ impl Purpose {
             Purpose::Return => 3,
             Purpose::Ack => 4,
             Purpose::Control => 5,
+            Purpose::Stored => 6,
         }
     }
 
@@ -72,6 +75,7 @@ impl Purpose {
             Purpose::Return => "returned output",
             Purpose::Ack => "acknowledgement",
             Purpose::Control => "control request",
+            Purpose::Stored => "stored message",
         }
     }
 }
