@@ -73,8 +73,10 @@ pub(crate) struct Sources {
 /// How often held-back envelopes are looked at when nothing else brings them up.
 const HELD_SWEEP: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// How the dispatcher is asked to wind down.
+/// When the dispatcher may begin, and how it is asked to wind down.
 pub(crate) struct Winding {
+    /// Cancelled once the local graph runs: nothing is taken before.
+    pub(crate) graph_up: CancellationToken,
     /// Asks it to drain the data subscription: take no new work.
     pub(crate) drain: CancellationToken,
     /// Told once what the data subscription held is delivered.
@@ -89,10 +91,17 @@ pub(crate) struct Winding {
 /// is taken) until stopped.
 pub(crate) async fn run(bridge: Weak<Bridge>, mut sources: Sources, winding: Winding) {
     let Winding {
+        graph_up,
         drain,
         drained,
         stop,
     } = winding;
+    // Until the graph runs, its actors have no inboxes: what arrives waits in the
+    // subscriptions.
+    tokio::select! {
+        _ = graph_up.cancelled() => {}
+        _ = stop.cancelled() => return,
+    }
     let mut drained = Some(drained);
     let mut state = DispatchState::default();
     let mut slots: [Option<Item>; 3] = [None, None, None];

@@ -160,6 +160,10 @@ pub(crate) struct Parts {
     pub(crate) profile: Arc<RwLock<Profile>>,
     pub(crate) direct: DirectTransport,
     pub(crate) direct_inbound: mpsc::Receiver<Inbound>,
+    /// Cancelled by the facade once the local graph runs: until then the dispatcher takes
+    /// nothing off its subscriptions (they hold what arrives), so a message that comes
+    /// while the network starts finds its actor instead of being refused.
+    pub(crate) graph_up: CancellationToken,
 }
 
 /// The running core of a distributed network.
@@ -253,6 +257,7 @@ impl Bridge {
             profile,
             direct,
             direct_inbound,
+            graph_up,
         } = parts;
         let client = hub.hub.client.clone();
         let broker = hub.hub.state.clone();
@@ -330,6 +335,7 @@ impl Bridge {
             Arc::downgrade(&bridge),
             sources,
             dispatch::Winding {
+                graph_up,
                 drain: bridge.drain.clone(),
                 drained,
                 stop: bridge.cancel.clone(),

@@ -204,6 +204,7 @@ impl DistributedNetwork {
             }
             Err(err) => return Err(err),
         };
+        let graph_up = tokio_util::sync::CancellationToken::new();
         let bridge = Bridge::start(Parts {
             config: crate::bridge::Settings {
                 durable: self.durable.clone(),
@@ -215,9 +216,11 @@ impl DistributedNetwork {
             profile: self.profile.clone(),
             direct,
             direct_inbound,
+            graph_up: graph_up.clone(),
         })
         .await?;
         self.local.write().start()?;
+        graph_up.cancel();
         self.bridge = Some(bridge);
         self.phase = Phase::Running;
         tracing::info!(network = %self.config.network_id, instance = %self.config.instance_id, "network started");
